@@ -58,6 +58,7 @@ def solve_heap(D, rho, *, alpha: float, C: float):
     heapq.heapify(heap)
     total = 0.0
     level = heap[0][0]
+    finished = False
     while heap:
         value = heap[0][0]
         while heap and heap[0][0] == value:
@@ -69,9 +70,9 @@ def solve_heap(D, rho, *, alpha: float, C: float):
                 total += S[j] * (d[j][L + 1] - d[j][L])
                 heapq.heappush(heap, (S[j] + w[j][L + 1], j))
             else:
-                heap.clear()
+                finished = True
         level = value
-        if alpha * total >= threshold:
+        if finished or alpha * total >= threshold:
             break
     weights = np.zeros((M, K))
     for j in range(M):

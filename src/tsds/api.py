@@ -1,0 +1,127 @@
+"""The Python API: one call from embeddings to a written selection."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tsds.config import SelectionConfig, make_config
+from tsds.errors import InputError
+from tsds.io.arrays import as_source, check_same_dim, file_sha256
+from tsds.io.output import atomic_dir, check_output_dir, save_json, save_npy
+from tsds.pipeline.select import Selection, select_on_index
+from tsds.pipeline.stages import StageLog
+from tsds.retrieval import build_index
+
+
+def select_embeddings(
+    candidates,
+    queries,
+    *,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    config: SelectionConfig | None = None,
+    progress=None,
+    **params,
+) -> Selection:
+    """Select from candidate embeddings (a .npy path or an N x d array) for query embeddings (M x d).
+
+    Parameters are those of SelectionConfig (size, alpha, C, sigma, metric, sampling, seed, ...).
+    With ``out``, writes probabilities.npy, selected_indices.npy and manifest.json there atomically.
+
+    >>> sel = select_embeddings("pool.npy", "task.npy", size=1000, out="selection")  # doctest: +SKIP
+    """
+    config = config or make_config(**params)
+    if out is not None:
+        check_output_dir(out, overwrite)
+    stages = StageLog()
+    started = time.time()
+    with stages.stage("read"):
+        cand = as_source(candidates)
+        qsrc = as_source(queries)
+        check_same_dim(cand, qsrc)
+        q = qsrc.read_all()
+        if config.sampling == "without-replacement" and config.size > cand.n:
+            raise InputError(
+                f"size {config.size} is larger than the {cand.n} candidates in {cand.name}; "
+                "cannot draw that many distinct examples"
+            )
+    with stages.stage("index", n=cand.n, dim=cand.dim) as info:
+        index = build_index(cand, metric=config.metric, kind=config.index, seed=config.seed)
+        info["kind"] = index.kind
+    selection = select_on_index(index, q, config, stages=stages, progress=progress)
+    if out is not None:
+        with stages.stage("write"):
+            write_selection(selection, out, overwrite=overwrite,
+                            inputs={"candidates": candidates, "queries": queries},
+                            extra={"index": {"kind": index.kind, **index.calibration},
+                                   "n_candidates": cand.n, "n_queries": int(q.shape[0]), "dim": cand.dim,
+                                   "started": started})
+    return selection
+
+
+def write_selection(selection: Selection, out, *, overwrite: bool = False, inputs: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write the arrays and the manifest into ``out`` (atomically)."""
+    with atomic_dir(out, overwrite) as tmp:
+        save_npy(tmp / "probabilities.npy", selection.probabilities.astype(np.float64))
+        save_npy(tmp / "selected_indices.npy", selection.selected_indices)
+        save_json(tmp / "manifest.json", build_manifest(selection, inputs or {}, extra or {}))
+    return Path(out)
+
+
+def build_manifest(selection: Selection, inputs: dict, extra: dict) -> dict:
+    a = selection.allocation
+    files = {}
+    for role, value in inputs.items():
+        if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+            files[role] = {"path": str(Path(value).resolve()), "sha256": file_sha256(value),
+                           "bytes": Path(value).stat().st_size}
+        elif value is not None:
+            files[role] = {"path": None, "note": "in-memory array"}
+    p = selection.probabilities
+    return {
+        "tsds_version": _version("tsds"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": selection.config.model_dump(),
+        "inputs": files,
+        "result": {
+            "objective": a.objective,
+            "alignment_term": a.alpha / a.C * a.alignment,
+            "diversity_term": (1 - a.alpha) * a.diversity,
+            "transport_cost": a.alignment,
+            "max_weighted_mass": a.diversity,
+            "level_s": a.level,
+            "support_size": int(np.count_nonzero(p)),
+            "neighbours_used_per_query": {"min": int(a.support.min()), "mean": float(a.support.mean()),
+                                          "max": int(a.support.max())},
+            "k_used": selection.k_used,
+            "k_history": selection.k_history,
+            "truncated": a.truncated,
+            "recall_at_k": selection.recall,
+            "drawn": int(selection.counts.sum()),
+            "distinct_drawn": selection.distinct_selected,
+            "densities": {"points": selection.density_stats.points, "pairs": selection.density_stats.pairs,
+                          "capped_points": selection.density_stats.capped},
+        },
+        "timings": selection.timings,
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            **{name: _version(name) for name in ("numpy", "scipy", "faiss-cpu", "pydantic")},
+        },
+        **extra,
+    }
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None

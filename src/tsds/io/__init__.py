@@ -1,0 +1,1 @@
+"""Adapters for files: embedding matrices, text readers, atomic output."""

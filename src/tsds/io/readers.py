@@ -1,0 +1,793 @@
+"""Readers for the candidate pool and the query set.
+
+Every supported format is turned into a stream of rows (a dict of the original
+fields per row), from which one text per row is extracted according to a
+`TextSpec`. Rows are read in batches so that a pool larger than memory never
+has to be held at once; each row keeps a *location* (byte offset of its line for
+line formats, row number otherwise) so that `read_records` can fetch the
+original record again after selection without the pool being kept in memory.
+
+Formats (detected from the extension, a trailing ``.gz`` allowed for the text
+formats, or from a directory's layout; ``fmt=`` overrides the detection):
+
+* ``jsonl``   - JSON Lines (``.jsonl``, ``.ndjson``), one object per line.
+* ``json``    - a JSON array of objects (``.json``; Alpaca-style lists). The
+  whole file is loaded into memory, so use JSON Lines for large pools.
+* ``parquet`` - read in record batches with ``pyarrow.parquet``.
+* ``csv`` / ``tsv`` - a header row, then one record per row (quoted fields may
+  span lines); all values are strings.
+* ``txt``     - one example per line, exposed as the field ``"text"``; blank
+  lines are not examples and are passed over.
+* ``hf``      - a Hugging Face dataset directory written by ``save_to_disk``
+  (its ``.arrow`` files are read with pyarrow; ``datasets`` is not needed).
+* ``arrow``   - a single Arrow IPC file (stream or file format).
+
+Malformed rows are reported as ``path:N: reason`` where N is the 1-based line
+number for line formats (jsonl, csv, tsv, txt) and the 1-based row number for
+the others. Locations are 0-based: a byte offset into the (uncompressed) file,
+or a row index.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import string
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Union
+
+from tsds.errors import InputError, ParameterError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+FORMATS = ("jsonl", "json", "parquet", "csv", "tsv", "txt", "hf", "arrow")
+LINE_FORMATS = frozenset({"jsonl", "csv", "tsv", "txt"})
+BAD_ROW_POLICIES = ("fail", "skip")
+MAX_BAD_EXAMPLES = 5
+DEFAULT_TEXT_FIELD = "text"
+
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "txt",
+    ".arrow": "arrow",
+}
+_GZIP_OK = frozenset({"jsonl", "json", "csv", "tsv", "txt"})
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+_CSV_FIELD_LIMIT = 2**31 - 1
+_ARROW_READ_ROWS = 4096
+
+
+class _BadRow(Exception):
+    """A row that cannot be used; carries the reason without the location."""
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How to turn one record into the text that is embedded.
+
+    Exactly one mode may be given: a field name, a template over fields
+    (``str.format`` syntax with plain field names only), or a field holding a
+    list of chat turns ``{"role": ..., "content": ...}`` rendered as
+    ``role: content`` lines. With none given the field ``"text"`` is used.
+    """
+
+    text_field: str | None = None
+    template: str | None = None
+    messages_field: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [
+            name
+            for name, value in (
+                ("text_field", self.text_field),
+                ("template", self.template),
+                ("messages_field", self.messages_field),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ParameterError(
+                f"give only one of text_field, template, messages_field (got {', '.join(given)})"
+            )
+        for name in ("text_field", "messages_field"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ParameterError(f"{name} must be a non-empty string, got {value!r}")
+        if self.template is not None:
+            self.template_fields()
+
+    @property
+    def mode(self) -> str:
+        """``"field"``, ``"template"`` or ``"messages"``."""
+        if self.template is not None:
+            return "template"
+        if self.messages_field is not None:
+            return "messages"
+        return "field"
+
+    def template_fields(self) -> tuple[str, ...]:
+        """The field names a template refers to, in order of first use."""
+        if not isinstance(self.template, str):
+            raise ParameterError(f"template must be a string, got {self.template!r}")
+        try:
+            parsed = list(string.Formatter().parse(self.template))
+        except ValueError as exc:
+            raise ParameterError(f"template {self.template!r} is not valid: {exc}") from None
+        names: list[str] = []
+        for _, name, spec, _ in parsed:
+            if name is None:
+                continue
+            if not name or name.isdigit() or "." in name or "[" in name:
+                raise ParameterError(
+                    f"template field {{{name}}} must be a plain field name "
+                    "(no positional, attribute or index fields)"
+                )
+            if spec and ("{" in spec):
+                raise ParameterError(f"template field {{{name}}} may not nest fields in its format spec")
+            if name not in names:
+                names.append(name)
+        if not names:
+            raise ParameterError(f"template {self.template!r} names no field")
+        return tuple(names)
+
+    def extract(self, record: dict[str, Any]) -> str:
+        """The text for one record; raises `_BadRow` when it cannot be made."""
+        mode = self.mode
+        if mode == "template":
+            text = self._from_template(record)
+        elif mode == "messages":
+            text = self._from_messages(record)
+        else:
+            name = self.text_field or DEFAULT_TEXT_FIELD
+            if name not in record:
+                raise _BadRow(f"missing field {name!r}")
+            text = record[name]
+            if not isinstance(text, str):
+                raise _BadRow(f"field {name!r} is {_kind(text)}, not a string")
+        if not text.strip():
+            raise _BadRow("empty text")
+        return text
+
+    def _from_template(self, record: dict[str, Any]) -> str:
+        values: dict[str, Any] = {}
+        for name in self.template_fields():
+            if name not in record:
+                raise _BadRow(f"missing field {name!r} for the template")
+            value = record[name]
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise _BadRow(f"field {name!r} is {_kind(value)}, not a string or number")
+            values[name] = value
+        try:
+            return string.Formatter().vformat(self.template or "", (), values)
+        except (ValueError, TypeError) as exc:
+            raise _BadRow(f"template cannot be filled: {exc}") from None
+
+    def _from_messages(self, record: dict[str, Any]) -> str:
+        name = self.messages_field or ""
+        if name not in record:
+            raise _BadRow(f"missing field {name!r}")
+        turns = record[name]
+        if not isinstance(turns, list):
+            raise _BadRow(f"field {name!r} is {_kind(turns)}, not a list of messages")
+        if not turns:
+            raise _BadRow(f"field {name!r} has no messages")
+        lines = []
+        for i, turn in enumerate(turns):
+            if not isinstance(turn, dict):
+                raise _BadRow(f"message {i} in {name!r} is {_kind(turn)}, not an object")
+            role, content = turn.get("role"), turn.get("content")
+            if not isinstance(role, str) or not role:
+                raise _BadRow(f"message {i} in {name!r} has no string 'role'")
+            if not isinstance(content, str):
+                raise _BadRow(f"message {i} in {name!r} has no string 'content'")
+            lines.append(f"{role}: {content}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ReadStats:
+    """What a read did: good rows, skipped rows, and the first few bad-row messages."""
+
+    rows: int = 0
+    skipped: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+
+    def _add_bad(self, message: str) -> None:
+        self.skipped += 1
+        if len(self.bad_examples) < MAX_BAD_EXAMPLES:
+            self.bad_examples.append(message)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive good rows from one file.
+
+    ``row_ids`` number good rows 0, 1, 2, ... across all files of one read;
+    ``locations`` point back into the file for `read_records`; ``skipped`` is
+    the number of rows skipped so far in the whole read.
+    """
+
+    texts: list[str]
+    records: list[dict[str, Any]]
+    row_ids: list[int]
+    locations: list[int]
+    file_index: int
+    path: str
+    skipped: int
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def detect_format(path: PathLike) -> str:
+    """The format name for a path, from its extension or directory layout."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "state.json").is_file() or (p / "dataset_info.json").is_file():
+            return "hf"
+        if (p / "dataset_dict.json").is_file():
+            raise InputError(
+                f"{p}: is a Hugging Face DatasetDict; pass one split's directory (e.g. {p / 'train'})"
+            )
+        raise InputError(f"{p}: a directory that is not a Hugging Face save_to_disk dataset")
+    suffixes = [s.lower() for s in p.suffixes]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    ext = suffixes[-2] if gz and len(suffixes) >= 2 else (suffixes[-1] if suffixes and not gz else "")
+    fmt = _EXTENSIONS.get(ext)
+    if fmt is None or (gz and fmt not in _GZIP_OK):
+        raise InputError(
+            f"{p}: cannot tell the format from the name; pass fmt= one of {', '.join(FORMATS)}"
+        )
+    return fmt
+
+
+def iter_batches(
+    paths: PathLike | Sequence[PathLike],
+    spec: TextSpec | None = None,
+    *,
+    batch_size: int = 1024,
+    fmt: str | None = None,
+    on_bad_row: str = "fail",
+    stats: ReadStats | None = None,
+) -> Iterator[Batch]:
+    """Stream the good rows of one or more files in batches of ``batch_size``.
+
+    A batch never spans two files. Pass a `ReadStats` to learn the final counts
+    (skipped rows after the last batch are only counted there).
+    """
+    spec = spec or TextSpec()
+    path_list = _as_path_list(paths)
+    _check_choice("on_bad_row", on_bad_row, BAD_ROW_POLICIES)
+    if fmt is not None:
+        _check_choice("fmt", fmt, FORMATS)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
+    stats = stats if stats is not None else ReadStats()
+    formats = [fmt or detect_format(p) for p in path_list]
+    next_id = 0
+    for file_index, (p, f) in enumerate(zip(path_list, formats)):
+        shown = str(p)
+        texts: list[str] = []
+        records: list[dict[str, Any]] = []
+        locations: list[int] = []
+        for location, number, record, reason in _iter_rows(p, f):
+            if reason is None:
+                try:
+                    text = spec.extract(record)  # type: ignore[arg-type]
+                except _BadRow as exc:
+                    reason = str(exc)
+            if reason is not None:
+                message = f"{shown}:{number}: {reason}"
+                if on_bad_row == "fail":
+                    raise InputError(message)
+                stats._add_bad(message)
+                continue
+            texts.append(text)
+            records.append(record)  # type: ignore[arg-type]
+            locations.append(location)
+            if len(texts) == batch_size:
+                yield _make_batch(texts, records, locations, next_id, file_index, shown, stats)
+                next_id += len(texts)
+                texts, records, locations = [], [], []
+        if texts:
+            yield _make_batch(texts, records, locations, next_id, file_index, shown, stats)
+            next_id += len(texts)
+
+
+def read_texts(
+    paths: PathLike | Sequence[PathLike],
+    spec: TextSpec | None = None,
+    *,
+    fmt: str | None = None,
+    on_bad_row: str = "fail",
+) -> tuple[list[str], ReadStats]:
+    """All texts of small inputs (the query set) at once, with the read's stats."""
+    stats = ReadStats()
+    texts: list[str] = []
+    for batch in iter_batches(paths, spec, batch_size=4096, fmt=fmt, on_bad_row=on_bad_row, stats=stats):
+        texts.extend(batch.texts)
+    return texts, stats
+
+
+def read_records(
+    path: PathLike, locations: Iterable[int], *, fmt: str | None = None
+) -> list[dict[str, Any]]:
+    """The original records at the given locations, in the order asked for.
+
+    Locations are those reported in `Batch.locations` for the same file and
+    format. Plain line files are read by seeking; gzip files are decompressed
+    in one pass; the other formats are read by row number.
+    """
+    if fmt is not None:
+        _check_choice("fmt", fmt, FORMATS)
+    p = Path(path)
+    f = fmt or detect_format(p)
+    wanted = [_as_location(p, loc) for loc in locations]
+    if not wanted:
+        return []
+    if f in LINE_FORMATS:
+        found = _fetch_lines(p, f, wanted)
+    elif f == "json":
+        rows = _load_json_array(p)
+        found = {}
+        for loc in set(wanted):
+            if loc >= len(rows):
+                raise InputError(f"{p}: row {loc} is past the end ({len(rows)} rows)")
+            found[loc] = _object_or_raise(p, loc + 1, rows[loc])
+    elif f == "parquet":
+        found = _fetch_parquet(p, set(wanted))
+    else:
+        found = _fetch_arrow(p, f, set(wanted))
+    return [dict(found[loc]) for loc in wanted]
+
+
+def _make_batch(texts, records, locations, first_id, file_index, path, stats) -> Batch:
+    stats.rows += len(texts)
+    return Batch(
+        texts=texts,
+        records=records,
+        row_ids=list(range(first_id, first_id + len(texts))),
+        locations=locations,
+        file_index=file_index,
+        path=path,
+        skipped=stats.skipped,
+    )
+
+
+def _as_path_list(paths: PathLike | Sequence[PathLike]) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        items = [paths]
+    else:
+        items = list(paths)
+    if not items:
+        raise ParameterError("no input path given")
+    out = []
+    for item in items:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or directory")
+        out.append(p)
+    return out
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ParameterError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _as_location(path: Path, loc: Any) -> int:
+    try:
+        value = int(loc)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: location {loc!r} is not an integer") from None
+    if value < 0 or value != loc:
+        raise InputError(f"{path}: location {loc!r} is not a non-negative integer")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+Row = tuple[int, int, "dict[str, Any] | None", "str | None"]
+
+
+def _iter_rows(path: Path, fmt: str) -> Iterator[Row]:
+    """(location, 1-based number for messages, record or None, reason or None) per row."""
+    if fmt == "jsonl":
+        return _rows_jsonl(path)
+    if fmt == "txt":
+        return _rows_txt(path)
+    if fmt in ("csv", "tsv"):
+        return _rows_csv(path, "," if fmt == "csv" else "\t")
+    if fmt == "json":
+        return _rows_json(path)
+    if fmt == "parquet":
+        return _rows_parquet(path)
+    return _rows_arrow(path, fmt)
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+    if raw.read(2) == _GZIP_MAGIC:
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    raw.seek(0)
+    return raw
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def _iter_lines(fh: IO[bytes], start: int = 0, first_line: int = 1) -> Iterator[tuple[int, int, bytes]]:
+    """(byte offset, 1-based line number, raw line) for each line, BOM removed at offset 0."""
+    offset, number = start, first_line
+    try:
+        for line in fh:
+            if offset == 0 and line.startswith(_BOM):
+                yield offset, number, line[len(_BOM):]
+            else:
+                yield offset, number, line
+            offset += len(line)
+            number += 1
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{getattr(fh, 'name', '?')}: cannot read past line {number - 1}: {exc}") from None
+
+
+def _decode(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadRow(f"invalid UTF-8 at byte {exc.start}") from None
+
+
+def _parse_json_line(line: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(_decode(line.rstrip(b"\r\n")))
+    except json.JSONDecodeError as exc:
+        raise _BadRow(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise _BadRow(f"expected a JSON object, got {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _rows_jsonl(path: Path) -> Iterator[Row]:
+    with _open_binary(path) as fh:
+        for offset, number, line in _iter_lines(fh):
+            if not line.strip():
+                continue
+            try:
+                yield offset, number, _parse_json_line(line), None
+            except _BadRow as exc:
+                yield offset, number, None, str(exc)
+
+
+def _txt_record(line: bytes) -> dict[str, Any]:
+    return {"text": _decode(line).rstrip("\r\n")}
+
+
+def _rows_txt(path: Path) -> Iterator[Row]:
+    with _open_binary(path) as fh:
+        for offset, number, line in _iter_lines(fh):
+            if not line.strip():
+                continue
+            try:
+                yield offset, number, _txt_record(line), None
+            except _BadRow as exc:
+                yield offset, number, None, str(exc)
+
+
+class _LineFeed:
+    """Decodes lines for `csv.reader`, noting invalid UTF-8 instead of stopping the read."""
+
+    def __init__(self, lines: Iterator[tuple[int, int, bytes]]):
+        self._lines = lines
+        self.error: str | None = None
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._lines)[2]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.error = f"invalid UTF-8 at byte {exc.start}"
+            return raw.decode("utf-8", errors="replace")
+
+
+def _csv_records(lines: Iterator[tuple[int, int, bytes]], delimiter: str):
+    """(offset, line, cells or None, reason or None) per record, tracking each record's first line."""
+    pending = {"offset": 0, "number": 0}
+    started = [False]
+
+    def marked() -> Iterator[tuple[int, int, bytes]]:
+        for item in lines:
+            if not started[0]:
+                pending["offset"], pending["number"] = item[0], item[1]
+                started[0] = True
+            yield item
+
+    feed = _LineFeed(marked())
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    reader = csv.reader(feed, delimiter=delimiter)
+    while True:
+        started[0] = False
+        feed.error = None
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield pending["offset"], pending["number"], None, f"malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc})"
+            continue
+        if not cells:
+            continue
+        yield pending["offset"], pending["number"], cells, feed.error
+
+
+def _csv_header(path: Path, records) -> list[str] | None:
+    for _, number, cells, reason in records:
+        if reason is not None or cells is None:
+            raise InputError(f"{path}:{number}: cannot read the header: {reason}")
+        header = [c.strip() for c in cells]
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise InputError(f"{path}:{number}: duplicate column name(s) in the header: {', '.join(dupes)}")
+        if any(not h for h in header):
+            raise InputError(f"{path}:{number}: empty column name in the header")
+        return header
+    return None
+
+
+def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
+    if len(cells) != len(header):
+        raise _BadRow(f"expected {len(header)} columns, got {len(cells)}")
+    return dict(zip(header, cells))
+
+
+def _rows_csv(path: Path, delimiter: str) -> Iterator[Row]:
+    with _open_binary(path) as fh:
+        records = _csv_records(_iter_lines(fh), delimiter)
+        header = _csv_header(path, records)
+        if header is None:
+            return
+        for offset, number, cells, reason in records:
+            if reason is None:
+                try:
+                    yield offset, number, _csv_row(header, cells), None  # type: ignore[arg-type]
+                    continue
+                except _BadRow as exc:
+                    reason = str(exc)
+            yield offset, number, None, reason
+
+
+def _load_json_array(path: Path) -> list[Any]:
+    with _open_binary(path) as fh:
+        data = fh.read()
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(value, list):
+        raise InputError(f"{path}: expected a JSON array of objects, got {_json_kind(value)}")
+    return value
+
+
+def _object_or_raise(path: Path, number: int, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"{path}:{number}: expected a JSON object, got {_json_kind(value)}")
+    return value
+
+
+def _rows_json(path: Path) -> Iterator[Row]:
+    for index, value in enumerate(_load_json_array(path)):
+        if isinstance(value, dict):
+            yield index, index + 1, value, None
+        else:
+            yield index, index + 1, None, f"expected a JSON object, got {_json_kind(value)}"
+
+
+def _parquet_file(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _rows_parquet(path: Path) -> Iterator[Row]:
+    pf = _parquet_file(path)
+    index = 0
+    for batch in pf.iter_batches(batch_size=_ARROW_READ_ROWS):
+        for record in batch.to_pylist():
+            yield index, index + 1, record, None
+            index += 1
+
+
+def _fetch_parquet(path: Path, wanted: set[int]) -> dict[int, dict[str, Any]]:
+    pf = _parquet_file(path)
+    total = pf.metadata.num_rows
+    past = sorted(loc for loc in wanted if loc >= total)
+    if past:
+        raise InputError(f"{path}: row {past[0]} is past the end ({total} rows)")
+    found: dict[int, dict[str, Any]] = {}
+    start = 0
+    for group in range(pf.metadata.num_row_groups):
+        size = pf.metadata.row_group(group).num_rows
+        inside = sorted(loc for loc in wanted if start <= loc < start + size)
+        if inside:
+            table = pf.read_row_group(group).take([loc - start for loc in inside])
+            found.update(zip(inside, table.to_pylist()))
+        start += size
+    return found
+
+
+def _arrow_files(path: Path, fmt: str) -> list[Path]:
+    """The .arrow files of a save_to_disk directory, in the order the dataset lists them."""
+    if fmt == "arrow":
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path}: a Hugging Face dataset must be a directory")
+    state_path = path / "state.json"
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            names = [entry["filename"] for entry in state["_data_files"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{state_path}: no usable '_data_files' list ({exc})") from None
+        if state.get("_indices_data_files"):
+            raise InputError(f"{state_path}: datasets with an indices mapping are not supported; save a flattened copy")
+        files = [path / name for name in names]
+    else:
+        files = sorted(path.glob("*.arrow"))
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: listed in the dataset but missing")
+    if not files:
+        raise InputError(f"{path}: no .arrow files in the dataset directory")
+    return files
+
+
+def _arrow_batches(path: Path):
+    import pyarrow as pa
+
+    source = pa.memory_map(str(path), "r")
+    try:
+        reader = pa.ipc.open_stream(source)
+        yield from reader
+        return
+    except pa.ArrowInvalid:
+        source.seek(0)
+    try:
+        reader = pa.ipc.open_file(source)
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: not an Arrow IPC file ({exc})") from None
+    for i in range(reader.num_record_batches):
+        yield reader.get_batch(i)
+
+
+def _rows_arrow(path: Path, fmt: str) -> Iterator[Row]:
+    index = 0
+    for file in _arrow_files(path, fmt):
+        for batch in _arrow_batches(file):
+            for start in range(0, batch.num_rows, _ARROW_READ_ROWS):
+                for record in batch.slice(start, _ARROW_READ_ROWS).to_pylist():
+                    yield index, index + 1, record, None
+                    index += 1
+
+
+def _fetch_arrow(path: Path, fmt: str, wanted: set[int]) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    ordered = sorted(wanted)
+    start = 0
+    for file in _arrow_files(path, fmt):
+        for batch in _arrow_batches(file):
+            end = start + batch.num_rows
+            inside = [loc for loc in ordered if start <= loc < end]
+            if inside:
+                rows = batch.take([loc - start for loc in inside]).to_pylist()
+                found.update(zip(inside, rows))
+            start = end
+    past = [loc for loc in ordered if loc not in found]
+    if past:
+        raise InputError(f"{path}: row {past[0]} is past the end ({start} rows)")
+    return found
+
+
+def _line_record(where: str, fmt: str, header: list[str] | None, cells_or_line) -> dict[str, Any]:
+    try:
+        if fmt == "jsonl":
+            return _parse_json_line(cells_or_line)
+        if fmt == "txt":
+            return _txt_record(cells_or_line)
+        return _csv_row(header or [], cells_or_line)
+    except _BadRow as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def _fetch_lines(path: Path, fmt: str, wanted: list[int]) -> dict[int, dict[str, Any]]:
+    """Records by byte offset: seek for plain files, one streaming pass for gzip."""
+    delimiter = "," if fmt == "csv" else "\t"
+    targets = set(wanted)
+    found: dict[int, dict[str, Any]] = {}
+    with _open_binary(path) as fh:
+        header = None
+        if fmt in ("csv", "tsv"):
+            header = _csv_header(path, _csv_records(_iter_lines(fh), delimiter))
+            if header is None:
+                raise InputError(f"{path}: location {min(targets)} is not the start of a row (the file is empty)")
+        if _is_gzip(path):
+            fh.seek(0)
+            if fmt in ("csv", "tsv"):
+                stream = _csv_records(_iter_lines(fh), delimiter)
+                next(stream, None)
+                items = ((o, n, c) for o, n, c, r in stream if r is None)
+            else:
+                items = ((o, n, line) for o, n, line in _iter_lines(fh) if line.strip())
+            for offset, number, item in items:
+                if offset in targets:
+                    found[offset] = _line_record(f"{path}:{number}", fmt, header, item)
+                    if len(found) == len(targets):
+                        break
+        else:
+            for offset in sorted(targets):
+                found[offset] = _fetch_plain_line(path, fh, fmt, header, offset, delimiter)
+    missing = sorted(targets - found.keys())
+    if missing:
+        raise InputError(f"{path}: location {missing[0]} is not the start of a row")
+    return found
+
+
+def _fetch_plain_line(path: Path, fh: IO[bytes], fmt: str, header, offset: int, delimiter: str) -> dict[str, Any]:
+    if offset > 0:
+        fh.seek(offset - 1)
+        if fh.read(1) != b"\n":
+            raise InputError(f"{path}: location {offset} is not the start of a line")
+    else:
+        fh.seek(0)
+    where = f"{path}: location {offset}"
+    if fmt in ("csv", "tsv"):
+        if offset == 0:
+            raise InputError(f"{path}: location 0 is the header, not a row")
+        record = next(_csv_records(_iter_lines(fh, start=offset), delimiter), None)
+        if record is None:
+            raise InputError(f"{path}: location {offset} is past the end")
+        _, _, cells, reason = record
+        if reason is not None:
+            raise InputError(f"{where}: {reason}")
+        return _line_record(where, fmt, header, cells)
+    line = fh.readline()
+    if offset == 0 and line.startswith(_BOM):
+        line = line[len(_BOM):]
+    if not line.strip():
+        raise InputError(f"{path}: location {offset} is past the end or a blank line")
+    return _line_record(where, fmt, header, line)

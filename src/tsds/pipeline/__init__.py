@@ -1,0 +1,1 @@
+"""The selection pipeline: stages shared by every execution engine."""

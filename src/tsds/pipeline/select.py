@@ -1,0 +1,136 @@
+"""The selection stages over an index: neighbours, densities, solve (growing K until exact), sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tsds.config import SelectionConfig
+from tsds.core import allocation_to_probabilities, draw_with_replacement, draw_without_replacement, solve
+from tsds.core.sampling import counts_to_indices
+from tsds.core.solver import Allocation
+from tsds.retrieval import DensityStats, SearchIndex, calibrate, densities, prepare
+
+
+@dataclass
+class Selection:
+    """Everything one selection produced, for writing, reporting and provenance."""
+
+    probabilities: np.ndarray
+    counts: np.ndarray
+    allocation: Allocation
+    neighbour_ids: np.ndarray
+    neighbour_distances: np.ndarray
+    neighbour_densities: np.ndarray
+    k_used: int
+    k_history: list[int]
+    recall: float | None
+    density_stats: DensityStats
+    config: SelectionConfig
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def selected_indices(self) -> np.ndarray:
+        """Drawn candidate indices, sorted; a candidate drawn twice appears twice."""
+        return counts_to_indices(self.counts)
+
+    @property
+    def distinct_selected(self) -> int:
+        return int(np.count_nonzero(self.counts))
+
+    def nearest_query(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each given candidate: the nearest query whose neighbour list holds it, and the distance.
+
+        (-1, inf) for candidates in no list.
+        """
+        cand = np.asarray(candidates, dtype=np.int64)
+        ids = self.neighbour_ids.ravel()
+        dist = self.neighbour_distances.ravel()
+        query = np.repeat(np.arange(self.neighbour_ids.shape[0]), self.neighbour_ids.shape[1])
+        order = np.lexsort((dist, ids))
+        ids_s, first = np.unique(ids[order], return_index=True)
+        pos = np.searchsorted(ids_s, cand)
+        pos = np.minimum(pos, ids_s.size - 1)
+        hit = ids_s[pos] == cand
+        q = np.where(hit, query[order][first][pos], -1)
+        d = np.where(hit, dist[order][first][pos], np.inf)
+        return q, d
+
+
+class DensityCache:
+    """Densities computed so far, keyed by candidate id (a pool store can persist it)."""
+
+    def __init__(self, n: int):
+        self.values = np.full(n, np.nan)
+
+    def fill(self, index: SearchIndex, ids: np.ndarray, sigma: float, cap: int, stats: DensityStats, progress=None):
+        ids = np.unique(ids)
+        missing = ids[np.isnan(self.values[ids])]
+        if missing.size:
+            self.values[missing] = densities(index, missing, sigma, cap=cap, stats=stats, progress=progress)
+        return missing.size
+
+
+def select_on_index(
+    index: SearchIndex,
+    queries: np.ndarray,
+    config: SelectionConfig,
+    *,
+    stages=None,
+    density_cache: DensityCache | None = None,
+    progress=None,
+) -> Selection:
+    """Run neighbours -> densities -> solve, doubling K while any query's allocation reaches the end of its list."""
+    from tsds.pipeline.stages import StageLog
+
+    stages = stages or StageLog()
+    q = prepare(queries, config.metric)
+    n = index.ntotal
+    cache = density_cache or DensityCache(n)
+    stats = DensityStats()
+    k = min(n, config.initial_k)
+    history = []
+    recall = None
+    while True:
+        history.append(k)
+        with stages.stage("neighbours", k=k) as info:
+            if not index.exact:
+                recall = calibrate(index, q, k, target=config.recall_target, seed=config.seed)
+                info["recall"] = recall
+            else:
+                recall = 1.0
+            D, ids = index.search(q, k)
+        with stages.stage("density", sigma=config.sigma) as info:
+            if config.sigma > 0:
+                info["computed"] = cache.fill(index, ids, config.sigma, config.density_cap, stats,
+                                              progress=progress)
+                R = cache.values[ids]
+            else:
+                R = None
+        with stages.stage("solve") as info:
+            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=(k >= n))
+            info["truncated"] = alloc.truncated
+        if not alloc.truncated:
+            break
+        k = min(n, 2 * k)
+    with stages.stage("sample"):
+        p = allocation_to_probabilities(ids, alloc, n)
+        if config.sampling == "with-replacement":
+            counts = draw_with_replacement(p, config.size, config.seed)
+        else:
+            counts = draw_without_replacement(p, config.size, config.seed)
+    return Selection(
+        probabilities=p,
+        counts=counts,
+        allocation=alloc,
+        neighbour_ids=ids,
+        neighbour_distances=D,
+        neighbour_densities=R if R is not None else np.ones_like(D),
+        k_used=k,
+        k_history=history,
+        recall=recall,
+        density_stats=stats,
+        config=config,
+        timings=stages.stages,
+    )

@@ -1,0 +1,6 @@
+"""Adapters over FAISS: nearest-neighbour indexes and range-search densities."""
+
+from tsds.retrieval.density import DensityStats, densities
+from tsds.retrieval.index import METRICS, SearchIndex, build_index, calibrate, prepare
+
+__all__ = ["METRICS", "DensityStats", "SearchIndex", "build_index", "calibrate", "densities", "prepare"]

@@ -1,0 +1,194 @@
+"""FAISS indexes over candidate embeddings: exact for small pools, IVF with measured recall for large ones.
+
+All distances are Euclidean (not squared) in float64. The cosine metric is Euclidean
+distance between unit-normalised vectors (sqrt(2 - 2 cos)), so one code path serves both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from tsds.errors import ParameterError
+
+METRICS = ("euclidean", "cosine")
+INDEX_KINDS = ("auto", "flat", "ivf")
+EXACT_UP_TO = 50_000
+
+
+def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """C-contiguous float32 copy-free view where possible; unit rows for the cosine metric."""
+    if metric not in METRICS:
+        raise ParameterError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        if np.any(norms == 0):
+            raise ParameterError("the cosine metric needs non-zero vectors; found a zero row")
+        x = np.ascontiguousarray(x / norms, dtype=np.float32)
+    return x
+
+
+@dataclass
+class SearchIndex:
+    """A FAISS index plus what is needed to search it exactly or report how approximate it is.
+
+    The index holds the only in-memory copy of the vectors. For IVF indexes, ``list_radius``
+    holds each inverted list's largest member-to-centroid distance, which lets range search
+    skip lists that cannot hold a point within the radius.
+    """
+
+    index: faiss.Index
+    kind: str
+    metric: str
+    recall: float | None = None
+    list_radius: np.ndarray | None = None
+    calibration: dict = field(default_factory=dict)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "flat"
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (prepared) vectors of candidates ``ids``."""
+        return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest candidates per query: (distances float64 ascending, ids int64).
+
+        Rows where an approximate index returns fewer than k results (FAISS's -1 labels)
+        are searched again exactly, so every row holds k valid neighbours.
+        """
+        k = min(int(k), self.ntotal)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        d2, ids = self.index.search(q, k)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if short.size:
+            d2[short], ids[short] = self._search_all(q[short], k)
+        return _finish(d2, ids)
+
+    def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(int(k), self.ntotal)
+        return _finish(*self._search_all(np.ascontiguousarray(queries, dtype=np.float32), k))
+
+    def _search_all(self, q: np.ndarray, k: int):
+        if self.exact:
+            return self.index.search(q, k)
+        ivf = faiss.extract_index_ivf(self.index)
+        saved = ivf.nprobe
+        try:
+            ivf.nprobe = ivf.nlist
+            return ivf.search(q, k)
+        finally:
+            ivf.nprobe = saved
+
+
+def _finish(d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    dist = np.sqrt(np.maximum(d2.astype(np.float64), 0.0))
+    order = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def build_index(
+    source,
+    *,
+    metric: str = "euclidean",
+    kind: str = "auto",
+    nlist: int | None = None,
+    seed: int = 0,
+    progress=None,
+) -> SearchIndex:
+    """Index the vectors of ``source`` (a VectorSource or an array), streamed in chunks.
+
+    ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above, trained on a sample of
+    64 points per list. Vectors are prepared for ``metric`` chunk by chunk, so the index
+    holds the only full copy.
+    """
+    from tsds.io.arrays import as_source
+
+    if kind not in INDEX_KINDS:
+        raise ParameterError(f"index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    src = as_source(source)
+    n, d = src.n, src.dim
+    if kind == "auto":
+        kind = "flat" if n <= EXACT_UP_TO else "ivf"
+    if kind == "flat":
+        index = faiss.IndexFlatL2(d)
+        for _, chunk in src.chunks():
+            index.add(prepare(chunk, metric))
+            if progress is not None:
+                progress(chunk.shape[0])
+        return SearchIndex(index=index, kind="flat", metric=metric)
+    nlist = min(nlist or max(1, int(2 * math.sqrt(n))), n)
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
+    index.cp.niter = 10
+    index.cp.seed = seed
+    index.cp.max_points_per_centroid = 64
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
+    index.train(prepare(src.take(sample), metric))
+    radius = np.zeros(nlist, dtype=np.float64)
+    for start, chunk in src.chunks():
+        x = prepare(chunk, metric)
+        d2c, assign = quantizer.search(x, 1)
+        assign = np.ascontiguousarray(assign[:, 0])
+        ids = np.arange(start, start + x.shape[0], dtype=np.int64)
+        index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
+        np.maximum.at(radius, assign, np.sqrt(np.maximum(d2c[:, 0].astype(np.float64), 0)))
+        if progress is not None:
+            progress(x.shape[0])
+    index.make_direct_map()
+    return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
+
+
+def calibrate(
+    index: SearchIndex,
+    queries: np.ndarray,
+    k: int,
+    *,
+    target: float = 0.95,
+    sample: int = 64,
+    seed: int = 0,
+) -> float:
+    """Raise the IVF search breadth until recall@k against exact search on a query sample reaches target.
+
+    Returns the measured recall (1.0 for exact indexes) and records it on the index.
+    """
+    if index.exact:
+        index.recall = 1.0
+        return 1.0
+    ivf = faiss.extract_index_ivf(index.index)
+    k = min(int(k), index.ntotal)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.shape[0] > sample:
+        q = q[np.random.default_rng(seed).choice(q.shape[0], sample, replace=False)]
+    _, truth = index.exact_search(q, k)
+    nprobe = max(1, ivf.nprobe)
+    while True:
+        ivf.nprobe = nprobe
+        _, found = index.search(q, k)
+        recall = _recall(found, truth)
+        if recall >= target or nprobe >= ivf.nlist:
+            break
+        nprobe = min(ivf.nlist, nprobe * 2)
+    index.recall = recall
+    index.calibration = {"nprobe": int(nprobe), "nlist": int(ivf.nlist), "k": int(k), "sample": int(q.shape[0]),
+                         "recall": float(recall), "target": float(target)}
+    return recall
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(np.intersect1d(f, t, assume_unique=False).size for f, t in zip(found, truth))
+    return hits / truth.size
