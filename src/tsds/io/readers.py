@@ -68,8 +68,8 @@ _CSV_FIELD_LIMIT = 2**31 - 1
 _ARROW_READ_ROWS = 4096
 
 
-class _BadRow(Exception):
-    """A row that cannot be used; carries the reason without the location."""
+class RowError(ValueError):
+    """One row that cannot be used; carries the reason, the caller adds ``path:line``."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class TextSpec:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ParameterError(f"{name} must be a non-empty string, got {value!r}")
         if self.template is not None:
-            self.template_fields()
+            object.__setattr__(self, "_fields", self.template_fields())
 
     @property
     def mode(self) -> str:
@@ -142,7 +142,7 @@ class TextSpec:
         return tuple(names)
 
     def extract(self, record: dict[str, Any]) -> str:
-        """The text for one record; raises `_BadRow` when it cannot be made."""
+        """The text for one record; raises `RowError` when it cannot be made."""
         mode = self.mode
         if mode == "template":
             text = self._from_template(record)
@@ -151,46 +151,46 @@ class TextSpec:
         else:
             name = self.text_field or DEFAULT_TEXT_FIELD
             if name not in record:
-                raise _BadRow(f"missing field {name!r}")
+                raise RowError(f"missing field {name!r}")
             text = record[name]
             if not isinstance(text, str):
-                raise _BadRow(f"field {name!r} is {_kind(text)}, not a string")
+                raise RowError(f"field {name!r} is {_kind(text)}, not a string")
         if not text.strip():
-            raise _BadRow("empty text")
+            raise RowError("empty text")
         return text
 
     def _from_template(self, record: dict[str, Any]) -> str:
         values: dict[str, Any] = {}
-        for name in self.template_fields():
+        for name in self._fields:  # type: ignore[attr-defined]
             if name not in record:
-                raise _BadRow(f"missing field {name!r} for the template")
+                raise RowError(f"missing field {name!r} for the template")
             value = record[name]
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise _BadRow(f"field {name!r} is {_kind(value)}, not a string or number")
+                raise RowError(f"field {name!r} is {_kind(value)}, not a string or number")
             values[name] = value
         try:
             return string.Formatter().vformat(self.template or "", (), values)
         except (ValueError, TypeError) as exc:
-            raise _BadRow(f"template cannot be filled: {exc}") from None
+            raise RowError(f"template cannot be filled: {exc}") from None
 
     def _from_messages(self, record: dict[str, Any]) -> str:
         name = self.messages_field or ""
         if name not in record:
-            raise _BadRow(f"missing field {name!r}")
+            raise RowError(f"missing field {name!r}")
         turns = record[name]
         if not isinstance(turns, list):
-            raise _BadRow(f"field {name!r} is {_kind(turns)}, not a list of messages")
+            raise RowError(f"field {name!r} is {_kind(turns)}, not a list of messages")
         if not turns:
-            raise _BadRow(f"field {name!r} has no messages")
+            raise RowError(f"field {name!r} has no messages")
         lines = []
         for i, turn in enumerate(turns):
             if not isinstance(turn, dict):
-                raise _BadRow(f"message {i} in {name!r} is {_kind(turn)}, not an object")
+                raise RowError(f"message {i} in {name!r} is {_kind(turn)}, not an object")
             role, content = turn.get("role"), turn.get("content")
             if not isinstance(role, str) or not role:
-                raise _BadRow(f"message {i} in {name!r} has no string 'role'")
+                raise RowError(f"message {i} in {name!r} has no string 'role'")
             if not isinstance(content, str):
-                raise _BadRow(f"message {i} in {name!r} has no string 'content'")
+                raise RowError(f"message {i} in {name!r} has no string 'content'")
             lines.append(f"{role}: {content}")
         return "\n".join(lines)
 
@@ -264,17 +264,25 @@ def iter_batches(
     """Stream the good rows of one or more files in batches of ``batch_size``.
 
     A batch never spans two files. Pass a `ReadStats` to learn the final counts
-    (skipped rows after the last batch are only counted there).
+    (skipped rows after the last batch are only counted there). Paths, formats
+    and parameters are checked at the call, before any row is read.
     """
-    spec = spec or TextSpec()
     path_list = _as_path_list(paths)
     _check_choice("on_bad_row", on_bad_row, BAD_ROW_POLICIES)
     if fmt is not None:
         _check_choice("fmt", fmt, FORMATS)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
-    stats = stats if stats is not None else ReadStats()
     formats = [fmt or detect_format(p) for p in path_list]
+    return _batches(
+        path_list, formats, spec or TextSpec(), batch_size, on_bad_row == "fail",
+        stats if stats is not None else ReadStats(),
+    )
+
+
+def _batches(
+    path_list: list[Path], formats: list[str], spec: TextSpec, batch_size: int, fail: bool, stats: ReadStats
+) -> Iterator[Batch]:
     next_id = 0
     for file_index, (p, f) in enumerate(zip(path_list, formats)):
         shown = str(p)
@@ -285,11 +293,11 @@ def iter_batches(
             if reason is None:
                 try:
                     text = spec.extract(record)  # type: ignore[arg-type]
-                except _BadRow as exc:
+                except RowError as exc:
                     reason = str(exc)
             if reason is not None:
                 message = f"{shown}:{number}: {reason}"
-                if on_bad_row == "fail":
+                if fail:
                     raise InputError(message)
                 stats._add_bad(message)
                 continue
@@ -432,11 +440,6 @@ def _open_binary(path: Path) -> IO[bytes]:
     return raw
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == _GZIP_MAGIC
-
-
 def _iter_lines(fh: IO[bytes], start: int = 0, first_line: int = 1) -> Iterator[tuple[int, int, bytes]]:
     """(byte offset, 1-based line number, raw line) for each line, BOM removed at offset 0."""
     offset, number = start, first_line
@@ -456,16 +459,16 @@ def _decode(line: bytes) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _BadRow(f"invalid UTF-8 at byte {exc.start}") from None
+        raise RowError(f"invalid UTF-8 at byte {exc.start}") from None
 
 
 def _parse_json_line(line: bytes) -> dict[str, Any]:
     try:
         value = json.loads(_decode(line.rstrip(b"\r\n")))
     except json.JSONDecodeError as exc:
-        raise _BadRow(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise RowError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(value, dict):
-        raise _BadRow(f"expected a JSON object, got {_json_kind(value)}")
+        raise RowError(f"expected a JSON object, got {_json_kind(value)}")
     return value
 
 
@@ -482,7 +485,7 @@ def _rows_jsonl(path: Path) -> Iterator[Row]:
                 continue
             try:
                 yield offset, number, _parse_json_line(line), None
-            except _BadRow as exc:
+            except RowError as exc:
                 yield offset, number, None, str(exc)
 
 
@@ -497,58 +500,59 @@ def _rows_txt(path: Path) -> Iterator[Row]:
                 continue
             try:
                 yield offset, number, _txt_record(line), None
-            except _BadRow as exc:
+            except RowError as exc:
                 yield offset, number, None, str(exc)
 
 
 class _LineFeed:
-    """Decodes lines for `csv.reader`, noting invalid UTF-8 instead of stopping the read."""
+    """Feeds decoded lines to `csv.reader`, noting where the current record began.
+
+    Invalid UTF-8 is replaced and noted in ``error`` so the row can be reported
+    instead of stopping the read.
+    """
 
     def __init__(self, lines: Iterator[tuple[int, int, bytes]]):
         self._lines = lines
+        self.start: tuple[int, int] = (0, 0)
         self.error: str | None = None
+        self._fresh = True
+
+    def new_record(self) -> None:
+        self._fresh = True
+        self.error = None
 
     def __iter__(self) -> _LineFeed:
         return self
 
     def __next__(self) -> str:
-        raw = next(self._lines)[2]
+        offset, number, raw = next(self._lines)
+        if self._fresh:
+            self.start, self._fresh = (offset, number), False
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            self.error = f"invalid UTF-8 at byte {exc.start}"
+            self.error = self.error or f"invalid UTF-8 at byte {exc.start}"
             return raw.decode("utf-8", errors="replace")
 
 
 def _csv_records(lines: Iterator[tuple[int, int, bytes]], delimiter: str):
-    """(offset, line, cells or None, reason or None) per record, tracking each record's first line."""
-    pending = {"offset": 0, "number": 0}
-    started = [False]
-
-    def marked() -> Iterator[tuple[int, int, bytes]]:
-        for item in lines:
-            if not started[0]:
-                pending["offset"], pending["number"] = item[0], item[1]
-                started[0] = True
-            yield item
-
-    feed = _LineFeed(marked())
+    """(offset, line, cells or None, reason or None) per non-blank record."""
+    feed = _LineFeed(lines)
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.reader(feed, delimiter=delimiter)
+    kind = "CSV" if delimiter == "," else "TSV"
     while True:
-        started[0] = False
-        feed.error = None
+        feed.new_record()
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield pending["offset"], pending["number"], None, f"malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc})"
+            yield *feed.start, None, f"malformed {kind} ({exc})"
             continue
-        if not cells:
-            continue
-        yield pending["offset"], pending["number"], cells, feed.error
+        if cells:
+            yield *feed.start, cells, feed.error
 
 
 def _csv_header(path: Path, records) -> list[str] | None:
@@ -567,7 +571,7 @@ def _csv_header(path: Path, records) -> list[str] | None:
 
 def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
     if len(cells) != len(header):
-        raise _BadRow(f"expected {len(header)} columns, got {len(cells)}")
+        raise RowError(f"expected {len(header)} columns, got {len(cells)}")
     return dict(zip(header, cells))
 
 
@@ -582,7 +586,7 @@ def _rows_csv(path: Path, delimiter: str) -> Iterator[Row]:
                 try:
                     yield offset, number, _csv_row(header, cells), None  # type: ignore[arg-type]
                     continue
-                except _BadRow as exc:
+                except RowError as exc:
                     reason = str(exc)
             yield offset, number, None, reason
 
@@ -730,7 +734,7 @@ def _line_record(where: str, fmt: str, header: list[str] | None, cells_or_line) 
         if fmt == "txt":
             return _txt_record(cells_or_line)
         return _csv_row(header or [], cells_or_line)
-    except _BadRow as exc:
+    except RowError as exc:
         raise InputError(f"{where}: {exc}") from None
 
 
@@ -745,7 +749,7 @@ def _fetch_lines(path: Path, fmt: str, wanted: list[int]) -> dict[int, dict[str,
             header = _csv_header(path, _csv_records(_iter_lines(fh), delimiter))
             if header is None:
                 raise InputError(f"{path}: location {min(targets)} is not the start of a row (the file is empty)")
-        if _is_gzip(path):
+        if isinstance(fh, gzip.GzipFile):
             fh.seek(0)
             if fmt in ("csv", "tsv"):
                 stream = _csv_records(_iter_lines(fh), delimiter)

@@ -1,0 +1,384 @@
+"""Readers: every format, the three text modes, bad rows, streaming and re-reading by location."""
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tsds.errors import InputError, ParameterError
+from tsds.io.readers import (
+    Batch,
+    ReadStats,
+    TextSpec,
+    detect_format,
+    iter_batches,
+    read_records,
+    read_texts,
+)
+
+DATA = Path(__file__).parent / "data" / "readers"
+
+GOOD_TEXTS = [
+    "Add two and three.",
+    "Name a colour, say \u00e9cru.",
+    "Translate 'cat' to French.",
+    "Sort 3, 1, 2.",
+    "Spell 'tsds' backwards.",
+]
+CSV_TEXTS = ["Hello, world", "A text that\r\nspans two lines", "plain row", 'He said "hi"']
+TSV_TEXTS = ["Hello, world", "A text that\nspans two lines", "plain row"]
+TXT_TEXTS = ["First example line.", "Second example, with \u00e9.", "Third after a blank line.", "Fourth."]
+
+GOOD_FILES = {
+    "good.jsonl": GOOD_TEXTS,
+    "good.jsonl.gz": GOOD_TEXTS,
+    "good.parquet": GOOD_TEXTS,
+    "good.arrow": GOOD_TEXTS,
+    "hf_dataset": GOOD_TEXTS,
+    "good.csv": CSV_TEXTS,
+    "good.csv.gz": CSV_TEXTS,
+    "good.tsv": TSV_TEXTS,
+    "good.tsv.gz": TSV_TEXTS,
+    "good.txt": TXT_TEXTS,
+    "good.txt.gz": TXT_TEXTS,
+}
+
+BAD_JSONL = [
+    "2: invalid JSON (Expecting property name enclosed in double quotes at column 20)",
+    "3: missing field 'text'",
+    "4: field 'text' is int, not a string",
+    "5: empty text",
+    "6: expected a JSON object, got array",
+]
+BAD_CSV = ["3: expected 2 columns, got 3", "4: expected 2 columns, got 1", "5: empty text"]
+BAD_TSV = ["3: expected 2 columns, got 1", "4: expected 2 columns, got 3"]
+BAD_TXT = ["2: invalid UTF-8 at byte 7"]
+BAD_FILES = {
+    "bad.jsonl": (["first good row", "last good row"], BAD_JSONL),
+    "bad.jsonl.gz": (["first good row", "last good row"], BAD_JSONL),
+    "bad.csv": (["first", "second\nrow"], BAD_CSV),
+    "bad.csv.gz": (["first", "second\nrow"], BAD_CSV),
+    "bad.tsv": (["first", "last"], BAD_TSV),
+    "bad.tsv.gz": (["first", "last"], BAD_TSV),
+    "bad.txt": (["Good line one.", "Good line three."], BAD_TXT),
+    "bad.txt.gz": (["Good line one.", "Good line three."], BAD_TXT),
+    "bad.json": (["good one", "good two"], ["2: expected a JSON object, got string", "3: missing field 'text'"]),
+    "bad.parquet": (["fine row", "another fine row"], ["2: field 'text' is null, not a string", "3: empty text"]),
+}
+
+
+def read_all(paths, spec=None, **kwargs) -> tuple[list[Batch], ReadStats]:
+    stats = ReadStats()
+    return list(iter_batches(paths, spec, stats=stats, **kwargs)), stats
+
+
+def flat(batches: list[Batch], name: str) -> list:
+    return [item for batch in batches for item in getattr(batch, name)]
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("good.jsonl", "jsonl"),
+        ("good.jsonl.gz", "jsonl"),
+        ("alpaca.json", "json"),
+        ("good.parquet", "parquet"),
+        ("good.csv", "csv"),
+        ("good.csv.gz", "csv"),
+        ("good.tsv.gz", "tsv"),
+        ("good.txt", "txt"),
+        ("good.txt.gz", "txt"),
+        ("good.arrow", "arrow"),
+        ("hf_dataset", "hf"),
+    ],
+)
+def test_detect_format(name, fmt):
+    assert detect_format(DATA / name) == fmt
+
+
+def test_detect_format_rejects_unknown_names(tmp_path):
+    for name in ("pool.xlsx", "pool", "pool.parquet.gz"):
+        (tmp_path / name).write_text("x")
+        with pytest.raises(InputError, match="cannot tell the format"):
+            detect_format(tmp_path / name)
+    with pytest.raises(InputError, match="not a Hugging Face"):
+        detect_format(tmp_path)
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "dd" / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    with pytest.raises(InputError, match="DatasetDict"):
+        detect_format(tmp_path / "dd")
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_FILES))
+def test_each_reader_reads_texts_and_records(name):
+    batches, stats = read_all(DATA / name)
+    assert flat(batches, "texts") == GOOD_FILES[name]
+    assert stats == ReadStats(rows=len(GOOD_FILES[name]), skipped=0, bad_examples=[])
+    records = flat(batches, "records")
+    if name.startswith("good.txt"):
+        assert records == [{"text": t} for t in TXT_TEXTS]
+    elif name.startswith(("good.csv", "good.tsv")):
+        assert [r["label"] for r in records] == ["greeting", "multi", "plain", "quote"][: len(records)]
+    else:
+        assert [r["id"] for r in records] == [0, 1, 2, 3, 4]
+        assert records[1]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_line_locations_are_byte_offsets_of_line_starts():
+    raw = (DATA / "good.jsonl").read_bytes()
+    expected = [0] + [i + 1 for i, b in enumerate(raw[:-1]) if b == ord("\n") and raw[i + 1 : i + 2] not in (b"\n", b"")]
+    for name in ("good.jsonl", "good.jsonl.gz"):
+        batches, _ = read_all(DATA / name)
+        assert flat(batches, "locations") == expected
+    csv_raw = (DATA / "good.csv").read_bytes()
+    batches, _ = read_all(DATA / "good.csv")
+    starts = flat(batches, "locations")
+    assert [csv_raw[s : s + 5] for s in starts] == [b'"Hell', b'"A te', b"plain", b'"He s']
+
+
+def test_row_formats_locate_by_row_number():
+    batches, _ = read_all(DATA / "bad.parquet", on_bad_row="skip")
+    assert flat(batches, "locations") == [0, 3]
+    batches, _ = read_all(DATA / "hf_dataset")
+    assert flat(batches, "locations") == [0, 1, 2, 3, 4]
+
+
+def test_text_field_mode():
+    texts, _ = read_texts(DATA / "alpaca.json", TextSpec(text_field="instruction"))
+    assert texts == ["Add the numbers.", "Name a colour.", "Translate to French.", "Sort the list."]
+
+
+def test_template_mode():
+    spec = TextSpec(template="{instruction}\n{input}\n{output}")
+    texts, _ = read_texts(DATA / "alpaca.json", spec)
+    assert texts[0] == "Add the numbers.\n2 and 3\n5"
+    assert texts[1] == "Name a colour.\n\n\u00e9cru"
+    texts, _ = read_texts(DATA / "good.parquet", TextSpec(template="#{id}: {text}"))
+    assert texts[4] == "#4: Spell 'tsds' backwards."
+
+
+def test_template_missing_field_is_a_bad_row():
+    spec = TextSpec(template="{instruction} -> {answer}")
+    with pytest.raises(InputError) as err:
+        read_texts(DATA / "alpaca.json", spec)
+    assert str(err.value) == f"{DATA / 'alpaca.json'}:1: missing field 'answer' for the template"
+
+
+def test_messages_mode():
+    texts, stats = read_texts(DATA / "chat.jsonl", TextSpec(messages_field="messages"), on_bad_row="skip")
+    assert texts == ["user: Hi\nassistant: Hello!", "user: Bye\nassistant: "]
+    path = DATA / "chat.jsonl"
+    assert stats.skipped == 3
+    assert stats.bad_examples == [
+        f"{path}:2: message 0 in 'messages' has no string 'content'",
+        f"{path}:3: field 'messages' has no messages",
+        f"{path}:4: field 'messages' is str, not a list of messages",
+    ]
+    texts, _ = read_texts(DATA / "hf_dataset", TextSpec(messages_field="messages"))
+    assert texts[1] == "system: Be brief.\nuser: A colour?\nassistant: Blue."
+
+
+def test_default_mode_is_the_text_field():
+    assert TextSpec().mode == "field"
+    assert read_texts(DATA / "good.jsonl")[0] == read_texts(DATA / "good.jsonl", TextSpec(text_field="text"))[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"text_field": "a", "template": "{a}"},
+        {"text_field": "a", "messages_field": "m"},
+        {"template": "{a}", "messages_field": "m", "text_field": "t"},
+    ],
+)
+def test_more_than_one_text_mode_is_refused(kwargs):
+    with pytest.raises(ParameterError) as err:
+        TextSpec(**kwargs)
+    assert "\n" not in str(err.value)
+    assert "give only one of" in str(err.value)
+
+
+@pytest.mark.parametrize("template", ["no fields", "{}", "{0}", "{a.b}", "{a[0]}", "{a", "{a:{b}}"])
+def test_bad_templates_are_refused(template):
+    with pytest.raises(ParameterError):
+        TextSpec(template=template)
+
+
+def test_empty_field_names_are_refused():
+    with pytest.raises(ParameterError):
+        TextSpec(text_field="")
+    with pytest.raises(ParameterError):
+        TextSpec(messages_field="")
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_rows_fail_with_file_and_line(name):
+    first = BAD_FILES[name][1][0]
+    with pytest.raises(InputError) as err:
+        read_all(DATA / name)
+    assert str(err.value) == f"{DATA / name}:{first}"
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_rows_are_skipped_and_counted(name):
+    texts, messages = BAD_FILES[name]
+    batches, stats = read_all(DATA / name, on_bad_row="skip")
+    assert flat(batches, "texts") == texts
+    assert flat(batches, "row_ids") == list(range(len(texts)))
+    assert stats.rows == len(texts)
+    assert stats.skipped == len(messages)
+    assert stats.bad_examples == [f"{DATA / name}:{m}" for m in messages]
+
+
+def test_only_the_first_few_bad_rows_are_kept(tmp_path):
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join('{"text": ""}\n' for _ in range(20)) + '{"text": "ok"}\n')
+    batches, stats = read_all(path, on_bad_row="skip")
+    assert flat(batches, "texts") == ["ok"]
+    assert stats.skipped == 20
+    assert len(stats.bad_examples) == 5
+    assert stats.bad_examples[-1] == f"{path}:5: empty text"
+
+
+def test_running_skipped_count_in_batches():
+    batches, stats = read_all(DATA / "bad.jsonl", on_bad_row="skip", batch_size=1)
+    assert [b.skipped for b in batches] == [0, 5]
+    assert stats.skipped == 5
+
+
+def test_whole_file_errors_are_not_row_errors(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"text": "a"},\n {"text": ]')
+    with pytest.raises(InputError, match=r"broken\.json:2: invalid JSON"):
+        read_all(broken, on_bad_row="skip")
+    not_array = tmp_path / "obj.json"
+    not_array.write_text('{"text": "a"}')
+    with pytest.raises(InputError, match="expected a JSON array"):
+        read_all(not_array, on_bad_row="skip")
+    with pytest.raises(InputError, match="no such file"):
+        read_all(tmp_path / "missing.jsonl")
+    dup = tmp_path / "dup.csv"
+    dup.write_text("text,text\na,b\n")
+    with pytest.raises(InputError, match=r"dup\.csv:1: duplicate column"):
+        read_all(dup)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_FILES) + ["alpaca.json"])
+def test_batches_of_two_match_one_big_batch(name):
+    spec = TextSpec(text_field="instruction") if name == "alpaca.json" else None
+    small, small_stats = read_all(DATA / name, spec, batch_size=2)
+    (big,), big_stats = read_all(DATA / name, spec, batch_size=1000)
+    assert all(len(b) == 2 for b in small[:-1]) and 1 <= len(small[-1]) <= 2
+    for field in ("texts", "records", "row_ids", "locations"):
+        assert flat(small, field) == getattr(big, field)
+    assert small_stats == big_stats
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_FILES) + ["alpaca.json", "bad.jsonl", "bad.csv.gz", "bad.parquet"])
+def test_read_records_round_trip(name):
+    spec = TextSpec(text_field="instruction") if name == "alpaca.json" else None
+    batches, _ = read_all(DATA / name, spec, on_bad_row="skip")
+    records, locations = flat(batches, "records"), flat(batches, "locations")
+    assert read_records(DATA / name, locations) == records
+    order = list(reversed(range(len(locations)))) + [0]
+    assert read_records(DATA / name, [locations[i] for i in order]) == [records[i] for i in order]
+    assert read_records(DATA / name, []) == []
+
+
+def test_read_records_rejects_bad_locations():
+    with pytest.raises(InputError, match="not the start of a line"):
+        read_records(DATA / "good.jsonl", [5])
+    with pytest.raises(InputError, match="not the start of a row"):
+        read_records(DATA / "good.jsonl.gz", [5])
+    with pytest.raises(InputError, match="past the end"):
+        read_records(DATA / "good.parquet", [5])
+    with pytest.raises(InputError, match="past the end"):
+        read_records(DATA / "hf_dataset", [7])
+    with pytest.raises(InputError, match="header"):
+        read_records(DATA / "good.csv", [0])
+    with pytest.raises(InputError, match=r"bad\.jsonl: location \d+: invalid JSON"):
+        read_records(DATA / "bad.jsonl", [27])
+    with pytest.raises(InputError):
+        read_records(DATA / "good.parquet", [-1])
+
+
+def test_multiple_files_continue_row_ids():
+    paths = [DATA / "good.jsonl", DATA / "bad.csv", DATA / "good.parquet"]
+    batches, stats = read_all(paths, batch_size=2, on_bad_row="skip")
+    assert flat(batches, "row_ids") == list(range(12))
+    assert flat(batches, "texts") == GOOD_TEXTS + ["first", "second\nrow"] + GOOD_TEXTS
+    assert [b.file_index for b in batches] == [0, 0, 0, 1, 2, 2, 2]
+    assert [b.path for b in batches][3] == str(DATA / "bad.csv")
+    assert stats.rows == 12 and stats.skipped == 3
+    for batch in batches:
+        assert read_records(paths[batch.file_index], batch.locations) == batch.records
+
+
+def test_fmt_override(tmp_path):
+    odd = tmp_path / "pool.data"
+    shutil.copy(DATA / "good.jsonl", odd)
+    texts, _ = read_texts(odd, fmt="jsonl")
+    assert texts == GOOD_TEXTS
+    assert read_records(odd, [0], fmt="jsonl")[0]["id"] == 0
+    texts, _ = read_texts(DATA / "good.jsonl", fmt="txt")
+    assert texts[0].startswith('{"id": 0')
+    with pytest.raises(ParameterError):
+        read_texts(odd, fmt="xlsx")
+
+
+def test_parameters_are_checked_at_the_call():
+    with pytest.raises(ParameterError):
+        iter_batches(DATA / "good.jsonl", on_bad_row="ignore")
+    with pytest.raises(ParameterError):
+        iter_batches(DATA / "good.jsonl", batch_size=0)
+    with pytest.raises(ParameterError):
+        iter_batches([])
+    with pytest.raises(InputError, match="no such file"):
+        iter_batches([DATA / "good.jsonl", DATA / "missing.jsonl"])
+
+
+def test_gzip_is_recognised_by_content_and_offsets_are_uncompressed(tmp_path):
+    path = tmp_path / "pool.jsonl.gz"
+    lines = [json.dumps({"text": f"row {i}", "pad": "x" * i}) + "\n" for i in range(50)]
+    with gzip.open(path, "wt") as fh:
+        fh.writelines(lines)
+    batches, _ = read_all(path, batch_size=7)
+    offsets = flat(batches, "locations")
+    assert offsets[:3] == [0, len(lines[0]), len(lines[0]) + len(lines[1])]
+    assert read_records(path, [offsets[49], offsets[3]]) == [json.loads(lines[49]), json.loads(lines[3])]
+
+
+def test_byte_order_mark_and_crlf(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "one"}\r\n{"text": "two"}\r\n')
+    batches, _ = read_all(path)
+    assert flat(batches, "texts") == ["one", "two"]
+    assert read_records(path, flat(batches, "locations")) == [{"text": "one"}, {"text": "two"}]
+    txt = tmp_path / "bom.txt"
+    txt.write_bytes(b"\xef\xbb\xbfone\r\ntwo\r\n")
+    assert read_texts(txt)[0] == ["one", "two"]
+
+
+def test_hf_dataset_made_by_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"text": f"example {i}", "n": i, "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(9)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"), num_shards=3)
+    assert detect_format(tmp_path / "ds") == "hf"
+    batches, _ = read_all(tmp_path / "ds", batch_size=4)
+    assert flat(batches, "texts") == [r["text"] for r in rows]
+    assert flat(batches, "records") == rows
+    assert read_records(tmp_path / "ds", [8, 0, 4]) == [rows[8], rows[0], rows[4]]
+    texts, _ = read_texts(tmp_path / "ds", TextSpec(messages_field="messages"))
+    assert texts[2] == "user: q2"
+
+
+def test_hf_dataset_follows_state_json_order(tmp_path):
+    copy = tmp_path / "ds"
+    shutil.copytree(DATA / "hf_dataset", copy)
+    state = json.loads((copy / "state.json").read_text())
+    state["_data_files"].reverse()
+    (copy / "state.json").write_text(json.dumps(state))
+    texts, _ = read_texts(copy)
+    assert texts == GOOD_TEXTS[3:] + GOOD_TEXTS[:3]
