@@ -1,0 +1,109 @@
+"""FAISS adapters: exact and IVF search, -1 labels, exact densities, adaptive K."""
+
+import numpy as np
+import pytest
+
+from tsds import select_embeddings
+from tsds.core import allocation_to_probabilities, solve
+from tsds.retrieval import DensityStats, build_index, calibrate, densities, prepare
+
+
+def _clustered(n, d, seed=0, clusters=30, noise=0.15):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + noise * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _brute_density(x, ids, sigma):
+    sq = ((x[ids, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    return np.maximum(0, 1 - sq / sigma**2).sum(1)
+
+
+def test_flat_search_is_exact_and_sorted():
+    x = _clustered(2000, 16)
+    q = x[:5] + 0.01
+    index = build_index(x, kind="flat")
+    D, ids = index.search(q, 50)
+    truth = np.sqrt(((q[:, None].astype(np.float64) - x[None]) ** 2).sum(-1))
+    assert np.all(np.diff(D, axis=1) >= 0)
+    assert np.allclose(D, np.sort(truth, axis=1)[:, :50], atol=1e-5)
+    assert np.allclose(np.take_along_axis(truth, ids, 1), D, atol=1e-5)
+
+
+def test_ivf_recall_is_measured_and_reaches_target():
+    x = _clustered(6000, 16, clusters=60)
+    index = build_index(x, kind="ivf", nlist=64)
+    q = _clustered(40, 16, seed=3, clusters=60)
+    recall = calibrate(index, q, 100, target=0.95)
+    assert recall >= 0.95
+    assert index.calibration["nprobe"] >= 1 and index.calibration["recall"] == recall
+
+
+def test_ivf_short_lists_are_searched_exactly():
+    """With nprobe = 1 and k larger than a list, FAISS pads with -1: those rows must be filled."""
+    x = _clustered(3000, 8, clusters=40)
+    index = build_index(x, kind="ivf", nlist=100)
+    D, ids = index.search(x[:10], 500)
+    assert np.all(ids >= 0)
+    _, exact_ids = build_index(x, kind="flat").search(x[:10], 500)
+    assert all(set(a) == set(b) for a, b in zip(ids, exact_ids))
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_densities_are_exact_over_the_whole_pool(kind):
+    x = _clustered(5000, 12, clusters=25, noise=0.2)
+    x[100:130] = x[100]
+    sigma = 0.4
+    index = build_index(x, kind=kind, nlist=50)
+    ids = np.arange(0, 5000, 37)
+    ids = np.append(ids, [100, 101])
+    stats = DensityStats()
+    rho = densities(index, ids, sigma, stats=stats)
+    assert np.allclose(rho, _brute_density(x, ids, sigma), rtol=1e-4)
+    assert rho[-1] >= 30 and stats.capped == 0
+    if kind == "ivf":
+        assert stats.lists_scanned < len(ids) * 50
+
+
+def test_density_cap_binds_and_is_reported():
+    x = np.zeros((300, 4), dtype=np.float32)
+    x[:, 0] = np.linspace(0, 0.01, 300)
+    index = build_index(x, kind="flat")
+    stats = DensityStats()
+    rho = densities(index, np.array([0, 1]), 1.0, cap=50, stats=stats)
+    assert stats.capped == 2
+    assert np.all(rho <= 50) and np.all(rho > 49)
+
+
+def test_sigma_zero_gives_ones():
+    index = build_index(_clustered(100, 4), kind="flat")
+    assert np.array_equal(densities(index, np.arange(10), 0.0), np.ones(10))
+
+
+def test_cosine_prepares_unit_rows():
+    x = np.random.default_rng(0).normal(size=(10, 5)) * 7
+    assert np.allclose(np.linalg.norm(prepare(x, "cosine"), axis=1), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("metric,sigma", [("euclidean", 0.0), ("cosine", 0.5), ("euclidean", 0.6)])
+def test_adaptive_k_equals_full_lists(metric, sigma):
+    """Growing K from a small start gives the same p as solving on all N neighbours at once."""
+    x = _clustered(1500, 10, seed=5)
+    q = _clustered(6, 10, seed=6)
+    sel = select_embeddings(x, q, size=50, alpha=0.3, C=1.0, sigma=sigma, metric=metric, initial_k=4)
+    assert len(sel.k_history) > 1
+    index = build_index(x, metric=metric, kind="flat")
+    D, ids = index.search(prepare(q, metric), 1500)
+    rho = densities(index, np.arange(1500), sigma) if sigma else np.ones(1500)
+    alloc = solve(D, rho[ids], alpha=0.3, C=1.0, complete=True)
+    p = allocation_to_probabilities(ids, alloc, 1500)
+    assert np.allclose(sel.probabilities, p, atol=1e-12)
+
+
+def test_ivf_selection_reports_recall():
+    x = _clustered(60_000, 8, clusters=200, noise=0.3)
+    q = x[:20] + 0.01
+    sel = select_embeddings(x, q, size=100, sigma=0.1, alpha=0.7, C=0.5)
+    assert sel.recall is not None and sel.recall >= 0.95
+    assert sel.timings["index"]["kind"] == "ivf"
