@@ -62,6 +62,12 @@ def select_cmd(
     index: Optional[str] = typer.Option(None, help="auto, flat (exact) or ivf."),
     initial_k: Optional[int] = typer.Option(None, "--initial-k", help="First neighbour-list length (grown as needed)."),
     config: Optional[Path] = typer.Option(None, "--config", help="The authors' config.yaml (query_embedding_path, candidate_embedding_path, output_folder, sample_size, alpha, C, sigma, max_K, kde_K)."),
+    pool: Optional[Path] = typer.Option(None, "--pool", help="A pool store built by `tsds pool build` (text mode)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Query examples of the target task (any readable format; text mode)."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Query field holding the text (default: the store's)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Query text template over fields, e.g. '{instruction}\\n{output}'."),
+    messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Query field holding chat messages."),
+    records: str = typer.Option("selected.jsonl", "--records", help="Name of the records file in --out; .jsonl, .jsonl.gz or .parquet."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (must not exist unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
@@ -84,6 +90,10 @@ def select_cmd(
     params.update({k: v for k, v in cli.items() if v is not None})
     if without_replacement:
         params["sampling"] = "without-replacement"
+    if pool is not None or queries is not None:
+        _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
+                     text_field, template, messages_field)
+        return
     cand = candidate_embeddings or params.pop("candidates", None)
     qry = query_embeddings or params.pop("queries", None)
     target = out_dir or params.pop("out", None)
@@ -101,6 +111,123 @@ def select_cmd(
             f"K={sel.k_used}, level s={a.level:.6g}, objective={a.objective:.6g} -> {target}",
             highlight=False,
         )
+
+
+def _spec(text_field, template, messages_field):
+    from tsds.io.readers import TextSpec
+
+    if text_field is None and template is None and messages_field is None:
+        return None
+    return TextSpec(text_field=text_field, template=template, messages_field=messages_field)
+
+
+def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field):
+    from tsds.config import make_config
+    from tsds.errors import ParameterError
+    from tsds.pipeline.text import select_text
+    from tsds.progress import progress_bar
+
+    for name, value in (("--pool", pool), ("--queries", queries), ("--out", out_dir), ("--size", params.get("size"))):
+        if value is None:
+            raise ParameterError(f"{name} is required for selecting from a pool store")
+    config = make_config(**params)
+    with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
+        sel = select_text(pool, queries, out=out_dir, config=config, query_spec=_spec(text_field, template, messages_field),
+                          records_name=records, overwrite=overwrite, progress=advance)
+    if not quiet:
+        _print_text_summary(out_dir, records, sel)
+
+
+def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> None:
+    import json
+
+    from rich.table import Table
+
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    res = manifest["result"]
+    out.print(f"[bold]selected[/] {res['drawn']} draws ({res['distinct_drawn']} distinct) from "
+              f"{manifest['pool_store']['rows']} pool rows; support {res['support_size']}, K={res['k_used']}, "
+              f"objective {res['objective']:.5g}", highlight=False)
+    sources = manifest["records"].get("sources")
+    if sources:
+        t = Table(title="selected rows by source")
+        t.add_column("source")
+        t.add_column("rows", justify="right")
+        for k, v in sources.items():
+            t.add_row(k, str(v))
+        out.print(t)
+    t = Table(title="a few selected rows and their nearest query", show_lines=True)
+    t.add_column("selected text", overflow="fold", ratio=3)
+    t.add_column("nearest query", overflow="fold", ratio=2)
+    t.add_column("dist", justify="right")
+    rows = _head_records(out_dir / records, examples)
+    for r in rows:
+        text = str(r.get("text", next((v for k, v in r.items() if not k.startswith("_tsds") and isinstance(v, str)), "")))
+        t.add_row(text[:160], str(r.get("_tsds_nearest_query", ""))[:120], f"{r.get('_tsds_query_distance') or 0:.3f}")
+    out.print(t)
+    out.print(f"output: {out_dir}/ ({records}, README.md, manifest.json, probabilities.npy, selected_indices.npy)",
+              highlight=False)
+
+
+def _head_records(path: Path, n: int) -> list[dict]:
+    import json
+
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).slice(0, n).to_pylist()
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if len(rows) == n:
+                break
+    return rows
+
+
+pool_app = typer.Typer(help="Build and inspect pool stores (embeddings, index, densities computed once).")
+app.add_typer(pool_app, name="pool")
+
+
+@pool_app.command("build")
+@_fail_cleanly
+def pool_build(
+    files: list[Path] = typer.Argument(..., help="Pool files (jsonl, json, parquet, csv, tsv, txt, or a saved HF dataset)."),
+    out_dir: Path = typer.Option(..., "--out", help="Store folder; an existing store is resumed or extended."),
+    embedder: str = typer.Option("static", "--embedder", help="static (fast CPU default), minilm, or a local model folder."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}'."),
+    messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Field holding chat messages."),
+    on_bad_row: str = typer.Option("fail", "--on-bad-row", help="fail (default) or skip malformed rows."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Force the input format."),
+    metric: str = typer.Option("euclidean", help="Metric of the index built with the store."),
+    index: str = typer.Option("auto", help="auto, flat or ivf."),
+    shard_rows: int = typer.Option(8192, "--shard-rows", help="Rows per embedding shard (the unit of resume)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished shard."),
+):
+    """Embed a pool once into a reusable store (resumable; appends embed only new rows)."""
+    import json as _json
+
+    from tsds.progress import progress_bar
+    from tsds.store import build_store
+
+    _logging(quiet, log_json)
+    log = logging.getLogger("tsds.stage")
+    total = None
+    with progress_bar("embedding pool", total, quiet=quiet) as advance:
+        store = build_store(files, out_dir, embedder_spec=embedder, spec=_spec(text_field, template, messages_field),
+                            on_bad_row=on_bad_row, fmt=fmt, metric=metric, index_kind=index, shard_rows=shard_rows,
+                            progress=advance,
+                            on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i})))
+    if not quiet:
+        m = store.meta
+        out.print(f"store {out_dir}: {m['n_rows']} rows, dim {m['dim']}, embedder {m['embedder'].get('model')}; "
+                  f"embedded {m['last_build']['embedded_shards']} shard(s), reused {m['last_build']['reused_shards']}; "
+                  f"skipped rows {m['skipped_rows']}, truncated texts {m['truncated_texts']}", highlight=False)
 
 
 def main():  # pragma: no cover

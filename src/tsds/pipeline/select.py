@@ -29,6 +29,14 @@ class Selection:
     density_stats: DensityStats
     config: SelectionConfig
     timings: dict = field(default_factory=dict)
+    density_cache: "DensityCache | None" = None
+
+    def density_of(self, candidates) -> tuple[np.ndarray, np.ndarray]:
+        """(density, near-duplicate cluster size) of the given candidates; (1, 1) when sigma = 0."""
+        cand = np.asarray(candidates, dtype=np.int64)
+        if self.config.sigma == 0 or self.density_cache is None:
+            return np.ones(cand.size), np.ones(cand.size, dtype=np.int64)
+        return self.density_cache.values[cand], self.density_cache.counts[cand]
 
     @property
     def selected_indices(self) -> np.ndarray:
@@ -61,14 +69,18 @@ class Selection:
 class DensityCache:
     """Densities computed so far, keyed by candidate id (a pool store can persist it)."""
 
-    def __init__(self, n: int):
-        self.values = np.full(n, np.nan)
+    def __init__(self, n: int, values: np.ndarray | None = None, counts: np.ndarray | None = None):
+        self.values = np.full(n, np.nan) if values is None else values
+        self.counts = np.full(n, -1, dtype=np.int64) if counts is None else counts
+        self.computed = 0
 
     def fill(self, index: SearchIndex, ids: np.ndarray, sigma: float, cap: int, stats: DensityStats, progress=None):
         ids = np.unique(ids)
         missing = ids[np.isnan(self.values[ids])]
         if missing.size:
-            self.values[missing] = densities(index, missing, sigma, cap=cap, stats=stats, progress=progress)
+            self.values[missing], self.counts[missing] = densities(
+                index, missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True)
+            self.computed += int(missing.size)
         return missing.size
 
 
@@ -133,4 +145,5 @@ def select_on_index(
         density_stats=stats,
         config=config,
         timings=stages.stages,
+        density_cache=cache,
     )

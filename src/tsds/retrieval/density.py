@@ -36,13 +36,20 @@ def densities(
     cap: int = DEFAULT_CAP,
     stats: DensityStats | None = None,
     progress=None,
-) -> np.ndarray:
-    """Density (float64, >= 1) of the candidates ``ids`` over every candidate in ``index``."""
+    return_counts: bool = False,
+):
+    """Density (float64, >= 1) of the candidates ``ids`` over every candidate in ``index``.
+
+    With ``return_counts``, also the number of candidates within sigma of each (itself included):
+    the size of its near-duplicate cluster.
+    """
     ids = np.asarray(ids, dtype=np.int64)
     if sigma == 0 or ids.size == 0:
-        return np.ones(ids.size, dtype=np.float64)
+        ones = np.ones(ids.size, dtype=np.float64)
+        return (ones, np.ones(ids.size, dtype=np.int64)) if return_counts else ones
     stats = stats if stats is not None else DensityStats()
     out = np.empty(ids.size, dtype=np.float64)
+    counts = np.empty(ids.size, dtype=np.int64)
     radius2 = float(sigma) ** 2
     batch = max(1, min(4096, _RESULT_BUDGET // max(1, index.ntotal)))
     batch = max(batch, 64)
@@ -51,10 +58,11 @@ def densities(
         x = index.reconstruct(chunk)
         lims, d2 = _range_search(index, x, radius2, sigma, stats)
         out[start:start + chunk.size] = _kernel_sums(lims, d2, radius2, cap, stats)
+        counts[start:start + chunk.size] = np.maximum(np.diff(lims.astype(np.int64)), 1)
         if progress is not None:
             progress(chunk.size)
     stats.points += int(ids.size)
-    return out
+    return (out, counts) if return_counts else out
 
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):

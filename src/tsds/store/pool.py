@@ -1,0 +1,349 @@
+"""The persistent pool store: embeddings, row offsets, indexes and densities, computed once per pool.
+
+Layout of a store folder::
+
+    store.json                 embedder identity, text spec, source files with content hashes
+    shards/000000.npy          float32 embeddings of one shard (memory-mappable)
+    shards/000000.loc.npy      int64 location of each row in its source file (see tsds.io.readers)
+    shards/000000.json         shard metadata; written last, so its presence marks the shard finished
+    index/<metric>.faiss       the FAISS index (+ .json metadata, .radius.npy list radii for IVF)
+    densities/<metric>-sigma<s>.npy   densities computed so far (NaN where not yet needed)
+
+Every file is written to a temporary name and renamed, so a build killed at any point
+(even by SIGKILL) leaves only finished shards, and the same command continues from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from tsds.errors import InputError
+from tsds.io.arrays import file_sha256
+from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
+from tsds.retrieval.index import SearchIndex, build_index
+
+FORMAT_VERSION = 1
+SHARD_ROWS = 8192
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def texts_sha256(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+class ShardVectors:
+    """The store's embeddings as a vector source (see tsds.io.arrays), one shard at a time."""
+
+    def __init__(self, store: "PoolStore"):
+        self.store = store
+        self.name = str(store.root)
+        self.shards = store.shard_meta()
+        self.n = sum(s["rows"] for s in self.shards)
+        self.dim = int(store.meta["dim"])
+        self._starts = np.cumsum([0] + [s["rows"] for s in self.shards])
+
+    def chunks(self, rows: int | None = None):
+        for s, start in zip(self.shards, self._starts):
+            yield int(start), np.asarray(np.load(self.store.shard_path(s["shard"]), mmap_mode="r",
+                                                 allow_pickle=False), dtype=np.float32)
+
+    def take(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        shard_of = np.searchsorted(self._starts, rows, side="right") - 1
+        for s in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == s)
+            mm = np.load(self.store.shard_path(self.shards[s]["shard"]), mmap_mode="r", allow_pickle=False)
+            out[sel] = mm[rows[sel] - self._starts[s]]
+        return out
+
+
+class PoolStore:
+    """A pool store folder. Open with ``PoolStore(path)``; build or extend with ``build_store``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        meta_path = self.root / "store.json"
+        if not meta_path.is_file():
+            raise InputError(f"{self.root}: not a tsds pool store (no store.json); build one with `tsds pool build`")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT_VERSION:
+            raise InputError(f"{self.root}: store format {self.meta.get('format')} is not supported (expected {FORMAT_VERSION})")
+
+    # ---- layout ------------------------------------------------------------------------
+    def shard_path(self, i: int) -> Path:
+        return self.root / "shards" / f"{i:06d}.npy"
+
+    def shard_meta(self) -> list[dict]:
+        metas = []
+        i = 0
+        while (self.root / "shards" / f"{i:06d}.json").is_file():
+            metas.append(json.loads((self.root / "shards" / f"{i:06d}.json").read_text()))
+            i += 1
+        return metas
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete"))
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.meta.get("n_rows", 0))
+
+    @property
+    def files(self) -> list[dict]:
+        return self.meta["files"]
+
+    @property
+    def text_spec(self) -> TextSpec:
+        return TextSpec(**self.meta["text_spec"])
+
+    def require_complete(self) -> None:
+        if not self.complete:
+            raise InputError(f"{self.root}: the store's build did not finish; run `tsds pool build` again to resume it")
+
+    def vectors(self) -> ShardVectors:
+        return ShardVectors(self)
+
+    def locations(self) -> tuple[np.ndarray, np.ndarray]:
+        """(file index, location) of every row, in row order."""
+        files, locs = [], []
+        for s in self.shard_meta():
+            locs.append(np.load(self.root / "shards" / f"{s['shard']:06d}.loc.npy", allow_pickle=False))
+            files.append(np.full(s["rows"], s["file_index"], dtype=np.int32))
+        return np.concatenate(files), np.concatenate(locs)
+
+    # ---- index -------------------------------------------------------------------------
+    def index(self, metric: str, kind: str = "auto", progress=None) -> SearchIndex:
+        """The stored index for ``metric``, built and saved on first use."""
+        self.require_complete()
+        folder = self.root / "index"
+        folder.mkdir(exist_ok=True)
+        base = folder / metric
+        info_path = base.with_suffix(".json")
+        if info_path.is_file():
+            info = json.loads(info_path.read_text())
+            if info["n_rows"] == self.n_rows and kind in ("auto", info["kind"]):
+                index = faiss.read_index(str(base.with_suffix(".faiss")))
+                radius = None
+                if info["kind"] == "ivf":
+                    radius = np.load(base.with_suffix(".radius.npy"), allow_pickle=False)
+                    faiss.extract_index_ivf(index).make_direct_map()
+                return SearchIndex(index=index, kind=info["kind"], metric=metric, list_radius=radius)
+        built = build_index(self.vectors(), metric=metric, kind=kind, progress=progress)
+        index_bytes = faiss.serialize_index(_without_direct_map(built))
+        _atomic_write_bytes(base.with_suffix(".faiss"), index_bytes.tobytes())
+        if built.list_radius is not None:
+            _atomic_npy(base.with_suffix(".radius.npy"), built.list_radius)
+        _atomic_json(info_path, {"kind": built.kind, "metric": metric, "n_rows": self.n_rows})
+        return built
+
+    # ---- densities ---------------------------------------------------------------------
+    def _density_path(self, metric: str, sigma: float) -> Path:
+        return self.root / "densities" / f"{metric}-sigma{sigma!r}.npz"
+
+    def load_densities(self, metric: str, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        """(densities, near-duplicate counts) computed so far; NaN / -1 where not yet computed."""
+        path = self._density_path(metric, sigma)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if z["rho"].shape == (self.n_rows,):
+                    return z["rho"].copy(), z["count"].copy()
+        return np.full(self.n_rows, np.nan), np.full(self.n_rows, -1, dtype=np.int64)
+
+    def save_densities(self, metric: str, sigma: float, rho: np.ndarray, count: np.ndarray) -> None:
+        folder = self.root / "densities"
+        folder.mkdir(exist_ok=True)
+        path = self._density_path(metric, sigma)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, rho=rho, count=count)
+        os.replace(tmp, path)
+
+
+def _without_direct_map(index: SearchIndex):
+    if index.kind == "ivf":
+        faiss.extract_index_ivf(index.index).set_direct_map_type(faiss.DirectMap.NoMap)
+        clone = faiss.clone_index(index.index)
+        faiss.extract_index_ivf(index.index).make_direct_map()
+        return clone
+    return index.index
+
+
+def _file_entry(path: Path, fmt: str | None) -> dict:
+    p = path.resolve()
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p.rglob("*")):
+            if f.is_file():
+                h.update(str(f.relative_to(p)).encode())
+                h.update(file_sha256(f).encode())
+        digest = h.hexdigest()
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    else:
+        digest, size = file_sha256(p), p.stat().st_size
+    return {"path": str(p), "sha256": digest, "bytes": size, "format": fmt or detect_format(p)}
+
+
+def build_store(
+    paths,
+    out: str | os.PathLike,
+    *,
+    embedder_spec: str = "static",
+    spec: TextSpec | None = None,
+    on_bad_row: str = "fail",
+    shard_rows: int = SHARD_ROWS,
+    fmt: str | None = None,
+    metric: str = "euclidean",
+    index_kind: str = "auto",
+    embedder=None,
+    engine=None,
+    progress=None,
+    on_shard=None,
+) -> PoolStore:
+    """Embed a pool into a store folder, resuming or extending one that exists.
+
+    An existing store is continued only if it was built from the same files (a prefix of
+    ``paths``, same content hashes), the same text spec and the same embedder; files past
+    that prefix are appended and only their rows are embedded. Finished shards are never
+    embedded again.
+    """
+    from tsds.embed import load_embedder
+    from tsds.engines.local import LocalEngine
+
+    root = Path(out)
+    spec = spec or TextSpec()
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not paths:
+        raise InputError("no pool files given")
+    entries = [_file_entry(p, fmt) for p in paths]
+    embedder = embedder or load_embedder(embedder_spec)
+    identity = embedder.identity
+    spec_dict = asdict(spec)
+    (root / "shards").mkdir(parents=True, exist_ok=True)
+    meta_path = root / "store.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        _check_compatible(root, old, entries, identity, spec_dict, on_bad_row, shard_rows)
+    meta = {
+        "format": FORMAT_VERSION,
+        "embedder": identity,
+        "embedder_spec": embedder_spec,
+        "text_spec": spec_dict,
+        "on_bad_row": on_bad_row,
+        "shard_rows": shard_rows,
+        "files": entries,
+        "dim": embedder.dim,
+        "complete": False,
+    }
+    _atomic_json(meta_path, meta)
+    store = PoolStore(root)
+    done = {s["shard"]: s for s in store.shard_meta()}
+    stats = ReadStats()
+    engine = engine or LocalEngine()
+    counters = {"embedded_shards": 0, "reused_shards": 0, "rows": 0}
+
+    def shard_jobs():
+        batches = iter_batches([e["path"] for e in entries], spec, batch_size=shard_rows,
+                               fmt=fmt, on_bad_row=on_bad_row, stats=stats)
+        for i, batch in enumerate(batches):
+            digest = texts_sha256(batch.texts)
+            counters["rows"] += len(batch)
+            if i in done:
+                if done[i]["texts_sha256"] != digest or done[i]["rows"] != len(batch):
+                    raise InputError(
+                        f"{root}: shard {i} was built from different text than {batch.path} holds now; "
+                        "rebuild the store into a new folder"
+                    )
+                counters["reused_shards"] += 1
+                if progress is not None:
+                    progress(len(batch))
+                continue
+            yield i, batch, digest
+
+    def finish(i, batch, digest, vectors, truncated):
+        _atomic_npy(root / "shards" / f"{i:06d}.loc.npy", np.asarray(batch.locations, dtype=np.int64))
+        _atomic_npy(store.shard_path(i), np.ascontiguousarray(vectors, dtype=np.float32))
+        _atomic_json(root / "shards" / f"{i:06d}.json", {
+            "shard": i, "file_index": batch.file_index, "first_row": batch.row_ids[0], "rows": len(batch),
+            "texts_sha256": digest, "truncated": int(truncated),
+            "embeddings_sha256": hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest(),
+        })
+        counters["embedded_shards"] += 1
+        if progress is not None:
+            progress(len(batch))
+        if on_shard is not None:
+            on_shard(i)
+
+    engine.embed_shards(shard_jobs(), embedder, finish)
+    n_rows = counters["rows"]
+    if n_rows == 0:
+        raise InputError(f"{paths[0]}: no usable rows in the pool")
+    meta.update({"complete": True, "n_rows": n_rows, "skipped_rows": stats.skipped,
+                 "bad_row_examples": stats.bad_examples,
+                 "truncated_texts": sum(s.get("truncated", 0) for s in PoolStore(root).shard_meta()),
+                 "last_build": counters})
+    _atomic_json(meta_path, meta)
+    store = PoolStore(root)
+    store.index(metric, index_kind)
+    return store
+
+
+def _check_compatible(root, old, entries, identity, spec_dict, on_bad_row, shard_rows) -> None:
+    if old.get("embedder") != identity:
+        raise InputError(
+            f"{root}: store was built with embedder {old.get('embedder', {}).get('model')!r} "
+            f"({old.get('embedder', {}).get('weights_sha256', '')[:12]}), not {identity.get('model')!r} "
+            f"({identity.get('weights_sha256', '')[:12]}); use a new store folder"
+        )
+    if old.get("text_spec") != spec_dict or old.get("on_bad_row") != on_bad_row:
+        raise InputError(f"{root}: store was built with text spec {old.get('text_spec')} "
+                         f"(on_bad_row={old.get('on_bad_row')}); got {spec_dict} (on_bad_row={on_bad_row})")
+    if old.get("shard_rows") != shard_rows:
+        raise InputError(f"{root}: store uses {old.get('shard_rows')} rows per shard, not {shard_rows}")
+    old_files = old.get("files", [])
+    if len(entries) < len(old_files):
+        raise InputError(f"{root}: store holds {len(old_files)} pool file(s); pass them all, in order, "
+                         "then any new ones")
+    for o, e in zip(old_files, entries):
+        if o["path"] != e["path"]:
+            raise InputError(f"{root}: pool file {len(old_files)} must be {o['path']}, got {e['path']}")
+        if o["sha256"] != e["sha256"]:
+            raise InputError(f"{e['path']}: content changed since the store was built (sha256 differs); "
+                             "build a new store")
