@@ -20,13 +20,15 @@ def records_format(name: str) -> str:
 
 
 def write_records(path: Path, records: list[dict]) -> None:
-    """Write records with all their fields; Parquet infers one schema over all rows."""
+    """Write records with all their fields; Parquet gets the union of all rows' fields (missing: null)."""
     fmt = records_format(path.name)
     if fmt == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(records), path)
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records])
+        pq.write_table(table, path)
         return
     opener = gzip.open if fmt == ".jsonl.gz" else open
     with opener(path, "wt", encoding="utf-8") as f:

@@ -1,0 +1,191 @@
+"""The pool store on real text: build, SIGKILL and resume, refusal, append, and text-in records-out selection."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tsds.config import make_config
+from tsds.errors import InputError
+from tsds.pipeline.text import PROVENANCE, select_text
+from tsds.store import PoolStore, build_store
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = ROOT / "data" / "demo" / "pool.jsonl.gz"
+FOOD = ROOT / "data" / "demo" / "tasks" / "food" / "queries.jsonl"
+
+
+def _rows(n, start=0):
+    out = []
+    with gzip.open(POOL, "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= start + n:
+                break
+            if i >= start:
+                out.append(json.loads(line))
+    return out
+
+
+def _write(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_pool(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pool")
+    rows = _rows(6000)
+    return _write(d / "a.jsonl", rows[:4000]), _write(d / "b.jsonl", rows[4000:])
+
+
+@pytest.fixture(scope="module")
+def store(small_pool, tmp_path_factory, static_embedder):
+    out = tmp_path_factory.mktemp("stores") / "full"
+    return build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500)
+
+
+def _shard_bytes(root):
+    return {p.name: p.read_bytes() for p in sorted((Path(root) / "shards").glob("[0-9]*.npy"))
+            if not p.name.endswith(".loc.npy")}
+
+
+def test_store_layout_and_contents(store, small_pool):
+    assert store.complete and store.n_rows == 4000
+    assert len(store.shard_meta()) == 8
+    v = store.vectors()
+    x = v.take(np.array([0, 499, 500, 3999]))
+    assert x.shape == (4, store.meta["dim"]) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    files, locs = store.locations()
+    assert files.shape == (4000,) and locs[0] == 0 and np.all(np.diff(locs) > 0)
+    assert store.meta["files"][0]["sha256"] and store.meta["embedder"]["weights_sha256"]
+    assert (store.root / "index" / "euclidean.faiss").is_file()
+
+
+def test_sigkill_then_resume_is_byte_identical(small_pool, store, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tsds.cli", "pool", "build", str(small_pool[0]), "--out", str(out),
+           "--shard-rows", "500", "--log-json", "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    done = 0
+    for line in proc.stderr:
+        if '"shard_done"' in line:
+            done += 1
+            if done == 3:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    finished = len(list((out / "shards").glob("*.json")))
+    assert 3 <= finished < 8
+    assert not PoolStore(out).complete
+    with pytest.raises(InputError, match="did not finish"):
+        PoolStore(out).require_complete()
+    r = subprocess.run(cmd[:-2] + ["--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    resumed = PoolStore(out)
+    assert resumed.complete
+    assert resumed.meta["last_build"]["reused_shards"] == finished
+    assert resumed.meta["last_build"]["embedded_shards"] == 8 - finished
+    assert _shard_bytes(out) == _shard_bytes(store.root)
+    assert not list((out / "shards").glob(".*"))
+
+
+def test_store_refuses_changed_text(small_pool, tmp_path, static_embedder):
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(small_pool[0].read_bytes())
+    out = tmp_path / "s"
+    build_store([src], out, embedder=static_embedder, shard_rows=1000)
+    rows = [json.loads(line) for line in src.read_text().splitlines()]
+    rows[10]["text"] = "something else entirely"
+    _write(src, rows)
+    with pytest.raises(InputError, match="content changed"):
+        build_store([src], out, embedder=static_embedder, shard_rows=1000)
+
+
+def test_store_refuses_other_embedder(store, small_pool, minilm_embedder):
+    with pytest.raises(InputError, match="built with embedder"):
+        build_store([small_pool[0]], store.root, embedder=minilm_embedder, shard_rows=500)
+
+
+def test_append_embeds_only_new_rows(small_pool, tmp_path, static_embedder):
+    out = tmp_path / "s"
+    build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500)
+    grown = build_store(list(small_pool), out, embedder=static_embedder, shard_rows=500)
+    assert grown.n_rows == 6000
+    assert grown.meta["last_build"] == {"embedded_shards": 4, "reused_shards": 8, "rows": 6000}
+    assert grown.index("euclidean").ntotal == 6000
+
+
+def test_text_selection_writes_records_with_provenance(store, tmp_path, static_embedder):
+    config = make_config(size=40, alpha=0.5, C=1.0, sigma=0.3, metric="cosine", sampling="without-replacement")
+    out = tmp_path / "sel"
+    sel = select_text(store, FOOD, out=out, config=config, records_name="picked.parquet", embedder=static_embedder)
+    table = pq.read_table(out / "picked.parquet").to_pylist()
+    assert len(table) == 40 == sel.distinct_selected
+    original = {r["id"]: r for r in _rows(4000)}
+    for rec in table:
+        assert set(PROVENANCE) <= set(rec)
+        src = original[rec["id"]]
+        assert all(rec[k] == v for k, v in src.items())
+        assert all(rec[k] is None for k in set(rec) - set(src) - set(PROVENANCE))
+        assert rec["_tsds_probability"] > 0 and rec["_tsds_nearest_query"]
+        assert rec["_tsds_density"] >= 1 and rec["_tsds_cluster_size"] >= 1
+    card = (out / "README.md").read_text()
+    assert "## Source pool" in card and "## Parameters" in card and "food" in card
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["records"]["rows"] == 40 and manifest["queries"]["count"] == 20
+    assert (store.root / "densities").is_dir()
+
+
+def test_with_replacement_writes_one_row_per_draw(store, tmp_path, static_embedder):
+    config = make_config(size=60, alpha=0.9, C=1.0, sigma=0.0, metric="cosine")
+    out = tmp_path / "sel"
+    sel = select_text(store, FOOD, out=out, config=config, embedder=static_embedder)
+    lines = (out / "selected.jsonl").read_text().splitlines()
+    assert len(lines) == 60
+    draws = {}
+    for line in lines:
+        rec = json.loads(line)
+        draws[rec["_tsds_row"]] = rec["_tsds_times_drawn"]
+    assert sum(draws.values()) == 60 and len(draws) == sel.distinct_selected
+
+
+def test_near_duplicates_get_no_more_than_one_text(tmp_path, static_embedder, capsys):
+    """200 copies (exact and lightly edited) of one on-topic text: KDE spends on them what it spends on one."""
+    rows = _rows(3000)
+    queries = [json.loads(line) for line in FOOD.read_text().splitlines()]
+    clean = _write(tmp_path / "clean.jsonl", rows)
+    qfile = _write(tmp_path / "q.jsonl", queries)
+    clean_store = build_store([clean], tmp_path / "clean", embedder=static_embedder)
+    configs = {sigma: make_config(size=100, alpha=0.5, C=1.0, sigma=sigma, metric="cosine") for sigma in (0.0, 0.2)}
+    first = select_text(clean_store, qfile, out=tmp_path / "first", config=configs[0.0], embedder=static_embedder)
+    target_row = int(np.argmax(first.probabilities))
+    target = rows[target_row]
+    copies = []
+    for i in range(200):
+        text = target["text"]
+        if i % 2:
+            text = [text.upper(), text + ".", text.replace(":", " -"), "  " + text][i % 4]
+        copies.append({**target, "id": f"copy-{i}", "text": text})
+    dup_store = build_store([_write(tmp_path / "dup.jsonl", rows + copies)], tmp_path / "dup",
+                            embedder=static_embedder)
+    group = np.r_[target_row, np.arange(3000, 3200)]
+    spent = {}
+    for sigma, config in configs.items():
+        one = select_text(clean_store, qfile, out=tmp_path / f"oc{sigma}", config=config, embedder=static_embedder)
+        many = select_text(dup_store, qfile, out=tmp_path / f"od{sigma}", config=config, embedder=static_embedder)
+        spent[sigma] = (one.probabilities[target_row], many.probabilities[group].sum())
+    with capsys.disabled():
+        print(f"\nmass on one text / on it plus 200 near-copies: sigma=0: {spent[0.0][0]:.5f} / {spent[0.0][1]:.5f};"
+              f" sigma=0.2: {spent[0.2][0]:.5f} / {spent[0.2][1]:.5f}")
+    assert spent[0.2][1] <= spent[0.2][0] * 1.05 + 1e-9
+    assert spent[0.0][1] > 5 * spent[0.0][0]
