@@ -107,3 +107,20 @@ def test_ivf_selection_reports_recall():
     sel = select_embeddings(x, q, size=100, sigma=0.1, alpha=0.7, C=0.5)
     assert sel.recall is not None and sel.recall >= 0.95
     assert sel.timings["index"]["kind"] == "ivf"
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_excluded_candidates_never_returned_nor_counted(kind):
+    x = _clustered(4000, 8, clusters=20, noise=0.2)
+    x[50:60] = x[50]
+    index = build_index(x, kind=kind, nlist=40)
+    gone = np.r_[np.arange(51, 60), np.arange(1000, 1500)]
+    index.exclude(gone)
+    assert index.available == 4000 - gone.size
+    D, ids = index.search(x[:30], 200)
+    assert not np.isin(ids, gone).any() and np.all(ids >= 0)
+    keep = np.setdiff1d(np.arange(4000), gone)
+    rho = densities(index, np.array([50, 3]), 0.5)
+    sub = x[keep]
+    sq = ((x[[50, 3], None, :].astype(np.float64) - sub[None].astype(np.float64)) ** 2).sum(-1)
+    assert np.allclose(rho, np.maximum(0, 1 - sq / 0.25).sum(1), rtol=1e-4)

@@ -99,9 +99,10 @@ def select_on_index(
     stages = stages or StageLog()
     q = prepare(queries, config.metric)
     n = index.ntotal
+    available = index.available
     cache = density_cache or DensityCache(n)
     stats = DensityStats()
-    k = min(n, config.initial_k)
+    k = min(available, config.initial_k)
     history = []
     recall = None
     while True:
@@ -121,11 +122,11 @@ def select_on_index(
             else:
                 R = None
         with stages.stage("solve") as info:
-            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=(k >= n))
+            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=(k >= available))
             info["truncated"] = alloc.truncated
         if not alloc.truncated:
             break
-        k = min(n, 2 * k)
+        k = min(available, 2 * k)
     with stages.stage("sample"):
         p = allocation_to_probabilities(ids, alloc, n)
         if config.sampling == "with-replacement":

@@ -67,8 +67,8 @@ def densities(
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):
     if index.list_radius is None:
-        lims, d2, _ = index.index.range_search(x, radius2)
-        return lims, d2
+        lims, d2, labels = index.index.range_search(x, radius2)
+        return _drop_excluded(index, lims, d2, labels)
     ivf = faiss.extract_index_ivf(index.index)
     centroid_d2, lists = ivf.quantizer.search(x, ivf.nlist)
     reach = np.sqrt(np.maximum(centroid_d2.astype(np.float64), 0)) - index.list_radius[lists]
@@ -81,11 +81,22 @@ def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: floa
     saved = ivf.nprobe
     try:
         ivf.nprobe = width
-        lims, d2, _ = ivf.range_search_preassigned(x, radius2, np.ascontiguousarray(assign),
-                                                   np.ascontiguousarray(cdis))
+        lims, d2, labels = ivf.range_search_preassigned(x, radius2, np.ascontiguousarray(assign),
+                                                        np.ascontiguousarray(cdis))
     finally:
         ivf.nprobe = saved
-    return lims, d2
+    return _drop_excluded(index, lims, d2, labels)
+
+
+def _drop_excluded(index: SearchIndex, lims, d2, labels):
+    """Candidates removed from the pool (decontamination) do not count in anyone's density."""
+    if index.excluded is None:
+        return lims, d2
+    keep = ~np.isin(labels, index.excluded)
+    sizes = np.diff(lims.astype(np.int64))
+    owner = np.repeat(np.arange(sizes.size), sizes)
+    counts = np.bincount(owner[keep], minlength=sizes.size)
+    return np.concatenate([[0], np.cumsum(counts)]), d2[keep]
 
 
 def _kernel_sums(lims: np.ndarray, d2: np.ndarray, radius2: float, cap: int, stats: DensityStats) -> np.ndarray:

@@ -47,6 +47,26 @@ class SearchIndex:
     recall: float | None = None
     list_radius: np.ndarray | None = None
     calibration: dict = field(default_factory=dict)
+    excluded: np.ndarray | None = None
+    _selector: object = field(default=None, repr=False)
+
+    def exclude(self, ids) -> None:
+        """Remove candidates from every later search and range search (decontamination)."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        self.excluded = ids if ids.size else None
+        self._selector = (faiss.IDSelectorNot(faiss.IDSelectorBatch(ids)) if ids.size else None)
+
+    @property
+    def available(self) -> int:
+        """Candidates that searches can return."""
+        return self.ntotal - (0 if self.excluded is None else int(self.excluded.size))
+
+    def params(self, nprobe: int | None = None):
+        """FAISS search parameters carrying the exclusion selector (None when there is nothing to set)."""
+        if self.exact:
+            return faiss.SearchParameters(sel=self._selector) if self._selector is not None else None
+        ivf = faiss.extract_index_ivf(self.index)
+        return faiss.SearchParametersIVF(sel=self._selector, nprobe=int(nprobe or ivf.nprobe))
 
     @property
     def ntotal(self) -> int:
@@ -70,28 +90,23 @@ class SearchIndex:
         Rows where an approximate index returns fewer than k results (FAISS's -1 labels)
         are searched again exactly, so every row holds k valid neighbours.
         """
-        k = min(int(k), self.ntotal)
+        k = min(int(k), self.available)
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        d2, ids = self.index.search(q, k)
+        d2, ids = self.index.search(q, k, params=self.params())
         short = np.flatnonzero((ids < 0).any(axis=1))
         if short.size:
             d2[short], ids[short] = self._search_all(q[short], k)
         return _finish(d2, ids)
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(int(k), self.ntotal)
+        k = min(int(k), self.available)
         return _finish(*self._search_all(np.ascontiguousarray(queries, dtype=np.float32), k))
 
     def _search_all(self, q: np.ndarray, k: int):
         if self.exact:
-            return self.index.search(q, k)
+            return self.index.search(q, k, params=self.params())
         ivf = faiss.extract_index_ivf(self.index)
-        saved = ivf.nprobe
-        try:
-            ivf.nprobe = ivf.nlist
-            return ivf.search(q, k)
-        finally:
-            ivf.nprobe = saved
+        return ivf.search(q, k, params=self.params(nprobe=ivf.nlist))
 
 
 def _finish(d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +185,7 @@ def calibrate(
         index.recall = 1.0
         return 1.0
     ivf = faiss.extract_index_ivf(index.index)
-    k = min(int(k), index.ntotal)
+    k = min(int(k), index.available)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if q.shape[0] > sample:
         q = q[np.random.default_rng(seed).choice(q.shape[0], sample, replace=False)]
