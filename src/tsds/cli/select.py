@@ -1,51 +1,13 @@
-"""Command-line interface: a thin layer over tsds.api."""
+"""`tsds select`: from embeddings (.npy, the authors' interface) or from a pool store (text mode)."""
 
 from __future__ import annotations
 
-import logging
-import sys
-from functools import wraps
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-from tsds.errors import TsdsError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Task-specific data selection (TSDS).")
-err = Console(stderr=True)
-out = Console()
-
-
-@app.callback()
-def _root() -> None:
-    """Task-specific data selection (TSDS)."""
-
-
-def _fail_cleanly(fn):
-    """Turn user errors into one line on stderr and exit status 2."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TsdsError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
-
-    return wrapper
-
-
-def _logging(quiet: bool, log_json: bool) -> None:
-    level = logging.WARNING if quiet else logging.INFO
-    if log_json:
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-        logging.getLogger("tsds.stage").setLevel(logging.INFO)
-    else:
-        logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
-        logging.getLogger("tsds.stage").setLevel(logging.WARNING)
-
+from tsds.cli import _fail_cleanly, _logging, app, err, out, spec_from_options as _spec
 
 @app.command("select")
 @_fail_cleanly
@@ -111,14 +73,6 @@ def select_cmd(
             f"K={sel.k_used}, level s={a.level:.6g}, objective={a.objective:.6g} -> {target}",
             highlight=False,
         )
-
-
-def _spec(text_field, template, messages_field):
-    from tsds.io.readers import TextSpec
-
-    if text_field is None and template is None and messages_field is None:
-        return None
-    return TextSpec(text_field=text_field, template=template, messages_field=messages_field)
 
 
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field):
@@ -188,51 +142,3 @@ def _head_records(path: Path, n: int) -> list[dict]:
     return rows
 
 
-pool_app = typer.Typer(help="Build and inspect pool stores (embeddings, index, densities computed once).")
-app.add_typer(pool_app, name="pool")
-
-
-@pool_app.command("build")
-@_fail_cleanly
-def pool_build(
-    files: list[Path] = typer.Argument(..., help="Pool files (jsonl, json, parquet, csv, tsv, txt, or a saved HF dataset)."),
-    out_dir: Path = typer.Option(..., "--out", help="Store folder; an existing store is resumed or extended."),
-    embedder: str = typer.Option("static", "--embedder", help="static (fast CPU default), minilm, or a local model folder."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
-    template: Optional[str] = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}'."),
-    messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Field holding chat messages."),
-    on_bad_row: str = typer.Option("fail", "--on-bad-row", help="fail (default) or skip malformed rows."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Force the input format."),
-    metric: str = typer.Option("euclidean", help="Metric of the index built with the store."),
-    index: str = typer.Option("auto", help="auto, flat or ivf."),
-    shard_rows: int = typer.Option(8192, "--shard-rows", help="Rows per embedding shard (the unit of resume)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-    log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished shard."),
-):
-    """Embed a pool once into a reusable store (resumable; appends embed only new rows)."""
-    import json as _json
-
-    from tsds.progress import progress_bar
-    from tsds.store import build_store
-
-    _logging(quiet, log_json)
-    log = logging.getLogger("tsds.stage")
-    total = None
-    with progress_bar("embedding pool", total, quiet=quiet) as advance:
-        store = build_store(files, out_dir, embedder_spec=embedder, spec=_spec(text_field, template, messages_field),
-                            on_bad_row=on_bad_row, fmt=fmt, metric=metric, index_kind=index, shard_rows=shard_rows,
-                            progress=advance,
-                            on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i})))
-    if not quiet:
-        m = store.meta
-        out.print(f"store {out_dir}: {m['n_rows']} rows, dim {m['dim']}, embedder {m['embedder'].get('model')}; "
-                  f"embedded {m['last_build']['embedded_shards']} shard(s), reused {m['last_build']['reused_shards']}; "
-                  f"skipped rows {m['skipped_rows']}, truncated texts {m['truncated_texts']}", highlight=False)
-
-
-def main():  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

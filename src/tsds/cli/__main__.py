@@ -1,0 +1,3 @@
+from tsds.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""`tsds pool ...`: build pool stores (embeddings, index) once, reuse them for every task."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tsds.cli import _fail_cleanly, _logging, app, out, spec_from_options as _spec
+
+pool_app = typer.Typer(help="Build and inspect pool stores (embeddings, index, densities computed once).")
+app.add_typer(pool_app, name="pool")
+
+
+@pool_app.command("build")
+@_fail_cleanly
+def pool_build(
+    files: list[Path] = typer.Argument(..., help="Pool files (jsonl, json, parquet, csv, tsv, txt, or a saved HF dataset)."),
+    out_dir: Path = typer.Option(..., "--out", help="Store folder; an existing store is resumed or extended."),
+    embedder: str = typer.Option("static", "--embedder", help="static (fast CPU default), minilm, or a local model folder."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}'."),
+    messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Field holding chat messages."),
+    on_bad_row: str = typer.Option("fail", "--on-bad-row", help="fail (default) or skip malformed rows."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Force the input format."),
+    metric: str = typer.Option("euclidean", help="Metric of the index built with the store."),
+    index: str = typer.Option("auto", help="auto, flat or ivf."),
+    shard_rows: int = typer.Option(8192, "--shard-rows", help="Rows per embedding shard (the unit of resume)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished shard."),
+):
+    """Embed a pool once into a reusable store (resumable; appends embed only new rows)."""
+    import json as _json
+
+    from tsds.progress import progress_bar
+    from tsds.store import build_store
+
+    _logging(quiet, log_json)
+    log = logging.getLogger("tsds.stage")
+    total = None
+    with progress_bar("embedding pool", total, quiet=quiet) as advance:
+        store = build_store(files, out_dir, embedder_spec=embedder, spec=_spec(text_field, template, messages_field),
+                            on_bad_row=on_bad_row, fmt=fmt, metric=metric, index_kind=index, shard_rows=shard_rows,
+                            progress=advance,
+                            on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i})))
+    if not quiet:
+        m = store.meta
+        out.print(f"store {out_dir}: {m['n_rows']} rows, dim {m['dim']}, embedder {m['embedder'].get('model')}; "
+                  f"embedded {m['last_build']['embedded_shards']} shard(s), reused {m['last_build']['reused_shards']}; "
+                  f"skipped rows {m['skipped_rows']}, truncated texts {m['truncated_texts']}", highlight=False)
+
+
