@@ -1,0 +1,226 @@
+"""Choosing sigma, C and alpha from the data, and sweeping alpha cheaply.
+
+Rules (documented in docs/report.md and reported in the manifest's ``calibration`` section):
+
+- ``sigma auto``: sigma = median(nearest-neighbour distance) / 3 over a seeded sample of pool rows, where
+  the nearest neighbour is the closest *other* row and exact copies (distance 0) are left out of the median.
+  The median is the distance from an ordinary text to its closest distinct text, so ordinary neighbours lie
+  about 3 sigma away and get no kernel weight, while copies and light edits, much closer than a typical
+  neighbour, fall inside sigma. Being a median, the rule holds as long as fewer than half the rows are near-duplicates.
+- ``recommend_C``: C = median distance between random pairs of pool rows (the embedding's scale), so the
+  alignment term alpha/C x transport cost is of order alpha.
+- ``alpha auto``: the largest alpha (to 1/1024) for which the support of p holds at least ``multiple`` x n
+  candidates, found by bisection (the support only grows as alpha falls), so that n distinct examples can be
+  drawn without scraping the tail of p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tsds.core import allocation_to_probabilities, solve
+from tsds.core.solver import Allocation
+from tsds.pipeline.select import DensityCache
+from tsds.retrieval import DensityStats, SearchIndex, prepare
+
+SIGMA_RULE = "sigma = median distance from a sampled pool row to its nearest other row (exact copies left out) / 3"
+C_RULE = "C = median distance between random pairs of pool rows"
+ALPHA_RULE = "largest alpha (bisection to 1/1024) with support of p >= multiple x size"
+
+
+def _sig(x: float, digits: int = 3) -> float:
+    return float(f"{x:.{digits}g}") if x > 0 else 0.0
+
+
+@dataclass
+class PoolScale:
+    """Distances that describe the pool: nearest-neighbour distances of a sample, and random-pair distances."""
+
+    nn: np.ndarray
+    pairs: np.ndarray
+    sample: int
+
+    def typical(self, q: float = 95) -> float:
+        """A distance within which most rows have their nearest neighbour (the q-th percentile)."""
+        return float(np.percentile(self.nn, q))
+
+    def summary(self) -> dict:
+        pct = np.percentile(self.nn, [1, 5, 25, 50, 75, 95, 99])
+        return {"sample": self.sample, "nearest_neighbour_percentiles":
+                dict(zip(["p1", "p5", "p25", "p50", "p75", "p95", "p99"], [round(float(v), 4) for v in pct])),
+                "exact_copies_in_sample": int(np.count_nonzero(self.nn <= 1e-6)),
+                "random_pair_median": round(float(np.median(self.pairs)), 4)}
+
+
+def pool_scale(index: SearchIndex, sample: int = 1000, seed: int = 0) -> PoolScale:
+    """Nearest-other-row distances for a seeded sample of available rows, and distances of random pairs."""
+    rng = np.random.default_rng(seed)
+    n = index.ntotal
+    avail = np.arange(n)
+    if index.excluded is not None:
+        avail = np.setdiff1d(avail, index.excluded)
+    ids = np.sort(rng.choice(avail, size=min(sample, avail.size), replace=False))
+    x = index.reconstruct(ids)
+    D, I = index.search(x, min(2, index.available))
+    if D.shape[1] < 2:
+        nn = np.zeros(ids.size)
+    else:
+        # the row itself is normally first; if a copy at distance 0 came first, take the other column
+        nn = np.where(I[:, 0] == ids, D[:, 1], D[:, 0])
+    pa = rng.choice(avail, size=min(2000, 2 * (avail.size // 2)), replace=True)
+    half = pa.size // 2
+    pairs = np.linalg.norm(index.reconstruct(pa[:half]).astype(np.float64)
+                           - index.reconstruct(pa[half:2 * half]), axis=1)
+    return PoolScale(nn=nn.astype(np.float64), pairs=pairs, sample=int(ids.size))
+
+
+def auto_sigma(scale: PoolScale) -> tuple[float, dict]:
+    """sigma from the nearest-neighbour distances (see the module docstring), and a report of the choice."""
+    d = scale.nn[scale.nn > 1e-6]
+    med = float(np.median(d)) if d.size else 0.0
+    sigma = _sig(med / 3.0)
+    inside = float(np.mean(scale.nn < sigma)) if scale.nn.size else 0.0
+    return sigma, {"sigma": sigma, "rule": SIGMA_RULE, "median_nearest_neighbour": round(med, 4),
+                   "sample_rows_with_a_neighbour_within_sigma": round(inside, 4), **scale.summary()}
+
+
+def recommend_C(scale: PoolScale) -> tuple[float, dict]:
+    c = _sig(float(np.median(scale.pairs)), 2) or 1.0
+    return c, {"C": c, "rule": C_RULE}
+
+
+class Neighbours:
+    """Neighbour lists and densities fetched once and grown (K doubled) only when a solve needs more."""
+
+    def __init__(self, index: SearchIndex, queries: np.ndarray, *, metric: str, sigma: float,
+                 initial_k: int = 64, cache: DensityCache | None = None, cap: int = 100_000):
+        self.index, self.sigma, self.cap = index, sigma, cap
+        self.q = prepare(queries, metric)
+        self.cache = cache or DensityCache(index.ntotal)
+        self.stats = DensityStats()
+        self.fetches = 0
+        self.k = 0
+        self._fetch(min(index.available, initial_k))
+
+    def _fetch(self, k: int) -> None:
+        self.D, self.ids = self.index.search(self.q, k)
+        self.k = k
+        self.fetches += 1
+        if self.sigma > 0:
+            self.cache.fill(self.index, self.ids, self.sigma, self.cap, self.stats)
+            self.R = self.cache.values[self.ids]
+        else:
+            self.R = None
+
+    def solve(self, alpha: float, C: float) -> Allocation:
+        while True:
+            complete = self.k >= self.index.available
+            alloc = solve(self.D, self.R, alpha=alpha, C=C, complete=complete)
+            if not alloc.truncated or complete:
+                return alloc
+            self._fetch(min(self.index.available, 2 * self.k))
+
+    def probabilities(self, alloc: Allocation) -> np.ndarray:
+        return allocation_to_probabilities(self.ids, alloc, self.index.ntotal)
+
+
+def ot_distance(index: SearchIndex, queries: np.ndarray, p: np.ndarray, metric: str) -> float:
+    """Exact 1-Wasserstein distance between the uniform distribution on the queries and p (POT's network simplex)."""
+    import ot
+
+    support = np.flatnonzero(p)
+    q = prepare(queries, metric).astype(np.float64)
+    x = index.reconstruct(support).astype(np.float64)
+    cost = np.sqrt(np.maximum(ot.dist(q, x, metric="sqeuclidean"), 0))
+    a = np.full(q.shape[0], 1.0 / q.shape[0])
+    b = p[support] / p[support].sum()
+    return float(ot.emd2(a, b, cost, numItermax=10_000_000))
+
+
+@dataclass
+class SweepRow:
+    alpha: float
+    support: int
+    neighbours_mean: float
+    alignment_term: float
+    diversity_term: float
+    objective: float
+    level: float
+    ot_distance: float | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Sweep:
+    rows: list[SweepRow]
+    C: float
+    sigma: float
+    k_used: int
+    fetches: int
+    notes: dict = field(default_factory=dict)
+
+
+def sweep(index: SearchIndex, queries: np.ndarray, alphas, *, C: float, sigma: float, metric: str = "euclidean",
+          initial_k: int = 64, cache: DensityCache | None = None, with_ot: bool = True) -> Sweep:
+    """Solve for every alpha on one set of neighbour lists: K is grown for the smallest alpha (the widest
+    support), and every other alpha reuses those lists and densities."""
+    alphas = sorted({float(a) for a in alphas})
+    nb = Neighbours(index, queries, metric=metric, sigma=sigma, initial_k=initial_k, cache=cache)
+    nb.solve(alphas[0], C)  # grows K once, to what the widest support needs
+    rows = []
+    for a in alphas:
+        alloc = nb.solve(a, C)
+        p = nb.probabilities(alloc)
+        rows.append(SweepRow(
+            alpha=a, support=int(np.count_nonzero(p)), neighbours_mean=float(alloc.support.mean()),
+            alignment_term=a / C * alloc.alignment, diversity_term=(1 - a) * alloc.diversity,
+            objective=alloc.objective, level=alloc.level,
+            ot_distance=ot_distance(index, queries, p, metric) if with_ot else None))
+    return Sweep(rows=rows, C=C, sigma=sigma, k_used=nb.k, fetches=nb.fetches)
+
+
+def auto_alpha(index: SearchIndex, queries: np.ndarray, *, size: int, C: float, sigma: float,
+               multiple: float = 2.0, metric: str = "euclidean", initial_k: int = 64,
+               cache: DensityCache | None = None, steps: int = 10) -> tuple[float, dict]:
+    """The largest alpha whose support of p holds at least ``multiple`` x ``size`` candidates."""
+    target = int(np.ceil(multiple * size))
+    note = None
+    if target > index.available:
+        note = f"target support {target} exceeds the {index.available} available candidates; aiming for all of them"
+        target = index.available
+    nb = Neighbours(index, queries, metric=metric, sigma=sigma, initial_k=initial_k, cache=cache)
+
+    def support(a: float) -> int:
+        return int(np.count_nonzero(nb.probabilities(nb.solve(a, C))))
+
+    tried = []
+    s1 = support(1.0)
+    tried.append((1.0, s1))
+    if s1 >= target:
+        best, best_support = 1.0, s1
+    else:
+        lo, hi, lo_support = 0.0, 1.0, None
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            s = support(mid)
+            tried.append((mid, s))
+            if s >= target:
+                lo, lo_support = mid, s
+            else:
+                hi = mid
+        if lo_support is None:
+            lo_support = support(0.0)
+            tried.append((0.0, lo_support))
+            if lo_support < target:
+                note = (note or "") + f"; even alpha=0 reaches only {lo_support} candidates"
+        best, best_support = lo, lo_support
+    info = {"alpha": best, "rule": ALPHA_RULE, "multiple": multiple, "size": size, "target_support": target,
+            "support": best_support, "C": C, "sigma": sigma, "k_used": nb.k,
+            "evaluations": [{"alpha": round(a, 6), "support": s} for a, s in tried]}
+    if note:
+        info["note"] = note.lstrip("; ")
+    return best, info
