@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +18,112 @@ from tsds.io.readers import TextSpec, read_records, read_texts
 from tsds.io.writers import dataset_card, records_format, write_records
 from tsds.pipeline.select import DensityCache, Selection, select_on_index
 from tsds.pipeline.stages import StageLog
+from tsds.pipeline.decontaminate import Decontamination
 from tsds.store.pool import PoolStore
+
+log = logging.getLogger("tsds")
+DETAIL_FILE = "selection_detail.npz"
+QUERIES_FILE = "queries.jsonl"
 
 PROVENANCE = ["_tsds_row", "_tsds_file", "_tsds_location", "_tsds_probability", "_tsds_times_drawn",
               "_tsds_nearest_query", "_tsds_query_distance", "_tsds_density", "_tsds_cluster_size"]
+
+
+@dataclass
+class PoolContext:
+    """The pool side of a selection, shared by every target: index (after decontamination), densities,
+    the pool's distance scale and the calibration and decontamination reports."""
+
+    store: PoolStore
+    index: object
+    cache: DensityCache
+    config: SelectionConfig
+    scale: object
+    calibration: dict = field(default_factory=dict)
+    decontamination: Decontamination | None = None
+
+    def save_densities(self, stages: StageLog) -> None:
+        # densities over a decontaminated pool differ from the full pool's: never persist those
+        if self.config.sigma > 0 and self.cache.computed and self.decontamination is None:
+            with stages.stage("save_densities"):
+                self.store.save_densities(self.config.metric, self.config.sigma, self.cache.values, self.cache.counts)
+
+
+def read_query_texts(store: PoolStore, queries, query_spec: TextSpec | None = None):
+    """(texts, read stats) of a query file or an in-memory list of texts."""
+    if isinstance(queries, (str, Path)):
+        texts, qstats = read_texts(queries, query_spec or store.text_spec)
+    else:
+        texts, qstats = list(queries), None
+    if not texts:
+        raise InputError(f"{queries}: no query examples")
+    return texts, qstats
+
+
+def load_store_embedder(store: PoolStore, embedder=None):
+    from tsds.embed import load_embedder
+
+    embedder = embedder or load_embedder(store.meta["embedder_spec"])
+    if embedder.identity != store.meta["embedder"]:
+        raise InputError(f"{store.root}: store was embedded with {store.meta['embedder'].get('model')!r}, "
+                         f"which differs from the embedder available now ({embedder.identity.get('model')!r})")
+    return embedder
+
+
+def prepare_pool(store: PoolStore, config: SelectionConfig, *, embedder, stages: StageLog,
+                 exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None) -> PoolContext:
+    """Index, decontamination, pool scale and sigma calibration: everything that does not depend on the queries."""
+    from tsds import calibration as cal
+    from tsds.pipeline.decontaminate import decontaminate
+
+    with stages.stage("index") as info:
+        index = store.index(config.metric, config.index)
+        info["kind"] = index.kind
+    decon = None
+    if exclude:
+        with stages.stage("decontaminate") as info:
+            paths = [exclude] if isinstance(exclude, (str, Path)) else list(exclude)
+            texts: list[str] = []
+            for p in paths:
+                texts.extend(read_texts(p, exclude_spec or store.text_spec)[0])
+            vectors = embedder.embed(texts) if texts else np.zeros((0, index.dim), np.float32)
+            decon = decontaminate(store, index, texts, vectors, exclude_radius, files=[str(p) for p in paths])
+            info.update(removed=int(decon.removed.size), eval_items=len(texts))
+    calibration: dict = {}
+    with stages.stage("pool_scale"):
+        scale = cal.pool_scale(index, seed=config.seed)
+    if config.sigma_auto:
+        sigma, calibration["sigma"] = cal.auto_sigma(scale)
+        config = config.model_copy(update={"sigma": sigma})
+    c_rec, calibration["C_recommendation"] = cal.recommend_C(scale)
+    calibration["C_recommendation"]["used"] = config.C
+    calibration["pool_scale"] = scale.summary()
+    if decon is None and config.sigma > 0:
+        rho, count = store.load_densities(config.metric, config.sigma)
+        cache = DensityCache(store.n_rows, rho, count)
+    else:
+        cache = DensityCache(store.n_rows)
+    return PoolContext(store, index, cache, config, scale, calibration, decon)
+
+
+def select_queries(ctx: PoolContext, q: np.ndarray, texts: list[str], config: SelectionConfig, *,
+                   stages: StageLog, progress=None) -> tuple[Selection, dict, list[dict]]:
+    """One target on a prepared pool: alpha auto if asked, select, hygiene warnings."""
+    from tsds import calibration as cal
+    from tsds.hygiene import query_warnings
+
+    calib = {}
+    if config.alpha_auto is not None:
+        with stages.stage("alpha_auto"):
+            alpha, calib = cal.auto_alpha(ctx.index, q, size=config.size, C=config.C, sigma=config.sigma,
+                                          multiple=config.alpha_auto, metric=config.metric,
+                                          initial_k=config.initial_k, cache=ctx.cache)
+        config = config.model_copy(update={"alpha": alpha})
+    selection = select_on_index(ctx.index, q, config, stages=stages, density_cache=ctx.cache, progress=progress)
+    warnings = query_warnings(texts, q, selection.neighbour_distances[:, 0], ctx.scale.typical(95))
+    for w in warnings:
+        log.warning("query warning: %s", w["message"])
+    return selection, calib, warnings
 
 
 def select_from_store(
@@ -30,38 +135,55 @@ def select_from_store(
     embedder=None,
     stages: StageLog | None = None,
     progress=None,
+    exclude=None,
+    exclude_radius: float = 0.0,
+    exclude_spec: TextSpec | None = None,
 ) -> tuple[Selection, dict]:
-    """Embed the queries with the store's embedder and select; densities are read from and saved to the store."""
-    from tsds.embed import load_embedder
+    """Embed the queries with the store's embedder and select; densities are read from and saved to the store.
 
+    ``exclude``: evaluation file(s) whose items (within ``exclude_radius``, or equal after normalising
+    whitespace and case) are removed from the pool first. ``config.sigma_auto`` / ``config.alpha_auto``
+    calibrate sigma and alpha (see tsds.calibration); the choices are in ``info["calibration"]``.
+    """
     store = store if isinstance(store, PoolStore) else PoolStore(store)
     store.require_complete()
     stages = stages or StageLog()
     with stages.stage("read_queries") as info:
-        if isinstance(queries, (str, Path)):
-            texts, qstats = read_texts(queries, query_spec or store.text_spec)
-            info["queries"] = len(texts)
-        else:
-            texts, qstats = list(queries), None
-        if not texts:
-            raise InputError(f"{queries}: no query examples")
+        texts, qstats = read_query_texts(store, queries, query_spec)
+        info["queries"] = len(texts)
     with stages.stage("embed_queries"):
-        embedder = embedder or load_embedder(store.meta["embedder_spec"])
-        if embedder.identity != store.meta["embedder"]:
-            raise InputError(f"{store.root}: store was embedded with {store.meta['embedder'].get('model')!r}, "
-                             f"which differs from the embedder available now ({embedder.identity.get('model')!r})")
+        embedder = load_store_embedder(store, embedder)
         q = embedder.embed(texts)
-    with stages.stage("index") as info:
-        index = store.index(config.metric, config.index)
-        info["kind"] = index.kind
-    rho, count = store.load_densities(config.metric, config.sigma) if config.sigma > 0 else (None, None)
-    cache = DensityCache(store.n_rows, rho, count)
-    selection = select_on_index(index, q, config, stages=stages, density_cache=cache, progress=progress)
-    if config.sigma > 0 and cache.computed:
-        with stages.stage("save_densities"):
-            store.save_densities(config.metric, config.sigma, cache.values, cache.counts)
-    info = {"query_texts": texts, "query_read": qstats, "index": {"kind": index.kind, **index.calibration}}
+    ctx = prepare_pool(store, config, embedder=embedder, stages=stages, exclude=exclude,
+                       exclude_radius=exclude_radius, exclude_spec=exclude_spec)
+    selection, alpha_info, warnings = select_queries(ctx, q, texts, ctx.config, stages=stages, progress=progress)
+    ctx.save_densities(stages)
+    calibration = dict(ctx.calibration)
+    if alpha_info:
+        calibration["alpha"] = alpha_info
+    info = {"query_texts": texts, "query_read": qstats, "query_vectors": np.asarray(q, dtype=np.float32),
+            "index": {"kind": ctx.index.kind, **ctx.index.calibration}, "calibration": calibration,
+            "decontamination": ctx.decontamination.summary() if ctx.decontamination else None,
+            "query_warnings": warnings}
     return selection, info
+
+
+def save_detail(folder: Path, parts: list[Selection], query_vectors: np.ndarray, query_texts: list[str],
+                query_target: np.ndarray | None = None, targets: list[str] | None = None) -> None:
+    """What `tsds report` needs beyond the records: neighbour lists, transport weights, query vectors and texts."""
+    arrays = {"query_vectors": np.asarray(query_vectors, dtype=np.float32),
+              "query_target": np.zeros(len(query_texts), np.int64) if query_target is None else query_target}
+    for t, sel in enumerate(parts):
+        arrays[f"ids_{t}"] = sel.neighbour_ids
+        arrays[f"distances_{t}"] = sel.neighbour_distances
+        arrays[f"densities_{t}"] = sel.neighbour_densities
+        arrays[f"weights_{t}"] = sel.allocation.weights
+    with open(folder / DETAIL_FILE, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    with open(folder / QUERIES_FILE, "w", encoding="utf-8") as f:
+        for j, text in enumerate(query_texts):
+            tgt = targets[int(arrays["query_target"][j])] if targets else None
+            f.write(json.dumps({"query": j, "target": tgt, "text": text}, ensure_ascii=False) + "\n")
 
 
 def selected_records(store: PoolStore, selection: Selection, query_texts: list[str]) -> list[dict]:
@@ -130,8 +252,11 @@ def write_text_selection(
                             "skipped_rows": qstats.skipped if qstats else 0},
                 "index": info["index"],
                 "records": {"file": records_name, "rows": len(records), "sources": sources},
+                **{k: info[k] for k in ("calibration", "decontamination", "query_warnings") if info.get(k) is not None},
             })
             save_json(tmp / "manifest.json", manifest)
+            if info.get("query_vectors") is not None:
+                save_detail(tmp, [selection], info["query_vectors"], info["query_texts"])
             res = manifest["result"]
             summary = {
                 "rows written (draws)": len(records),
@@ -153,13 +278,39 @@ def write_text_selection(
                 parameters=selection.config.model_dump(), summary=summary, sources=sources,
                 records_file=records_name, columns=list(records[0]) if records else PROVENANCE,
             )
-            (tmp / "README.md").write_text(card)
+            (tmp / "README.md").write_text(card + card_extra(info))
     return Path(out)
+
+
+def card_extra(info: dict) -> str:
+    """Dataset-card lines for calibration, decontamination, query warnings and the report files."""
+    lines = ["", "## Calibration, decontamination and query checks", ""]
+    cal = info.get("calibration") or {}
+    if "sigma" in cal:
+        lines.append(f"- sigma auto: {cal['sigma']['sigma']} ({cal['sigma']['rule']})")
+    if "alpha" in cal:
+        a = cal["alpha"]
+        lines.append(f"- alpha auto: {a['alpha']:.4g} (support {a['support']} >= {a['multiple']} x {a['size']}; {a['rule']})")
+    if "C_recommendation" in cal:
+        lines.append(f"- C used {cal['C_recommendation']['used']}; recommended from the embedding scale: "
+                     f"{cal['C_recommendation']['C']} ({cal['C_recommendation']['rule']})")
+    d = info.get("decontamination")
+    if d:
+        lines.append(f"- decontamination: {d['removed']} pool rows removed ({d['removed_by_radius']} within radius "
+                     f"{d['radius']} of {d['eval_items']} evaluation items, {d['removed_by_exact_text']} more by exact text)")
+    warns = info.get("query_warnings") or []
+    lines.append(f"- query warnings: {len(warns)}")
+    for w in warns[:20]:
+        lines.append(f"  - {w['kind']}: {w['message']}")
+    lines += ["", f"`{DETAIL_FILE}` and `{QUERIES_FILE}` hold the neighbour lists, transport weights and queries "
+              "that `tsds report` draws its figures from.", ""]
+    return "\n".join(lines)
 
 
 def select_text(pool, queries, *, out, config: SelectionConfig, query_spec: TextSpec | None = None,
                 records_name: str = "selected.jsonl", overwrite: bool = False, progress=None,
-                embedder=None) -> Selection:
+                embedder=None, exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None,
+                report: bool = False) -> Selection:
     """One call: pool store + query file -> selected records, arrays, manifest and card in ``out``."""
     check_output_dir(out, overwrite)
     records_format(records_name)
@@ -167,8 +318,13 @@ def select_text(pool, queries, *, out, config: SelectionConfig, query_spec: Text
     stages = StageLog()
     started = time.time()
     selection, info = select_from_store(store, queries, config, query_spec=query_spec, stages=stages,
-                                        progress=progress, embedder=embedder)
+                                        progress=progress, embedder=embedder, exclude=exclude,
+                                        exclude_radius=exclude_radius, exclude_spec=exclude_spec)
     write_text_selection(out, store, selection, info, queries_path=queries, records_name=records_name,
                          overwrite=overwrite, stages=stages)
     selection.timings["total_seconds"] = round(time.time() - started, 3)
+    if report:
+        from tsds.report import build_report
+
+        build_report(out, store=store)
     return selection

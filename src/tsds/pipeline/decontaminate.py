@@ -1,0 +1,95 @@
+"""Decontamination guard: remove from the pool every candidate close to a held-out evaluation item.
+
+A pool row is removed when (a) its embedding lies within ``radius`` of an evaluation item's embedding
+(exact range search over the whole pool), or (b) its text equals an evaluation text after normalising
+whitespace and case. The rows are excluded from the index (`SearchIndex.exclude`), so no later search,
+density or draw can reach them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from tsds.io.readers import iter_batches
+from tsds.retrieval import SearchIndex, prepare
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """Whitespace collapsed and trimmed, case folded: the key of an exact match."""
+    return _SPACE.sub(" ", text).strip().casefold()
+
+
+@dataclass
+class Decontamination:
+    removed: np.ndarray
+    by_radius: int
+    by_exact_text: int
+    eval_items: int
+    radius: float
+    files: list[str] = field(default_factory=list)
+    items_with_matches: int = 0
+
+    def summary(self) -> dict:
+        return {"files": self.files, "eval_items": self.eval_items, "radius": self.radius,
+                "removed": int(self.removed.size), "removed_by_radius": self.by_radius,
+                "removed_by_exact_text": self.by_exact_text, "eval_items_with_matches": self.items_with_matches,
+                "rule": "removed: every pool row within `radius` of an evaluation item's embedding, "
+                        "and every row whose text equals an evaluation text after normalising whitespace and case"}
+
+
+def within_radius(index: SearchIndex, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(pool rows, the item each is closest to) for every pool row within ``radius`` of any of ``vectors``.
+
+    Exact: a flat index is range-searched directly; an IVF index with every list probed.
+    """
+    if radius <= 0 or len(vectors) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    x = prepare(vectors, index.metric)
+    r2 = float(radius) ** 2
+    if index.exact:
+        lims, _, labels = index.index.range_search(x, r2)
+    else:
+        ivf = faiss.extract_index_ivf(index.index)
+        lims, _, labels = ivf.range_search(x, r2, params=faiss.SearchParametersIVF(nprobe=ivf.nlist))
+    item = np.repeat(np.arange(x.shape[0]), np.diff(lims.astype(np.int64)))
+    keep = labels >= 0
+    return labels[keep].astype(np.int64), item[keep]
+
+
+def exact_text_matches(store, texts: list[str]) -> np.ndarray:
+    """Pool rows whose text equals one of ``texts`` after normalising whitespace and case (one pass over the pool)."""
+    wanted = {normalise(t) for t in texts}
+    hits: list[tuple[int, int]] = []
+    paths = [f["path"] for f in store.files]
+    fmts = {f.get("format") for f in store.files}
+    fmt = fmts.pop() if len(fmts) == 1 else None
+    for batch in iter_batches(paths, store.text_spec, batch_size=8192, fmt=fmt, on_bad_row="skip"):
+        for t, loc in zip(batch.texts, batch.locations):
+            if normalise(t) in wanted:
+                hits.append((batch.file_index, loc))
+    if not hits:
+        return np.empty(0, np.int64)
+    file_idx, locs = store.locations()
+    hitset = set(hits)
+    key = {(f, l): r for r, (f, l) in enumerate(zip(file_idx.tolist(), locs.tolist())) if (f, l) in hitset}
+    return np.array(sorted(key[h] for h in set(hits) if h in key), dtype=np.int64)
+
+
+def decontaminate(store, index: SearchIndex, texts: list[str], vectors: np.ndarray, radius: float,
+                  files: list[str] | None = None) -> Decontamination:
+    """Find the contaminated rows and exclude them from ``index`` (on top of any earlier exclusion)."""
+    near, item = within_radius(index, vectors, radius)
+    exact = exact_text_matches(store, texts) if store is not None else np.empty(0, np.int64)
+    removed = np.union1d(np.unique(near), exact)
+    before = index.excluded if index.excluded is not None else np.empty(0, np.int64)
+    index.exclude(np.union1d(before, removed))
+    return Decontamination(removed=removed, by_radius=int(np.unique(near).size),
+                           by_exact_text=int(np.setdiff1d(exact, near).size), eval_items=len(texts),
+                           radius=float(radius), files=[str(f) for f in files or []],
+                           items_with_matches=int(np.unique(item).size))
