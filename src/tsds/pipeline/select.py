@@ -78,14 +78,16 @@ class DensityCache:
         ids = np.unique(ids)
         missing = ids[np.isnan(self.values[ids])]
         if missing.size:
-            self.values[missing], self.counts[missing] = densities(
-                index, missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True)
+            # a ShardedIndex sums range searches over its shards (wherever the engine holds them)
+            fn = index.densities if hasattr(index, "densities") else (lambda *a, **k: densities(index, *a, **k))
+            self.values[missing], self.counts[missing] = fn(
+                missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True)
             self.computed += int(missing.size)
         return missing.size
 
 
 def select_on_index(
-    index: SearchIndex,
+    index,
     queries: np.ndarray,
     config: SelectionConfig,
     *,
@@ -93,7 +95,12 @@ def select_on_index(
     density_cache: DensityCache | None = None,
     progress=None,
 ) -> Selection:
-    """Run neighbours -> densities -> solve, doubling K while any query's allocation reaches the end of its list."""
+    """Run neighbours -> densities -> solve, doubling K while any query's allocation reaches the end of its list.
+
+    ``index``: a ``SearchIndex`` or a ``ShardedIndex`` (tsds.retrieval.sharded), whose searches and range
+    searches are fanned out by the engine that serves its shards (local: one after another; Ray: actors)
+    and merged; the solver and the sampling run here, on M x K numbers.
+    """
     from tsds.pipeline.stages import StageLog
 
     stages = stages or StageLog()
@@ -109,7 +116,10 @@ def select_on_index(
         history.append(k)
         with stages.stage("neighbours", k=k) as info:
             if not index.exact:
-                recall = calibrate(index, q, k, target=config.recall_target, seed=config.seed)
+                if hasattr(index, "calibrate"):   # ShardedIndex: one search breadth over all shards
+                    recall = index.calibrate(q, k, target=config.recall_target, seed=config.seed)
+                else:
+                    recall = calibrate(index, q, k, target=config.recall_target, seed=config.seed)
                 info["recall"] = recall
             else:
                 recall = 1.0

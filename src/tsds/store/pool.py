@@ -6,7 +6,9 @@ Layout of a store folder::
     shards/000000.npy          float32 embeddings of one shard (memory-mappable)
     shards/000000.loc.npy      int64 location of each row in its source file (see tsds.io.readers)
     shards/000000.json         shard metadata; written last, so its presence marks the shard finished
-    index/<metric>.faiss       the FAISS index (+ .json metadata, .radius.npy list radii for IVF)
+    index/<metric>.faiss       a single FAISS index (+ .json metadata, .radius.npy list radii for IVF)
+    index/<metric>/            or a sharded index: shard-0000.faiss/.json/.radius.npy per row range and
+                               index.json listing them (see tsds.retrieval.sharded); either engine reads both
     densities/<metric>-sigma<s>.npy   densities computed so far (NaN where not yet needed)
 
 Every file is written to a temporary name and renamed, so a build killed at any point
@@ -68,10 +70,10 @@ def texts_sha256(texts: list[str]) -> str:
 class ShardVectors:
     """The store's embeddings as a vector source (see tsds.io.arrays), one shard at a time."""
 
-    def __init__(self, store: "PoolStore"):
+    def __init__(self, store: "PoolStore", first: int = 0, last: int | None = None):
         self.store = store
         self.name = str(store.root)
-        self.shards = store.shard_meta()
+        self.shards = store.shard_meta()[first:last]
         self.n = sum(s["rows"] for s in self.shards)
         self.dim = int(store.meta["dim"])
         self._starts = np.cumsum([0] + [s["rows"] for s in self.shards])
@@ -95,8 +97,9 @@ class ShardVectors:
 class PoolStore:
     """A pool store folder. Open with ``PoolStore(path)``; build or extend with ``build_store``."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, engine=None):
         self.root = Path(root)
+        self.engine = engine
         meta_path = self.root / "store.json"
         if not meta_path.is_file():
             raise InputError(f"{self.root}: not a tsds pool store (no store.json); build one with `tsds pool build`")
@@ -148,22 +151,42 @@ class PoolStore:
         return np.concatenate(files), np.concatenate(locs)
 
     # ---- index -------------------------------------------------------------------------
-    def index(self, metric: str, kind: str = "auto", progress=None) -> SearchIndex:
-        """The stored index for ``metric``, built and saved on first use."""
+    def index(self, metric: str, kind: str = "auto", progress=None, *, engine=None, shards: int | None = None):
+        """The stored index for ``metric``, built and saved on first use.
+
+        A sharded index (``index/<metric>/``) is used when one is stored, else a single one
+        (``index/<metric>.faiss``). With neither, the local engine builds a single index unless
+        ``shards`` is given; the Ray engine always builds a sharded one (one shard per worker at
+        least). The Ray engine serves a single index as a sharded index of one shard. The result
+        is a ``SearchIndex`` or a ``ShardedIndex`` (same interface).
+        """
+        from tsds.retrieval.sharded import ShardedIndex, ShardSpec, read_manifest
+
         self.require_complete()
+        engine = engine or self.engine
         folder = self.root / "index"
         folder.mkdir(exist_ok=True)
+        manifest = read_manifest(folder / metric)
+        if manifest is not None and manifest["n_rows"] == self.n_rows and _kind_ok(kind, manifest["kinds"]) \
+                and shards in (None, len(manifest["shards"])):
+            specs = [ShardSpec.from_json(folder / metric, d) for d in manifest["shards"]]
+            return ShardedIndex(specs, metric, backend=_backend(engine, specs, metric))
+        want_sharded = shards is not None or (engine is not None and engine.name != "local")
         base = folder / metric
         info_path = base.with_suffix(".json")
         if info_path.is_file():
             info = json.loads(info_path.read_text())
             if info["n_rows"] == self.n_rows and kind in ("auto", info["kind"]):
-                index = faiss.read_index(str(base.with_suffix(".faiss")))
-                radius = None
-                if info["kind"] == "ivf":
-                    radius = np.load(base.with_suffix(".radius.npy"), allow_pickle=False)
-                    faiss.extract_index_ivf(index).make_direct_map()
-                return SearchIndex(index=index, kind=info["kind"], metric=metric, list_radius=radius)
+                spec = ShardSpec(shard=0, start=0, rows=self.n_rows, kind=info["kind"],
+                                 path=str(base.with_suffix(".faiss")),
+                                 radius_path=str(base.with_suffix(".radius.npy")) if info["kind"] == "ivf" else None)
+                if engine is not None and engine.name != "local" and shards is None:
+                    return ShardedIndex([spec], metric, backend=_backend(engine, [spec], metric))
+                if not want_sharded:
+                    from tsds.retrieval.sharded import load_shard
+                    return load_shard(spec, metric)
+        if want_sharded:
+            return self.build_sharded_index(metric, kind, engine=engine, shards=shards)
         built = build_index(self.vectors(), metric=metric, kind=kind, progress=progress)
         index_bytes = faiss.serialize_index(_without_direct_map(built))
         _atomic_write_bytes(base.with_suffix(".faiss"), index_bytes.tobytes())
@@ -171,6 +194,43 @@ class PoolStore:
             _atomic_npy(base.with_suffix(".radius.npy"), built.list_radius)
         _atomic_json(info_path, {"kind": built.kind, "metric": metric, "n_rows": self.n_rows})
         return built
+
+    def build_sharded_index(self, metric: str, kind: str = "auto", *, engine=None, shards: int | None = None):
+        """Build (or finish building) one FAISS index per group of embedding shards, in parallel on the engine.
+
+        Finished index shards (their .json present, same rows and kind) are kept, so an interrupted
+        build resumes; ``index.json`` is written last.
+        """
+        from tsds.engines.local import LocalEngine
+        from tsds.retrieval.sharded import ShardedIndex, ShardSpec, default_shards, plan_shards, shard_kind
+
+        engine = engine or self.engine or LocalEngine()
+        folder = self.root / "index" / metric
+        folder.mkdir(parents=True, exist_ok=True)
+        emb_rows = [s["rows"] for s in self.shard_meta()]
+        n = shards if shards is not None else default_shards(self.n_rows, engine.workers)
+        plan = plan_shards(emb_rows, n)
+        emb_starts = list(np.cumsum([0] + emb_rows))
+        jobs, specs = [], []
+        for j, (start, rows) in enumerate(plan):
+            k = shard_kind(rows, kind)
+            spec = ShardSpec(shard=j, start=start, rows=rows, kind=k, path=str(folder / f"shard-{j:04d}.faiss"),
+                             radius_path=str(folder / f"shard-{j:04d}.radius.npy") if k == "ivf" else None)
+            specs.append(spec)
+            meta_path = folder / f"shard-{j:04d}.json"
+            if meta_path.is_file():
+                old = json.loads(meta_path.read_text())
+                if old.get("start") == start and old.get("rows") == rows and old.get("kind") == k \
+                        and old.get("metric") == metric:
+                    continue
+                meta_path.unlink()
+            first, last = emb_starts.index(start), emb_starts.index(start + rows)
+            jobs.append((spec, first, last))
+        engine.build_index_shards(str(self.root), jobs, metric)
+        _atomic_json(folder / "index.json", {
+            "layout": "sharded", "metric": metric, "n_rows": self.n_rows,
+            "kinds": sorted({s.kind for s in specs}), "shards": [s.to_json() for s in specs]})
+        return ShardedIndex(specs, metric, backend=_backend(engine, specs, metric))
 
     # ---- densities ---------------------------------------------------------------------
     def _density_path(self, metric: str, sigma: float) -> Path:
@@ -193,6 +253,24 @@ class PoolStore:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, rho=rho, count=count)
         os.replace(tmp, path)
+
+
+def _kind_ok(kind: str, kinds: list[str]) -> bool:
+    return kind == "auto" or kinds == [kind]
+
+
+def _backend(engine, specs, metric):
+    """Where the shards of an index are served: the engine's backend, or this process."""
+    if engine is None or engine.name == "local":
+        return None
+    return engine.shard_backend(specs, metric)
+
+
+def build_index_shard(root: str, spec, metric: str, first: int, last: int) -> dict:
+    """Build index shard ``spec`` from embedding shards [first, last) of the store at ``root``."""
+    from tsds.retrieval.sharded import build_shard
+
+    return build_shard(ShardVectors(PoolStore(root), first, last), spec, metric)
 
 
 def _without_direct_map(index: SearchIndex):
@@ -236,6 +314,7 @@ def build_store(
     engine=None,
     progress=None,
     on_shard=None,
+    index_shards: int | None = None,
 ) -> PoolStore:
     """Embed a pool into a store folder, resuming or extending one that exists.
 
@@ -243,6 +322,10 @@ def build_store(
     ``paths``, same content hashes), the same text spec and the same embedder; files past
     that prefix are appended and only their rows are embedded. Finished shards are never
     embedded again.
+
+    ``engine``: where the shards are embedded and the index built (default: this process; see
+    tsds.engines). ``index_shards``: build a sharded index of that many shards (the Ray engine
+    builds a sharded index by default; the local engine a single one).
     """
     from tsds.embed import load_embedder
     from tsds.engines.local import LocalEngine
@@ -311,7 +394,7 @@ def build_store(
         if on_shard is not None:
             on_shard(i)
 
-    engine.embed_shards(shard_jobs(), embedder, finish)
+    engine.embed_shards(shard_jobs(), embedder, finish, embedder_spec=embedder_spec)
     n_rows = counters["rows"]
     if n_rows == 0:
         raise InputError(f"{paths[0]}: no usable rows in the pool")
@@ -320,8 +403,10 @@ def build_store(
                  "truncated_texts": sum(s.get("truncated", 0) for s in PoolStore(root).shard_meta()),
                  "last_build": counters})
     _atomic_json(meta_path, meta)
-    store = PoolStore(root)
-    store.index(metric, index_kind)
+    store = PoolStore(root, engine=engine if engine.name != "local" else None)
+    index = store.index(metric, index_kind, engine=engine, shards=index_shards)
+    if hasattr(index, "close"):
+        index.close()
     return store
 
 
