@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -15,9 +15,10 @@ def select_cmd(
     candidate_embeddings: Optional[Path] = typer.Option(None, "--candidate-embeddings", help="N x d .npy of candidate embeddings."),
     query_embeddings: Optional[Path] = typer.Option(None, "--query-embeddings", help="M x d .npy of query embeddings."),
     size: Optional[int] = typer.Option(None, "--size", "-n", help="Budget: how many examples to draw."),
-    alpha: Optional[float] = typer.Option(None, help="Alignment (1) versus diversity (0). Default 0.5."),
+    alpha: Optional[str] = typer.Option(None, help="Alignment (1) versus diversity (0), or 'auto' (text mode): the largest alpha whose support of p holds --support-multiple x size candidates. Default 0.5."),
+    support_multiple: float = typer.Option(2.0, "--support-multiple", help="With --alpha auto: the support of p must hold at least this multiple of --size."),
     C: Optional[float] = typer.Option(None, "--C", "-C", help="Scale of distances in the objective. Default 5."),
-    sigma: Optional[float] = typer.Option(None, help="Near-duplicate kernel radius; 0 disables. Default 0.75."),
+    sigma: Optional[str] = typer.Option(None, help="Near-duplicate kernel radius; 0 disables; 'auto' (text mode): median nearest-neighbour distance in the pool / 3. Default 0.75."),
     metric: Optional[str] = typer.Option(None, help="euclidean (the paper) or cosine."),
     seed: Optional[int] = typer.Option(None, help="Seed of the draw. Default 0."),
     without_replacement: bool = typer.Option(False, "--without-replacement", help="Draw n distinct examples instead of the paper's n draws with replacement."),
@@ -25,7 +26,10 @@ def select_cmd(
     initial_k: Optional[int] = typer.Option(None, "--initial-k", help="First neighbour-list length (grown as needed)."),
     config: Optional[Path] = typer.Option(None, "--config", help="The authors' config.yaml (query_embedding_path, candidate_embedding_path, output_folder, sample_size, alpha, C, sigma, max_K, kde_K)."),
     pool: Optional[Path] = typer.Option(None, "--pool", help="A pool store built by `tsds pool build` (text mode)."),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="Query examples of the target task (any readable format; text mode)."),
+    queries: Optional[List[str]] = typer.Option(None, "--queries", help="Query examples of the target task (any readable format; text mode). Repeat as PATH:WEIGHT for several targets sharing the budget in those proportions."),
+    exclude: Optional[List[Path]] = typer.Option(None, "--exclude", help="Evaluation file(s): pool rows within --exclude-radius of any item, or equal to one after normalising whitespace and case, are removed before selection (text mode)."),
+    exclude_radius: float = typer.Option(0.0, "--exclude-radius", help="Embedding distance for --exclude; 0 removes exact (normalised) text matches only."),
+    report: bool = typer.Option(False, "--report", help="Also write report.html and figures/*.png into --out (text mode)."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Query field holding the text (default: the store's)."),
     template: Optional[str] = typer.Option(None, "--template", help="Query text template over fields, e.g. '{instruction}\\n{output}'."),
     messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Query field holding chat messages."),
@@ -47,15 +51,20 @@ def select_cmd(
         kde_k = params.pop("kde_K", None)
         if kde_k is not None and not quiet:
             err.print(f"note: kde_K={kde_k} ignored: densities are computed exactly over the whole pool")
-    cli = {"size": size, "alpha": alpha, "C": C, "sigma": sigma, "metric": metric, "seed": seed,
-           "index": index, "initial_k": initial_k}
+    cli = {"size": size, "C": C, "metric": metric, "seed": seed, "index": index, "initial_k": initial_k}
     params.update({k: v for k, v in cli.items() if v is not None})
+    params.update(_auto_or_number("--alpha", alpha, "alpha", "alpha_auto", support_multiple))
+    params.update(_auto_or_number("--sigma", sigma, "sigma", "sigma_auto", True))
     if without_replacement:
         params["sampling"] = "without-replacement"
-    if pool is not None or queries is not None:
+    if pool is not None or queries:
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
-                     text_field, template, messages_field)
+                     text_field, template, messages_field, exclude, exclude_radius, report)
         return
+    for flag, used in (("--alpha auto", "alpha_auto" in params), ("--sigma auto", "sigma_auto" in params),
+                       ("--exclude", bool(exclude)), ("--report", report)):
+        if used:
+            raise ParameterError(f"{flag} needs a pool store (--pool and --queries)")
     cand = candidate_embeddings or params.pop("candidates", None)
     qry = query_embeddings or params.pop("queries", None)
     target = out_dir or params.pop("out", None)
@@ -75,21 +84,46 @@ def select_cmd(
         )
 
 
-def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field):
+def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> dict:
+    """'auto' -> {auto_name: auto_value}; a number -> {name: float}; None -> {}."""
+    from tsds.errors import ParameterError
+
+    if value is None:
+        return {}
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return {auto_name: auto_value}
+    try:
+        return {name: float(value)}
+    except (TypeError, ValueError):
+        raise ParameterError(f"{flag} must be a number or 'auto', got {value!r}") from None
+
+
+def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
+                 exclude=None, exclude_radius=0.0, report=False):
     from tsds.config import make_config
     from tsds.errors import ParameterError
+    from tsds.pipeline.multi import parse_target, select_multi_text
     from tsds.pipeline.text import select_text
     from tsds.progress import progress_bar
 
-    for name, value in (("--pool", pool), ("--queries", queries), ("--out", out_dir), ("--size", params.get("size"))):
+    for name, value in (("--pool", pool), ("--queries", queries or None), ("--out", out_dir),
+                        ("--size", params.get("size"))):
         if value is None:
             raise ParameterError(f"{name} is required for selecting from a pool store")
     config = make_config(**params)
+    spec = _spec(text_field, template, messages_field)
+    targets = [parse_target(q) for q in queries]
+    common = dict(out=out_dir, config=config, query_spec=spec, records_name=records, overwrite=overwrite,
+                  exclude=list(exclude or []) or None, exclude_radius=exclude_radius, report=report)
     with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
-        sel = select_text(pool, queries, out=out_dir, config=config, query_spec=_spec(text_field, template, messages_field),
-                          records_name=records, overwrite=overwrite, progress=advance)
+        if len(targets) == 1 and targets[0][0] == str(queries[0]):  # one target, no weight
+            sel = select_text(pool, Path(targets[0][0]), progress=advance, **common)
+        else:
+            sel = select_multi_text(pool, queries, progress=advance, **common)
     if not quiet:
         _print_text_summary(out_dir, records, sel)
+        if report:
+            out.print(f"report: {out_dir / 'report.html'} (figures in {out_dir / 'figures'})", highlight=False)
 
 
 def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> None:
@@ -99,9 +133,29 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
 
     manifest = json.loads((out_dir / "manifest.json").read_text())
     res = manifest["result"]
+    tail = (f", K={res['k_used']}, objective {res['objective']:.5g}" if res.get("objective") is not None
+            else f", {res.get('targets')} targets")
     out.print(f"[bold]selected[/] {res['drawn']} draws ({res['distinct_drawn']} distinct) from "
-              f"{manifest['pool_store']['rows']} pool rows; support {res['support_size']}, K={res['k_used']}, "
-              f"objective {res['objective']:.5g}", highlight=False)
+              f"{manifest['pool_store']['rows']} pool rows; support {res['support_size']}{tail}", highlight=False)
+    for t in manifest.get("targets", []):
+        out.print(f"  target {t['name']}: share {t['share']:.3f}, {t['drawn']} draws, support {t['support_size']}, "
+                  f"alpha {t['alpha']:.4g}", highlight=False)
+    for o in manifest.get("overlaps", []):
+        out.print(f"  overlap {o['a']} / {o['b']}: {o['support_overlap']} rows in both supports, "
+                  f"{o['drawn_overlap']} drawn by both", highlight=False)
+    cal = manifest.get("calibration") or {}
+    if "sigma" in cal:
+        out.print(f"sigma auto = {cal['sigma']['sigma']} ({cal['sigma']['rule']})", highlight=False)
+    if "alpha" in cal:
+        out.print(f"alpha auto = {cal['alpha']['alpha']:.4g} (support {cal['alpha']['support']} >= "
+                  f"{cal['alpha']['multiple']} x {cal['alpha']['size']})", highlight=False)
+    d = manifest.get("decontamination")
+    if d:
+        out.print(f"decontamination: removed {d['removed']} pool rows ({d['removed_by_radius']} within "
+                  f"{d['radius']} of {d['eval_items']} evaluation items, {d['removed_by_exact_text']} more by exact text)",
+                  highlight=False)
+    for w in manifest.get("query_warnings", [])[:10]:
+        err.print(f"[yellow]warning:[/] {w['message']}", highlight=False)
     sources = manifest["records"].get("sources")
     if sources:
         t = Table(title="selected rows by source")

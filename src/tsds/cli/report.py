@@ -1,0 +1,114 @@
+"""`tsds report` (HTML report of a selection folder) and `tsds sweep` (alpha sweep on one neighbour fetch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tsds.cli import _fail_cleanly, _logging, app, out, spec_from_options as _spec
+
+
+@app.command("report")
+@_fail_cleanly
+def report_cmd(
+    selection: Path = typer.Argument(..., help="A selection folder written by `tsds select` (text mode)."),
+    sample: int = typer.Option(3000, "--sample", help="Pool rows sampled for the map and the mix."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the pool sample."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Write SELECTION/report.html (self-contained) and SELECTION/figures/*.png."""
+    from tsds.report import build_report
+
+    _logging(quiet, False)
+    path = build_report(selection, sample=sample, seed=seed)
+    if not quiet:
+        out.print(f"report: {path} (figures in {path.parent / 'figures'})", highlight=False)
+
+
+@app.command("sweep")
+@_fail_cleanly
+def sweep_cmd(
+    pool: Path = typer.Option(..., "--pool", help="A pool store built by `tsds pool build`."),
+    queries: Path = typer.Option(..., "--queries", help="Query examples of the target task."),
+    alpha: str = typer.Option("0.1,0.3,0.5,0.7,0.9", "--alpha", help="Comma-separated alpha values."),
+    C: Optional[float] = typer.Option(None, "--C", "-C", help="Scale of distances; default: the recommendation from the embedding scale."),
+    sigma: str = typer.Option("auto", "--sigma", help="Kernel radius, or 'auto' (median nearest-neighbour distance / 3)."),
+    metric: str = typer.Option("euclidean", "--metric"),
+    size: Optional[int] = typer.Option(None, "--size", "-n", help="Budget, drawn as a line in the figure and used to say which alphas leave room for n distinct draws."),
+    no_ot: bool = typer.Option(False, "--no-ot", help="Skip the exact OT distance (slow for very wide supports)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the sweep as JSON here."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write the sweep figure (PNG) here."),
+    text_field: Optional[str] = typer.Option(None, "--text-field"),
+    template: Optional[str] = typer.Option(None, "--template"),
+    messages_field: Optional[str] = typer.Option(None, "--messages-field"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """For each alpha: support of p, objective terms and OT distance to the queries, from one neighbour fetch."""
+    from rich.table import Table
+
+    from tsds import calibration as cal
+    from tsds.errors import ParameterError
+    from tsds.pipeline.select import DensityCache
+    from tsds.pipeline.text import load_store_embedder, read_query_texts
+    from tsds.store import PoolStore
+
+    _logging(quiet, False)
+    try:
+        alphas = [float(a) for a in alpha.split(",") if a.strip()]
+    except ValueError:
+        raise ParameterError(f"--alpha must be comma-separated numbers, got {alpha!r}") from None
+    if not alphas or any(not 0 <= a <= 1 for a in alphas):
+        raise ParameterError("--alpha values must lie in [0, 1]")
+    store = PoolStore(pool)
+    store.require_complete()
+    texts, _ = read_query_texts(store, queries, _spec(text_field, template, messages_field))
+    q = load_store_embedder(store).embed(texts)
+    index = store.index(metric)
+    scale = cal.pool_scale(index)
+    c_rec, c_info = cal.recommend_C(scale)
+    if sigma.strip().lower() == "auto":
+        s, s_info = cal.auto_sigma(scale)
+    else:
+        try:
+            s, s_info = float(sigma), None
+        except ValueError:
+            raise ParameterError(f"--sigma must be a number or 'auto', got {sigma!r}") from None
+    c = C if C is not None else c_rec
+    cache = None
+    if s > 0:
+        rho, count = store.load_densities(metric, s)
+        cache = DensityCache(store.n_rows, rho, count)
+    result = cal.sweep(index, q, alphas, C=c, sigma=s, metric=metric, cache=cache, with_ot=not no_ot)
+    if cache is not None and cache.computed:
+        store.save_densities(metric, s, cache.values, cache.counts)
+    rows = [r.as_dict() for r in result.rows]
+    data = {"C": c, "C_recommendation": c_info, "sigma": s, "sigma_auto": s_info, "k_used": result.k_used,
+            "neighbour_fetches": result.fetches, "size": size, "rows": rows}
+    if json_out:
+        json_out.write_text(json.dumps(data, indent=2))
+    if figure:
+        from tsds.report.figures import sweep_figure
+
+        figure.write_bytes(sweep_figure(rows, size))
+    if not quiet:
+        t = Table(title=f"alpha sweep (C={c:.3g}{' recommended' if C is None else ''}, sigma={s:.3g}, "
+                        f"K={result.k_used}, {result.fetches} neighbour fetch(es))")
+        for h in ("alpha", "support", "neighbours/query", "alignment term", "diversity term", "objective",
+                  "level s", "OT distance"):
+            t.add_column(h, justify="right")
+        for r in rows:
+            ot = "" if r["ot_distance"] is None else f"{r['ot_distance']:.4f}"
+            mark = " *" if size and r["support"] < 2 * size else ""
+            t.add_row(f"{r['alpha']:.3g}", f"{r['support']}{mark}", f"{r['neighbours_mean']:.1f}",
+                      f"{r['alignment_term']:.4g}", f"{r['diversity_term']:.4g}", f"{r['objective']:.4g}",
+                      f"{r['level']:.4g}", ot)
+        out.print(t)
+        out.print(f"recommended C from the embedding scale: {c_rec} ({c_info['rule']})", highlight=False)
+        if s_info:
+            out.print(f"sigma auto: {s} ({s_info['rule']})", highlight=False)
+        if size:
+            out.print(f"* support below 2 x size ({2 * size}): n distinct draws would scrape the tail of p",
+                      highlight=False)
