@@ -1,0 +1,25 @@
+"""Baseline selectors behind the same interface, budget and output format as TSDS.
+
+    sel, info = select_method("knn", store, "task/queries.jsonl", config)
+    write_text_selection(out, store, sel, info, queries_path="task/queries.jsonl")
+
+Every method returns the same `Selection` type as TSDS (probabilities over the whole pool, draws per
+candidate), so any selection can be swapped for another, written by the same writer and evaluated by the
+same harness:
+
+- ``random``: uniform p = 1/N, drawn like TSDS (with or without replacement, as the config says).
+- ``knn``: the nearest neighbours of the queries (cosine), round-robin over the queries so that each query
+  gets its share n/M of distinct candidates (RDS-style retrieval). Deterministic; always distinct.
+- ``dsir``: hashed n-gram importance resampling (Xie et al., 2023), as in the authors' ``data-selection``
+  package: unigram+bigram counts hashed into 10,000 buckets, importance weight
+  w_i = exp(sum_b f_ib (log p_target(b) - log p_raw(b))), then Gumbel top-k (without replacement) or
+  multinomial draws (with replacement) from p proportional to w.
+- ``full``: the whole pool, each candidate once (the budget does not apply).
+- ``tsds``: the method itself (``tsds.pipeline.text.select_from_store``), for one dispatch point.
+"""
+
+from __future__ import annotations
+
+from tsds.baselines.common import BASELINES, METHODS, query_inputs, select_baseline, select_method
+
+__all__ = ["BASELINES", "METHODS", "query_inputs", "select_baseline", "select_method"]
