@@ -41,6 +41,8 @@ def load_embedder(spec: str, *, device: str | None = None, batch_size: int | Non
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ParameterError(f"embedding batch_size must be a positive integer, got {batch_size!r}")
     key = str(spec).strip()
+    if not key:
+        raise ParameterError(f"embedder spec is empty; choose {_CHOICES_TEXT}")
     if key.lower() == "static":
         return load_static(batch_size=batch_size)
     if key.lower() == "minilm":

@@ -121,7 +121,8 @@ def ensure_static_model() -> Path:
             shutil.rmtree(final, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=parent))
         try:
-            log.warning("building the static embedding model once (about 30 s) into %s", final)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared read-only
+            log.warning("building the static embedding model once (about 30 s on 2 idle cores) into %s", final)
             _distill_into(tmp)
             info = {"name": STATIC_NAME, "versions": _versions(), "weights_sha256": weights_sha256(tmp)}
             with open(tmp / _MARKER, "w") as fh:
