@@ -189,3 +189,86 @@ def test_exact_copies_share_what_one_copy_gets(seed, k, alpha):
     assert np.isclose(pk[copies].sum(), p1[target], atol=1e-9)
     others = np.setdiff1d(np.arange(N), [target])
     assert np.allclose(pk[others], p1[others], atol=1e-9)
+
+
+# ---- the fast paths against the heap walk, bit for bit ---------------------------------------
+
+def _heap_totals(D, rho):
+    """The heap walk's running total at the end of each breakpoint group (its own order)."""
+    inv = 1.0 / rho
+    S = np.cumsum(inv, axis=1)
+    delta = np.zeros_like(D)
+    delta[:, :-1] = S[:, :-1] * np.diff(D, axis=1)
+    order = np.argsort(S.ravel(), kind="stable")
+    v = S.ravel()[order]
+    cum = np.cumsum(delta.ravel()[order])
+    return cum[np.flatnonzero(np.append(v[1:] != v[:-1], True))]
+
+
+@st.composite
+def walk_problems(draw):
+    """Small problems built to hit ties (distances and breakpoints), repeated densities and
+    thresholds on, or a few ulps off, one of the walk's running totals."""
+    M = draw(st.integers(1, 8))
+    K = draw(st.integers(1, 60))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    levels = draw(st.sampled_from([2, 5, 1000, None]))  # few distinct distances: many ties
+    D = rng.random((M, K)) * draw(st.floats(0.01, 10.0))
+    if levels:
+        D = np.round(D * levels) / levels
+    D = np.sort(D, axis=1)
+    kind = draw(st.sampled_from(["none", "ones", "few", "shared", "pareto"]))
+    rho = {
+        "none": None,
+        "ones": np.ones((M, K)),
+        "few": rng.choice([0.5, 1.0, 2.0, 4.0], size=(M, K)),  # dyadic: S values tie across rows
+        "shared": np.tile(1 + rng.pareto(1.5, size=K), (M, 1)),  # every row has the same breakpoints
+        "pareto": 1 + rng.pareto(1.5, size=(M, K)),
+    }[kind]
+    alpha = draw(st.sampled_from([0.0, 1.0, 0.5, 0.3]) | st.floats(0.01, 0.99))
+    if 0 < alpha < 1 and draw(st.booleans()):  # the threshold on a running total, +- a few ulps
+        totals = _heap_totals(D, np.ones((M, K)) if rho is None else rho)
+        target = totals[draw(st.integers(0, len(totals) - 1))]
+        C = alpha * target / ((1 - alpha) * M)
+        for _ in range(draw(st.integers(-3, 3)) % 7):
+            C = np.nextafter(C, np.inf if draw(st.booleans()) else 0.0)
+        C = float(C) if C > 0 else 1.0
+    else:
+        C = draw(st.floats(0.01, 50.0))
+    return D, rho, alpha, C
+
+
+@settings(max_examples=400, deadline=None)
+@given(walk_problems(), st.sampled_from([1, 2, 32]), st.sampled_from([1, 3, 4096]))
+def test_fast_paths_identical_to_heap_walk(problem, first_prefix, bracket):
+    """Uniform walk, prefix growth, level search and certified comparisons give the heap's answer."""
+    from unittest import mock
+
+    from tsds.core import solver as solver_module
+
+    D, rho, alpha, C = problem
+    with mock.patch.object(solver_module, "_FIRST_PREFIX", first_prefix), \
+            mock.patch.object(solver_module, "_BRACKET", bracket):
+        alloc = solve(D, rho, alpha=alpha, C=C, complete=True)
+    level, weights = solve_heap(D, rho, alpha=alpha, C=C)
+    assert alloc.level == level
+    assert np.array_equal(alloc.weights, weights)
+    assert np.array_equal(alloc.support, (weights > 0).sum(axis=1))
+
+
+def test_fast_search_needs_no_fallback_on_typical_data(monkeypatch):
+    """On ordinary data the certified search decides alone (the exact sorted walk is not called)."""
+    from tsds.core import solver as solver_module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("fell back to the exact walk")
+
+    monkeypatch.setattr(solver_module, "_exact_walk", forbidden)
+    monkeypatch.setattr(solver_module, "_BRACKET", 64)
+    rng = np.random.default_rng(3)
+    D = np.sort(rng.gamma(2.0, 0.3, size=(60, 500)), axis=1)
+    rho = 1 + rng.pareto(2.0, size=(60, 500))
+    for alpha in (0.05, 0.5, 0.95):
+        alloc = solve(D, rho, alpha=alpha, C=1.0, complete=True)
+        level, weights = solve_heap(D, rho, alpha=alpha, C=1.0)
+        assert alloc.level == level and np.array_equal(alloc.weights, weights)

@@ -7,9 +7,23 @@ first breakpoint s = S_j(L) = sum_{k<=L} 1/rho_{j,k} (over all queries together)
     alpha * sum_j A_j(L_j) >= (1 - alpha) * C * M,   A_j(L) = sum_{k<=L} (d_{j,L+1} - d_{j,k}) / rho_{j,k},
 
 because between breakpoints the objective is c - X/s with X proportional to that difference,
-so it falls until the condition holds and rises after. The walk over breakpoints is a
-sort plus a cumulative sum; it looks at a prefix of columns that doubles until the answer
-is known to lie inside it, so its cost follows the answer's depth, not the list length.
+so it falls until the condition holds and rises after.
+
+"The first breakpoint" is defined by the straightforward walk (``tsds.core.reference.solve_heap``):
+breakpoints in increasing order, ties by query, the steps S_j(L) * (d_{j,L+1} - d_{j,L}) added one
+at a time, the condition tested after each group of equal values, stopping also at the first group
+that exhausts a list. The result here is bit-identical to that walk, but much faster:
+
+* KNN-Uniform (rho = 1): every row has the breakpoints 1, 2, 3, ..., so the walk's order is column
+  by column and one running sum in that order is the walk itself; no sort.
+* KNN-KDE: S and the row-wise running totals of the steps are built for a prefix of columns that
+  grows (extended in place, never recomputed) until the answer is known to lie inside it. The crossing
+  is then located by a search over the level value (each probe is a vectorised binary search per row)
+  and only the few breakpoints around it are sorted. Sums taken in another order than the walk's
+  differ from the walk's by at most a rounding bound; a decision is accepted only if it is farther
+  from the threshold than that bound, otherwise the exact sorted walk decides (``_walk``).
+
+So the cost follows the answer's depth, not the list length.
 """
 
 from __future__ import annotations
@@ -20,7 +34,11 @@ import numpy as np
 
 from tsds.errors import ParameterError
 
-_FIRST_PREFIX = 32
+_FIRST_PREFIX = 32  # columns examined first
+_GROWTH = 1.5  # the prefix grows by this factor while the answer lies beyond it
+_BLOCK = 16  # columns per block of the steps' running totals
+_BRACKET = 4096  # breakpoints around the crossing that are sorted and walked exactly
+_ROUNDING = 2.3e-16  # > 2 unit round-offs per addition: the slack of the certified comparisons
 
 
 @dataclass(frozen=True)
@@ -56,21 +74,28 @@ def check_parameters(alpha: float, C: float, sigma: float | None = None) -> None
 
 
 def _validate(distances, densities) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check the inputs and return them as float64; densities that are all 1 come back as None.
+
+    One pass each: a row is sorted, NaN-free, non-negative and finite iff every neighbour pair is
+    ordered (comparisons with NaN are False), its first entry is >= 0 and its last is finite.
+    """
     D = np.asarray(distances, dtype=np.float64)
     if D.ndim != 2 or D.shape[0] == 0 or D.shape[1] == 0:
         raise ParameterError(f"distances must be a non-empty M x K matrix, got shape {D.shape}")
-    if not np.all(np.isfinite(D)) or np.any(D < 0):
-        raise ParameterError("distances must be finite and non-negative")
-    if D.shape[1] > 1 and np.any(np.diff(D, axis=1) < 0):
+    ordered = bool((D[:, 1:] >= D[:, :-1]).all())
+    if not (ordered and (D[:, 0] >= 0).all() and np.isfinite(D[:, -1]).all()):
+        if not np.all(np.isfinite(D)) or np.any(D < 0):
+            raise ParameterError("distances must be finite and non-negative")
         raise ParameterError("distances must be sorted ascending within each row")
     if densities is None:
         return D, None
     R = np.asarray(densities, dtype=np.float64)
     if R.shape != D.shape:
         raise ParameterError(f"densities must have the shape of distances {D.shape}, got {R.shape}")
-    if not np.all(np.isfinite(R)) or np.any(R <= 0):
+    low, high = R.min(), R.max()
+    if not (low > 0 and high < np.inf):  # False for NaN too
         raise ParameterError("densities must be finite and positive")
-    return D, R
+    return D, (None if low == high == 1.0 else R)
 
 
 def solve(distances, densities=None, *, alpha: float, C: float, complete: bool = False) -> Allocation:
@@ -87,35 +112,34 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     check_parameters(alpha, C)
     D, R = _validate(distances, densities)
     M, K = D.shape
-    inv = np.ones_like(D) if R is None else 1.0 / R
-    S = np.cumsum(inv, axis=1)
-    delta = np.zeros_like(D)
-    delta[:, :-1] = S[:, :-1] * np.diff(D, axis=1)
     threshold = (1.0 - alpha) * C * M
-
-    width = min(K, _FIRST_PREFIX)
-    while True:
-        bound = np.inf if width == K else float(S[:, width].min())
-        found = _walk(S[:, :width], delta[:, :width], width == K, alpha, threshold, bound)
-        if found is not None:
-            level, condition_met = found
-            break
-        width = min(K, 2 * width)
-
-    truncated = (not complete) and not condition_met
-    in_prefix = S[:, :width] <= level
-    L = in_prefix.sum(axis=1)
-    weights = np.zeros_like(D)
-    weights[:, :width] = np.where(in_prefix, inv[:, :width] / (M * level), 0.0)
+    weights = np.zeros((M, K))  # pages are mapped on first touch: only the support costs
+    if R is None:
+        level, condition_met = _walk_uniform(D, alpha, threshold)
+        L = np.full(M, min(int(level), K))
+        used = int(L[0])
+        weights[:, :used] = 1.0 / (M * level)
+        filled = L.astype(np.float64)  # S_j(L) = L
+    else:
+        prefix = _Prefix(D, R)
+        level, condition_met = _find_level(prefix, alpha, threshold)
+        L = prefix.counts(level, strict=False)
+        used = int(L.max())
+        w = np.divide(1.0, R[:, :used], out=weights[:, :used])
+        w /= M * level
+        first = int(L.min())  # columns before it are inside every row's support
+        w[:, first:] *= np.arange(first, used) < L[:, None]  # x * 1 = x exactly; past L_j: 0
+        filled = prefix.S[np.maximum(L - 1, 0), np.arange(M)]
     rows = np.flatnonzero(L < K)
-    filled = np.where(L[rows] > 0, S[rows, np.maximum(L[rows] - 1, 0)], 0.0)
+    filled = np.where(L[rows] > 0, filled[rows], 0.0)
     remainder = np.maximum(1.0 / M - filled / (M * level), 0.0)
     weights[rows, L[rows]] = remainder
     support = L.copy()
     support[rows] += remainder > 0
 
-    used = min(K, width + 1)
-    alignment = float(np.sum(D[:, :used] * weights[:, :used]))
+    truncated = (not complete) and not condition_met
+    used = min(K, used + 1)
+    alignment = float(np.einsum("jk,jk->", D[:, :used], weights[:, :used]))
     rho_w = weights[:, :used] if R is None else R[:, :used] * weights[:, :used]
     diversity = float(M * rho_w.max())
     objective = alpha / C * alignment + (1.0 - alpha) * diversity
@@ -130,6 +154,212 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
         alpha=float(alpha),
         C=float(C),
     )
+
+
+# ---- KNN-Uniform ---------------------------------------------------------------------------
+
+
+def _walk_uniform(D, alpha, threshold):
+    """The walk when every rho is 1: breakpoint k + 1 of every row is S = k + 1 exactly.
+
+    The walk's order is then column k for all rows (in row order), column k + 1, ...; its running
+    sum of the steps (k + 1) * (d_{j,k+1} - d_{j,k}) in that order is one cumsum of the transposed
+    steps, continued from the previous prefix. Returns (level, condition_met).
+    """
+    M, K = D.shape
+    total = np.zeros(1)
+    start, width = 0, min(K, _FIRST_PREFIX)
+    while True:
+        steps = np.zeros((width - start, M))  # steps of columns start..width-1, column-major
+        stop = min(width, K - 1)  # the last column has no step
+        steps[: stop - start] = (D[:, start + 1:stop + 1] - D[:, start:stop]).T
+        steps[: stop - start] *= np.arange(start + 1, stop + 1, dtype=np.float64)[:, None]
+        running = np.cumsum(np.concatenate((total, steps.ravel())))[1:]
+        met = alpha * running[M - 1::M] >= threshold  # the condition after each column
+        if met.any():
+            return float(start + int(np.argmax(met)) + 1), True
+        if width == K:
+            return float(K), False  # every list ends at breakpoint K
+        total = running[-1:]
+        start, width = width, min(K, 2 * width)
+
+
+# ---- KNN-KDE -------------------------------------------------------------------------------
+
+
+class _Prefix:
+    """S and the totals of the steps, for the first columns of the lists, grown on demand.
+
+    Stored column by column (index [k, j]: breakpoint k + 1 of row j), so that the first columns
+    are one contiguous block: growing writes only new memory, with no copy and no page of the later
+    columns touched. S[k, j] = S_j(k + 1) is the cumulative sum of 1/rho along row j and
+    delta[k, j] = S[k, j] * (d_{j,k+1} - d_{j,k}) the walk's step at that breakpoint (0 in the last
+    column). blocks[i, j] is the sum of row j's steps before column i * _BLOCK, so the total of any
+    row prefixes costs one gather of at most _BLOCK columns (a cumsum of every step costs more).
+    Extending continues S from its last column, so S holds exactly the values one cumsum over the
+    whole row gives (those the walk uses). ``width`` is the prefix that ``counts`` and ``total``
+    look at; S has one column more computed (its minimum bounds the prefix).
+    """
+
+    def __init__(self, D, R):
+        self.D, self.R = D, R
+        M, K = D.shape
+        padded = (K // _BLOCK + 1) * _BLOCK
+        self.S = np.empty((K, M))  # the OS maps pages on first touch
+        self.delta = np.empty((padded, M))
+        self.blocks = np.empty((padded // _BLOCK + 1, M))
+        self.blocks[0] = 0.0
+        self.width = self.done = 0
+
+    def extend(self, width):
+        """Look at the first ``width`` columns, computing S for one more."""
+        K = self.D.shape[1]
+        a, b = self.done, min(K, width + 1)
+        self.width = width
+        if b <= a:
+            return
+        S = np.divide(1.0, self.R[:, a:b].T, out=self.S[a:b])
+        if a:
+            S[0] += self.S[a - 1]  # the next term of the row's running sum, as cumsum adds it
+        np.cumsum(S, axis=0, out=S)
+        c = min(b, K - 1)  # the last column has no step
+        step = np.subtract(self.D[:, a + 1:c + 1].T, self.D[:, a:c].T, out=self.delta[a:c])
+        step *= self.S[a:c]
+        first, stop = a // _BLOCK, b // _BLOCK + 1  # blocks whose sums change; room for a whole one
+        self.delta[c:stop * _BLOCK] = 0.0
+        sums = self.delta[first * _BLOCK:stop * _BLOCK].reshape(stop - first, _BLOCK, -1).sum(axis=1)
+        np.cumsum(sums, axis=0, out=sums)
+        self.blocks[first + 1:stop + 1] = sums + self.blocks[first]
+        self.done = b
+
+    def counts(self, value, strict=False):
+        """Per row, how many breakpoints of the prefix are < value (strict) or <= value.
+
+        A binary search on all rows at once (each row's S is non-decreasing).
+        """
+        W, flat = self.width, self.S.ravel()
+        rows = np.arange(self.S.shape[1])
+        M = len(rows)
+        L = np.zeros(M, dtype=np.intp)
+        step = 1 << (W.bit_length() - 1)
+        while step:
+            cand = L + step
+            v = flat[(np.minimum(cand, W) - 1) * M + rows]
+            L = np.where((cand <= W) & ((v < value) if strict else (v <= value)), cand, L)
+            step >>= 1
+        return L
+
+    def total(self, L):
+        """The steps of every row's first L_j breakpoints, summed (row by row, block by block)."""
+        M = len(L)
+        rows = np.arange(M)
+        block = L // _BLOCK
+        cols = np.arange(_BLOCK)[:, None]
+        part = self.delta.ravel().take((block * _BLOCK + cols) * M + rows)  # _BLOCK x M
+        part[cols >= L - block * _BLOCK] = 0.0
+        return float((self.blocks.ravel().take(block * M + rows) + part.sum(axis=0)).sum())
+
+
+def _certify(totals, n_terms, alpha, threshold):
+    """Decide alpha * T >= threshold for the walk's own running sums T, given ``totals``: the same
+    terms (non-negative) summed in another order, n_terms additions in the two orders together.
+
+    Each order is off the exact sum by at most (its additions) x u x T, u = 2^-53. Returns two boolean
+    arrays, (surely met, surely not met); where both are False, only the exact walk can tell.
+    """
+    totals = np.asarray(totals, dtype=np.float64)
+    margin = totals * (n_terms * _ROUNDING)
+    met = alpha * np.maximum(totals - margin, 0.0) >= threshold
+    not_met = alpha * (totals + margin) < threshold
+    return met, not_met
+
+
+def _find_level(prefix: _Prefix, alpha, threshold):
+    """The walk's stopping level and whether the condition held there (KNN-KDE)."""
+    M, K = prefix.D.shape
+    width = min(K, _FIRST_PREFIX)
+    while True:
+        prefix.extend(width)
+        if width < K:  # every breakpoint < min_j S[j, width] lies in the prefix
+            top = float(np.nextafter(prefix.S[width].min(), -np.inf))
+        else:  # the walk stops at the first group that ends a list
+            top = float(prefix.S[K - 1].min())
+        L_top = prefix.counts(top)
+        n_terms = int(L_top.sum()) + width + M + 2 * _BLOCK
+        met, not_met = _certify(prefix.total(L_top), n_terms, alpha, threshold)
+        if met:
+            level = _search(prefix, alpha, threshold, top, L_top, n_terms)
+            return (level, True) if level is not None else _exact_walk(prefix, alpha, threshold, width)
+        if not not_met:
+            return _exact_walk(prefix, alpha, threshold, width)
+        if width == K:
+            return top, False
+        width = min(K, max(width + 1, int(width * _GROWTH)))
+
+
+def _search(prefix: _Prefix, alpha, threshold, hi, L_hi, n_terms):
+    """The first breakpoint group <= hi at which the condition holds (it surely holds at hi),
+    or None if a decision is too close to call.
+
+    Narrows (lo, hi] by probing level values (regula falsi on the totals, Illinois variant so that it
+    cannot stall) until at most _BRACKET breakpoints are left, then sorts those and walks them.
+    """
+    M = len(L_hi)
+    lo = float(prefix.S[0].min())  # the first group: the walk may stop right there
+    L_lo = prefix.counts(lo)
+    t_lo = prefix.total(L_lo)
+    met, not_met = _certify(t_lo, n_terms, alpha, threshold)
+    if met or not not_met:
+        return lo if met else None
+    t_hi = prefix.total(L_hi)
+    target = threshold / alpha  # alpha > 0 here: the condition holds at hi
+    keep_hi = keep_lo = 1.0  # Illinois weights: halve the side that is kept twice in a row
+    for _ in range(64):
+        if int(L_hi.sum() - L_lo.sum()) <= _BRACKET:
+            break
+        f_lo, f_hi = (t_lo - target) * keep_lo, (t_hi - target) * keep_hi
+        share = -f_lo / (f_hi - f_lo) if f_hi > f_lo else 0.5
+        mid = lo + (hi - lo) * min(max(share, 0.01), 0.99)
+        if not lo < mid < hi:
+            break
+        L_mid = prefix.counts(mid)
+        t_mid = prefix.total(L_mid)
+        met, not_met = _certify(t_mid, n_terms, alpha, threshold)
+        if met:
+            hi, L_hi, t_hi = mid, L_mid, t_mid
+            keep_hi, keep_lo = 1.0, keep_lo * 0.5
+        elif not_met:
+            lo, L_lo, t_lo = mid, L_mid, t_mid
+            keep_lo, keep_hi = 1.0, keep_hi * 0.5
+        else:
+            return None
+
+    # the breakpoints in (lo, hi] in the walk's order: by value, ties by row (np.repeat keeps row order)
+    count = L_hi - L_lo
+    rows = np.repeat(np.arange(M), count)
+    cols = np.arange(rows.size) - np.repeat(np.cumsum(count) - count - L_lo, count)
+    values = prefix.S[cols, rows]
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    running = np.cumsum(np.concatenate(([t_lo], prefix.delta[cols[order], rows[order]])))[1:]
+    ends = np.flatnonzero(np.append(v[1:] != v[:-1], True))
+    met, not_met = _certify(running[ends], n_terms + rows.size, alpha, threshold)
+    first = int(np.argmax(~not_met)) if not not_met.all() else None
+    if first is None or not met[first]:
+        return None
+    return float(v[ends[first]])
+
+
+def _exact_walk(prefix: _Prefix, alpha, threshold, width):
+    """The walk's own order, literally: sort the prefix's breakpoints and add their steps in turn."""
+    K = prefix.D.shape[1]
+    while True:
+        prefix.extend(width)
+        bound = np.inf if width == K else float(prefix.S[width].min())
+        found = _walk(prefix.S[:width].T, prefix.delta[:width].T, width == K, alpha, threshold, bound)
+        if found is not None:
+            return found
+        width = min(K, 2 * width)
 
 
 def _walk(S, delta, holds_last, alpha, threshold, bound):
