@@ -126,17 +126,37 @@ def select(spec: MethodSpec, view: PoolView, task: Task, size: int, seed: int, *
     kwargs = {"embedder": v.embedder}
     if spec.method == "dsir":
         kwargs["pool_texts"] = v.texts
-    sel, _ = select_method(spec.method, v.store, task.query_texts, config, **kwargs)
+    from tsds.errors import ParameterError
+
+    while True:
+        try:
+            sel, _ = select_method(spec.method, v.store, task.query_texts, config, **kwargs)
+            break
+        except ParameterError as exc:
+            # n distinct draws need a support of p of at least n: lower alpha (wider support) until it holds,
+            # as `--alpha auto` does; the alpha used is reported with the row.
+            if spec.method != "tsds" or "positive probability" not in str(exc) or config.alpha < 1e-3:
+                raise
+            config = config.model_copy(update={"alpha": config.alpha / 2})
+    sel.timings["alpha_used"] = config.alpha
     return sel, time.time() - started
+
+
+_DUP_CACHE: dict = {}
 
 
 def figures(view: PoolView, task: Task, counts: np.ndarray, seed: int = 0) -> dict:
     """Distribution figures of a selection in the main store's embedding space."""
+    import hashlib
+
     rows = np.flatnonzero(counts)
     c = counts[rows]
     vec = view.store.vectors().take(rows)
+    key = (str(view.store.root), hashlib.sha1(np.ascontiguousarray(counts).tobytes()).hexdigest())
+    if key not in _DUP_CACHE:  # the full pool's figure is the same for every task: compute it once
+        _DUP_CACHE[key] = metrics.near_duplicate_share(vec, c)
     out = {"draws": int(c.sum()), "distinct": int(rows.size), "distinct_share": metrics.distinct_share(counts),
-           "near_duplicate_share": metrics.near_duplicate_share(vec, c),
+           "near_duplicate_share": _DUP_CACHE[key],
            "ot_to_heldout": metrics.ot_distance(vec, c, view.embed(task.heldout), seed=seed),
            "train_bytes": int(sum(len(view.texts[r].encode()) * int(k) for r, k in zip(rows, c)))}
     if view.labels is not None and task.labels:
@@ -189,7 +209,8 @@ def evaluate_methods(view: PoolView, task: Task, size: int, methods: list[Method
             fig = figures(view, task, sel.counts, seed)
             res = train_and_score(mode, training_texts(view.texts, sel.counts), task.heldout, seed,
                                   harness=harness, tiny_recipe=tiny_recipe)
-            row = {**base, "method": spec.name, "seed": seed, "select_seconds": round(secs, 2), **fig, **res}
+            row = {**base, "method": spec.name, "seed": seed, "select_seconds": round(secs, 2),
+                   "alpha_used": sel.timings.get("alpha_used"), **fig, **res}
             rows.append(row)
             if log:
                 log(f"  {task.name:22s} n={size:<6d} {spec.name:18s} seed={seed} nll={res['nll']:.4f} "
