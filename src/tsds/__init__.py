@@ -4,10 +4,16 @@
     sel = tsds.select_embeddings("pool.npy", "task.npy", size=1000, out="selection")
 """
 
-from tsds.api import select_embeddings, write_selection
-from tsds.config import SelectionConfig
-from tsds.core import Allocation, solve
-from tsds.errors import InputError, ParameterError, TsdsError
+import os as _os
+
+# OpenMP threads that spin while waiting steal the cores from BLAS and the embedder on small
+# shared machines; set before faiss or torch load their runtime. A user's own setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from tsds.api import select_embeddings, write_selection  # noqa: E402
+from tsds.config import SelectionConfig  # noqa: E402
+from tsds.core import Allocation, solve  # noqa: E402
+from tsds.errors import InputError, ParameterError, TsdsError  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,10 +1,12 @@
-"""Kernel densities over the whole pool by FAISS range search.
+"""Kernel densities over the whole pool.
 
 rho_i = sum over all candidates x' with ||x_i - x'|| < sigma of (1 - ||x_i - x'||^2 / sigma^2).
-With an IVF index, lists whose centroid lies farther than sigma + (the list's radius) from
-x_i cannot hold a point within sigma (triangle inequality), so only the other lists are
-scanned: the sum is still exact. A cap on the neighbours counted per point guards against
-pathological pools; when it binds, the densest points keep their ``cap`` nearest terms.
+The sums are matrix products (BLAS) of the points against the vectors stored in the FAISS
+index, read in place. With an IVF index, lists whose centroid lies farther than sigma + (the
+list's radius) from x_i cannot hold a point within sigma (triangle inequality), so only the
+other lists are multiplied: the sum is still exact. A cap on the neighbours counted per
+point guards against pathological pools; for points over it, a FAISS range search keeps
+their ``cap`` nearest terms.
 """
 
 from __future__ import annotations
@@ -56,13 +58,83 @@ def densities(
     for start in range(0, ids.size, batch):
         chunk = ids[start:start + batch]
         x = index.reconstruct(chunk)
-        lims, d2 = _range_search(index, x, radius2, sigma, stats)
-        out[start:start + chunk.size] = _kernel_sums(lims, d2, radius2, cap, stats)
-        counts[start:start + chunk.size] = np.maximum(np.diff(lims.astype(np.int64)), 1)
+        sums, cnt = kernel_sums(index, x, sigma, stats)
+        over = np.flatnonzero(cnt > cap)
+        if over.size:
+            lims, d2 = _range_search(index, x[over], radius2, sigma, DensityStats())
+            sums[over] = _kernel_sums(lims, d2, radius2, cap, stats)
+        out[start:start + chunk.size] = np.maximum(sums, 1.0)
+        counts[start:start + chunk.size] = np.maximum(cnt, 1)
         if progress is not None:
             progress(chunk.size)
     stats.points += int(ids.size)
     return (out, counts) if return_counts else out
+
+
+_BLOCK = 1 << 24
+
+
+def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None):
+    """Per point of ``x``: the kernel sum over every (not excluded) candidate, and the count within sigma.
+
+    Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard.
+    """
+    stats = stats if stats is not None else DensityStats()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    r2 = np.float32(sigma) ** 2
+    xn = np.einsum("ij,ij->i", x, x)
+    sums = np.zeros(x.shape[0], dtype=np.float64)
+    counts = np.zeros(x.shape[0], dtype=np.int64)
+    excluded = index.excluded
+    for y, member_ids, pts in _blocks(index, x, sigma, stats):
+        if excluded is not None:
+            keep = ~np.isin(member_ids, excluded)
+            if not keep.all():
+                y = y[keep]
+        if y.shape[0] == 0:
+            continue
+        yn = np.einsum("ij,ij->i", y, y)
+        step = max(1, _BLOCK // y.shape[0])
+        for a in range(0, pts.size, step):
+            p = pts[a:a + step]
+            k = x[p] @ y.T
+            k *= -2.0
+            k += xn[p, None]
+            k += yn[None, :]
+            k /= -r2
+            k += 1.0
+            np.maximum(k, 0.0, out=k)
+            sums[p] += k.sum(axis=1, dtype=np.float64)
+            counts[p] += np.count_nonzero(k, axis=1)
+    stats.pairs += int(counts.sum())
+    return sums, counts
+
+
+def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
+    """(stored vectors, their ids, rows of x that need them), read from the index without copying."""
+    if index.list_radius is None:
+        n, d = index.ntotal, index.dim
+        xb = faiss.rev_swig_ptr(index.index.get_xb(), n * d).reshape(n, d)
+        every = np.arange(x.shape[0])
+        for a in range(0, n, 65536):
+            yield xb[a:a + 65536], np.arange(a, min(n, a + 65536), dtype=np.int64), every
+        return
+    ivf = faiss.extract_index_ivf(index.index)
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    cd2 = (np.einsum("ij,ij->i", x, x)[:, None] + np.einsum("ij,ij->i", centroids, centroids)[None, :]
+           - 2.0 * (x @ centroids.T))
+    reach = np.sqrt(np.maximum(cd2.astype(np.float64), 0.0)) - index.list_radius[None, :]
+    need = reach <= sigma * (1 + 1e-4) + 1e-5
+    stats.lists_scanned += float(need.sum())
+    invlists = ivf.invlists
+    for lst in np.flatnonzero(need.any(axis=0)):
+        size = invlists.list_size(int(lst))
+        if size == 0:
+            continue
+        codes = faiss.rev_swig_ptr(invlists.get_codes(int(lst)), size * ivf.code_size)
+        y = codes.view(np.float32).reshape(size, ivf.d)
+        member_ids = faiss.rev_swig_ptr(invlists.get_ids(int(lst)), size).copy()
+        yield y, member_ids, np.flatnonzero(need[:, lst])
 
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):

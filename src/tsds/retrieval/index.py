@@ -126,8 +126,8 @@ def build_index(
 ) -> SearchIndex:
     """Index the vectors of ``source`` (a VectorSource or an array), streamed in chunks.
 
-    ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above, trained on a sample of
-    64 points per list. Vectors are prepared for ``metric`` chunk by chunk, so the index
+    ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above with 2 sqrt(N) lists, trained
+    on a sample of 32 points per list (recall is then set by the calibrated search breadth). Vectors are prepared for ``metric`` chunk by chunk, so the index
     holds the only full copy.
     """
     from tsds.io.arrays import as_source
@@ -148,11 +148,11 @@ def build_index(
     nlist = min(nlist or max(1, int(2 * math.sqrt(n))), n)
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
-    index.cp.niter = 10
+    index.cp.niter = 8
     index.cp.seed = seed
-    index.cp.max_points_per_centroid = 64
+    index.cp.max_points_per_centroid = 32
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
+    sample = np.sort(rng.choice(n, size=min(n, 32 * nlist), replace=False))
     index.train(prepare(src.take(sample), metric))
     radius = np.zeros(nlist, dtype=np.float64)
     for start, chunk in src.chunks():
