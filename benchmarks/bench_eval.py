@@ -68,9 +68,9 @@ def log(msg: str) -> None:
 def expected_seconds(args) -> dict:
     # measured on the 2-core development machine (shared with other jobs): selection ~1-2 s, n-gram fit+score
     # ~0.2-1 s (full pool ~10 s), figures ~0.5 s; DSIR features of the pool once ~15 s; store build ~60 s.
-    grid = len(TASKS) * len(BUDGETS) * (len(SEEDS) * 3 + 1) * 2.5 + len(TASKS) * 25
-    variants = len(TASKS) * len(SEEDS) * (len(VARIANTS) - 1) * 2.5
-    robust = 90 + len(TASKS) * len(SEEDS) * len(ROBUST) * 3
+    grid = len(TASKS) * len(BUDGETS) * (len(SEEDS) * 3 + 1) * 0.6 + len(TASKS) * 8
+    variants = len(TASKS) * len(SEEDS) * (len(VARIANTS) - 1) * 0.4
+    robust = 30 + len(TASKS) * len(SEEDS) * len(ROBUST) * 0.5
     est = {"store (if missing)": 0 if (STORE / "store.json").is_file() else 90, "grid": grid,
            "variants": variants, "robustness": robust}
     if args.minilm_store:
