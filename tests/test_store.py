@@ -189,3 +189,15 @@ def test_near_duplicates_get_no_more_than_one_text(tmp_path, static_embedder, ca
               f" sigma=0.2: {spent[0.2][0]:.5f} / {spent[0.2][1]:.5f}")
     assert spent[0.2][1] <= spent[0.2][0] * 1.05 + 1e-9
     assert spent[0.0][1] > 5 * spent[0.0][0]
+
+
+@pytest.mark.parametrize("method", ["knn", "random", "dsir"])
+def test_select_method_cli_writes_the_same_format(store, tmp_path, method):
+    out = tmp_path / method
+    r = subprocess.run([sys.executable, "-m", "tsds.cli", "select", "--pool", str(store.root), "--queries", str(FOOD),
+                        "--size", "30", "--method", method, "--without-replacement", "--out", str(out), "-q"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = (out / "selected.jsonl").read_text().splitlines()
+    assert len(lines) == 30 and set(PROVENANCE) <= set(json.loads(lines[0]))
+    assert json.loads((out / "manifest.json").read_text())["method"] == method

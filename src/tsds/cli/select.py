@@ -33,6 +33,7 @@ def select_cmd(
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Query field holding the text (default: the store's)."),
     template: Optional[str] = typer.Option(None, "--template", help="Query text template over fields, e.g. '{instruction}\\n{output}'."),
     messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Query field holding chat messages."),
+    method: str = typer.Option("tsds", "--method", help="tsds, or a baseline with the same output: random, knn (cosine, round-robin over queries), dsir (hashed n-gram importance resampling), full (whole pool). Text mode."),
     records: str = typer.Option("selected.jsonl", "--records", help="Name of the records file in --out; .jsonl, .jsonl.gz or .parquet."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (must not exist unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
@@ -59,8 +60,10 @@ def select_cmd(
         params["sampling"] = "without-replacement"
     if pool is not None or queries:
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
-                     text_field, template, messages_field, exclude, exclude_radius, report)
+                     text_field, template, messages_field, exclude, exclude_radius, report, method)
         return
+    if method != "tsds":
+        raise ParameterError(f"--method {method} needs a pool store (--pool and --queries)")
     for flag, used in (("--alpha auto", "alpha_auto" in params), ("--sigma auto", "sigma_auto" in params),
                        ("--exclude", bool(exclude)), ("--report", report)):
         if used:
@@ -99,7 +102,7 @@ def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> 
 
 
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
-                 exclude=None, exclude_radius=0.0, report=False):
+                 exclude=None, exclude_radius=0.0, report=False, method="tsds"):
     from tsds.config import make_config
     from tsds.errors import ParameterError
     from tsds.pipeline.multi import parse_target, select_multi_text
@@ -117,7 +120,9 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
                   exclude=list(exclude or []) or None, exclude_radius=exclude_radius, report=report)
     with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
         if len(targets) == 1 and targets[0][0] == str(queries[0]):  # one target, no weight
-            sel = select_text(pool, Path(targets[0][0]), progress=advance, **common)
+            sel = select_text(pool, Path(targets[0][0]), progress=advance, method=method, **common)
+        elif method != "tsds":
+            raise ParameterError(f"several targets are supported with method tsds, not {method!r}")
         else:
             sel = select_multi_text(pool, queries, progress=advance, **common)
     if not quiet:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tsds.config import SelectionConfig
-from tsds.errors import InputError
+from tsds.errors import InputError, ParameterError
 from tsds.io.output import atomic_dir, check_output_dir, save_json, save_npy
 from tsds.io.readers import TextSpec, read_records, read_texts
 from tsds.io.writers import dataset_card, records_format, write_records
@@ -252,6 +252,7 @@ def write_text_selection(
                             "skipped_rows": qstats.skipped if qstats else 0},
                 "index": info["index"],
                 "records": {"file": records_name, "rows": len(records), "sources": sources},
+                "method": info.get("method", "tsds"),
                 **{k: info[k] for k in ("calibration", "decontamination", "query_warnings") if info.get(k) is not None},
             })
             save_json(tmp / "manifest.json", manifest)
@@ -310,16 +311,29 @@ def card_extra(info: dict) -> str:
 def select_text(pool, queries, *, out, config: SelectionConfig, query_spec: TextSpec | None = None,
                 records_name: str = "selected.jsonl", overwrite: bool = False, progress=None,
                 embedder=None, exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None,
-                report: bool = False) -> Selection:
-    """One call: pool store + query file -> selected records, arrays, manifest and card in ``out``."""
+                report: bool = False, method: str = "tsds") -> Selection:
+    """One call: pool store + query file -> selected records, arrays, manifest and card in ``out``.
+
+    ``method``: tsds, or a baseline (random, knn, dsir, full; see tsds.baselines) written the same way.
+    """
+    from tsds.baselines import METHODS, select_baseline
+
+    if method not in METHODS:
+        raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method != "tsds" and (exclude or report or config.sigma_auto or config.alpha_auto):
+        raise ParameterError(f"--exclude, --report and auto calibration apply to method tsds, not {method!r}")
     check_output_dir(out, overwrite)
     records_format(records_name)
     store = pool if isinstance(pool, PoolStore) else PoolStore(pool)
     stages = StageLog()
     started = time.time()
-    selection, info = select_from_store(store, queries, config, query_spec=query_spec, stages=stages,
-                                        progress=progress, embedder=embedder, exclude=exclude,
-                                        exclude_radius=exclude_radius, exclude_spec=exclude_spec)
+    if method == "tsds":
+        selection, info = select_from_store(store, queries, config, query_spec=query_spec, stages=stages,
+                                            progress=progress, embedder=embedder, exclude=exclude,
+                                            exclude_radius=exclude_radius, exclude_spec=exclude_spec)
+        info["method"] = "tsds"
+    else:
+        selection, info = select_baseline(method, store, queries, config, embedder=embedder, query_spec=query_spec)
     write_text_selection(out, store, selection, info, queries_path=queries, records_name=records_name,
                          overwrite=overwrite, stages=stages)
     selection.timings["total_seconds"] = round(time.time() - started, 3)
