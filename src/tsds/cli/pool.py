@@ -28,23 +28,34 @@ def pool_build(
     metric: str = typer.Option("euclidean", help="Metric of the index built with the store."),
     index: str = typer.Option("auto", help="auto, flat or ivf."),
     shard_rows: int = typer.Option(8192, "--shard-rows", help="Rows per embedding shard (the unit of resume)."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (a Ray cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Ray cluster to join (e.g. auto, ray://host:10001); default: start a local one."),
+    index_shards: Optional[int] = typer.Option(None, "--index-shards",
+                                               help="Build a sharded index with this many shards (ray default: one per worker)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished shard."),
 ):
     """Embed a pool once into a reusable store (resumable; appends embed only new rows)."""
     import json as _json
 
+    from tsds.engines import make_engine
     from tsds.progress import progress_bar
     from tsds.store import build_store
 
     _logging(quiet, log_json)
     log = logging.getLogger("tsds.stage")
     total = None
-    with progress_bar("embedding pool", total, quiet=quiet) as advance:
-        store = build_store(files, out_dir, embedder_spec=embedder, spec=_spec(text_field, template, messages_field),
-                            on_bad_row=on_bad_row, fmt=fmt, metric=metric, index_kind=index, shard_rows=shard_rows,
-                            progress=advance,
-                            on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i})))
+    runner = make_engine(engine, ray_address)
+    try:
+        with progress_bar("embedding pool", total, quiet=quiet) as advance:
+            store = build_store(files, out_dir, embedder_spec=embedder,
+                                spec=_spec(text_field, template, messages_field),
+                                on_bad_row=on_bad_row, fmt=fmt, metric=metric, index_kind=index,
+                                shard_rows=shard_rows, progress=advance, engine=runner, index_shards=index_shards,
+                                on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i})))
+    finally:
+        runner.close()
     if not quiet:
         m = store.meta
         out.print(f"store {out_dir}: {m['n_rows']} rows, dim {m['dim']}, embedder {m['embedder'].get('model')}; "

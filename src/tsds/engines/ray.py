@@ -70,26 +70,43 @@ class _ShardActorImpl(ShardWorker):
         return os.getpid()
 
 
+# Shard actors hold CPUs; so that they never starve the embedding actors or another index's actors on a
+# small cluster, one set is alive at a time in this process (the others are released and respawned,
+# reloading their shards from the store, when next used).
+_LIVE: list = []
+
+
+def release_shard_actors() -> None:
+    for backend in list(_LIVE):
+        backend.release()
+
+
 class RayShards:
     """A ShardedIndex backend whose shards are held by Ray actors (round-robin over the actors)."""
 
     def __init__(self, engine: "RayEngine", specs, metric: str):
+        self.engine = engine
+        self.specs, self.metric = list(specs), metric
+        self.n = len(self.specs)
+        self.groups: list = []
+
+    def _spawn(self) -> None:
         import ray
 
-        self.engine = engine
-        self.key = (tuple(s.path for s in specs), metric)
-        n = max(1, min(len(specs), engine.workers))
-        cls = ray.remote(num_cpus=engine.actor_cpus, max_restarts=-1, max_task_retries=-1)(_ShardActorImpl)
-        self.groups = []
+        release_shard_actors()
+        n = max(1, min(self.n, self.engine.workers))
+        cls = ray.remote(num_cpus=self.engine.actor_cpus, max_restarts=-1, max_task_retries=-1)(_ShardActorImpl)
         for a in range(n):
-            positions = list(range(a, len(specs), n))
-            mine = [specs[p] for p in positions]
-            self.groups.append((cls.remote(mine, metric), [s.shard for s in mine], positions))
-        self.n = len(specs)
+            positions = list(range(a, self.n, n))
+            mine = [self.specs[p] for p in positions]
+            self.groups.append((cls.remote(mine, self.metric), [s.shard for s in mine], positions))
+        _LIVE.append(self)
 
     def call(self, method: str, per_shard_args=None, **kwargs) -> list:
         import ray
 
+        if not self.groups:
+            self._spawn()
         kw = ray.put(kwargs)
         refs = []
         for actor, shards, positions in self.groups:
@@ -102,15 +119,23 @@ class RayShards:
         return out
 
     def actors(self) -> list:
+        if not self.groups:
+            self._spawn()
         return [a for a, _, _ in self.groups]
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Kill the actors (they are respawned on the next call)."""
         import ray
 
-        for actor, _, _ in self.groups:
-            ray.kill(actor)
+        if ray.is_initialized():
+            for actor, _, _ in self.groups:
+                ray.kill(actor)
         self.groups = []
-        self.engine._backends.pop(self.key, None)
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+    def close(self) -> None:
+        self.release()
 
 
 class RayEngine:
@@ -144,7 +169,6 @@ class RayEngine:
         self.window_shards = int(window_shards)
         self.embedder_factory = embedder_factory
         self.actor_cpus = actor_cpus
-        self._backends: dict = {}
 
     # ---- embedding -----------------------------------------------------------------------
     def embed_shards(self, jobs, embedder, finish, embedder_spec: str | None = None) -> None:
@@ -166,6 +190,7 @@ class RayEngine:
     def _embed_window(self, window, factory, identity, finish) -> None:
         import ray.data
 
+        release_shard_actors()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -192,21 +217,19 @@ class RayEngine:
 
         from tsds.store.pool import build_index_shard
 
+        release_shard_actors()
         task = ray.remote(num_cpus=self.actor_cpus, max_retries=3)(build_index_shard)
         return ray.get([task.remote(root, spec, metric, first, last) for spec, first, last in jobs])
 
     def shard_backend(self, specs, metric: str) -> RayShards:
-        key = (tuple(s.path for s in specs), metric)
-        if key not in self._backends:
-            self._backends[key] = RayShards(self, specs, metric)
-        return self._backends[key]
+        """Actors serving these index shards (started on first use)."""
+        return RayShards(self, specs, metric)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
         import ray
 
-        for backend in list(self._backends.values()):
-            backend.close()
+        release_shard_actors()
         if self._owns and ray.is_initialized():
             ray.shutdown()
         self._owns = False

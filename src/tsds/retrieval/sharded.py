@@ -31,7 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from tsds.retrieval.density import DEFAULT_CAP, DensityStats, _range_search
+from tsds.retrieval.density import DEFAULT_CAP, DensityStats
 from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, _recall, build_index
 
 _RESULT_BUDGET = 1 << 25
@@ -149,17 +149,15 @@ class ShardWorker:
         return [self._get(s).reconstruct(ids) for s, ids in zip(shards, local_ids)]
 
     def range_sums(self, shards, x, radius2, sigma, excluded):
-        """Per shard: kernel sums (float64, no floor), counts, and the stats of the range search."""
+        """Per shard: kernel sums (float64, no floor), counts, and the lists scanned by the range search."""
         out = []
         for s in shards:
             idx = self._get(s, excluded.get(s))
-            st = DensityStats()
-            lims, d2 = _range_search(idx, x, radius2, sigma, st)
-            lims = lims.astype(np.int64)
+            lims, d2, scanned = _exact_range(idx, x, radius2, sigma)
             counts = np.diff(lims)
-            kernel = np.maximum(0.0, 1.0 - d2.astype(np.float64) / radius2)
+            kernel = np.maximum(0.0, 1.0 - d2 / radius2)
             owner = np.repeat(np.arange(counts.size), counts)
-            out.append((np.bincount(owner, weights=kernel, minlength=counts.size), counts, st.lists_scanned))
+            out.append((np.bincount(owner, weights=kernel, minlength=counts.size), counts, scanned))
         return out
 
     def range_terms(self, shards, x, radius2, sigma, excluded, cap):
@@ -167,17 +165,63 @@ class ShardWorker:
         out = []
         for s in shards:
             idx = self._get(s, excluded.get(s))
-            lims, d2 = _range_search(idx, x, radius2, sigma, DensityStats())
-            lims = lims.astype(np.int64)
+            lims, d2, _ = _exact_range(idx, x, radius2, sigma)
             terms, new_lims = [], [0]
             for r in range(x.shape[0]):
-                seg = np.maximum(0.0, 1.0 - d2[lims[r]:lims[r + 1]].astype(np.float64) / radius2)
+                seg = np.maximum(0.0, 1.0 - d2[lims[r]:lims[r + 1]] / radius2)
                 if seg.size > cap:
                     seg = seg[np.argpartition(-seg, cap - 1)[:cap]]
                 terms.append(seg)
                 new_lims.append(new_lims[-1] + seg.size)
             out.append((np.asarray(new_lims), np.concatenate(terms) if terms else np.empty(0)))
         return out
+
+
+def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float):
+    """Range search of one shard, the distances recomputed in float64 from the stored vectors.
+
+    FAISS finds the members (IVF lists pruned by the triangle inequality, as in tsds.retrieval.density);
+    their squared distances are then recomputed exactly, so a density does not depend on which float32
+    kernel FAISS picked (BLAS or direct, which varies with batch size and threads): the same point gets
+    the same density whichever engine, process or shard layout computes it.
+    """
+    if idx.list_radius is None:
+        lims, _, labels = idx.index.range_search(x, radius2)
+        scanned = 0.0
+    else:
+        ivf = faiss.extract_index_ivf(idx.index)
+        centroid_d2, lists = ivf.quantizer.search(x, ivf.nlist)
+        reach = np.sqrt(np.maximum(centroid_d2.astype(np.float64), 0)) - idx.list_radius[lists]
+        keep = reach <= sigma * (1 + 1e-5) + 1e-6
+        width = max(1, int(keep.sum(axis=1).max()))
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+        assign = np.take_along_axis(np.where(keep, lists, -1), order, 1)
+        cdis = np.take_along_axis(centroid_d2, order, 1)
+        scanned = float(keep.sum())
+        saved = ivf.nprobe
+        try:
+            ivf.nprobe = width
+            lims, _, labels = ivf.range_search_preassigned(x, radius2, np.ascontiguousarray(assign),
+                                                           np.ascontiguousarray(cdis))
+        finally:
+            ivf.nprobe = saved
+    lims = lims.astype(np.int64)
+    labels = labels.astype(np.int64)
+    if idx.excluded is not None and labels.size:
+        keep = ~np.isin(labels, idx.excluded)
+        owner = np.repeat(np.arange(lims.size - 1), np.diff(lims))
+        lims = np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=lims.size - 1))])
+        labels = labels[keep]
+    owner = np.repeat(np.arange(lims.size - 1), np.diff(lims))
+    d2 = np.empty(labels.size, dtype=np.float64)
+    for a in range(0, labels.size, 1 << 16):
+        y = idx.reconstruct(labels[a:a + (1 << 16)]).astype(np.float64)
+        d2[a:a + y.shape[0]] = np.sum((y - x[owner[a:a + y.shape[0]]].astype(np.float64)) ** 2, axis=1)
+    inside = d2 < radius2
+    if not inside.all():
+        lims = np.concatenate([[0], np.cumsum(np.bincount(owner[inside], minlength=lims.size - 1))])
+        d2 = d2[inside]
+    return lims, d2, scanned
 
 
 class LocalShards:

@@ -1,0 +1,225 @@
+"""The Ray engine on a real local Ray cluster (2 CPUs) started by this module: same store, same selection.
+
+- shards embedded by Ray Data actors are byte-identical to the local engine's;
+- on the same store with exact (flat) shard indexes, the Ray engine's probabilities equal the local
+  engine's (within 1e-12) and the selected records are the same for the same seed;
+- a store built by the local engine (single index) is served by the Ray engine, and vice versa;
+- an embedding actor killed (SIGKILL) mid-build is restarted by Ray and the build completes with the
+  same bytes; a shard actor killed between selections is restarted and answers the same;
+- a Ray build interrupted as a whole resumes from its finished shards.
+"""
+
+import gzip
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tsds.config import make_config  # noqa: E402
+from tsds.engines import LocalEngine, make_engine  # noqa: E402
+from tsds.pipeline.text import select_text  # noqa: E402
+from tsds.retrieval.sharded import ShardedIndex  # noqa: E402
+from tsds.store import PoolStore, build_store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = ROOT / "data" / "demo" / "pool.jsonl.gz"
+FOOD = ROOT / "data" / "demo" / "tasks" / "food" / "queries.jsonl"
+SHARD_ROWS = 250
+
+
+def _shard_bytes(root):
+    return {p.name: p.read_bytes() for p in sorted((Path(root) / "shards").glob("[0-9]*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def pool_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("raypool") / "pool.jsonl"
+    with gzip.open(POOL, "rt", encoding="utf-8") as f, open(path, "w", encoding="utf-8") as out:
+        for i, line in enumerate(f):
+            if i >= 4000:
+                break
+            out.write(line)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = make_engine("ray", num_cpus=2)
+    yield eng
+    eng.close()
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def local_store(pool_file, tmp_path_factory, static_embedder):
+    return build_store([pool_file], tmp_path_factory.mktemp("st") / "local", embedder=static_embedder,
+                       shard_rows=SHARD_ROWS)
+
+
+@pytest.fixture(scope="module")
+def ray_store(pool_file, tmp_path_factory, static_embedder, engine):
+    return build_store([pool_file], tmp_path_factory.mktemp("st") / "ray", embedder=static_embedder,
+                       shard_rows=SHARD_ROWS, engine=engine, index_shards=3)
+
+
+def test_ray_build_writes_the_local_engines_store(local_store, ray_store):
+    assert ray_store.n_rows == local_store.n_rows == 4000
+    assert _shard_bytes(ray_store.root) == _shard_bytes(local_store.root)
+    assert [s["embeddings_sha256"] for s in ray_store.shard_meta()] == \
+        [s["embeddings_sha256"] for s in local_store.shard_meta()]
+    manifest = json.loads((ray_store.root / "index" / "euclidean" / "index.json").read_text())
+    assert manifest["layout"] == "sharded" and len(manifest["shards"]) == 3
+    assert sum(s["rows"] for s in manifest["shards"]) == 4000
+
+
+def _select(store, out, static_embedder, **kw):
+    config = make_config(size=40, alpha=0.5, C=1.0, sigma=0.3, metric="cosine", index="flat",
+                         sampling="without-replacement", seed=7, initial_k=8, **kw)
+    return select_text(store, FOOD, out=out, config=config, embedder=static_embedder)
+
+
+def test_ray_selection_equals_local_on_the_same_store(ray_store, engine, tmp_path, static_embedder):
+    on_ray = PoolStore(ray_store.root, engine=engine)
+    a = _select(on_ray, tmp_path / "ray", static_embedder)       # builds the cosine index on Ray (2 shards)
+    index = on_ray.index("cosine", "flat")
+    assert isinstance(index, ShardedIndex) and index.n_shards == 2 and type(index.backend).__name__ == "RayShards"
+    b = _select(PoolStore(ray_store.root), tmp_path / "local", static_embedder)   # same shards, in-process
+    assert a.k_history == b.k_history and len(a.k_history) > 1      # K was doubled: truncation handled on Ray
+    assert np.max(np.abs(a.probabilities - b.probabilities)) <= 1e-12
+    assert np.array_equal(a.counts, b.counts)
+    assert (tmp_path / "ray" / "selected.jsonl").read_bytes() == (tmp_path / "local" / "selected.jsonl").read_bytes()
+    assert a.density_cache is not None and np.isfinite(a.density_cache.values).sum() > 0
+
+
+def test_sharded_index_matches_one_flat_index(local_store, ray_store, tmp_path, static_embedder):
+    """Merging shard top-K lists and summing shard densities gives the single flat index's answer.
+
+    Up to FAISS's float32 distance rounding: the same pair can get a squared distance differing in the
+    last float32 bit (e.g. -2e-6 instead of 0 for a point and itself) when FAISS picks a different
+    kernel (BLAS or direct) for a different database size; the lists are the same. (On the same store
+    the engines agree exactly: see the test above.)
+    """
+    a = _select(local_store, tmp_path / "single", static_embedder)           # single flat index
+    b = _select(PoolStore(ray_store.root), tmp_path / "sharded", static_embedder)
+    assert np.max(np.abs(a.probabilities - b.probabilities)) <= 1e-6
+    assert np.array_equal(a.neighbour_ids, b.neighbour_ids)
+
+
+def test_local_store_served_by_ray(local_store, engine, tmp_path, static_embedder):
+    single = local_store.index("euclidean")
+    served = PoolStore(local_store.root, engine=engine).index("euclidean")
+    assert type(single).__name__ == "SearchIndex" and isinstance(served, ShardedIndex) and served.n_shards == 1
+    q = static_embedder.embed(["bread and butter", "a fast computer network", "the sea"])
+    D1, I1 = single.search(q, 30)
+    D2, I2 = served.search(q, 30)
+    assert np.array_equal(I1, I2) and np.array_equal(D1, D2)
+    ids = I1[:, :10].ravel()
+    from tsds.retrieval import densities
+    from tsds.retrieval.sharded import ShardSpec
+    spec = ShardSpec(0, 0, 4000, "flat", str(local_store.root / "index" / "euclidean.faiss"), None)
+    local = ShardedIndex([spec], "euclidean")                               # the same file, in this process
+    assert np.array_equal(local.densities(ids, 0.4), served.densities(ids, 0.4))
+    # the single-index path sums FAISS's float32 distances; the shards recompute them in float64
+    assert np.allclose(densities(single, ids, 0.4), served.densities(ids, 0.4), rtol=0, atol=1e-5)
+
+
+def test_killed_shard_actor_is_restarted(ray_store, engine, static_embedder):
+    index = PoolStore(ray_store.root, engine=engine).index("euclidean")
+    q = static_embedder.embed(["soup", "linux kernel", "poetry"])
+    before = index.search(q, 50), index.densities(np.arange(0, 4000, 97), 0.35)
+    ray.kill(index.backend.actors()[0], no_restart=False)
+    after = index.search(q, 50), index.densities(np.arange(0, 4000, 97), 0.35)
+    assert all(np.array_equal(x, y) for x, y in zip(before[0], after[0]))
+    assert np.array_equal(before[1], after[1])
+
+
+class SlowStatic:
+    """Builds the static embedder in a Ray worker, slowed down and recording its pid, so a test can kill it."""
+
+    def __init__(self, pid_dir, delay):
+        self.pid_dir, self.delay = str(pid_dir), delay
+
+    def __call__(self):
+        from tsds.embed import load_embedder
+
+        return _Slow(load_embedder("static"), self.pid_dir, self.delay)
+
+
+class _Slow:
+    def __init__(self, inner, pid_dir, delay):
+        self.inner, self.pid_dir, self.delay = inner, pid_dir, delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed(self, texts):
+        Path(self.pid_dir, str(os.getpid())).touch()
+        time.sleep(self.delay)
+        return self.inner.embed(texts)
+
+
+def test_embedding_worker_killed_mid_build_is_retried(engine, pool_file, local_store, tmp_path, static_embedder):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    slow = make_engine("ray", embedder_factory=SlowStatic(pid_dir, 0.4))    # joins the running instance
+    result = {}
+
+    def run():
+        try:
+            result["store"] = build_store([pool_file], tmp_path / "killed", embedder=static_embedder,
+                                          shard_rows=SHARD_ROWS, engine=slow, index_shards=2)
+        except BaseException as e:  # noqa: BLE001
+            result["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 120
+    victim = None
+    while victim is None and time.time() < deadline:
+        pids = [int(p.name) for p in pid_dir.iterdir()]
+        if pids:
+            victim = pids[0]
+            time.sleep(0.1)          # inside embed()'s sleep: the batch is in flight
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.05)
+    thread.join(300)
+    assert victim is not None and not thread.is_alive()
+    assert "error" not in result, result.get("error")
+    store = result["store"]
+    assert store.complete and store.meta["last_build"]["embedded_shards"] == 16
+    assert _shard_bytes(store.root) == _shard_bytes(local_store.root)
+    workers = {int(p.name) for p in pid_dir.iterdir()}
+    assert victim in workers and len(workers - {victim}) >= 1     # someone else finished the work
+
+
+def test_interrupted_ray_build_resumes(engine, pool_file, local_store, tmp_path, static_embedder):
+    out = tmp_path / "resumed"
+    done = []
+
+    def stop_after_five(i):
+        done.append(i)
+        if len(done) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_store([pool_file], out, embedder=static_embedder, shard_rows=SHARD_ROWS, engine=engine,
+                    on_shard=stop_after_five)
+    assert not PoolStore(out).complete
+    store = build_store([pool_file], out, embedder=static_embedder, shard_rows=SHARD_ROWS, engine=engine)
+    assert store.complete and store.meta["last_build"]["reused_shards"] >= 5
+    assert store.meta["last_build"]["embedded_shards"] + store.meta["last_build"]["reused_shards"] == 16
+    assert _shard_bytes(store.root) == _shard_bytes(local_store.root)
+
+
+def test_local_engine_is_the_default(local_store):
+    assert isinstance(make_engine("local"), LocalEngine)
+    assert (local_store.root / "index" / "euclidean.faiss").is_file()
