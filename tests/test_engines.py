@@ -89,3 +89,13 @@ def test_cap_keeps_the_nearest_terms_over_all_shards(data, tmp_path):
     capped = sharded.densities(ids, 2.0, cap=5)
     assert np.allclose(capped, densities(single, ids, 2.0, cap=5), rtol=1e-4)
     assert np.all(capped <= 5) and np.all(capped < sharded.densities(ids, 2.0))
+
+
+def test_within_radius_over_shards(data, tmp_path):
+    x, q = data
+    sharded = _sharded(x, [2500], tmp_path, kind="ivf")
+    rows, items = sharded.within_radius(q, 0.9)
+    d = np.linalg.norm(x[rows].astype(np.float64) - q[items].astype(np.float64), axis=1)
+    assert rows.size > 0 and np.all(d < 0.9)
+    truth = sum(int((np.linalg.norm(x.astype(np.float64) - v, axis=1) < 0.9).sum()) for v in q.astype(np.float64))
+    assert rows.size == truth

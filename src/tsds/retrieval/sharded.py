@@ -160,6 +160,15 @@ class ShardWorker:
             out.append((np.bincount(owner, weights=kernel, minlength=counts.size), counts, scanned))
         return out
 
+    def range_members(self, shards, x, radius2, sigma):
+        """Per shard: (lims, local ids) of the points within the radius (exact, no exclusion)."""
+        out = []
+        for s in shards:
+            idx = self._get(s)
+            lims, _, labels = _exact_range(idx, x, radius2, sigma, with_labels=True)
+            out.append((lims, labels))
+        return out
+
     def range_terms(self, shards, x, radius2, sigma, excluded, cap):
         """Per shard: (lims, kernel terms), each point's ``cap`` largest terms (for the capped points)."""
         out = []
@@ -177,7 +186,7 @@ class ShardWorker:
         return out
 
 
-def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float):
+def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float, with_labels: bool = False):
     """Range search of one shard, the distances recomputed in float64 from the stored vectors.
 
     FAISS finds the members (IVF lists pruned by the triangle inequality, as in tsds.retrieval.density);
@@ -220,7 +229,9 @@ def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float):
     inside = d2 < radius2
     if not inside.all():
         lims = np.concatenate([[0], np.cumsum(np.bincount(owner[inside], minlength=lims.size - 1))])
-        d2 = d2[inside]
+        d2, labels = d2[inside], labels[inside]
+    if with_labels:
+        return lims, d2, labels
     return lims, d2, scanned
 
 
@@ -385,6 +396,23 @@ class ShardedIndex:
                 progress(chunk.size)
         stats.points += int(ids.size)
         return (out, counts) if return_counts else out
+
+    def within_radius(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """(pool rows, the vector each is within ``radius`` of) over every shard, exact (decontamination).
+
+        Same result as tsds.pipeline.decontaminate.within_radius on a single index.
+        """
+        from tsds.retrieval.index import prepare
+
+        if radius <= 0 or len(vectors) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        x = prepare(vectors, self.metric)
+        parts = self.backend.call("range_members", x=x, radius2=float(radius) ** 2, sigma=float(radius))
+        rows, items = [], []
+        for j, (lims, labels) in enumerate(parts):
+            rows.append(labels + self.starts[j])
+            items.append(np.repeat(np.arange(x.shape[0]), np.diff(lims)))
+        return np.concatenate(rows), np.concatenate(items)
 
     def close(self) -> None:
         self.backend.close()
