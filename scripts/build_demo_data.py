@@ -40,7 +40,6 @@ Usage:  python scripts/build_demo_data.py [--out data/demo] [--chatterbot-dir /t
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import glob
 import gzip

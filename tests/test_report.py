@@ -13,7 +13,7 @@ import pytest
 
 from tsds.config import make_config
 from tsds.pipeline.text import select_text
-from tsds.report import SECTIONS, build_report
+from tsds.report import SECTIONS
 from tsds.store import build_store
 
 ROOT = Path(__file__).resolve().parent.parent
