@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from tsds.config import SelectionConfig
 from tsds.core.solver import Allocation
-from tsds.errors import InputError, ParameterError
-from tsds.io.readers import TextSpec, read_texts
+from tsds.errors import ParameterError
+from tsds.io.readers import TextSpec
 from tsds.pipeline.select import Selection
 from tsds.retrieval import DensityStats
 from tsds.store.pool import PoolStore
@@ -28,20 +27,12 @@ def _open(store) -> PoolStore:
 def query_inputs(store: PoolStore, queries, *, query_spec: TextSpec | None = None, embedder=None,
                  need_vectors: bool = True):
     """(texts, read stats, unit-norm query embeddings or None) with the store's own embedder."""
-    from tsds.embed import load_embedder
+    from tsds.pipeline.text import load_store_embedder, read_query_texts
 
-    if isinstance(queries, (str, Path)):
-        texts, qstats = read_texts(queries, query_spec or store.text_spec)
-    else:
-        texts, qstats = list(queries), None
-    if not texts:
-        raise InputError(f"{queries}: no query examples")
+    texts, qstats = read_query_texts(store, queries, query_spec)
     if not need_vectors:
         return texts, qstats, None
-    embedder = embedder or load_embedder(store.meta["embedder_spec"])
-    if embedder.identity != store.meta["embedder"]:
-        raise InputError(f"{store.root}: store was embedded with {store.meta['embedder'].get('model')!r}, "
-                         f"which differs from the embedder given ({embedder.identity.get('model')!r})")
+    embedder = load_store_embedder(store, embedder)
     q = np.asarray(embedder.embed(texts), dtype=np.float32)
     q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     return texts, qstats, q
