@@ -1,16 +1,24 @@
 """The sharded index in this process (no Ray): merged lists, exact densities, exclusion, cap, IVF shards."""
 
+import itertools
+
 import numpy as np
 import pytest
 
 from tsds.retrieval import build_index, densities
-from tsds.retrieval.sharded import ShardedIndex, ShardSpec, build_shard, merge_topk, plan_shards
+from tsds.retrieval.sharded import (
+    ShardedIndex,
+    ShardSpec,
+    build_shard,
+    merge_topk,
+    plan_shards,
+)
 
 
 def _sharded(x, cuts, tmp_path, kind="flat"):
     specs = []
     bounds = [0, *cuts, x.shape[0]]
-    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for j, (a, b) in enumerate(itertools.pairwise(bounds)):
         spec = ShardSpec(j, a, b - a, kind, str(tmp_path / f"s{j}.faiss"),
                          str(tmp_path / f"s{j}.radius.npy") if kind == "ivf" else None)
         build_shard(x[a:b], spec, "euclidean")

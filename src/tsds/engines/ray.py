@@ -77,14 +77,14 @@ _LIVE: list = []
 
 
 def release_shard_actors() -> None:
-    for backend in list(_LIVE):
+    for backend in _LIVE:
         backend.release()
 
 
 class RayShards:
     """A ShardedIndex backend whose shards are held by Ray actors (round-robin over the actors)."""
 
-    def __init__(self, engine: "RayEngine", specs, metric: str):
+    def __init__(self, engine: RayEngine, specs, metric: str):
         self.engine = engine
         self.specs, self.metric = list(specs), metric
         self.n = len(self.specs)
@@ -156,7 +156,7 @@ class RayEngine:
 
         self._owns = False
         if not ray.is_initialized():
-            kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if address:
                 ray.init(address=address, **kw)
             else:

@@ -23,6 +23,7 @@ Store layout (see tsds.store.pool)::
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ class ShardSpec:
                 "path": Path(self.path).name, "radius_path": Path(self.radius_path).name if self.radius_path else None}
 
     @classmethod
-    def from_json(cls, folder: Path, d: dict) -> "ShardSpec":
+    def from_json(cls, folder: Path, d: dict) -> ShardSpec:
         return cls(shard=int(d["shard"]), start=int(d["start"]), rows=int(d["rows"]), kind=d["kind"],
                    path=str(folder / d["path"]), radius_path=str(folder / d["radius_path"]) if d["radius_path"] else None)
 
@@ -81,7 +82,7 @@ def plan_shards(shard_rows: list[int], n_shards: int) -> list[tuple[int, int]]:
         c = min(max(c, cuts[-1] + 1), len(shard_rows) - (n_shards - j))
         cuts.append(c)
     cuts.append(len(shard_rows))
-    return [(int(bounds[a]), int(bounds[b] - bounds[a])) for a, b in zip(cuts[:-1], cuts[1:])]
+    return [(int(bounds[a]), int(bounds[b] - bounds[a])) for a, b in itertools.pairwise(cuts)]
 
 
 def load_shard(spec: ShardSpec, metric: str) -> SearchIndex:
@@ -95,7 +96,12 @@ def load_shard(spec: ShardSpec, metric: str) -> SearchIndex:
 
 def build_shard(source, spec: ShardSpec, metric: str, seed: int = 0) -> dict:
     """Build one index shard from ``source`` (its rows only) and write it atomically; returns its json."""
-    from tsds.store.pool import _atomic_json, _atomic_npy, _atomic_write_bytes, _without_direct_map
+    from tsds.store.pool import (
+        _atomic_json,
+        _atomic_npy,
+        _atomic_write_bytes,
+        _without_direct_map,
+    )
 
     built = build_index(source, metric=metric, kind=spec.kind, seed=seed + spec.shard)
     _atomic_write_bytes(Path(spec.path), faiss.serialize_index(_without_direct_map(built)).tobytes())

@@ -70,7 +70,7 @@ def texts_sha256(texts: list[str]) -> str:
 class ShardVectors:
     """The store's embeddings as a vector source (see tsds.io.arrays), one shard at a time."""
 
-    def __init__(self, store: "PoolStore", first: int = 0, last: int | None = None):
+    def __init__(self, store: PoolStore, first: int = 0, last: int | None = None):
         self.store = store
         self.name = str(store.root)
         self.shards = store.shard_meta()[first:last]
@@ -202,7 +202,13 @@ class PoolStore:
         build resumes; ``index.json`` is written last.
         """
         from tsds.engines.local import LocalEngine
-        from tsds.retrieval.sharded import ShardedIndex, ShardSpec, default_shards, plan_shards, shard_kind
+        from tsds.retrieval.sharded import (
+            ShardedIndex,
+            ShardSpec,
+            default_shards,
+            plan_shards,
+            shard_kind,
+        )
 
         engine = engine or self.engine or LocalEngine()
         folder = self.root / "index" / metric
@@ -357,7 +363,12 @@ def build_store(
     }
     _atomic_json(meta_path, meta)
     store = PoolStore(root)
-    done = {s["shard"]: s for s in store.shard_meta()}
+    # every finished shard, not only a contiguous prefix: an engine that embeds shards out of order
+    # (Ray) can be interrupted with gaps, and resuming must keep what is finished
+    done = {}
+    for path in sorted((root / "shards").glob("[0-9][0-9][0-9][0-9][0-9][0-9].json")):
+        meta_i = json.loads(path.read_text())
+        done[int(meta_i["shard"])] = meta_i
     stats = ReadStats()
     engine = engine or LocalEngine()
     counters = {"embedded_shards": 0, "reused_shards": 0, "rows": 0}
