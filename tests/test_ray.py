@@ -23,11 +23,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from tsds.config import make_config  # noqa: E402
-from tsds.engines import LocalEngine, make_engine  # noqa: E402
-from tsds.pipeline.text import select_text  # noqa: E402
-from tsds.retrieval.sharded import ShardedIndex  # noqa: E402
-from tsds.store import PoolStore, build_store  # noqa: E402
+from tsds.config import make_config
+from tsds.engines import LocalEngine, make_engine
+from tsds.pipeline.text import select_text
+from tsds.retrieval.sharded import ShardedIndex
+from tsds.store import PoolStore, build_store
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = ROOT / "data" / "demo" / "pool.jsonl.gz"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from tsds.cli import _fail_cleanly, _logging, app, out, spec_from_options as _spec
+from tsds.cli import _fail_cleanly, _logging, app, out
+from tsds.cli import spec_from_options as _spec
 
 pool_app = typer.Typer(help="Build and inspect pool stores (embeddings, index, densities computed once).")
 app.add_typer(pool_app, name="pool")
@@ -20,18 +20,18 @@ def pool_build(
     files: list[Path] = typer.Argument(..., help="Pool files (jsonl, json, parquet, csv, tsv, txt, or a saved HF dataset)."),
     out_dir: Path = typer.Option(..., "--out", help="Store folder; an existing store is resumed or extended."),
     embedder: str = typer.Option("static", "--embedder", help="static (fast CPU default), minilm, or a local model folder."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
-    template: Optional[str] = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}'."),
-    messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Field holding chat messages."),
+    text_field: str | None = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
+    template: str | None = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}'."),
+    messages_field: str | None = typer.Option(None, "--messages-field", help="Field holding chat messages."),
     on_bad_row: str = typer.Option("fail", "--on-bad-row", help="fail (default) or skip malformed rows."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Force the input format."),
+    fmt: str | None = typer.Option(None, "--format", help="Force the input format."),
     metric: str = typer.Option("euclidean", help="Metric of the index built with the store."),
     index: str = typer.Option("auto", help="auto, flat or ivf."),
     shard_rows: int = typer.Option(8192, "--shard-rows", help="Rows per embedding shard (the unit of resume)."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (a Ray cluster)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+    ray_address: str | None = typer.Option(None, "--ray-address",
                                               help="Ray cluster to join (e.g. auto, ray://host:10001); default: start a local one."),
-    index_shards: Optional[int] = typer.Option(None, "--index-shards",
+    index_shards: int | None = typer.Option(None, "--index-shards",
                                                help="Build a sharded index with this many shards (ray default: one per worker)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished shard."),

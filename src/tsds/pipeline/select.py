@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tsds.config import SelectionConfig
-from tsds.core import allocation_to_probabilities, draw_with_replacement, draw_without_replacement, solve
+from tsds.core import (
+    allocation_to_probabilities,
+    draw_with_replacement,
+    draw_without_replacement,
+    solve,
+)
 from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
 from tsds.retrieval import DensityStats, SearchIndex, calibrate, densities, prepare
@@ -29,7 +34,7 @@ class Selection:
     density_stats: DensityStats
     config: SelectionConfig
     timings: dict = field(default_factory=dict)
-    density_cache: "DensityCache | None" = None
+    density_cache: DensityCache | None = None
 
     def density_of(self, candidates) -> tuple[np.ndarray, np.ndarray]:
         """(density, near-duplicate cluster size) of the given candidates; (1, 1) when sigma = 0."""
