@@ -223,3 +223,20 @@ def test_interrupted_ray_build_resumes(engine, pool_file, local_store, tmp_path,
 def test_local_engine_is_the_default(local_store):
     assert isinstance(make_engine("local"), LocalEngine)
     assert (local_store.root / "index" / "euclidean.faiss").is_file()
+
+
+def test_select_cli_with_ray_address_equals_local(ray_store, engine, tmp_path):
+    """`tsds select --engine ray --ray-address` joins the running cluster and writes the local engine's output."""
+    import subprocess
+
+    address = ray.get_runtime_context().gcs_address
+    common = ["select", "--pool", str(ray_store.root), "--queries", str(FOOD), "--size", "40", "--alpha", "0.5",
+              "--C", "1", "--sigma", "0.3", "--metric", "cosine", "--without-replacement", "-q"]
+    r = subprocess.run([sys.executable, "-m", "tsds.cli", *common, "--out", str(tmp_path / "ray"),
+                        "--engine", "ray", "--ray-address", address], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "tsds.cli", *common, "--out", str(tmp_path / "local")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ray" / "selected.jsonl").read_bytes() == (tmp_path / "local" / "selected.jsonl").read_bytes()
+    assert np.array_equal(np.load(tmp_path / "ray" / "probabilities.npy"), np.load(tmp_path / "local" / "probabilities.npy"))

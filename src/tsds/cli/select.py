@@ -33,6 +33,8 @@ def select_cmd(
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Query field holding the text (default: the store's)."),
     template: Optional[str] = typer.Option(None, "--template", help="Query text template over fields, e.g. '{instruction}\\n{output}'."),
     messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Query field holding chat messages."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (text mode; a Ray cluster serves the sharded index)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (e.g. auto); default with --engine ray: start a local one."),
     method: str = typer.Option("tsds", "--method", help="tsds, or a baseline with the same output: random, knn (cosine, round-robin over queries), dsir (hashed n-gram importance resampling), full (whole pool). Text mode."),
     records: str = typer.Option("selected.jsonl", "--records", help="Name of the records file in --out; .jsonl, .jsonl.gz or .parquet."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (must not exist unless --overwrite)."),
@@ -60,8 +62,11 @@ def select_cmd(
         params["sampling"] = "without-replacement"
     if pool is not None or queries:
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
-                     text_field, template, messages_field, exclude, exclude_radius, report, method)
+                     text_field, template, messages_field, exclude, exclude_radius, report, method,
+                     engine, ray_address)
         return
+    if engine != "local" or ray_address:
+        raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
     if method != "tsds":
         raise ParameterError(f"--method {method} needs a pool store (--pool and --queries)")
     for flag, used in (("--alpha auto", "alpha_auto" in params), ("--sigma auto", "sigma_auto" in params),
@@ -102,12 +107,14 @@ def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> 
 
 
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
-                 exclude=None, exclude_radius=0.0, report=False, method="tsds"):
+                 exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None):
     from tsds.config import make_config
     from tsds.errors import ParameterError
     from tsds.pipeline.multi import parse_target, select_multi_text
+    from tsds.engines import make_engine
     from tsds.pipeline.text import select_text
     from tsds.progress import progress_bar
+    from tsds.store import PoolStore
 
     for name, value in (("--pool", pool), ("--queries", queries or None), ("--out", out_dir),
                         ("--size", params.get("size"))):
@@ -118,13 +125,19 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
     targets = [parse_target(q) for q in queries]
     common = dict(out=out_dir, config=config, query_spec=spec, records_name=records, overwrite=overwrite,
                   exclude=list(exclude or []) or None, exclude_radius=exclude_radius, report=report)
-    with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
-        if len(targets) == 1 and targets[0][0] == str(queries[0]):  # one target, no weight
-            sel = select_text(pool, Path(targets[0][0]), progress=advance, method=method, **common)
-        elif method != "tsds":
+    if len(targets) > 1 or targets[0][0] != str(queries[0]):
+        if method != "tsds":
             raise ParameterError(f"several targets are supported with method tsds, not {method!r}")
-        else:
-            sel = select_multi_text(pool, queries, progress=advance, **common)
+    runner = make_engine(engine, ray_address)
+    try:
+        store = PoolStore(pool, engine=None if runner.name == "local" else runner)
+        with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
+            if len(targets) == 1 and targets[0][0] == str(queries[0]):  # one target, no weight
+                sel = select_text(store, Path(targets[0][0]), progress=advance, method=method, **common)
+            else:
+                sel = select_multi_text(store, queries, progress=advance, **common)
+    finally:
+        runner.close()
     if not quiet:
         _print_text_summary(out_dir, records, sel)
         if report:

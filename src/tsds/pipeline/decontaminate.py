@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
 from tsds.io.readers import iter_batches
-from tsds.retrieval import SearchIndex, prepare
+from tsds.retrieval import SearchIndex
 
 _SPACE = re.compile(r"\s+")
 
@@ -43,23 +42,9 @@ class Decontamination:
                         "and every row whose text equals an evaluation text after normalising whitespace and case"}
 
 
-def within_radius(index: SearchIndex, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """(pool rows, the item each is closest to) for every pool row within ``radius`` of any of ``vectors``.
-
-    Exact: a flat index is range-searched directly; an IVF index with every list probed.
-    """
-    if radius <= 0 or len(vectors) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    x = prepare(vectors, index.metric)
-    r2 = float(radius) ** 2
-    if index.exact:
-        lims, _, labels = index.index.range_search(x, r2)
-    else:
-        ivf = faiss.extract_index_ivf(index.index)
-        lims, _, labels = ivf.range_search(x, r2, params=faiss.SearchParametersIVF(nprobe=ivf.nlist))
-    item = np.repeat(np.arange(x.shape[0]), np.diff(lims.astype(np.int64)))
-    keep = labels >= 0
-    return labels[keep].astype(np.int64), item[keep]
+def within_radius(index, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(pool rows, the item each is closest to) for every pool row within ``radius`` of any of ``vectors``."""
+    return index.within_radius(vectors, radius)
 
 
 def exact_text_matches(store, texts: list[str]) -> np.ndarray:

@@ -102,6 +102,21 @@ class SearchIndex:
         k = min(int(k), self.available)
         return _finish(*self._search_all(np.ascontiguousarray(queries, dtype=np.float32), k))
 
+    def within_radius(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """(pool rows, the vector each is within ``radius`` of), exact: every IVF list is probed."""
+        if radius <= 0 or len(vectors) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        x = prepare(vectors, self.metric)
+        r2 = float(radius) ** 2
+        if self.exact:
+            lims, _, labels = self.index.range_search(x, r2)
+        else:
+            ivf = faiss.extract_index_ivf(self.index)
+            lims, _, labels = ivf.range_search(x, r2, params=faiss.SearchParametersIVF(nprobe=ivf.nlist))
+        item = np.repeat(np.arange(x.shape[0]), np.diff(lims.astype(np.int64)))
+        keep = labels >= 0
+        return labels[keep].astype(np.int64), item[keep]
+
     def _search_all(self, q: np.ndarray, k: int):
         if self.exact:
             return self.index.search(q, k, params=self.params())

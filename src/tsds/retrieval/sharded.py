@@ -406,7 +406,7 @@ class ShardedIndex:
     def within_radius(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
         """(pool rows, the vector each is within ``radius`` of) over every shard, exact (decontamination).
 
-        Same result as tsds.pipeline.decontaminate.within_radius on a single index.
+        Same result as SearchIndex.within_radius on a single index.
         """
         from tsds.retrieval.index import prepare
 
