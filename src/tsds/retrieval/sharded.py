@@ -96,15 +96,10 @@ def load_shard(spec: ShardSpec, metric: str) -> SearchIndex:
 
 def build_shard(source, spec: ShardSpec, metric: str, seed: int = 0) -> dict:
     """Build one index shard from ``source`` (its rows only) and write it atomically; returns its json."""
-    from tsds.store.pool import (
-        _atomic_json,
-        _atomic_npy,
-        _atomic_write_bytes,
-        _without_direct_map,
-    )
+    from tsds.store.pool import _atomic_json, _atomic_npy, atomic_write_index
 
     built = build_index(source, metric=metric, kind=spec.kind, seed=seed + spec.shard)
-    _atomic_write_bytes(Path(spec.path), faiss.serialize_index(_without_direct_map(built)).tobytes())
+    atomic_write_index(Path(spec.path), built.index)
     if built.list_radius is not None:
         _atomic_npy(Path(spec.radius_path), built.list_radius)
     meta = {**spec.to_json(), "metric": metric}

@@ -30,7 +30,7 @@ import numpy as np
 from tsds.errors import InputError
 from tsds.io.arrays import file_sha256
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
-from tsds.retrieval.index import SearchIndex, build_index
+from tsds.retrieval.index import build_index
 
 FORMAT_VERSION = 1
 SHARD_ROWS = 8192
@@ -188,8 +188,7 @@ class PoolStore:
         if want_sharded:
             return self.build_sharded_index(metric, kind, engine=engine, shards=shards)
         built = build_index(self.vectors(), metric=metric, kind=kind, progress=progress)
-        index_bytes = faiss.serialize_index(_without_direct_map(built))
-        _atomic_write_bytes(base.with_suffix(".faiss"), index_bytes.tobytes())
+        atomic_write_index(base.with_suffix(".faiss"), built.index)
         if built.list_radius is not None:
             _atomic_npy(base.with_suffix(".radius.npy"), built.list_radius)
         _atomic_json(info_path, {"kind": built.kind, "metric": metric, "n_rows": self.n_rows})
@@ -279,13 +278,18 @@ def build_index_shard(root: str, spec, metric: str, first: int, last: int) -> di
     return build_shard(ShardVectors(PoolStore(root), first, last), spec, metric)
 
 
-def _without_direct_map(index: SearchIndex):
-    if index.kind == "ivf":
-        faiss.extract_index_ivf(index.index).set_direct_map_type(faiss.DirectMap.NoMap)
-        clone = faiss.clone_index(index.index)
-        faiss.extract_index_ivf(index.index).make_direct_map()
-        return clone
-    return index.index
+def atomic_write_index(path: Path, index) -> None:
+    """FAISS writes straight to a temporary file (no in-memory copy of the index), then it is renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _file_entry(path: Path, fmt: str | None) -> dict:
