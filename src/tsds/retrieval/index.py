@@ -142,8 +142,9 @@ def build_index(
     """Index the vectors of ``source`` (a VectorSource or an array), streamed in chunks.
 
     ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above with 2 sqrt(N) lists, trained
-    on a sample of 32 points per list (recall is then set by the calibrated search breadth). Vectors are prepared for ``metric`` chunk by chunk, so the index
-    holds the only full copy.
+    on a sample of 32 points per list (recall is then set by the calibrated search breadth).
+    Vectors are prepared for ``metric`` chunk by chunk and copied into storage sized once up
+    front, so the index holds the only full copy and never grows by reallocation.
     """
     from tsds.io.arrays import as_source
 
@@ -155,10 +156,13 @@ def build_index(
         kind = "flat" if n <= EXACT_UP_TO else "ivf"
     if kind == "flat":
         index = faiss.IndexFlatL2(d)
-        for _, chunk in src.chunks():
-            index.add(prepare(chunk, metric))
+        index.codes.resize(n * d * 4)
+        storage = faiss.rev_swig_ptr(index.codes.data(), n * d * 4).view(np.float32).reshape(n, d)
+        for start, chunk in src.chunks():
+            storage[start:start + chunk.shape[0]] = prepare(chunk, metric)
             if progress is not None:
                 progress(chunk.shape[0])
+        index.ntotal = n
         return SearchIndex(index=index, kind="flat", metric=metric)
     nlist = min(nlist or max(1, int(2 * math.sqrt(n))), n)
     quantizer = faiss.IndexFlatL2(d)
@@ -170,15 +174,30 @@ def build_index(
     sample = np.sort(rng.choice(n, size=min(n, 32 * nlist), replace=False))
     index.train(prepare(src.take(sample), metric))
     radius = np.zeros(nlist, dtype=np.float64)
+    assign = np.empty(n, dtype=np.int64)
+    for start, chunk in src.chunks():
+        d2c, a = quantizer.search(prepare(chunk, metric), 1)
+        assign[start:start + chunk.shape[0]] = a[:, 0]
+        np.maximum.at(radius, a[:, 0], np.sqrt(np.maximum(d2c[:, 0].astype(np.float64), 0)))
+    sizes = np.bincount(assign, minlength=nlist)
+    invlists = faiss.downcast_InvertedLists(index.invlists)
+    for lst in np.flatnonzero(sizes):
+        invlists.resize(int(lst), int(sizes[lst]))
+    filled = np.zeros(nlist, dtype=np.int64)
     for start, chunk in src.chunks():
         x = prepare(chunk, metric)
-        d2c, assign = quantizer.search(x, 1)
-        assign = np.ascontiguousarray(assign[:, 0])
-        ids = np.arange(start, start + x.shape[0], dtype=np.int64)
-        index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
-        np.maximum.at(radius, assign, np.sqrt(np.maximum(d2c[:, 0].astype(np.float64), 0)))
+        a = assign[start:start + x.shape[0]]
+        order = np.argsort(a, kind="stable")
+        lists, first, count = np.unique(a[order], return_index=True, return_counts=True)
+        rows = np.ascontiguousarray(x[order])
+        ids = np.ascontiguousarray(order + start, dtype=np.int64)
+        for lst, f, c in zip(lists.tolist(), first.tolist(), count.tolist()):
+            invlists.update_entries(lst, int(filled[lst]), c, faiss.swig_ptr(ids[f:f + c]),
+                                    faiss.swig_ptr(rows[f:f + c].view(np.uint8)))
+            filled[lst] += c
         if progress is not None:
             progress(x.shape[0])
+    index.ntotal = n
     index.make_direct_map()
     return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
 
