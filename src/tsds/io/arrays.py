@@ -14,7 +14,7 @@ import numpy as np
 
 from tsds.errors import InputError
 
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 16_384
 
 
 class ArrayVectors:

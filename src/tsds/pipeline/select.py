@@ -141,6 +141,7 @@ def select_on_index(
             info["truncated"] = alloc.truncated
         if not alloc.truncated:
             break
+        D = ids = R = alloc = None  # the longer lists replace these; free them before searching
         k = min(available, 2 * k)
     with stages.stage("sample"):
         p = allocation_to_probabilities(ids, alloc, n)

@@ -71,7 +71,7 @@ def densities(
     return (out, counts) if return_counts else out
 
 
-_BLOCK = 1 << 24
+_BLOCK = 1 << 22
 
 
 def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None):

@@ -125,9 +125,15 @@ class SearchIndex:
 
 
 def _finish(d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances in float64, rows ascending (FAISS's already are; only rows that are not get sorted)."""
     dist = np.sqrt(np.maximum(d2.astype(np.float64), 0.0))
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+    unsorted = np.flatnonzero((dist[:, 1:] < dist[:, :-1]).any(axis=1)) if dist.shape[1] > 1 else []
+    if len(unsorted):
+        order = np.argsort(dist[unsorted], axis=1, kind="stable")
+        dist[unsorted] = np.take_along_axis(dist[unsorted], order, 1)
+        ids = ids.copy()
+        ids[unsorted] = np.take_along_axis(ids[unsorted], order, 1)
+    return dist, ids
 
 
 def build_index(
