@@ -133,6 +133,7 @@ def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters
     figs["mix"] = fg.mix_figure({f: _mix(pool_recs, f) for f in fields}, {f: _mix(records, f) for f in fields})
     figs["distances"] = fg.distance_figure(_nearest(pool_x, qv), _nearest(sel_x, qv))
     neighbour_rho = np.concatenate([detail[k].ravel() for k in detail if k.startswith("densities_")])
+    neighbour_rho = neighbour_rho[np.isfinite(neighbour_rho)]  # densities are computed only as far as needed
     sel_rho = np.array([r.get("_tsds_density") or 1.0 for r in records], dtype=np.float64)
     figs["density"] = fg.density_figure(neighbour_rho, sel_rho, sigma)
 

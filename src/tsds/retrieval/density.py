@@ -82,28 +82,29 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     stats = stats if stats is not None else DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
     r2 = np.float32(sigma) ** 2
-    xn = np.einsum("ij,ij->i", x, x)
     sums = np.zeros(x.shape[0], dtype=np.float64)
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
-    for y, member_ids, pts in _blocks(index, x, sigma, stats):
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
                 y = y[keep]
         if y.shape[0] == 0:
             continue
-        yn = np.einsum("ij,ij->i", y, y)
+        yc = y - centre
+        yn = np.einsum("ij,ij->i", yc, yc)
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
-            k = x[p] @ y.T
+            xc = x[p] - centre
+            k = xc @ yc.T
             k *= -2.0
-            k += xn[p, None]
+            k += np.einsum("ij,ij->i", xc, xc)[:, None]
             k += yn[None, :]
             k /= -r2
             k += 1.0
-            np.maximum(k, 0.0, out=k)
+            np.clip(k, 0.0, 1.0, out=k)  # d^2 >= 0: rounding must not lift a copy's term above 1
             sums[p] += k.sum(axis=1, dtype=np.float64)
             counts[p] += np.count_nonzero(k, axis=1)
     stats.pairs += int(counts.sum())
@@ -111,13 +112,18 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
 
 
 def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
-    """(stored vectors, their ids, rows of x that need them), read from the index without copying."""
+    """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
+
+    Distances are computed as |x-c|^2 + |y-c|^2 - 2 (x-c).(y-c) around a nearby centre (the IVF list's
+    centroid, or the block's mean), which keeps float32 cancellation small when vectors are long.
+    """
     if index.list_radius is None:
         n, d = index.ntotal, index.dim
         xb = faiss.rev_swig_ptr(index.index.get_xb(), n * d).reshape(n, d)
         every = np.arange(x.shape[0])
         for a in range(0, n, 65536):
-            yield xb[a:a + 65536], np.arange(a, min(n, a + 65536), dtype=np.int64), every
+            block = xb[a:a + 65536]
+            yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0)
         return
     ivf = faiss.extract_index_ivf(index.index)
     centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
@@ -134,7 +140,7 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         codes = faiss.rev_swig_ptr(invlists.get_codes(int(lst)), size * ivf.code_size)
         y = codes.view(np.float32).reshape(size, ivf.d)
         member_ids = faiss.rev_swig_ptr(invlists.get_ids(int(lst)), size).copy()
-        yield y, member_ids, np.flatnonzero(need[:, lst])
+        yield y, member_ids, np.flatnonzero(need[:, lst]), centroids[lst]
 
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):
