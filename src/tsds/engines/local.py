@@ -13,6 +13,48 @@ tsds.pipeline) is the same for every engine:
 
 from __future__ import annotations
 
+import queue
+import threading
+
+_DONE = object()
+
+
+def _prefetch(jobs, depth: int = 2):
+    """Iterate ``jobs`` in a background thread, ``depth`` items ahead, so that reading and parsing the
+    next shard overlaps embedding this one (the tokenizer and BLAS release the GIL). Errors are re-raised
+    here, in order."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for job in jobs:
+                while not stop.is_set():
+                    try:
+                        q.put(job, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True, name="tsds-read-ahead")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
 
 class LocalEngine:
     name = "local"
@@ -20,7 +62,7 @@ class LocalEngine:
 
     def embed_shards(self, jobs, embedder, finish, **_) -> None:
         """For each (shard, batch, digest) job: embed the batch's texts and hand the result to ``finish``."""
-        for i, batch, digest in jobs:
+        for i, batch, digest in _prefetch(jobs):
             before = embedder.truncated
             vectors = embedder.embed(batch.texts)
             finish(i, batch, digest, vectors, embedder.truncated - before)
