@@ -201,3 +201,10 @@ def test_select_method_cli_writes_the_same_format(store, tmp_path, method):
     lines = (out / "selected.jsonl").read_text().splitlines()
     assert len(lines) == 30 and set(PROVENANCE) <= set(json.loads(lines[0]))
     assert json.loads((out / "manifest.json").read_text())["method"] == method
+
+
+def test_row_estimate_for_progress_bars(small_pool):
+    from tsds.io.readers import estimate_rows
+
+    assert estimate_rows(list(small_pool)) == 6000
+    assert estimate_rows(POOL) == sum(1 for _ in gzip.open(POOL, "rt", encoding="utf-8"))

@@ -45,7 +45,9 @@ def pool_build(
 
     _logging(quiet, log_json)
     log = logging.getLogger("tsds.stage")
-    total = None
+    from tsds.io.readers import estimate_rows
+
+    total = None if quiet else estimate_rows(files, fmt)
     runner = make_engine(engine, ray_address)
     try:
         with progress_bar("embedding pool", total, quiet=quiet) as advance:

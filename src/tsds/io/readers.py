@@ -313,6 +313,23 @@ def _batches(
             next_id += len(texts)
 
 
+def estimate_rows(paths: PathLike | Sequence[PathLike], fmt: str | None = None) -> int | None:
+    """A quick upper estimate of the rows in ``paths`` for progress bars: line counts for line formats,
+    metadata for Parquet; None when a file cannot be estimated cheaply (JSON arrays, Arrow)."""
+    total = 0
+    for p in _as_path_list(paths):
+        f = fmt or detect_format(p)
+        if f == "parquet":
+            total += _parquet_file(p).metadata.num_rows
+        elif f in LINE_FORMATS:
+            with _open_binary(p) as fh:
+                total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 22), b""))
+            total -= 1 if f in ("csv", "tsv") else 0
+        else:
+            return None
+    return max(total, 0)
+
+
 def read_texts(
     paths: PathLike | Sequence[PathLike],
     spec: TextSpec | None = None,
