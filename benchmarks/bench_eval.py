@@ -368,7 +368,8 @@ def main():
         return
     started = time.time()
     rows = run(args)
-    cmd = "python benchmarks/bench_eval.py" + (" --tiny" if args.tiny else "") + (" --model" if args.model else "")
+    cmd = "python benchmarks/bench_eval.py" + (" --tiny" if args.tiny else "") + (" --model" if args.model else "") \
+        + (f" --minilm-store {args.minilm_store}" if args.minilm_store else "")
     meta = {"command": cmd, "seconds": time.time() - started, "date": time.strftime("%Y-%m-%d"),
             "expected_min": math.ceil(sum(expected_seconds(args).values()) / 60)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
