@@ -125,22 +125,3 @@ def test_excluded_candidates_never_returned_nor_counted(kind):
     sq = ((x[[50, 3], None, :].astype(np.float64) - sub[None].astype(np.float64)) ** 2).sum(-1)
     assert np.allclose(rho, np.maximum(0, 1 - sq / 0.25).sum(1), rtol=1e-4)
 
-
-def test_densities_only_as_far_as_each_allocation_reaches():
-    """Queries in dense and sparse regions need lists of very different lengths; densities are computed
-    only along each query's own prefix, and the answer equals the solve with every density known
-    (up to the float32 rounding of the kernel sums, which depends on how points are batched)."""
-    rng = np.random.default_rng(11)
-    dense = rng.normal(size=(1, 12)) + 0.02 * rng.normal(size=(1500, 12))
-    sparse = rng.normal(size=(1500, 12)) * 2.0
-    x = np.vstack([dense, sparse]).astype(np.float32)
-    q = np.vstack([dense[:1] + 0.01, sparse[:3] + 0.05])
-    sel = select_embeddings(x, q, size=50, alpha=0.4, C=0.5, sigma=0.3, initial_k=16)
-    index = build_index(x, kind="flat")
-    D, ids = index.search(q.astype(np.float32), 3000)
-    rho = densities(index, np.arange(3000), 0.3)
-    p = allocation_to_probabilities(ids, solve(D, rho[ids], alpha=0.4, C=0.5, complete=True), 3000)
-    assert np.allclose(sel.probabilities, p, rtol=1e-5, atol=1e-12)
-    assert np.array_equal(sel.probabilities > 0, p > 0)
-    assert sel.density_stats.points < np.unique(sel.neighbour_ids).size
-    assert np.isnan(sel.neighbour_densities).any()

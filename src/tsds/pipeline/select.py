@@ -91,36 +91,6 @@ class DensityCache:
         return missing.size
 
 
-_UNKNOWN = 1e200
-
-
-def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, width, available, progress):
-    """Solve with densities computed only as far along each query's list as its allocation reaches.
-
-    Densities beyond row j's known width w_j stand in as a huge value: their breakpoints then all sit at
-    S_j(w_j), so they are passed only if the walk reaches the end of the known prefix, which shows as
-    mass beyond w_j. Rows where that happens get twice the width and the problem is solved again; when
-    no row spills, no unknown density took part and the answer is exact.
-    """
-    M, K = D.shape
-    width = np.minimum(np.maximum(width, 1), K)
-    cols = np.arange(K)
-    while True:
-        known = cols[None, :] < width[:, None]
-        with stages.stage("density", sigma=config.sigma) as info:
-            info["computed"] = info.get("computed", 0) + cache.fill(
-                index, ids[known], config.sigma, config.density_cap, stats, progress=progress)
-            R = np.where(known, cache.values[ids], _UNKNOWN)
-        with stages.stage("solve") as info:
-            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=(K >= available))
-            spill = (width < K) & np.any((alloc.weights > 0) & ~known, axis=1)
-            info["truncated"] = alloc.truncated
-            info["widened_rows"] = info.get("widened_rows", 0) + int(spill.sum())
-        if not spill.any():
-            return alloc, R, width
-        width[spill] = np.minimum(K, 2 * width[spill])
-
-
 def select_on_index(
     index,
     queries: np.ndarray,
@@ -145,7 +115,6 @@ def select_on_index(
     cache = density_cache or DensityCache(n)
     stats = DensityStats()
     k = min(available, config.initial_k)
-    width = np.full(q.shape[0], k, dtype=np.int64)
     history = []
     recall = None
     while True:
@@ -160,14 +129,16 @@ def select_on_index(
             else:
                 recall = 1.0
             D, ids = index.search(q, k)
-        if config.sigma > 0:
-            alloc, R, width = _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, width,
-                                                        available, progress)
-        else:
-            R = None
-            with stages.stage("solve") as info:
-                alloc = solve(D, None, alpha=config.alpha, C=config.C, complete=(k >= available))
-                info["truncated"] = alloc.truncated
+        with stages.stage("density", sigma=config.sigma) as info:
+            if config.sigma > 0:
+                info["computed"] = cache.fill(index, ids, config.sigma, config.density_cap, stats,
+                                              progress=progress)
+                R = cache.values[ids]
+            else:
+                R = None
+        with stages.stage("solve") as info:
+            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=(k >= available))
+            info["truncated"] = alloc.truncated
         if not alloc.truncated:
             break
         D = ids = R = alloc = None  # the longer lists replace these; free them before searching
@@ -184,7 +155,7 @@ def select_on_index(
         allocation=alloc,
         neighbour_ids=ids,
         neighbour_distances=D,
-        neighbour_densities=np.where(R < _UNKNOWN, R, np.nan) if R is not None else np.ones_like(D),
+        neighbour_densities=R if R is not None else np.ones_like(D),
         k_used=k,
         k_history=history,
         recall=recall,

@@ -85,6 +85,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     sums = np.zeros(x.shape[0], dtype=np.float64)
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
+    long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     for y, member_ids, pts, centre in _blocks(index, x, sigma, stats):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
@@ -92,12 +93,13 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
                 y = y[keep]
         if y.shape[0] == 0:
             continue
-        yc = y - centre
+        centred = long_vectors and centre is not None
+        yc = y - centre if centred else y
         yn = np.einsum("ij,ij->i", yc, yc)
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
-            xc = x[p] - centre
+            xc = x[p] - centre if centred else x[p]
             k = xc @ yc.T
             k *= -2.0
             k += np.einsum("ij,ij->i", xc, xc)[:, None]
@@ -114,8 +116,9 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
 def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
-    Distances are computed as |x-c|^2 + |y-c|^2 - 2 (x-c).(y-c) around a nearby centre (the IVF list's
-    centroid, or the block's mean), which keeps float32 cancellation small when vectors are long.
+    For long vectors (squared norm above 4) distances are computed as |x-c|^2 + |y-c|^2 - 2 (x-c).(y-c)
+    around a nearby centre (the IVF list's centroid, or the block's mean), which keeps float32
+    cancellation small; unit-norm embeddings skip the extra copies.
     """
     if index.list_radius is None:
         n, d = index.ntotal, index.dim
