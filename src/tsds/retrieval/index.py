@@ -57,6 +57,19 @@ class SearchIndex:
         self._selector = (faiss.IDSelectorNot(faiss.IDSelectorBatch(ids)) if ids.size else None)
 
     @property
+    def nlist(self) -> int:
+        return 1 if self.exact else int(faiss.extract_index_ivf(self.index).nlist)
+
+    @property
+    def nprobe(self) -> int:
+        return 1 if self.exact else int(faiss.extract_index_ivf(self.index).nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if not self.exact:
+            faiss.extract_index_ivf(self.index).nprobe = int(value)
+
+    @property
     def available(self) -> int:
         """Candidates that searches can return."""
         return self.ntotal - (0 if self.excluded is None else int(self.excluded.size))
@@ -219,27 +232,29 @@ def calibrate(
 ) -> float:
     """Raise the IVF search breadth until recall@k against exact search on a query sample reaches target.
 
-    Returns the measured recall (1.0 for exact indexes) and records it on the index.
+    Works for any index with ``exact``, ``available``, ``nlist``, a settable ``nprobe``, ``search`` and
+    ``exact_search`` (a SearchIndex, or a ShardedIndex whose shards share one nprobe). Returns the
+    measured recall (1.0 for exact indexes) and records it on the index.
     """
     if index.exact:
         index.recall = 1.0
         return 1.0
-    ivf = faiss.extract_index_ivf(index.index)
+    nlist = index.nlist
     k = min(int(k), index.available)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if q.shape[0] > sample:
         q = q[np.random.default_rng(seed).choice(q.shape[0], sample, replace=False)]
     _, truth = index.exact_search(q, k)
-    nprobe = max(1, ivf.nprobe)
+    nprobe = max(1, index.nprobe)
     while True:
-        ivf.nprobe = nprobe
+        index.nprobe = nprobe
         _, found = index.search(q, k)
         recall = _recall(found, truth)
-        if recall >= target or nprobe >= ivf.nlist:
+        if recall >= target or nprobe >= nlist:
             break
-        nprobe = min(ivf.nlist, nprobe * 2)
+        nprobe = min(nlist, nprobe * 2)
     index.recall = recall
-    index.calibration = {"nprobe": int(nprobe), "nlist": int(ivf.nlist), "k": int(k), "sample": int(q.shape[0]),
+    index.calibration = {"nprobe": int(nprobe), "nlist": int(nlist), "k": int(k), "sample": int(q.shape[0]),
                          "recall": float(recall), "target": float(target)}
     return recall
 

@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 
 from tsds.retrieval.density import DEFAULT_CAP, DensityStats
-from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, _recall, build_index
+from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate
 
 _RESULT_BUDGET = 1 << 25
 
@@ -334,28 +334,15 @@ class ShardedIndex:
                                   excluded=self._excluded_local)
         return merge_topk(parts, self.starts, k)
 
+    @property
+    def nlist(self) -> int:
+        return max(self.backend.call("nlist"))
+
     def calibrate(self, queries: np.ndarray, k: int, *, target: float = 0.95, sample: int = 64, seed: int = 0) -> float:
         """Raise the search breadth (nprobe, shared by the IVF shards) until merged recall@k reaches target."""
-        if self.exact:
-            self.recall = 1.0
-            return 1.0
-        max_nlist = max(self.backend.call("nlist"))
-        k = min(int(k), self.available)
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if q.shape[0] > sample:
-            q = q[np.random.default_rng(seed).choice(q.shape[0], sample, replace=False)]
-        _, truth = self.exact_search(q, k)
-        nprobe = max(1, self.nprobe)
-        while True:
-            self.nprobe = nprobe
-            _, found = self.search(q, k)
-            recall = _recall(found, truth)
-            if recall >= target or nprobe >= max_nlist:
-                break
-            nprobe = min(max_nlist, nprobe * 2)
-        self.recall = recall
-        self.calibration = {"nprobe": int(nprobe), "nlist": int(max_nlist), "k": int(k), "sample": int(q.shape[0]),
-                            "recall": float(recall), "target": float(target), "shards": self.n_shards}
+        recall = calibrate(self, queries, k, target=target, sample=sample, seed=seed)
+        if self.calibration:
+            self.calibration["shards"] = self.n_shards
         return recall
 
     # ---- densities -----------------------------------------------------------------------
