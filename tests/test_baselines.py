@@ -1,7 +1,5 @@
 """Baselines on small real data: random, knn (round-robin), DSIR (against a hand-checked case), full."""
 
-import gzip
-import itertools
 import json
 import math
 
@@ -17,17 +15,6 @@ from tsds.errors import ParameterError
 POOL = "data/demo/pool.jsonl.gz"
 FOOD = "data/demo/tasks/food/queries.jsonl"
 FOOD_LABELS = {("wordnet", "noun.food"), ("gcide", "Cookery")}
-
-
-@pytest.fixture(scope="module")
-def small_store(tmp_path_factory, static_embedder):
-    from tsds.store import build_store
-
-    d = tmp_path_factory.mktemp("pool")
-    src = d / "pool.jsonl"
-    with gzip.open(POOL, "rt") as f, open(src, "w") as g:
-        g.writelines(itertools.islice(f, 1500))
-    return build_store([src], d / "store", embedder=static_embedder)
 
 
 def labels_of(store, counts):

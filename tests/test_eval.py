@@ -1,7 +1,5 @@
 """The evaluation harness in its fast modes (CI-sized), metrics, and `tsds eval`."""
 
-import gzip
-import itertools
 import json
 import math
 
@@ -13,17 +11,6 @@ from tsds.evaluation.ngram import NgramLM, ngram_eval
 
 POOL = "data/demo/pool.jsonl.gz"
 TASK = "data/demo/tasks/food"
-
-
-@pytest.fixture(scope="module")
-def small_store(tmp_path_factory, static_embedder):
-    from tsds.store import build_store
-
-    d = tmp_path_factory.mktemp("pool")
-    src = d / "pool.jsonl"
-    with gzip.open(POOL, "rt") as f, open(src, "w") as g:
-        g.writelines(itertools.islice(f, 1500))
-    return build_store([src], d / "store", embedder=static_embedder)
 
 
 def test_ngram_hand_case_and_learning():
