@@ -15,7 +15,7 @@ from tsds.core import (
 )
 from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
-from tsds.retrieval import DensityStats, SearchIndex, calibrate, densities, prepare
+from tsds.retrieval import DensityStats, SearchIndex, prepare
 
 
 @dataclass
@@ -84,8 +84,7 @@ class DensityCache:
         missing = ids[np.isnan(self.values[ids])]
         if missing.size:
             # a ShardedIndex sums range searches over its shards (wherever the engine holds them)
-            fn = index.densities if hasattr(index, "densities") else (lambda *a, **k: densities(index, *a, **k))
-            self.values[missing], self.counts[missing] = fn(
+            self.values[missing], self.counts[missing] = index.densities(
                 missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True)
             self.computed += int(missing.size)
         return missing.size
@@ -121,10 +120,7 @@ def select_on_index(
         history.append(k)
         with stages.stage("neighbours", k=k) as info:
             if not index.exact:
-                if hasattr(index, "calibrate"):   # ShardedIndex: one search breadth over all shards
-                    recall = index.calibrate(q, k, target=config.recall_target, seed=config.seed)
-                else:
-                    recall = calibrate(index, q, k, target=config.recall_target, seed=config.seed)
+                recall = index.calibrate(q, k, target=config.recall_target, seed=config.seed)
                 info["recall"] = recall
             else:
                 recall = 1.0

@@ -93,6 +93,16 @@ class SearchIndex:
     def exact(self) -> bool:
         return self.kind == "flat"
 
+    def calibrate(self, queries: np.ndarray, k: int, *, target: float = 0.95, sample: int = 64, seed: int = 0) -> float:
+        """See ``calibrate``: the search breadth that reaches ``target`` recall@k."""
+        return calibrate(self, queries, k, target=target, sample=sample, seed=seed)
+
+    def densities(self, ids, sigma: float, **kwargs):
+        """See ``tsds.retrieval.density.densities``: kernel densities over the whole pool."""
+        from tsds.retrieval.density import densities
+
+        return densities(self, ids, sigma, **kwargs)
+
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored (prepared) vectors of candidates ``ids``."""
         return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
