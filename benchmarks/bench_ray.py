@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import time
@@ -50,21 +49,7 @@ WORK = HERE / "work"
 RESULTS = HERE / "results" / "ray.json"
 DEMO = ROOT / "data" / "demo" / "pool.jsonl.gz"
 TASKS = ROOT / "data" / "demo" / "tasks"
-_SENT = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-def _variant(base: str, donor: str, r: int, k: int) -> str:
-    parts = [s for s in _SENT.split(base) if s]
-    if len(parts) > 1:
-        j = r % len(parts)
-        parts = parts[j:] + parts[:j]
-    words = donor.split()
-    if words:
-        n = 4 + (k % 9)
-        start = (k * 31) % max(1, len(words) - n + 1)
-        clause = " ".join(words[start:start + n]).rstrip(".,;:!?")
-        parts.append(clause[:1].upper() + clause[1:] + ".")
-    return " ".join(parts)
+from bench_build import _variant  # noqa: E402  (the same realistic text generator as the build benchmark)
 
 
 def make_input(n: int) -> Path:

@@ -45,24 +45,40 @@ def densities(
     With ``return_counts``, also the number of candidates within sigma of each (itself included):
     the size of its near-duplicate cluster.
     """
+    stats = stats if stats is not None else DensityStats()
+    radius2 = float(sigma) ** 2
+
+    def capped_sums(x_over):
+        lims, d2 = _range_search(index, x_over, radius2, sigma, DensityStats())
+        return _kernel_sums(lims, d2, radius2, cap, DensityStats())
+
+    return batched_densities(
+        ids, sigma, batch=max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
+        reconstruct=index.reconstruct, sums_and_counts=lambda x: kernel_sums(index, x, sigma, stats),
+        capped_sums=capped_sums, cap=cap, stats=stats, progress=progress, return_counts=return_counts)
+
+
+def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_counts, capped_sums, cap: int,
+                      stats: DensityStats, progress=None, return_counts: bool = False):
+    """The loop every index kind shares: points in batches, kernel sums, the cap, the floor at 1.
+
+    ``sums_and_counts(x)`` gives each point's kernel sum and count within sigma (and records pairs and
+    lists scanned in ``stats``); ``capped_sums(x)`` the sum of each point's ``cap`` largest terms.
+    """
     ids = np.asarray(ids, dtype=np.int64)
     if sigma == 0 or ids.size == 0:
         ones = np.ones(ids.size, dtype=np.float64)
         return (ones, np.ones(ids.size, dtype=np.int64)) if return_counts else ones
-    stats = stats if stats is not None else DensityStats()
     out = np.empty(ids.size, dtype=np.float64)
     counts = np.empty(ids.size, dtype=np.int64)
-    radius2 = float(sigma) ** 2
-    batch = max(1, min(4096, _RESULT_BUDGET // max(1, index.ntotal)))
-    batch = max(batch, 64)
     for start in range(0, ids.size, batch):
         chunk = ids[start:start + batch]
-        x = index.reconstruct(chunk)
-        sums, cnt = kernel_sums(index, x, sigma, stats)
+        x = reconstruct(chunk)
+        sums, cnt = sums_and_counts(x)
         over = np.flatnonzero(cnt > cap)
         if over.size:
-            lims, d2 = _range_search(index, x[over], radius2, sigma, DensityStats())
-            sums[over] = _kernel_sums(lims, d2, radius2, cap, stats)
+            stats.capped += int(over.size)
+            sums[over] = capped_sums(x[over])
         out[start:start + chunk.size] = np.maximum(sums, 1.0)
         counts[start:start + chunk.size] = np.maximum(cnt, 1)
         if progress is not None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from tsds.retrieval.density import DEFAULT_CAP, DensityStats
+from tsds.retrieval.density import DEFAULT_CAP, DensityStats, batched_densities
 from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate
 
 _RESULT_BUDGET = 1 << 25
@@ -349,41 +349,34 @@ class ShardedIndex:
     def densities(self, ids, sigma: float, *, cap: int = DEFAULT_CAP, stats: DensityStats | None = None,
                   progress=None, return_counts: bool = False):
         """Density of candidates ``ids`` over every candidate of every shard (see tsds.retrieval.density)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if sigma == 0 or ids.size == 0:
-            ones = np.ones(ids.size, dtype=np.float64)
-            return (ones, np.ones(ids.size, dtype=np.int64)) if return_counts else ones
         stats = stats if stats is not None else DensityStats()
-        out = np.empty(ids.size, dtype=np.float64)
-        counts = np.empty(ids.size, dtype=np.int64)
         radius2 = float(sigma) ** 2
-        batch = max(64, min(4096, _RESULT_BUDGET // max(1, int(self.rows.max()))))
-        for start in range(0, ids.size, batch):
-            chunk = ids[start:start + batch]
-            x = self.reconstruct(chunk)
+
+        def sums_and_counts(x):
             parts = self.backend.call("range_sums", x=x, radius2=radius2, sigma=sigma,
                                       excluded=self._excluded_local)
-            total = np.zeros(chunk.size)
-            cnt = np.zeros(chunk.size, dtype=np.int64)
+            total = np.zeros(x.shape[0])
+            cnt = np.zeros(x.shape[0], dtype=np.int64)
             for sums, c, scanned in parts:      # shard order: the same sum on every engine
                 total += sums
                 cnt += c
                 stats.lists_scanned += scanned
             stats.pairs += int(cnt.sum())
-            over = np.flatnonzero(cnt > cap)
-            if over.size:
-                stats.capped += int(over.size)
-                terms = self.backend.call("range_terms", x=x[over], radius2=radius2, sigma=sigma,
-                                          excluded=self._excluded_local, cap=cap)
-                for r, row in enumerate(over):
-                    seg = np.concatenate([t[lims[r]:lims[r + 1]] for lims, t in terms])
-                    total[row] = np.partition(seg, seg.size - cap)[seg.size - cap:].sum()
-            out[start:start + chunk.size] = np.maximum(total, 1.0)
-            counts[start:start + chunk.size] = np.maximum(cnt, 1)
-            if progress is not None:
-                progress(chunk.size)
-        stats.points += int(ids.size)
-        return (out, counts) if return_counts else out
+            return total, cnt
+
+        def capped_sums(x_over):
+            terms = self.backend.call("range_terms", x=x_over, radius2=radius2, sigma=sigma,
+                                      excluded=self._excluded_local, cap=cap)
+            out = np.empty(x_over.shape[0])
+            for r in range(x_over.shape[0]):
+                seg = np.concatenate([t[lims[r]:lims[r + 1]] for lims, t in terms])
+                out[r] = np.partition(seg, seg.size - cap)[seg.size - cap:].sum()
+            return out
+
+        return batched_densities(
+            ids, sigma, batch=max(64, min(4096, _RESULT_BUDGET // max(1, int(self.rows.max())))),
+            reconstruct=self.reconstruct, sums_and_counts=sums_and_counts, capped_sums=capped_sums,
+            cap=cap, stats=stats, progress=progress, return_counts=return_counts)
 
     def within_radius(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
         """(pool rows, the vector each is within ``radius`` of) over every shard, exact (decontamination).
