@@ -240,3 +240,79 @@ def test_select_cli_with_ray_address_equals_local(ray_store, engine, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ray" / "selected.jsonl").read_bytes() == (tmp_path / "local" / "selected.jsonl").read_bytes()
     assert np.array_equal(np.load(tmp_path / "ray" / "probabilities.npy"), np.load(tmp_path / "local" / "probabilities.npy"))
+
+
+# ---- reading the pool in Ray: scan tasks plan the shards, read-and-embed actors read them ----
+
+READERS = ROOT / "tests" / "data" / "readers"
+
+
+def _store_files(root):
+    """Every shard file (embeddings, locations, metadata) by name."""
+    return {p.name: p.read_bytes() for p in sorted((Path(root) / "shards").iterdir()) if not p.name.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def messy_pool(tmp_path_factory):
+    """Real demo rows with bad and blank lines in a plain JSON Lines file (several scan ranges) and a gzip
+    file, then a CSV with a quoted multi-line field and a Parquet file: every read path of the planner."""
+    d = tmp_path_factory.mktemp("messy")
+    with gzip.open(POOL, "rt", encoding="utf-8") as f:
+        lines = [next(f) for _ in range(1700)]
+    plain = lines[:1200]
+    plain.insert(300, "\n")
+    plain.insert(611, '{"text": "broken\n')
+    plain.insert(900, '{"label": "no text field"}\n')
+    plain.insert(1000, "   \n")
+    (d / "a.jsonl").write_text("".join(plain), encoding="utf-8")
+    packed = lines[1200:] + ['["not an object"]\n']
+    with gzip.open(d / "b.jsonl.gz", "wt", encoding="utf-8") as g:
+        g.write("".join(packed))
+    return [d / "a.jsonl", d / "b.jsonl.gz", READERS / "good.csv", READERS / "good.parquet"]
+
+
+def test_ray_reads_the_pool_into_the_local_engines_store(messy_pool, engine, tmp_path, static_embedder):
+    """Skipped bad rows, blank lines, byte-range scans, gzip, CSV and Parquet: the same shards, locations,
+    hashes, embeddings and skipped-row report as reading in order in this process."""
+    local = build_store(messy_pool, tmp_path / "local", embedder=static_embedder, shard_rows=SHARD_ROWS,
+                        on_bad_row="skip", index_shards=2)
+    ranged = make_engine("ray", scan_bytes=40_000)          # a.jsonl (~300 kB) is scanned in ~8 ranges
+    assert len([u for u in ranged_units(ranged, messy_pool) if u.end is not None]) >= 5
+    on_ray = build_store(messy_pool, tmp_path / "ray", embedder=static_embedder, shard_rows=SHARD_ROWS,
+                         on_bad_row="skip", engine=ranged, index_shards=2)
+    assert _store_files(on_ray.root) == _store_files(local.root)
+    for key in ("n_rows", "skipped_rows", "bad_row_examples", "truncated_texts"):
+        assert on_ray.meta[key] == local.meta[key], key
+    assert local.meta["skipped_rows"] == 3 and ":612: invalid JSON" in local.meta["bad_row_examples"][0]
+    assert on_ray.meta["last_build"]["embedded_shards"] == len(local.shard_meta())
+
+
+def ranged_units(engine, paths):
+    from tsds.io.readers import ReadStats, TextSpec, detect_format
+    from tsds.store.shards import PoolShards
+
+    shards = PoolShards([(str(p), detect_format(p)) for p in paths], TextSpec(), "skip", SHARD_ROWS, ReadStats(),
+                        jobs=None, seen=None, done={})
+    return shards.scan_units(engine.scan_bytes)
+
+
+def test_bad_row_through_ray_gives_the_local_error(messy_pool, engine, tmp_path, static_embedder):
+    """With bad rows failing the build, the Ray engine stops with the reader's own one-line error for the
+    first bad row (file and line, counted across scan ranges), before embedding anything."""
+    from tsds.errors import InputError
+
+    with pytest.raises(InputError) as local:
+        build_store(messy_pool, tmp_path / "local", embedder=static_embedder, shard_rows=SHARD_ROWS)
+    ranged = make_engine("ray", scan_bytes=40_000)
+    with pytest.raises(InputError) as on_ray:
+        build_store(messy_pool, tmp_path / "ray", embedder=static_embedder, shard_rows=SHARD_ROWS, engine=ranged)
+    assert str(on_ray.value) == str(local.value) == \
+        f"{messy_pool[0]}:612: invalid JSON (Unterminated string starting at at column 10)"
+    assert "\n" not in str(on_ray.value)
+    assert not list((tmp_path / "ray" / "shards").glob("*.npy"))
+    # the gzip file's bad row (whole-file scan) is found the same way when it is the first
+    with pytest.raises(InputError) as local:
+        build_store(messy_pool[1:], tmp_path / "local2", embedder=static_embedder, shard_rows=SHARD_ROWS)
+    with pytest.raises(InputError) as on_ray:
+        build_store(messy_pool[1:], tmp_path / "ray2", embedder=static_embedder, shard_rows=SHARD_ROWS, engine=ranged)
+    assert str(on_ray.value) == str(local.value) and "b.jsonl.gz:501: expected a JSON object" in str(local.value)

@@ -3,8 +3,9 @@
 An engine is an adapter with the operations the pipeline needs; the pipeline itself (tsds.store,
 tsds.pipeline) is the same for every engine:
 
-- ``embed_shards(jobs, embedder, finish, embedder_spec=...)``: embed each (shard, batch, digest) job and
-  hand (shard, batch, digest, vectors, truncated) to ``finish``, which writes the shard;
+- ``embed_shards(source, embedder, finish, embedder_spec=...)``: embed the pool's shards
+  (tsds.store.shards.PoolShards: read here in order with ``source.jobs()``, or planned and read by
+  workers) and hand (shard, rows, digest, vectors, truncated) to ``finish``, which writes the shard;
 - ``build_index_shards(root, jobs, metric)``: build each (ShardSpec, first, last) index shard from the
   store's embedding shards [first, last);
 - ``shard_backend(specs, metric)``: what serves a ShardedIndex's shards (search, range search);
@@ -60,9 +61,9 @@ class LocalEngine:
     name = "local"
     workers = 1
 
-    def embed_shards(self, jobs, embedder, finish, **_) -> None:
-        """For each (shard, batch, digest) job: embed the batch's texts and hand the result to ``finish``."""
-        for i, batch, digest in _prefetch(jobs):
+    def embed_shards(self, source, embedder, finish, **_) -> None:
+        """Read the shards here, in order (one read ahead), embed each and hand the result to ``finish``."""
+        for i, batch, digest in _prefetch(source.jobs()):
             before = embedder.truncated
             vectors = embedder.embed(batch.texts)
             finish(i, batch, digest, vectors, embedder.truncated - before)

@@ -1,10 +1,13 @@
 """The Ray engine: the same pipeline, its per-shard work spread over a Ray cluster.
 
-- Embedding: Ray Data. The driver reads the pool into shards (the readers, bad-row handling and
-  resume checks are the pipeline's own), a window of shards becomes a dataset, and ``map_batches``
-  runs it through a pool of embedding actors (one model load per actor; a GPU each when the cluster
-  has GPUs). The driver writes each returned shard with the pipeline's ``finish`` (atomic files), so
-  the store is the same as the local engine's. A killed actor is restarted by Ray and its batch
+- Reading and embedding: Ray tasks scan the pool files (whole, or byte ranges of plain JSON Lines)
+  with the pipeline's readers and report where the good rows are; the driver cuts the shards from
+  those locations (tsds.store.shards: the same shards, bad-row errors and counts as reading in order).
+  A window of read units (one shard, or every shard of a gzip/Parquet/... file) becomes a dataset, and
+  ``map_batches`` runs it through a pool of actors that read their shards and embed them (one model
+  load per actor; a GPU each when the cluster has GPUs); finished shards are read and hashed, not
+  embedded. The driver parses no text: it checks the hashes of finished shards and writes each new
+  one with the pipeline's ``finish`` (atomic files), so the store is the same as the local engine's. A killed actor is restarted by Ray and its batch
   retried (``max_restarts`` / ``max_task_retries``); embeddings are deterministic, so the shards are
   byte-identical. A build interrupted as a whole resumes from its finished shards, as locally.
 - Index: one FAISS index per group of embedding shards, each built by a Ray task (retried if its
@@ -19,34 +22,57 @@ The store lives on a file system every node sees (one machine, NFS, a mounted bu
 from __future__ import annotations
 
 import os
+import pickle
 
 import numpy as np
 
 from tsds.retrieval.sharded import ShardWorker
 
 
-class _EmbedActor:
-    """A Ray Data map_batches actor: loads the embedder once, embeds one shard per call."""
+class _ReadEmbedActor:
+    """A Ray Data map_batches actor: loads the embedder once; per read unit, reads its shards from the
+    pool file with the pipeline's readers (tsds.store.shards) and embeds the ones not yet in the store."""
 
-    def __init__(self, factory, identity):
+    def __init__(self, factory, identity, spec, on_bad_row, shard_rows, done):
         self.embedder = factory()
         if identity is not None and self.embedder.identity != identity:
             raise RuntimeError(f"embedder on the worker ({self.embedder.identity.get('model')}) differs from "
                                f"the driver's ({identity.get('model')}); install the same model on every node")
+        self.spec, self.on_bad_row, self.shard_rows, self.done = spec, on_bad_row, shard_rows, done
 
     def __call__(self, batch):
-        shards, vectors, rows, dims, truncated = [], [], [], [], []
-        for i, texts in zip(batch["shard"], batch["texts"]):
+        from tsds.errors import InputError
+        from tsds.store.pool import texts_sha256
+        from tsds.store.shards import read_unit
+
+        for blob in batch["unit"]:
+            unit = pickle.loads(blob)
+            try:
+                for shard in read_unit(unit, self.spec, self.on_bad_row, self.shard_rows):
+                    yield self._embed(shard, texts_sha256(shard.texts))
+            except InputError as exc:      # reported by the driver, in the reader's words
+                yield _row(shard=-1, error=str(exc))
+
+    def _embed(self, shard, digest):
+        v = np.zeros((0, 0), np.float32)
+        truncated = 0
+        if shard.shard not in self.done:
             before = self.embedder.truncated
-            v = np.ascontiguousarray(self.embedder.embed([str(t) for t in texts]), dtype=np.float32)
-            shards.append(int(i))
-            vectors.append(v.tobytes())
-            rows.append(v.shape[0])
-            dims.append(v.shape[1])
-            truncated.append(self.embedder.truncated - before)
-        return {"shard": np.array(shards, dtype=np.int64), "vectors": np.array(vectors, dtype=object),
-                "rows": np.array(rows, dtype=np.int64), "dim": np.array(dims, dtype=np.int64),
-                "truncated": np.array(truncated, dtype=np.int64)}
+            v = np.ascontiguousarray(self.embedder.embed(shard.texts), dtype=np.float32)
+            truncated = self.embedder.truncated - before
+        return _row(shard=shard.shard, vectors=v.tobytes(), dim=v.shape[1], truncated=truncated, digest=digest,
+                    locations=np.asarray(shard.locations, np.int64).tobytes(), file_index=shard.file_index,
+                    first_row=shard.first_row, path=shard.path)
+
+
+def _row(*, shard, vectors=b"", dim=0, truncated=0, digest="", locations=b"", file_index=-1, first_row=0,
+         path="", error=""):
+    """One output row of the read-and-embed actor (a batch of one)."""
+    return {"shard": np.array([shard], np.int64), "vectors": np.array([vectors], dtype=object),
+            "dim": np.array([dim], np.int64), "truncated": np.array([truncated], np.int64),
+            "digest": np.array([digest], dtype=object), "locations": np.array([locations], dtype=object),
+            "file_index": np.array([file_index], np.int64), "first_row": np.array([first_row], np.int64),
+            "path": np.array([path], dtype=object), "error": np.array([error], dtype=object)}
 
 
 class SpecFactory:
@@ -144,14 +170,16 @@ class RayEngine:
     ``address``: a running cluster ("auto", "ray://host:10001", "host:6379"); None starts a local
     instance (``num_cpus`` CPUs, default all). ``workers``: embedding actors and shard actors (default:
     the cluster's GPUs if it has any, else its CPUs). ``window_shards``: shards handed to Ray Data per
-    dataset, which bounds the texts held by the driver. ``embedder_factory``: a picklable callable that
+    dataset. ``scan_bytes``: the byte range a scan task parses when planning shards (plain JSON Lines and
+    text files; others are scanned whole). ``embedder_factory``: a picklable callable that
     builds the embedder in a worker (default: the store's embedder spec).
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, workers: int | None = None,
-                 window_shards: int = 128, embedder_factory=None, actor_cpus: float = 1.0):
+                 window_shards: int = 128, embedder_factory=None, actor_cpus: float = 1.0,
+                 scan_bytes: int | None = None):
         import ray
 
         self._owns = False
@@ -169,47 +197,85 @@ class RayEngine:
         self.window_shards = int(window_shards)
         self.embedder_factory = embedder_factory
         self.actor_cpus = actor_cpus
+        from tsds.store.shards import SCAN_BYTES
 
-    # ---- embedding -----------------------------------------------------------------------
-    def embed_shards(self, jobs, embedder, finish, embedder_spec: str | None = None) -> None:
+        self.scan_bytes = int(scan_bytes or SCAN_BYTES)
+
+    # ---- embedding ----------------------------------------------------------------------
+    def embed_shards(self, source, embedder, finish, embedder_spec: str | None = None) -> None:
+        """Plan the shards with scan tasks, then read and embed them in Ray Data actors; the driver
+        checks finished shards and writes the others with ``finish``. It parses no text itself."""
         factory = self.embedder_factory
         if factory is None:
             if embedder_spec is None:
                 raise ValueError("the Ray engine needs the embedder spec (or an embedder_factory) to load it in workers")
             factory = SpecFactory(embedder_spec, "cuda" if self.gpus else None)
         identity = getattr(embedder, "identity", None) if embedder is not None else None
-        window = []
-        for job in jobs:
-            window.append(job)
-            if len(window) >= self.window_shards:
-                self._embed_window(window, factory, identity, finish)
-                window = []
+        plans = self.plan_shards(source)
+        window, size = [], 0
+        for unit in plans:
+            window.append(unit)
+            size += len(unit.shards)
+            if size >= self.window_shards:
+                self._embed_window(window, factory, identity, source, finish)
+                window, size = [], 0
         if window:
-            self._embed_window(window, factory, identity, finish)
+            self._embed_window(window, factory, identity, source, finish)
 
-    def _embed_window(self, window, factory, identity, finish) -> None:
+    def plan_shards(self, source) -> list:
+        """The read units of ``source``: scan tasks (one per file, or per byte range of a plain JSON Lines
+        or text file) report good-row locations and bad rows; the driver cuts shards from them in order."""
+        import ray
+
+        from tsds.store.shards import scan
+
+        release_shard_actors()
+        units = source.scan_units(self.scan_bytes)
+        task = ray.remote(num_cpus=self.actor_cpus, max_retries=3)(scan)
+        spec = ray.put(source.spec)
+        refs = [task.remote(u, spec, source.on_bad_row == "fail") for u in units]
+        try:
+            return source.read_units(units, (ray.get(r) for r in refs))
+        except BaseException:        # a bad row or an unreadable file: stop the scans still running
+            _, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for r in running:
+                ray.cancel(r)
+            raise
+
+    def _embed_window(self, window, factory, identity, source, finish) -> None:
         import ray.data
+
+        from tsds.errors import InputError
+        from tsds.store.shards import ShardText
 
         release_shard_actors()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        jobs = {i: (batch, digest) for i, batch, digest in window}
-        ds = ray.data.from_items([{"shard": i, "texts": list(batch.texts)} for i, batch, _ in window],
-                                 override_num_blocks=len(window))
+        expected = {e[0] for unit in window for e in unit.shards}
+        ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in window], override_num_blocks=len(window))
         gpu = {"num_gpus": 1} if self.gpus else {"num_cpus": self.actor_cpus}
         # Ray Data gives actor-pool workers max_restarts=-1 and max_task_retries=-1 by default
-        # (actor_pool_map_operator.py): a killed actor is restarted and its batch run again.
-        out = ds.map_batches(_EmbedActor, fn_constructor_args=(factory, identity), batch_size=1,
-                             batch_format="numpy",
+        # (actor_pool_map_operator.py): a killed actor is restarted and its unit read and embedded again.
+        args = (factory, identity, source.spec, source.on_bad_row, source.shard_rows, source.done)
+        out = ds.map_batches(_ReadEmbedActor, fn_constructor_args=args, batch_size=1, batch_format="numpy",
                              compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(window))), **gpu)
         for row in out.iter_rows():
+            if row["error"]:
+                raise InputError(str(row["error"]))
             i = int(row["shard"])
-            batch, digest = jobs.pop(i)
-            vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(int(row["rows"]), int(row["dim"]))
-            finish(i, batch, digest, vectors, int(row["truncated"]))
-        if jobs:
-            raise RuntimeError(f"Ray Data returned no embeddings for shard(s) {sorted(jobs)}")
+            if i not in expected:       # a unit retried after its actor died may repeat finished shards
+                continue
+            expected.discard(i)
+            locations = np.frombuffer(row["locations"], dtype=np.int64).tolist()
+            digest = str(row["digest"])
+            if source.seen(i, len(locations), digest, str(row["path"])):
+                continue
+            shard = ShardText(i, int(row["file_index"]), str(row["path"]), int(row["first_row"]), [], locations)
+            vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(locations), int(row["dim"]))
+            finish(i, shard, digest, vectors, int(row["truncated"]))
+        if expected:
+            raise RuntimeError(f"Ray Data returned no embeddings for shard(s) {sorted(expected)}")
 
     # ---- index ---------------------------------------------------------------------------
     def build_index_shards(self, root: str, jobs, metric: str) -> list[dict]:

@@ -31,6 +31,7 @@ from tsds.errors import InputError
 from tsds.io.arrays import file_sha256
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
 from tsds.retrieval.index import build_index
+from tsds.store.shards import PoolShards
 
 FORMAT_VERSION = 1
 SHARD_ROWS = 8192
@@ -377,23 +378,33 @@ def build_store(
     engine = engine or LocalEngine()
     counters = {"embedded_shards": 0, "reused_shards": 0, "rows": 0}
 
+    def seen(i, rows, digest, path) -> bool:
+        """Count shard i; True when the store already holds it (same text), so it is not embedded again."""
+        counters["rows"] += rows
+        if i not in done:
+            return False
+        if done[i]["texts_sha256"] != digest or done[i]["rows"] != rows:
+            raise InputError(
+                f"{root}: shard {i} was built from different text than {path} holds now; "
+                "rebuild the store into a new folder"
+            )
+        counters["reused_shards"] += 1
+        if progress is not None:
+            progress(rows)
+        return True
+
     def shard_jobs():
+        """The shards read here, in order: (shard, batch, digest) for each one still to embed."""
         batches = iter_batches([e["path"] for e in entries], spec, batch_size=shard_rows,
                                fmt=fmt, on_bad_row=on_bad_row, stats=stats)
         for i, batch in enumerate(batches):
             digest = texts_sha256(batch.texts)
-            counters["rows"] += len(batch)
-            if i in done:
-                if done[i]["texts_sha256"] != digest or done[i]["rows"] != len(batch):
-                    raise InputError(
-                        f"{root}: shard {i} was built from different text than {batch.path} holds now; "
-                        "rebuild the store into a new folder"
-                    )
-                counters["reused_shards"] += 1
-                if progress is not None:
-                    progress(len(batch))
-                continue
-            yield i, batch, digest
+            if not seen(i, len(batch), digest, batch.path):
+                yield i, batch, digest
+
+    # what a shard is, for every engine: read here in order (shard_jobs), or planned and read by workers
+    source = PoolShards([(e["path"], e["format"]) for e in entries], spec, on_bad_row, shard_rows, stats,
+                        jobs=shard_jobs, seen=seen, done=done)
 
     def finish(i, batch, digest, vectors, truncated):
         _atomic_npy(root / "shards" / f"{i:06d}.loc.npy", np.asarray(batch.locations, dtype=np.int64))
@@ -409,7 +420,7 @@ def build_store(
         if on_shard is not None:
             on_shard(i)
 
-    engine.embed_shards(shard_jobs(), embedder, finish, embedder_spec=embedder_spec)
+    engine.embed_shards(source, embedder, finish, embedder_spec=embedder_spec)
     n_rows = counters["rows"]
     if n_rows == 0:
         raise InputError(f"{paths[0]}: no usable rows in the pool")
