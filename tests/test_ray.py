@@ -316,3 +316,30 @@ def test_bad_row_through_ray_gives_the_local_error(messy_pool, engine, tmp_path,
     with pytest.raises(InputError) as on_ray:
         build_store(messy_pool[1:], tmp_path / "ray2", embedder=static_embedder, shard_rows=SHARD_ROWS, engine=ranged)
     assert str(on_ray.value) == str(local.value) and "b.jsonl.gz:501: expected a JSON object" in str(local.value)
+
+
+def test_ivfpq_store_index_on_ray_selects_like_exact(ray_store, engine, tmp_path, static_embedder):
+    """An IVF-PQ sharded index of a real store, served by Ray actors that re-rank with the store's
+    memory-mapped embedding shards: at measured recall 1 the selection is the exact (flat) one."""
+    import shutil
+
+    root = tmp_path / "store"
+    shutil.copytree(ray_store.root, root)
+    index = PoolStore(root, engine=engine).index("euclidean", "ivfpq", shards=2)
+    assert index.kind == "ivfpq" and type(index.backend).__name__ == "RayShards"
+    manifest = json.loads((root / "index" / "euclidean" / "index.json").read_text())
+    assert manifest["kinds"] == ["ivfpq"] and manifest["shards"][0]["vectors"][0] == "../../shards/000000.npy"
+    config = make_config(size=40, alpha=0.5, C=1.0, sigma=0.3, sampling="without-replacement", seed=7,
+                         initial_k=8, recall_target=1.0)
+    a = select_text(PoolStore(root, engine=engine), FOOD, out=tmp_path / "pq", config=config, embedder=static_embedder)
+    b = select_text(PoolStore(ray_store.root), FOOD, out=tmp_path / "flat",
+                    config=config.model_copy(update={"index": "flat"}), embedder=static_embedder)
+    assert a.recall == 1.0 and np.array_equal(a.neighbour_ids, b.neighbour_ids)
+    assert np.max(np.abs(a.probabilities - b.probabilities)) <= 1e-12
+    # the same records; query distances are exact float64 on IVF-PQ, FAISS's float32 on flat shards
+    ra = [json.loads(line) for line in (tmp_path / "pq" / "selected.jsonl").open()]
+    rb = [json.loads(line) for line in (tmp_path / "flat" / "selected.jsonl").open()]
+    assert len(ra) == len(rb) == 40
+    assert [{k: v for k, v in r.items() if k != "_tsds_query_distance"} for r in ra] == \
+        [{k: v for k, v in r.items() if k != "_tsds_query_distance"} for r in rb]
+    assert max(abs(x["_tsds_query_distance"] - y["_tsds_query_distance"]) for x, y in zip(ra, rb)) < 1e-6

@@ -26,16 +26,20 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from tsds.errors import ParameterError
 from tsds.retrieval.density import DEFAULT_CAP, DensityStats, batched_densities
-from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate
+from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate, prepare
 
 _RESULT_BUDGET = 1 << 25
+PQ_ABOVE = 1_000_000     # shards with more rows get IVF-PQ (64-byte codes) instead of IVF-Flat under "auto"
+RERANK = 4               # an IVF-PQ search fetches RERANK x k candidates, re-ranked with exact distances
 
 
 @dataclass(frozen=True)
@@ -48,21 +52,34 @@ class ShardSpec:
     kind: str
     path: str                 # .faiss file
     radius_path: str | None   # IVF list radii, or None for flat shards
+    vectors: tuple = ()       # IVF-PQ: the .npy files holding this shard's rows as float32 (the store's shards)
 
     def to_json(self) -> dict:
-        return {"shard": self.shard, "start": self.start, "rows": self.rows, "kind": self.kind,
-                "path": Path(self.path).name, "radius_path": Path(self.radius_path).name if self.radius_path else None}
+        d = {"shard": self.shard, "start": self.start, "rows": self.rows, "kind": self.kind,
+             "path": Path(self.path).name, "radius_path": Path(self.radius_path).name if self.radius_path else None}
+        if self.vectors:
+            folder = Path(self.path).parent
+            d["vectors"] = [os.path.relpath(v, folder) for v in self.vectors]
+        return d
 
     @classmethod
     def from_json(cls, folder: Path, d: dict) -> ShardSpec:
         return cls(shard=int(d["shard"]), start=int(d["start"]), rows=int(d["rows"]), kind=d["kind"],
-                   path=str(folder / d["path"]), radius_path=str(folder / d["radius_path"]) if d["radius_path"] else None)
+                   path=str(folder / d["path"]), radius_path=str(folder / d["radius_path"]) if d["radius_path"] else None,
+                   vectors=tuple(os.path.normpath(folder / v) for v in d.get("vectors", ())))
 
 
-def shard_kind(rows: int, kind: str) -> str:
-    """The index kind of one shard: ``auto`` is exact up to 50,000 rows, IVF-Flat above."""
+SHARD_KINDS = ("auto", "flat", "ivf", "ivfpq")
+
+
+def shard_kind(rows: int, kind: str, pq_above: int = PQ_ABOVE) -> str:
+    """The index kind of one shard: ``auto`` is exact up to 50,000 rows, IVF-Flat up to ``pq_above``
+    rows, IVF-PQ above (its codes are 1/16 of the float32 vectors at d = 256; exact distances come from
+    the store's shards on disk)."""
+    if kind not in SHARD_KINDS:
+        raise ParameterError(f"index must be one of {', '.join(SHARD_KINDS)}, got {kind!r}")
     if kind == "auto":
-        return "flat" if rows <= EXACT_UP_TO else "ivf"
+        return "flat" if rows <= EXACT_UP_TO else ("ivf" if rows <= pq_above else "ivfpq")
     return kind
 
 
@@ -88,6 +105,9 @@ def plan_shards(shard_rows: list[int], n_shards: int) -> list[tuple[int, int]]:
 def load_shard(spec: ShardSpec, metric: str) -> SearchIndex:
     index = faiss.read_index(spec.path)
     radius = None
+    if spec.kind == "ivfpq":
+        return PQShard(index=index, kind="ivfpq", metric=metric, list_radius=np.load(spec.radius_path),
+                       stored=StoredRows(spec.vectors))
     if spec.kind == "ivf":
         radius = np.load(spec.radius_path, allow_pickle=False)
         faiss.extract_index_ivf(index).make_direct_map()
@@ -98,13 +118,231 @@ def build_shard(source, spec: ShardSpec, metric: str, seed: int = 0) -> dict:
     """Build one index shard from ``source`` (its rows only) and write it atomically; returns its json."""
     from tsds.store.pool import _atomic_json, _atomic_npy, atomic_write_index
 
-    built = build_index(source, metric=metric, kind=spec.kind, seed=seed + spec.shard)
+    if spec.kind == "ivfpq":
+        built = build_ivfpq(source, metric=metric, seed=seed + spec.shard)
+    else:
+        built = build_index(source, metric=metric, kind=spec.kind, seed=seed + spec.shard)
     atomic_write_index(Path(spec.path), built.index)
     if built.list_radius is not None:
         _atomic_npy(Path(spec.radius_path), built.list_radius)
     meta = {**spec.to_json(), "metric": metric}
     _atomic_json(Path(spec.path).with_suffix(".json"), meta)
     return meta
+
+
+def _pq_shape(d: int, n: int) -> tuple[int, int]:
+    """(sub-quantizers, bits each) for IVF-PQ codes: up to 64 bytes a row, 8 bits when there is data to train."""
+    m = max(k for k in range(1, max(1, min(64, d // 2)) + 1) if d % k == 0)
+    return m, int(min(8, max(1, math.floor(math.log2(max(2, n / 39))))))   # FAISS wants 39 points a centroid
+
+
+def build_ivfpq(source, *, metric: str = "euclidean", nlist: int | None = None, seed: int = 0) -> SearchIndex:
+    """IVF-PQ over ``source`` (2 sqrt(N) lists, like IVF-Flat), with each list's radius measured on the
+    exact vectors, so range searches can prune lists exactly; the codes only propose search candidates."""
+    from tsds.io.arrays import as_source
+
+    src = as_source(source)
+    n, d = src.n, src.dim
+    nlist = min(nlist or max(1, int(2 * math.sqrt(n))), n)
+    m, nbits = _pq_shape(d, n)
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits)
+    index.cp.niter = 8
+    index.cp.seed = seed
+    index.pq.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, max(32 * nlist, 64 << nbits)), replace=False))
+    index.train(prepare(src.take(sample), metric))
+    radius = np.zeros(nlist, dtype=np.float64)
+    for start, chunk in src.chunks():
+        x = prepare(chunk, metric)
+        d2c, a = quantizer.search(x, 1)
+        np.maximum.at(radius, a[:, 0], np.sqrt(np.maximum(d2c[:, 0].astype(np.float64), 0)))
+        ids = np.arange(start, start + x.shape[0], dtype=np.int64)
+        assign = np.ascontiguousarray(a[:, 0], dtype=np.int64)
+        # the lists the radii were measured on, not a second assignment that could differ at a tie
+        index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
+    return SearchIndex(index=index, kind="ivfpq", metric=metric, list_radius=radius)
+
+
+class StoredRows:
+    """A shard's float32 rows from .npy files (memory-mapped, read on demand): the exact vectors behind IVF-PQ."""
+
+    def __init__(self, paths):
+        self.paths = [str(p) for p in paths]
+        self._maps = [np.load(p, mmap_mode="r", allow_pickle=False) for p in self.paths]
+        self.starts = np.cumsum([0] + [mm.shape[0] for mm in self._maps])
+        self.n = int(self.starts[-1])
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((ids.size, self._maps[0].shape[1]), dtype=np.float32)
+        order = np.argsort(ids, kind="stable")
+        which = np.searchsorted(self.starts, ids[order], side="right") - 1
+        for f in np.unique(which):
+            sel = order[which == f]
+            out[sel] = self._maps[f][ids[sel] - self.starts[f]]
+        return out
+
+    def chunks(self):
+        for start, mm in zip(self.starts, self._maps):
+            yield int(start), np.asarray(mm, dtype=np.float32)
+
+
+class PQShard(SearchIndex):
+    """An IVF-PQ shard whose answers carry exact distances.
+
+    Search takes candidates from the PQ codes and re-ranks them with float64 distances to the stored
+    float32 vectors; ``exact_search`` scans the stored vectors. Its breadth ``nprobe`` runs past the
+    IVF's list count: up to ``nlist`` it is the lists probed (with ``RERANK x k`` candidates), beyond it
+    every list is probed and the candidates grow to ``RERANK x k x nprobe / nlist``, so that recall
+    calibration (which doubles the breadth up to ``self.nlist``) can always reach its target, at worst
+    by re-ranking the whole shard, even where the codes misorder close neighbours.
+    ``reconstruct`` returns the stored vectors (not the PQ approximation), and range searches use the IVF
+    lists only to prune (tsds.retrieval.sharded._exact_range), so densities stay exact.
+    """
+
+    def __init__(self, *, stored: StoredRows, **kw):
+        super().__init__(**kw)
+        self.stored = stored
+        self._breadth = 1
+        inv = faiss.extract_index_ivf(self.index).invlists
+        sizes = np.array([inv.list_size(j) for j in range(inv.nlist)], dtype=np.int64)
+        self.list_starts = np.concatenate([[0], np.cumsum(sizes)])
+        self.list_ids = np.empty(int(sizes.sum()), dtype=np.int64)
+        for j in np.flatnonzero(sizes):
+            ptr = faiss.rev_swig_ptr(inv.get_ids(int(j)), int(sizes[j]))
+            self.list_ids[self.list_starts[j]:self.list_starts[j + 1]] = ptr
+
+    @property
+    def lists(self) -> int:
+        return int(faiss.extract_index_ivf(self.index).nlist)
+
+    @property
+    def nlist(self) -> int:
+        """The largest useful breadth: every list probed and every row a candidate."""
+        return self.lists * max(1, math.ceil(self.ntotal / RERANK))
+
+    @property
+    def nprobe(self) -> int:
+        return self._breadth
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._breadth = max(1, int(value))
+        faiss.extract_index_ivf(self.index).nprobe = min(self._breadth, self.lists)
+
+    def reconstruct(self, ids) -> np.ndarray:
+        return prepare(self.stored.take(ids), self.metric)
+
+    def search(self, queries, k):
+        k = min(int(k), self.available)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        widen = max(1, self._breadth // self.lists)
+        kk = min(self.available, max(RERANK * k * widen, k + 16))
+        _, cand = self.index.search(q, kk, params=self.params())
+        d2, ids = self._rerank(q, cand, k)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if short.size:
+            d2[short], ids[short] = self._scan(q[short], k)
+        return np.sqrt(np.maximum(d2, 0.0)), ids
+
+    def exact_search(self, queries, k):
+        k = min(int(k), self.available)
+        d2, ids = self._scan(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return np.sqrt(np.maximum(d2, 0.0)), ids
+
+    def within_radius(self, vectors, radius):
+        if radius <= 0 or len(vectors) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        x = prepare(vectors, self.metric)
+        lims, _, labels = _exact_range(self, x, float(radius) ** 2, float(radius), with_labels=True)
+        return labels, np.repeat(np.arange(x.shape[0]), np.diff(lims))
+
+    def _rerank(self, q, cand, k):
+        """Exact float64 squared distances of each query's candidates; the k nearest by (distance, id)
+        (-1 where fewer than k candidates came back)."""
+        out_d = np.full((q.shape[0], k), np.inf)
+        out_i = np.full((q.shape[0], k), -1, dtype=np.int64)
+        step = max(1, (1 << 22) // max(1, cand.shape[1] * q.shape[1]))
+        for a in range(0, q.shape[0], step):
+            c = cand[a:a + step]
+            valid = c >= 0
+            uniq, inv = np.unique(np.where(valid, c, 0), return_inverse=True)
+            y = self.reconstruct(uniq).astype(np.float64)
+            diff = y[inv.reshape(c.shape)] - q[a:a + step, None, :].astype(np.float64)
+            d2 = np.where(valid, np.einsum("ijk,ijk->ij", diff, diff), np.inf)
+            ids = np.where(valid, c, np.iinfo(np.int64).max)
+            order = np.lexsort((ids, d2), axis=1)[:, :k]
+            out_d[a:a + step, :order.shape[1]] = np.take_along_axis(d2, order, 1)
+            got = np.take_along_axis(ids, order, 1)
+            out_i[a:a + step, :order.shape[1]] = np.where(np.isfinite(out_d[a:a + step, :order.shape[1]]), got, -1)
+        return out_d, out_i
+
+    def _scan(self, q, k):
+        """Exact k nearest over the stored vectors: float64 products find k + 8 per chunk, then the
+        survivors' distances are recomputed as sums of squares (the same numbers as a re-ranked search)."""
+        want = min(self.ntotal, k + 8)
+        qd = q.astype(np.float64)
+        qq = np.einsum("ij,ij->i", qd, qd)[:, None]
+        best_d = np.full((q.shape[0], 0), np.inf)
+        best_i = np.empty((q.shape[0], 0), np.int64)
+        for start, chunk in self.stored.chunks():
+            for a in range(0, chunk.shape[0], 1 << 15):
+                y = prepare(chunk[a:a + (1 << 15)], self.metric).astype(np.float64)
+                d2 = qq + np.einsum("ij,ij->i", y, y)[None, :] - 2.0 * qd @ y.T
+                ids = np.arange(start + a, start + a + y.shape[0], dtype=np.int64)
+                if self.excluded is not None:
+                    d2[:, np.isin(ids, self.excluded)] = np.inf
+                take = min(want, y.shape[0])
+                part = np.argpartition(d2, take - 1, axis=1)[:, :take]
+                best_d = np.concatenate([best_d, np.take_along_axis(d2, part, 1)], axis=1)
+                best_i = np.concatenate([best_i, ids[part]], axis=1)
+                if best_d.shape[1] > 4 * want:
+                    keep = np.argpartition(best_d, want - 1, axis=1)[:, :want]
+                    best_d, best_i = np.take_along_axis(best_d, keep, 1), np.take_along_axis(best_i, keep, 1)
+        best_i = np.where(np.isfinite(best_d), best_i, -1)
+        return self._rerank(q, best_i, k)
+
+    def members(self, x, radius2, sigma):
+        """(lims, exact squared distances, labels, lists scanned) of the rows within the radius of each
+        point of ``x``: lists pruned by the triangle inequality on their exact radii, members' distances
+        computed from the stored vectors (float64 products to find them, then sums of squares)."""
+        ivf = faiss.extract_index_ivf(self.index)
+        centroid_d2, lists = ivf.quantizer.search(x, ivf.nlist)
+        reach = np.sqrt(np.maximum(centroid_d2.astype(np.float64), 0)) - self.list_radius[lists]
+        keep = reach <= sigma * (1 + 1e-5) + 1e-6
+        pts, cols = np.nonzero(keep)
+        lst = lists[pts, cols]
+        order = np.argsort(lst, kind="stable")
+        pts, lst = pts[order], lst[order]
+        bounds = np.flatnonzero(np.diff(lst)) + 1
+        xd = x.astype(np.float64)
+        found_p, found_i, found_d = [], [], []
+        for group in np.split(np.arange(lst.size), bounds) if lst.size else []:
+            j = int(lst[group[0]])
+            ids = self.list_ids[self.list_starts[j]:self.list_starts[j + 1]]
+            if ids.size == 0:
+                continue
+            p = pts[group]
+            y = self.reconstruct(ids).astype(np.float64)
+            d2 = np.einsum("ij,ij->i", xd[p], xd[p])[:, None] + np.einsum("ij,ij->i", y, y)[None, :] \
+                - 2.0 * xd[p] @ y.T
+            r, c = np.nonzero(d2 < radius2 * (1 + 1e-9) + 1e-12)
+            exact = np.sum((y[c] - xd[p[r]]) ** 2, axis=1)
+            inside = exact < radius2
+            found_p.append(p[r[inside]])
+            found_i.append(ids[c[inside]])
+            found_d.append(exact[inside])
+        p = np.concatenate(found_p) if found_p else np.empty(0, np.int64)
+        ids = np.concatenate(found_i) if found_i else np.empty(0, np.int64)
+        d2 = np.concatenate(found_d) if found_d else np.empty(0)
+        if self.excluded is not None and ids.size:
+            ok = ~np.isin(ids, self.excluded)
+            p, ids, d2 = p[ok], ids[ok], d2[ok]
+        order = np.lexsort((ids, p))
+        lims = np.concatenate([[0], np.cumsum(np.bincount(p, minlength=x.shape[0]))]).astype(np.int64)
+        return lims, d2[order], ids[order], float(keep.sum())
 
 
 class ShardWorker:
@@ -129,11 +367,11 @@ class ShardWorker:
             idx.exclude(np.empty(0, np.int64) if excluded is None else excluded)
             self._excluded_token[s] = token
         if nprobe is not None and not idx.exact:
-            faiss.extract_index_ivf(idx.index).nprobe = int(nprobe)
+            idx.nprobe = int(nprobe)
         return idx
 
     def nlist(self, shards) -> list[int]:
-        return [1 if self._get(s).exact else int(faiss.extract_index_ivf(self._get(s).index).nlist) for s in shards]
+        return [self._get(s).nlist for s in shards]
 
     def search(self, shards, q, k, exact, nprobe, excluded):
         out = []
@@ -195,6 +433,9 @@ def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float, 
     kernel FAISS picked (BLAS or direct, which varies with batch size and threads): the same point gets
     the same density whichever engine, process or shard layout computes it.
     """
+    if isinstance(idx, PQShard):        # members and distances from the stored vectors, already exact
+        lims, d2, labels, scanned = idx.members(x, radius2, sigma)
+        return (lims, d2, labels) if with_labels else (lims, d2, scanned)
     if idx.list_radius is None:
         lims, _, labels = idx.index.range_search(x, radius2)
         scanned = 0.0
@@ -264,7 +505,7 @@ class ShardedIndex:
         self.starts = np.array([s.start for s in self.specs], dtype=np.int64)
         self.rows = np.array([s.rows for s in self.specs], dtype=np.int64)
         kinds = {s.kind for s in self.specs}
-        self.kind = "flat" if kinds == {"flat"} else "ivf"
+        self.kind = "flat" if kinds == {"flat"} else ("ivfpq" if "ivfpq" in kinds else "ivf")
         self.recall: float | None = None
         self.calibration: dict = {}
         self.excluded: np.ndarray | None = None

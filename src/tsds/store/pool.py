@@ -158,7 +158,8 @@ class PoolStore:
         A sharded index (``index/<metric>/``) is used when one is stored, else a single one
         (``index/<metric>.faiss``). With neither, the local engine builds a single index unless
         ``shards`` is given; the Ray engine always builds a sharded one (one shard per worker at
-        least). The Ray engine serves a single index as a sharded index of one shard. The result
+        least); ``kind="ivfpq"`` always builds a sharded one. The Ray engine serves a single index as a
+        sharded index of one shard. The result
         is a ``SearchIndex`` or a ``ShardedIndex`` (same interface).
         """
         from tsds.retrieval.sharded import ShardedIndex, ShardSpec, read_manifest
@@ -172,7 +173,8 @@ class PoolStore:
                 and shards in (None, len(manifest["shards"])):
             specs = [ShardSpec.from_json(folder / metric, d) for d in manifest["shards"]]
             return ShardedIndex(specs, metric, backend=_backend(engine, specs, metric))
-        want_sharded = shards is not None or (engine is not None and engine.name != "local")
+        # IVF-PQ exists only as index shards (they re-rank with the store's embedding shards)
+        want_sharded = shards is not None or (engine is not None and engine.name != "local") or kind == "ivfpq"
         base = folder / metric
         info_path = base.with_suffix(".json")
         if info_path.is_file():
@@ -220,8 +222,11 @@ class PoolStore:
         jobs, specs = [], []
         for j, (start, rows) in enumerate(plan):
             k = shard_kind(rows, kind)
+            first, last = emb_starts.index(start), emb_starts.index(start + rows)
             spec = ShardSpec(shard=j, start=start, rows=rows, kind=k, path=str(folder / f"shard-{j:04d}.faiss"),
-                             radius_path=str(folder / f"shard-{j:04d}.radius.npy") if k == "ivf" else None)
+                             radius_path=str(folder / f"shard-{j:04d}.radius.npy") if k != "flat" else None,
+                             # IVF-PQ re-ranks with the exact vectors: the store's own embedding shards
+                             vectors=tuple(str(self.shard_path(i)) for i in range(first, last)) if k == "ivfpq" else ())
             specs.append(spec)
             meta_path = folder / f"shard-{j:04d}.json"
             if meta_path.is_file():
@@ -230,7 +235,6 @@ class PoolStore:
                         and old.get("metric") == metric:
                     continue
                 meta_path.unlink()
-            first, last = emb_starts.index(start), emb_starts.index(start + rows)
             jobs.append((spec, first, last))
         engine.build_index_shards(str(self.root), jobs, metric)
         _atomic_json(folder / "index.json", {
