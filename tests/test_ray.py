@@ -343,3 +343,32 @@ def test_ivfpq_store_index_on_ray_selects_like_exact(ray_store, engine, tmp_path
     assert [{k: v for k, v in r.items() if k != "_tsds_query_distance"} for r in ra] == \
         [{k: v for k, v in r.items() if k != "_tsds_query_distance"} for r in rb]
     assert max(abs(x["_tsds_query_distance"] - y["_tsds_query_distance"]) for x, y in zip(ra, rb)) < 1e-6
+
+
+@pytest.mark.parametrize("records_name", ["selected.jsonl.gz", "selected.parquet"])
+def test_ray_writes_the_local_engines_records(messy_pool, engine, tmp_path, static_embedder, records_name):
+    """Records fetched by Ray Data read tasks (plain JSON Lines in groups, gzip/CSV/Parquet whole) and
+    written by a Ray Data write task: the same bytes as the local engine's file, draws repeated in place."""
+    import pyarrow.parquet as pq
+
+    store = build_store(messy_pool, tmp_path / "store", embedder=static_embedder, shard_rows=SHARD_ROWS,
+                        on_bad_row="skip")
+    config = make_config(size=300, alpha=0.2, C=1.0, sigma=0.3, seed=3, initial_k=16)
+    a = select_text(PoolStore(store.root, engine=engine), FOOD, out=tmp_path / "ray", config=config,
+                    embedder=static_embedder, records_name=records_name)
+    b = select_text(PoolStore(store.root), FOOD, out=tmp_path / "local", config=config,
+                    embedder=static_embedder, records_name=records_name)
+    assert np.array_equal(a.counts, b.counts) and a.counts.max() > 1
+    ray_file, local_file = tmp_path / "ray" / records_name, tmp_path / "local" / records_name
+    assert ray_file.read_bytes() == local_file.read_bytes()
+    if records_name.endswith(".parquet"):
+        rows = pq.read_table(ray_file).to_pylist()
+    else:
+        rows = [json.loads(line) for line in gzip.open(ray_file, "rt", encoding="utf-8")]
+    assert len(rows) == a.counts.sum() and [r["_tsds_row"] for r in rows] == a.selected_indices.tolist()
+    files = {r["_tsds_file"] for r in rows}
+    assert len(files) >= 2                      # records come from more than one pool file
+    assert not [p for p in (tmp_path / "ray").iterdir() if p.name.startswith(".")]     # no temporary leftovers
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    local_manifest = json.loads((tmp_path / "local" / "manifest.json").read_text())
+    assert manifest["records"] == local_manifest["records"]

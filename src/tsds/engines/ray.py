@@ -15,6 +15,8 @@
 - Search and densities: the shards are held by actors (restarted by Ray if killed, reloading their
   shards from the store); ``ShardedIndex`` fans each call out to them and merges (tsds.retrieval.sharded).
 - The solver and the sampling run on the driver: they need only M x K numbers.
+- Selected records: Ray Data read tasks fetch them from the pool files by location (groups of rows),
+  and one Ray Data write task writes the records file with the local engine's writer (same bytes).
 
 The store lives on a file system every node sees (one machine, NFS, a mounted bucket).
 """
@@ -73,6 +75,45 @@ def _row(*, shard, vectors=b"", dim=0, truncated=0, digest="", locations=b"", fi
             "digest": np.array([digest], dtype=object), "locations": np.array([locations], dtype=object),
             "file_index": np.array([file_index], np.int64), "first_row": np.array([first_row], np.int64),
             "path": np.array([path], dtype=object), "error": np.array([error], dtype=object)}
+
+
+def _fetch_groups(batch):
+    """Ray Data read task: the records of each fetch group, read back from the pool file by location."""
+    from tsds.pipeline.text import fetch_group
+
+    return {"records": np.array([pickle.dumps(fetch_group(pickle.loads(g))) for g in batch["group"]], dtype=object)}
+
+
+def _records_sink(path: str, source_field: str):
+    """A Ray Data sink writing every record, in order, to one file (the records file of a selection)."""
+    from ray.data import Datasink
+    from ray.data.block import BlockAccessor
+
+    class RecordsFileSink(Datasink):
+        def __init__(self):
+            self.summary = None
+
+        def write(self, blocks, ctx):
+            from tsds.io.writers import records_summary, write_records
+
+            records = []
+            for block in blocks:
+                for blob in BlockAccessor.for_block(block).to_arrow().column("records").to_pylist():
+                    records.extend(pickle.loads(blob))
+            write_records(path, records)
+            return records_summary(records, source_field)
+
+        def on_write_complete(self, result):
+            returns = [r for r in getattr(result, "write_returns", result) if r is not None]
+            if len(returns) != 1:
+                raise RuntimeError(f"{path}: expected one write task for the records file, got {len(returns)}")
+            self.summary = returns[0]
+
+        @property
+        def supports_distributed_writes(self) -> bool:
+            return True
+
+    return RecordsFileSink()
 
 
 class SpecFactory:
@@ -276,6 +317,36 @@ class RayEngine:
             finish(i, shard, digest, vectors, int(row["truncated"]))
         if expected:
             raise RuntimeError(f"Ray Data returned no embeddings for shard(s) {sorted(expected)}")
+
+    # ---- selected records ----------------------------------------------------------------
+    def write_records(self, path, groups: list[dict], *, source_field: str = "source") -> dict:
+        """Fetch the selected records by location and write the records file with Ray Data.
+
+        Read tasks fetch each group with the pool's reader (tsds.pipeline.text.fetch_group); one write
+        task receives them in order and writes ``path`` with the same writer as the local engine
+        (temporary name, then rename), so the file has the same bytes. Returns its summary.
+        """
+        import ray.data
+
+        from tsds.io.writers import records_summary, write_records
+
+        if not groups:
+            write_records(path, [])
+            return records_summary([], source_field)
+        release_shard_actors()
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        saved = ctx.execution_options.preserve_order
+        ctx.execution_options.preserve_order = True
+        try:
+            ds = ray.data.from_items([{"group": pickle.dumps(g)} for g in groups], override_num_blocks=len(groups))
+            ds = ds.map_batches(_fetch_groups, batch_size=1, batch_format="numpy", num_cpus=self.actor_cpus)
+            sink = _records_sink(str(path), source_field)
+            ds.repartition(1).write_datasink(sink)
+        finally:
+            ctx.execution_options.preserve_order = saved
+        return sink.summary
 
     # ---- index ---------------------------------------------------------------------------
     def build_index_shards(self, root: str, jobs, metric: str) -> list[dict]:

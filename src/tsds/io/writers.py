@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import os
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 from tsds.errors import ParameterError
@@ -19,21 +23,49 @@ def records_format(name: str) -> str:
     raise ParameterError(f"records file {name!r}: extension must be one of {', '.join(RECORD_FORMATS)}")
 
 
-def write_records(path: Path, records: list[dict]) -> None:
-    """Write records with all their fields; Parquet gets the union of all rows' fields (missing: null)."""
-    fmt = records_format(path.name)
-    if fmt == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def encode_jsonl(record: dict) -> str:
+    """One JSON Lines row of the records file."""
+    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
-        columns = list(dict.fromkeys(k for r in records for k in r))
-        table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records])
-        pq.write_table(table, path)
-        return
-    opener = gzip.open if fmt == ".jsonl.gz" else open
-    with opener(path, "wt", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+
+def write_records(path: Path, records: list[dict]) -> None:
+    """Write records with all their fields; Parquet gets the union of all rows' fields (missing: null).
+
+    Written to a temporary name beside ``path`` and renamed. Gzip output has no timestamp in its header,
+    so the same records give the same bytes (whichever engine or process writes them).
+    """
+    path = Path(path)
+    fmt = records_format(path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if fmt == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            columns = list(dict.fromkeys(k for r in records for k in r))
+            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records])
+            pq.write_table(table, tmp)
+        elif fmt == ".jsonl.gz":
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=raw, mtime=0) as g, \
+                    io.TextIOWrapper(g, encoding="utf-8", newline="") as f:
+                for r in records:
+                    f.write(encode_jsonl(r))
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                for r in records:
+                    f.write(encode_jsonl(r))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def records_summary(records: list[dict], source_field: str) -> dict:
+    """What the manifest and the dataset card say about the records: rows, rows per source, columns."""
+    sources = dict(Counter(str(r.get(source_field)) for r in records).most_common()) \
+        if records and source_field in records[0] else None
+    return {"rows": len(records), "sources": sources, "columns": list(records[0]) if records else None}
 
 
 def dataset_card(*, title: str, pool: dict, queries: dict, parameters: dict, summary: dict,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import numpy as np
 from tsds.config import SelectionConfig
 from tsds.errors import InputError, ParameterError
 from tsds.io.output import atomic_dir, check_output_dir, save_json, save_npy
-from tsds.io.readers import TextSpec, read_records, read_texts
-from tsds.io.writers import dataset_card, records_format, write_records
+from tsds.io.readers import LINE_FORMATS, TextSpec, read_records, read_texts
+from tsds.io.writers import dataset_card, records_format, records_summary, write_records
 from tsds.pipeline.select import DensityCache, Selection, select_on_index
 from tsds.pipeline.stages import StageLog
 from tsds.pipeline.decontaminate import Decontamination
@@ -186,35 +185,85 @@ def save_detail(folder: Path, parts: list[Selection], query_vectors: np.ndarray,
             f.write(json.dumps({"query": j, "target": tgt, "text": text}, ensure_ascii=False) + "\n")
 
 
-def selected_records(store: PoolStore, selection: Selection, query_texts: list[str]) -> list[dict]:
-    """The drawn records (one row per draw) with all original fields plus provenance columns."""
+def record_groups(store: PoolStore, selection: Selection, query_texts: list[str], chunk: int = 2048) -> list[dict]:
+    """The drawn records as fetch jobs, in output order: groups of distinct rows of one pool file, each
+    with its rows' locations, draw counts and provenance columns. ``fetch_group`` turns a group into
+    records; the groups' records concatenated are the records file (one row per draw). Files that can be
+    entered at a row (plain line formats, Parquet) are cut into groups of ``chunk`` rows, fetched in
+    parallel by an engine that can; others (gzip, JSON arrays, Arrow) are read in one pass, one group."""
     rows = selection.selected_indices
     if rows.size == 0:
         return []
     file_idx, locs = store.locations()
-    distinct = np.unique(rows)
-    fetched: dict[int, dict] = {}
-    for f in np.unique(file_idx[distinct]):
-        members = distinct[file_idx[distinct] == f]
-        entry = store.files[int(f)]
-        recs = read_records(entry["path"], locs[members].tolist(), fmt=entry["format"])
-        fetched.update(zip(members.tolist(), recs))
+    distinct, times = np.unique(rows, return_counts=True)
     nearest, distance = selection.nearest_query(distinct)
     rho, cluster = selection.density_of(distinct)
-    extra = {}
-    for i, r in enumerate(distinct.tolist()):
-        extra[r] = {
-            "_tsds_row": r,
-            "_tsds_file": store.files[int(file_idx[r])]["path"],
-            "_tsds_location": int(locs[r]),
-            "_tsds_probability": float(selection.probabilities[r]),
-            "_tsds_times_drawn": int(selection.counts[r]),
-            "_tsds_nearest_query": query_texts[int(nearest[i])] if nearest[i] >= 0 else None,
-            "_tsds_query_distance": float(distance[i]) if np.isfinite(distance[i]) else None,
-            "_tsds_density": float(rho[i]),
-            "_tsds_cluster_size": int(cluster[i]),
-        }
-    return [{**fetched[r], **extra[r]} for r in rows.tolist()]
+    groups = []
+    for f in np.unique(file_idx[distinct]):       # rows are numbered file by file, so this keeps row order
+        members = np.flatnonzero(file_idx[distinct] == f)
+        entry = store.files[int(f)]
+        step = chunk if _enterable(entry) else members.size
+        for a in range(0, members.size, step):
+            part = members[a:a + chunk]
+            extras = []
+            for i in part.tolist():
+                r = int(distinct[i])
+                extras.append({
+                    "_tsds_row": r,
+                    "_tsds_file": entry["path"],
+                    "_tsds_location": int(locs[r]),
+                    "_tsds_probability": float(selection.probabilities[r]),
+                    "_tsds_times_drawn": int(selection.counts[r]),
+                    "_tsds_nearest_query": query_texts[int(nearest[i])] if nearest[i] >= 0 else None,
+                    "_tsds_query_distance": float(distance[i]) if np.isfinite(distance[i]) else None,
+                    "_tsds_density": float(rho[i]),
+                    "_tsds_cluster_size": int(cluster[i]),
+                })
+            groups.append({"path": entry["path"], "format": entry["format"],
+                           "locations": locs[distinct[part]].tolist(), "times": times[part].tolist(),
+                           "extras": extras})
+    return groups
+
+
+def _enterable(entry: dict) -> bool:
+    """Whether records of this pool file can be read without a pass over the whole file."""
+    if entry["format"] == "parquet":
+        return True
+    if entry["format"] not in LINE_FORMATS or not Path(entry["path"]).is_file():
+        return False
+    with open(entry["path"], "rb") as f:
+        return f.read(2) != b"\x1f\x8b"
+
+
+def fetch_group(group: dict) -> list[dict]:
+    """A group's records (read back by location with the pool's reader) with their provenance columns,
+    one row per draw."""
+    recs = read_records(group["path"], group["locations"], fmt=group["format"])
+    out = []
+    for rec, extra, n in zip(recs, group["extras"], group["times"]):
+        out.extend([{**rec, **extra}] * n)
+    return out
+
+
+def selected_records(store: PoolStore, selection: Selection, query_texts: list[str]) -> list[dict]:
+    """The drawn records (one row per draw) with all original fields plus provenance columns."""
+    return [r for g in record_groups(store, selection, query_texts) for r in fetch_group(g)]
+
+
+def write_selected(path: Path, store: PoolStore, selection: Selection, query_texts: list[str],
+                   source_field: str) -> dict:
+    """Fetch and write the records file; returns its summary (tsds.io.writers.records_summary).
+
+    An engine that can (Ray: fetched and written by Ray Data tasks) does it; otherwise this process.
+    Either way the file has the same bytes.
+    """
+    groups = record_groups(store, selection, query_texts)
+    engine = store.engine
+    if engine is not None and hasattr(engine, "write_records"):
+        return engine.write_records(path, groups, source_field=source_field)
+    records = [r for g in groups for r in fetch_group(g)]
+    write_records(path, records)
+    return records_summary(records, source_field)
 
 
 def write_text_selection(
@@ -235,13 +284,11 @@ def write_text_selection(
     records_format(records_name)
     stages = stages or StageLog()
     with stages.stage("write"):
-        records = selected_records(store, selection, info["query_texts"])
         with atomic_dir(out, overwrite) as tmp:
-            write_records(tmp / records_name, records)
+            written = write_selected(tmp / records_name, store, selection, info["query_texts"], source_field)
             save_npy(tmp / "probabilities.npy", selection.probabilities)
             save_npy(tmp / "selected_indices.npy", selection.selected_indices)
-            sources = dict(Counter(str(r.get(source_field)) for r in records).most_common()) \
-                if records and source_field in records[0] else None
+            sources = written["sources"]
             qstats = info.get("query_read")
             manifest = build_manifest(selection, {"queries": queries_path}, {
                 "pool_store": {"path": str(store.root.resolve()), "rows": store.n_rows,
@@ -251,7 +298,7 @@ def write_text_selection(
                 "queries": {"count": len(info["query_texts"]),
                             "skipped_rows": qstats.skipped if qstats else 0},
                 "index": info["index"],
-                "records": {"file": records_name, "rows": len(records), "sources": sources},
+                "records": {"file": records_name, "rows": written["rows"], "sources": sources},
                 "method": info.get("method", "tsds"),
                 **{k: info[k] for k in ("calibration", "decontamination", "query_warnings") if info.get(k) is not None},
             })
@@ -260,7 +307,7 @@ def write_text_selection(
                 save_detail(tmp, [selection], info["query_vectors"], info["query_texts"])
             res = manifest["result"]
             summary = {
-                "rows written (draws)": len(records),
+                "rows written (draws)": written["rows"],
                 "distinct records": selection.distinct_selected,
                 "support of p": res["support_size"],
                 "objective": f"{res['objective']:.6g}",
@@ -277,7 +324,7 @@ def write_text_selection(
                       "embedder": store.meta["embedder"].get("model"), "files": store.files},
                 queries={"path": str(queries_path), "count": len(info["query_texts"])},
                 parameters=selection.config.model_dump(), summary=summary, sources=sources,
-                records_file=records_name, columns=list(records[0]) if records else PROVENANCE,
+                records_file=records_name, columns=written["columns"] or PROVENANCE,
             )
             (tmp / "README.md").write_text(card + card_extra(info))
     return Path(out)
