@@ -125,3 +125,47 @@ def test_excluded_candidates_never_returned_nor_counted(kind):
     sq = ((x[[50, 3], None, :].astype(np.float64) - sub[None].astype(np.float64)) ** 2).sum(-1)
     assert np.allclose(rho, np.maximum(0, 1 - sq / 0.25).sum(1), rtol=1e-4)
 
+
+
+def test_lazy_densities_give_the_answer_of_all_densities_bit_for_bit():
+    """Densities are computed only along the prefix each list's optimum reads, and the answer is the
+    one with every density known. Small integer coordinates make every float32 distance exact, so the
+    densities do not depend on which points are computed together and the comparison can be exact."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 4, size=(1200, 6)).astype(np.float32)
+    q = rng.integers(0, 4, size=(7, 6)).astype(np.float32) + 0.25
+    index = build_index(x, kind="flat")
+    D, ids = index.search(q, 1200)
+    saved = []
+    for sigma, alpha in [(1.5, 0.5), (2.5, 0.2), (1.1, 0.9), (2.5, 0.6)]:
+        sel = select_embeddings(x, q, size=30, alpha=alpha, C=1.0, sigma=sigma, initial_k=8)
+        rho = densities(index, np.arange(1200), sigma)
+        alloc = solve(D, rho[ids], alpha=alpha, C=1.0, complete=True)
+        p = allocation_to_probabilities(ids, alloc, 1200)
+        assert np.array_equal(sel.probabilities, p)
+        used = np.unique(ids[np.arange(1200)[None, :] < np.minimum(alloc.support + 1, 1200)[:, None]])
+        assert used.size <= sel.density_stats.points <= np.unique(sel.neighbour_ids).size
+        saved.append(np.unique(sel.neighbour_ids).size - sel.density_stats.points)
+        known = np.isfinite(sel.neighbour_densities)
+        assert np.array_equal(sel.neighbour_densities[known], rho[sel.neighbour_ids][known])
+    assert max(saved) > 100  # points in the lists whose density the optimum never needed
+
+
+def test_list_shell_bound_never_exceeds_a_members_distance():
+    """The IVF pruning bound for densities is a lower bound on the distance to every member of a list."""
+    import faiss
+
+    from tsds.retrieval.density import _shell_bound, _shells
+
+    x = _clustered(6000, 24, clusters=40, noise=0.25, seed=2)
+    index = build_index(x, kind="ivf", nlist=60)
+    ivf = faiss.extract_index_ivf(index.index)
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    points = np.vstack([x[::97], _clustered(50, 24, seed=9)])
+    bound = _shell_bound(_shells(index, ivf, centroids), points, np.ones((len(points), ivf.nlist), bool))
+    for lst in range(ivf.nlist):
+        n = ivf.invlists.list_size(lst)
+        members = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n)
+        dist = np.sqrt(((points[:, None, :].astype(np.float64) - x[members][None]) ** 2).sum(-1))
+        assert np.all(bound[:, lst] <= dist.min(axis=1) + 1e-6)
+    assert (bound > 0.3).mean() > 0.5  # and it does rule lists out

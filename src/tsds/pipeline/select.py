@@ -71,6 +71,48 @@ class Selection:
         return q, d
 
 
+_DENSITY_GROWTH = 1.25  # a row's density prefix is grown past the solver's current need by this factor
+_DENSITY_SLACK = 16
+
+
+def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, progress, *, complete):
+    """Solve with densities computed only along the prefix of each list that the optimum reads.
+
+    The closed form reads row j's densities up to its last supported neighbour plus one (the breakpoint
+    that stops it); everything further out only enters through breakpoints above the optimal level.
+    So: fill densities for a prefix of each row, put an estimate in the unknown entries (the mean of the
+    row's known ones), solve, and if some row's support + 1 reaches past its known prefix, compute that
+    row's prefix further and solve again. When every row's support + 1 lies inside its known prefix, the
+    walk up to the level touched only true densities, so the answer is the answer with every density
+    known (the estimates only steer how far to compute). Returns the densities (NaN where never
+    computed) and the allocation.
+    """
+    M, K = ids.shape
+    want = np.full(M, min(K, config.initial_k), dtype=np.int64)
+    cols = np.arange(K)
+    while True:
+        with stages.stage("density", sigma=config.sigma) as info:
+            need_ids = ids[cols[None, :] < want[:, None]]
+            cache.fill(index, need_ids, config.sigma, config.density_cap, stats, progress=progress)
+            info["computed"] = cache.computed
+            R = cache.values[ids]
+            known = np.isfinite(R)
+            prefix = np.where(known.all(axis=1), K, np.argmin(known, axis=1))
+        with stages.stage("solve") as info:
+            filled = R
+            if not known.all():
+                row_mean = np.nanmean(np.where(known, R, np.nan), axis=1)
+                filled = np.where(known, R, np.where(np.isfinite(row_mean), row_mean, 1.0)[:, None])
+            alloc = solve(D, filled, alpha=config.alpha, C=config.C, complete=complete)
+            info["truncated"] = alloc.truncated
+        need = np.minimum(K, alloc.support + 1)
+        short = prefix < need
+        if not short.any():
+            return R, alloc
+        grown = np.minimum(K, np.ceil(need * _DENSITY_GROWTH).astype(np.int64) + _DENSITY_SLACK)
+        want = np.where(short, np.maximum(grown, want), np.maximum(want, prefix))
+
+
 class DensityCache:
     """Densities computed so far, keyed by candidate id (a pool store can persist it)."""
 
@@ -125,16 +167,14 @@ def select_on_index(
             else:
                 recall = 1.0
             D, ids = index.search(q, k)
-        with stages.stage("density", sigma=config.sigma) as info:
-            if config.sigma > 0:
-                info["computed"] = cache.fill(index, ids, config.sigma, config.density_cap, stats,
-                                              progress=progress)
-                R = cache.values[ids]
-            else:
-                R = None
-        with stages.stage("solve") as info:
-            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=(k >= available))
-            info["truncated"] = alloc.truncated
+        if config.sigma > 0:
+            R, alloc = _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, progress,
+                                                  complete=(k >= available))
+        else:
+            R = None
+            with stages.stage("solve") as info:
+                alloc = solve(D, None, alpha=config.alpha, C=config.C, complete=(k >= available))
+                info["truncated"] = alloc.truncated
         if not alloc.truncated:
             break
         D = ids = R = alloc = None  # the longer lists replace these; free them before searching
