@@ -148,8 +148,10 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
     cd2 = (np.einsum("ij,ij->i", x, x)[:, None] + np.einsum("ij,ij->i", centroids, centroids)[None, :]
            - 2.0 * (x @ centroids.T))
-    reach = np.sqrt(np.maximum(cd2.astype(np.float64), 0.0)) - index.list_radius[None, :]
-    need = reach <= sigma * (1 + 1e-4) + 1e-5
+    dist = np.sqrt(np.maximum(cd2.astype(np.float64), 0.0))
+    tolerance = sigma * (1 + 1e-4) + 1e-5
+    need = dist - index.list_radius[None, :] <= tolerance
+    need &= _shell_bound(_shells(index, ivf, centroids), x, need) <= tolerance
     stats.lists_scanned += float(need.sum())
     invlists = ivf.invlists
     for lst in np.flatnonzero(need.any(axis=0)):
@@ -160,6 +162,86 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         y = codes.view(np.float32).reshape(size, ivf.d)
         member_ids = faiss.rev_swig_ptr(invlists.get_ids(int(lst)), size).copy()
         yield y, member_ids, np.flatnonzero(need[:, lst]), centroids[lst]
+
+
+@dataclass
+class _Shells:
+    """Where each IVF list's members lie around its centroid, split into two orthogonal parts.
+
+    ``basis`` (p x d, orthonormal) spans the main directions between the lists' centroids. For a member
+    y of list l with centroid c, a = |B(y - c)| is its offset along those directions and b its offset
+    across them (|y - c|^2 = a^2 + b^2); ``along`` and ``across`` hold each list's [min, max] of a and b.
+    For any point x with offsets a_x, b_x from c, |x - y|^2 >= gap(a_x; along)^2 + gap(b_x; across)^2,
+    where gap is the distance from a number to an interval: a list whose members sit in a thin shell
+    away from the directions towards x is skipped although its radius alone could not rule it out.
+    """
+
+    basis: np.ndarray
+    centroids: np.ndarray
+    along: np.ndarray
+    across: np.ndarray
+
+
+def _shells(index: SearchIndex, ivf, centroids: np.ndarray) -> _Shells:
+    """Computed once per index (one pass over the stored vectors) and kept on it."""
+    cached = getattr(index, "_density_shells", None)
+    if cached is not None:
+        return cached
+    c64 = centroids.astype(np.float64)
+    p = max(1, min(64, ivf.nlist - 1, ivf.d))
+    centred = c64 - c64.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    basis = np.ascontiguousarray(vectors[:, ::-1][:, :p].T)
+    basis32 = basis.astype(np.float32)
+    along = np.array([[np.inf, -np.inf]] * ivf.nlist)
+    across = along.copy()
+    invlists = ivf.invlists
+    sizes = np.array([invlists.list_size(lst) for lst in range(ivf.nlist)], dtype=np.int64)
+    group, rows = [], 0
+    for lst in np.flatnonzero(sizes).tolist() + [None]:
+        if lst is not None:
+            codes = faiss.rev_swig_ptr(invlists.get_codes(lst), int(sizes[lst]) * ivf.code_size)
+            group.append((lst, codes.view(np.float32).reshape(int(sizes[lst]), ivf.d)))
+            rows += int(sizes[lst])
+        if group and (lst is None or rows >= 16384):
+            lists = np.array([g[0] for g in group])
+            counts = np.array([g[1].shape[0] for g in group])
+            off = np.concatenate([g[1] for g in group])
+            off -= np.repeat(centroids[lists], counts, axis=0)
+            a = off @ basis32.T
+            a2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+            b = np.sqrt(np.maximum(np.einsum("ij,ij->i", off, off, dtype=np.float64) - a2, 0.0))
+            a = np.sqrt(a2)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            along[lists, 0], along[lists, 1] = np.minimum.reduceat(a, starts), np.maximum.reduceat(a, starts)
+            across[lists, 0], across[lists, 1] = np.minimum.reduceat(b, starts), np.maximum.reduceat(b, starts)
+            group, rows = [], 0
+    # float32 offsets and projections: widen every interval by far more than their rounding
+    slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
+    along += [-slack, slack]
+    across += [-slack, slack]
+    shells = _Shells(basis=basis, centroids=c64, along=along, across=across)
+    index._density_shells = shells
+    return shells
+
+
+def _shell_bound(shells: _Shells, x: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Lower bound on the distance from each point of ``x`` to any member of each list (inf where not needed)."""
+    x64 = x.astype(np.float64)
+    xb, cb = x64 @ shells.basis.T, shells.centroids @ shells.basis.T
+    a2 = np.maximum(np.einsum("ij,ij->i", xb, xb)[:, None] + np.einsum("ij,ij->i", cb, cb)[None, :]
+                    - 2.0 * (xb @ cb.T), 0.0)
+    full2 = np.maximum(np.einsum("ij,ij->i", x64, x64)[:, None]
+                       + np.einsum("ij,ij->i", shells.centroids, shells.centroids)[None, :]
+                       - 2.0 * (x64 @ shells.centroids.T), 0.0)
+    a = np.sqrt(a2)
+    b = np.sqrt(np.maximum(full2 - a2, 0.0))
+
+    def gap(v, interval):
+        return np.maximum(np.maximum(interval[None, :, 0] - v, v - interval[None, :, 1]), 0.0)
+
+    bound = np.sqrt(gap(a, shells.along) ** 2 + gap(b, shells.across) ** 2)
+    return np.where(need, bound, np.inf)
 
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):
