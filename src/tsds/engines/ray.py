@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 
 import numpy as np
 
@@ -241,6 +242,7 @@ class RayEngine:
         from tsds.store.shards import SCAN_BYTES
 
         self.scan_bytes = int(scan_bytes or SCAN_BYTES)
+        self.timings: dict = {}      # seconds of the last build's shard planning (scan tasks), for benchmarks
 
     # ---- embedding ----------------------------------------------------------------------
     def embed_shards(self, source, embedder, finish, embedder_spec: str | None = None) -> None:
@@ -252,7 +254,9 @@ class RayEngine:
                 raise ValueError("the Ray engine needs the embedder spec (or an embedder_factory) to load it in workers")
             factory = SpecFactory(embedder_spec, "cuda" if self.gpus else None)
         identity = getattr(embedder, "identity", None) if embedder is not None else None
+        t = time.perf_counter()
         plans = self.plan_shards(source)
+        self.timings["scan_s"] = round(time.perf_counter() - t, 3)
         window, size = [], 0
         for unit in plans:
             window.append(unit)

@@ -150,8 +150,9 @@ def build_ivfpq(source, *, metric: str = "euclidean", nlist: int | None = None, 
     index.cp.niter = 8
     index.cp.seed = seed
     index.pq.cp.seed = seed
+    index.pq.cp.niter = 10           # the codes only propose candidates: a rough codebook is enough
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, max(32 * nlist, 64 << nbits)), replace=False))
+    sample = np.sort(rng.choice(n, size=min(n, max(32 * nlist, 40 << nbits)), replace=False))
     index.train(prepare(src.take(sample), metric))
     radius = np.zeros(nlist, dtype=np.float64)
     for start, chunk in src.chunks():
