@@ -17,6 +17,10 @@ from tsds.errors import ParameterError
 METRICS = ("euclidean", "cosine")
 INDEX_KINDS = ("auto", "flat", "ivf")
 EXACT_UP_TO = 50_000
+TRAIN_POINTS_PER_LIST = 32
+# 4 rounds, not 8: on the 1M-text benchmark pool recall at every nprobe was the same within noise, and
+# training is a third of the index's build time there (benchmarks/bench_build.py)
+KMEANS_ITERATIONS = 4
 
 
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -170,8 +174,9 @@ def build_index(
 ) -> SearchIndex:
     """Index the vectors of ``source`` (a VectorSource or an array), streamed in chunks.
 
-    ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above with 2 sqrt(N) lists, trained
-    on a sample of 32 points per list (recall is then set by the calibrated search breadth).
+    ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above with 2 sqrt(N) lists,
+    trained by ``KMEANS_ITERATIONS`` k-means rounds on a uniform sample of ``TRAIN_POINTS_PER_LIST``
+    points per list drawn from the whole source (recall is then set by the calibrated search breadth).
     Vectors are prepared for ``metric`` chunk by chunk and copied into storage sized once up
     front, so the index holds the only full copy and never grows by reallocation.
     """
@@ -196,11 +201,11 @@ def build_index(
     nlist = min(nlist or max(1, int(2 * math.sqrt(n))), n)
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
-    index.cp.niter = 8
+    index.cp.niter = KMEANS_ITERATIONS
     index.cp.seed = seed
-    index.cp.max_points_per_centroid = 32
+    index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, 32 * nlist), replace=False))
+    sample = np.sort(rng.choice(n, size=min(n, TRAIN_POINTS_PER_LIST * nlist), replace=False))
     index.train(prepare(src.take(sample), metric))
     radius = np.zeros(nlist, dtype=np.float64)
     assign = np.empty(n, dtype=np.int64)
