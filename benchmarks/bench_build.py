@@ -174,7 +174,12 @@ def child_build(path: str, out: str) -> dict:
     import tsds.store.pool as pool
     from tsds.embed import load_embedder
 
+    import threading
+
+    import faiss
+
     parts = {"load_embedder": 0.0, "read_parse": 0.0, "hash": 0.0, "embed": 0.0, "write": 0.0, "index": 0.0}
+    index_parts = {"train": 0.0, "assign": 0.0, "save": 0.0}
 
     in_index = {"on": False}
 
@@ -184,9 +189,25 @@ def child_build(path: str, out: str) -> dict:
             try:
                 return fn(*a, **k)
             finally:
-                if not in_index["on"]:  # the index's own files are counted in "index"
+                # the index's own files are counted in "index"; shard files written by helper threads
+                # overlap the main thread's write and are not added again
+                if not in_index["on"] and threading.current_thread() is threading.main_thread():
                     parts[name] += time.perf_counter() - t
         return wrapper
+
+    def timed_index(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                if in_index["on"]:
+                    index_parts[name] += time.perf_counter() - t
+        return wrapper
+
+    faiss.IndexIVFFlat.train = timed_index("train", faiss.IndexIVFFlat.train)
+    faiss.IndexFlatL2.search = timed_index("assign", faiss.IndexFlatL2.search)
+    pool.atomic_write_index = timed_index("save", pool.atomic_write_index)
 
     real_iter = pool.iter_batches
 
@@ -232,7 +253,8 @@ def child_build(path: str, out: str) -> dict:
     parts["other"] = total - named
     return {"rows": n, "total_s": total, "rate": n / total, "cpu_s": cpu, "rate_without_index": n / (total - parts["index"]),
             "index_kind": json.loads((Path(out) / "index" / "euclidean.json").read_text())["kind"],
-            "parts_s": parts, "peak_rss_mb": _peak_rss_mb(),
+            "parts_s": parts, "index_parts_s": {**index_parts, "other": parts["index"] - sum(index_parts.values())},
+            "peak_rss_mb": _peak_rss_mb(),
             "store_bytes": sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())}
 
 
@@ -322,7 +344,9 @@ def main() -> None:
                 b["load_avg_1min_after"] = os.getloadavg()[0]
                 builds[fmt].append(b)
                 print(f"  build  {n:>9,} {fmt:8} run {rep + 1}: {b['rate']:>8,.0f} texts/s  cpu {b['cpu_s']:.1f}s  "
-                      f"index {b['parts_s']['index']:.1f}s  peak {b['peak_rss_mb']:.0f} MiB", flush=True)
+                      f"index {b['parts_s']['index']:.1f}s (train {b['index_parts_s']['train']:.1f}, assign "
+                      f"{b['index_parts_s']['assign']:.1f}, save {b['index_parts_s']['save']:.1f})  "
+                      f"peak {b['peak_rss_mb']:.0f} MiB  (load avg {os.getloadavg()[0]:.1f})", flush=True)
         emb = max(embs, key=lambda r: r["rate"])
         for fmt in formats:
             b = max(builds[fmt], key=lambda r: r["rate"])
