@@ -7,7 +7,7 @@ How to run
     .venv/bin/python benchmarks/bench_build.py --formats jsonl.gz jsonl
 
 Inputs are generated once into ``benchmarks/work/`` (git-ignored) and reused by later runs; stores are
-built into ``benchmarks/work/store-*`` and removed afterwards. The full run takes about 6-8 minutes on
+built into ``benchmarks/work/store-*`` and removed afterwards. The full run takes about 5 minutes on
 2 idle cores, most of it the 1M case (generating its 1M-line input takes about a minute the first
 time); on a loaded machine it takes much longer.
 
@@ -29,11 +29,13 @@ the model's one-time distillation is in no timing:
 * ``build``: ``tsds.store.build_store(file, out)`` end to end (loading the embedder, reading and
   parsing, text hashing, embedding, shard writes with fsync, the FAISS index: flat up to 50k rows,
   IVF-Flat above), timed as a whole. The same run times its parts by wrapping, in the child only,
-  the reader's batch iterator, ``texts_sha256``, ``embedder.embed``, the atomic shard writes and
-  ``PoolStore.index``.
+  the reader's batch iterator, ``texts_sha256``, ``embedder.embed``, the atomic shard writes (main thread
+  only: the locations file and the embeddings' hash are done by helper threads meanwhile) and
+  ``PoolStore.index``, and within the index its k-means training, the assignment of every vector to a
+  list, and saving the index file.
 
-Each job runs twice for sizes up to 100k (embed and build runs alternating) and once above; the best
-run is kept. Each child also reports its CPU seconds (all threads), and ``ratio_cpu_time`` = embed CPU s /
+Each job runs three times for sizes up to 100k and twice above (embed and build runs alternating, so a
+burst of load from other processes hits both alike); the best run of each is kept. Each child also reports its CPU seconds (all threads), and ``ratio_cpu_time`` = embed CPU s /
 build CPU s is given beside the wall-clock ratio: on a shared machine (other processes on the same
 cores) wall-clock rates swing by 2x between runs, CPU time much less, so read both. The 1-minute load
 average is recorded after each run.
@@ -304,8 +306,8 @@ def main() -> None:
                     help="input formats (default: jsonl.gz, plus jsonl for sizes up to 100k)")
     ap.add_argument("--json", default=None, help="where to write results (default: results/build.json "
                     "for the default sizes, none otherwise)")
-    ap.add_argument("--repeat", type=int, default=None, help="runs of each job, best kept (default: 2 up "
-                    "to 100k rows, 1 above); embed and build runs alternate so load changes hit both alike")
+    ap.add_argument("--repeat", type=int, default=None, help="runs of each job, best kept (default: 3 up "
+                    "to 100k rows, 2 above); embed and build runs alternate so load changes hit both alike")
     ap.add_argument("--keep-stores", action="store_true")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -329,7 +331,7 @@ def main() -> None:
             inputs[f"{n}.{fmt}"] = info = generate(n, fmt)
             print(f"input {info['file']}: {n:,} rows, {info['distinct_texts']:,} distinct, "
                   f"{info['bytes'] / 2**20:.0f} MiB ({time.perf_counter() - t:.1f}s)", flush=True)
-        reps = a.repeat or (2 if n <= 100_000 else 1)
+        reps = a.repeat or (3 if n <= 100_000 else 2)
         embs, builds = [], {fmt: [] for fmt in formats}
         for rep in range(reps):
             e = run_child("embed", str(input_path(n, formats[0])))
