@@ -11,10 +11,13 @@ their ``cap`` nearest terms.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tsds.retrieval.index import SearchIndex
 
@@ -53,8 +56,8 @@ def densities(
         return _kernel_sums(lims, d2, radius2, cap, DensityStats())
 
     return batched_densities(
-        ids, sigma, batch=max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
-        reconstruct=index.reconstruct, sums_and_counts=lambda x: kernel_sums(index, x, sigma, stats),
+        ids, sigma, batch=4096 if index.list_radius is not None else max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
+        reconstruct=index.reconstruct, sums_and_counts=lambda x: parallel_kernel_sums(index, x, sigma, stats),
         capped_sums=capped_sums, cap=cap, stats=stats, progress=progress, return_counts=return_counts)
 
 
@@ -88,6 +91,38 @@ def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_co
 
 
 _BLOCK = 1 << 22
+_CHUNK = 512  # points per task: results do not depend on how many threads run the tasks
+
+
+def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
+                         workers: int | None = None):
+    """``kernel_sums`` over fixed chunks of points, run by one thread per core with single-threaded BLAS.
+
+    The per-list products are small; a multi-threaded BLAS splits each one across cores and spends its
+    time synchronising (several times slower on a busy machine). Independent chunks keep every core on
+    its own products, and since the chunks are fixed, the sums are the same for any number of threads.
+    """
+    stats = stats if stats is not None else DensityStats()
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
+    if index.list_radius is not None:
+        ivf = faiss.extract_index_ivf(index.index)
+        _shells(index, ivf, ivf.quantizer.reconstruct_n(0, ivf.nlist))  # once, before the threads start
+    parts_stats = [DensityStats() for _ in chunks]
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers <= 1 or len(chunks) == 1:
+            parts = [kernel_sums(index, c, sigma, st) for c, st in zip(chunks, parts_stats)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+                parts = list(pool.map(lambda job: kernel_sums(index, job[0], sigma, job[1]),
+                                      zip(chunks, parts_stats)))
+    for st in parts_stats:
+        stats.pairs += st.pairs
+        stats.lists_scanned += st.lists_scanned
+    if not parts:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None):
@@ -102,7 +137,14 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats):
+    sieve = _Sieve(index, x, sigma) if index.list_radius is not None else None
+    for y, member_ids, pts, centre, lst in _blocks(index, x, sigma, stats):
+        if sieve is not None:
+            pts, cols = sieve.pairs(lst, pts)
+            if pts.size == 0:
+                continue
+            if cols is not None:
+                y, member_ids = y[cols], member_ids[cols]
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
@@ -142,7 +184,7 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         every = np.arange(x.shape[0])
         for a in range(0, n, 65536):
             block = xb[a:a + 65536]
-            yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0)
+            yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0), None
         return
     ivf = faiss.extract_index_ivf(index.index)
     centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
@@ -161,7 +203,7 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         codes = faiss.rev_swig_ptr(invlists.get_codes(int(lst)), size * ivf.code_size)
         y = codes.view(np.float32).reshape(size, ivf.d)
         member_ids = faiss.rev_swig_ptr(invlists.get_ids(int(lst)), size).copy()
-        yield y, member_ids, np.flatnonzero(need[:, lst]), centroids[lst]
+        yield y, member_ids, np.flatnonzero(need[:, lst]), centroids[lst], int(lst)
 
 
 @dataclass
@@ -180,6 +222,9 @@ class _Shells:
     centroids: np.ndarray
     along: np.ndarray
     across: np.ndarray
+    projected: np.ndarray  # per member, in list order: [2 B y, -|B y|^2] (float32), for _Sieve
+    starts: np.ndarray  # list l's members are projected[starts[l]:starts[l + 1]]
+    projected_norm_max: float
 
 
 def _shells(index: SearchIndex, ivf, centroids: np.ndarray) -> _Shells:
@@ -197,6 +242,9 @@ def _shells(index: SearchIndex, ivf, centroids: np.ndarray) -> _Shells:
     across = along.copy()
     invlists = ivf.invlists
     sizes = np.array([invlists.list_size(lst) for lst in range(ivf.nlist)], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    projected = np.empty((int(starts[-1]), p + 1), dtype=np.float32)
+    centroid_proj = (centroids @ basis32.T).astype(np.float32)
     group, rows = [], 0
     for lst in np.flatnonzero(sizes).tolist() + [None]:
         if lst is not None:
@@ -209,20 +257,58 @@ def _shells(index: SearchIndex, ivf, centroids: np.ndarray) -> _Shells:
             off = np.concatenate([g[1] for g in group])
             off -= np.repeat(centroids[lists], counts, axis=0)
             a = off @ basis32.T
+            yb = a + np.repeat(centroid_proj[lists], counts, axis=0)
+            at = int(starts[lists[0]])
+            projected[at:at + yb.shape[0], :p] = 2.0 * yb
+            projected[at:at + yb.shape[0], p] = -np.einsum("ij,ij->i", yb, yb)
             a2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
             b = np.sqrt(np.maximum(np.einsum("ij,ij->i", off, off, dtype=np.float64) - a2, 0.0))
             a = np.sqrt(a2)
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            along[lists, 0], along[lists, 1] = np.minimum.reduceat(a, starts), np.maximum.reduceat(a, starts)
-            across[lists, 0], across[lists, 1] = np.minimum.reduceat(b, starts), np.maximum.reduceat(b, starts)
+            first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            along[lists, 0], along[lists, 1] = np.minimum.reduceat(a, first), np.maximum.reduceat(a, first)
+            across[lists, 0], across[lists, 1] = np.minimum.reduceat(b, first), np.maximum.reduceat(b, first)
             group, rows = [], 0
     # float32 offsets and projections: widen every interval by far more than their rounding
     slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
     along += [-slack, slack]
     across += [-slack, slack]
-    shells = _Shells(basis=basis, centroids=c64, along=along, across=across)
+    shells = _Shells(basis=basis, centroids=c64, along=along, across=across, projected=projected, starts=starts,
+                     projected_norm_max=float(-projected[:, p].min(initial=0.0)))
     index._density_shells = shells
     return shells
+
+
+class _Sieve:
+    """Which (point, member) pairs of a list can lie within sigma, from their offsets along the basis.
+
+    |B(x - y)| <= |x - y| for the orthonormal basis B, so a pair whose projected distance exceeds sigma
+    cannot count. One small product (p + 1 columns instead of d) per list finds the points with any
+    candidate member and the members with any candidate point; only that block is multiplied in full.
+    Thresholds carry a margin far above float32 rounding, so no pair within sigma is ever dropped.
+    """
+
+    def __init__(self, index: SearchIndex, x: np.ndarray, sigma: float):
+        ivf = faiss.extract_index_ivf(index.index)
+        self.shells = _shells(index, ivf, ivf.quantizer.reconstruct_n(0, ivf.nlist))
+        p = self.shells.basis.shape[0]
+        xb = x @ self.shells.basis.astype(np.float32).T
+        self.points = np.empty((x.shape[0], p + 1), dtype=np.float32)
+        self.points[:, :p] = xb
+        self.points[:, p] = 1.0
+        xn = np.einsum("ij,ij->i", xb, xb, dtype=np.float64)
+        r2 = float(sigma) ** 2
+        self.threshold = (xn - r2 - 1e-4 * (xn + self.shells.projected_norm_max + r2) - 1e-6).astype(np.float32)
+
+    def pairs(self, lst: int, pts: np.ndarray):
+        """(points of ``pts`` with a possible member, that list's members with a possible point or None for all)."""
+        ys = self.shells.projected[self.shells.starts[lst]:self.shells.starts[lst + 1]]
+        h = self.points[pts] @ ys.T
+        possible = h >= self.threshold[pts, None]
+        rows = possible.any(axis=1)
+        if not rows.any():
+            return pts[:0], None
+        cols = possible[rows].any(axis=0)
+        return pts[rows], (None if cols.all() else np.flatnonzero(cols))
 
 
 def _shell_bound(shells: _Shells, x: np.ndarray, need: np.ndarray) -> np.ndarray:
