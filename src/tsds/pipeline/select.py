@@ -71,8 +71,8 @@ class Selection:
         return q, d
 
 
-_DENSITY_GROWTH = 1.25  # a row's density prefix is grown past the solver's current need by this factor
-_DENSITY_SLACK = 16
+_DENSITY_GROWTH = 1.1  # a row's density prefix is grown past the solver's current need by this factor
+_DENSITY_SLACK = 8
 
 
 def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, progress, *, complete):
@@ -80,8 +80,8 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
 
     The closed form reads row j's densities up to its last supported neighbour plus one (the breakpoint
     that stops it); everything further out only enters through breakpoints above the optimal level.
-    So: fill densities for a prefix of each row, put an estimate in the unknown entries (the mean of the
-    row's known ones), solve, and if some row's support + 1 reaches past its known prefix, compute that
+    So: fill densities for a prefix of each row, put an estimate in the unknown entries (the density of the
+    row's farthest known neighbour), solve, and if some row's support + 1 reaches past its known prefix, compute that
     row's prefix further and solve again. When every row's support + 1 lies inside its known prefix, the
     walk up to the level touched only true densities, so the answer is the answer with every density
     known (the estimates only steer how far to compute). Returns the densities (NaN where never
@@ -90,25 +90,28 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
     M, K = ids.shape
     want = np.full(M, min(K, config.initial_k), dtype=np.int64)
     cols = np.arange(K)
+    alloc = None
     while True:
         with stages.stage("density", sigma=config.sigma) as info:
-            need_ids = ids[cols[None, :] < want[:, None]]
-            cache.fill(index, need_ids, config.sigma, config.density_cap, stats, progress=progress)
+            cache.fill(index, ids[cols[None, :] < want[:, None]], config.sigma, config.density_cap, stats,
+                       progress=progress)
             info["computed"] = cache.computed
             R = cache.values[ids]
-            known = np.isfinite(R)
-            prefix = np.where(known.all(axis=1), K, np.argmin(known, axis=1))
+            unknown = np.isnan(R)
+            prefix = np.where(unknown.any(axis=1), np.argmax(unknown, axis=1), K)
         with stages.stage("solve") as info:
-            filled = R
-            if not known.all():
-                row_mean = np.nanmean(np.where(known, R, np.nan), axis=1)
-                filled = np.where(known, R, np.where(np.isfinite(row_mean), row_mean, 1.0)[:, None])
-            alloc = solve(D, filled, alpha=config.alpha, C=config.C, complete=complete)
+            if prefix.min() < K:  # estimates in place, NaN put back below
+                last = R[np.arange(M), np.maximum(prefix - 1, 0)]
+                np.copyto(R, np.where(np.isfinite(last), last, 1.0)[:, None], where=unknown)
+            alloc = None  # the previous plan's weights are freed before the next is built
+            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=complete)
             info["truncated"] = alloc.truncated
         need = np.minimum(K, alloc.support + 1)
         short = prefix < need
         if not short.any():
+            R[unknown] = np.nan
             return R, alloc
+        R = unknown = None
         grown = np.minimum(K, np.ceil(need * _DENSITY_GROWTH).astype(np.int64) + _DENSITY_SLACK)
         want = np.where(short, np.maximum(grown, want), np.maximum(want, prefix))
 
