@@ -19,6 +19,9 @@ out = Console()
 @app.callback()
 def _root() -> None:
     """Task-specific data selection (TSDS)."""
+    from tsds.memory import release_large_blocks
+
+    release_large_blocks()
 
 
 def _fail_cleanly(fn):
