@@ -35,10 +35,13 @@ the model's one-time distillation is in no timing:
   list, and saving the index file.
 
 Each job runs three times for sizes up to 100k and twice above (embed and build runs alternating, so a
-burst of load from other processes hits both alike); the best run of each is kept. Each child also reports its CPU seconds (all threads), and ``ratio_cpu_time`` = embed CPU s /
-build CPU s is given beside the wall-clock ratio: on a shared machine (other processes on the same
-cores) wall-clock rates swing by 2x between runs, CPU time much less, so read both. The 1-minute load
-average is recorded after each run.
+burst of load from other processes hits both alike); the best run of each is kept. Each child also
+reports its CPU seconds (all threads), and ``ratio_cpu_time`` = embed CPU s / build CPU s is given beside
+the wall-clock ratio: on a shared machine (other processes on the same cores) wall-clock rates swing by
+2x between runs, CPU time much less, so read both. Each run records ``other_processes_cores``: the CPU
+that other processes used meanwhile (machine-wide busy CPU from /proc/stat minus the child's own, per
+second of the run); a ratio is only meaningful when both of its runs saw about the same, ideally ~0.
+The 1-minute load average is recorded after each build run.
 
 Reported: texts/s of each job, the ratio pipeline rate / embedder rate, both end to end and without
 the index (the issue's target: the pipeline keeps at least 80 % of the embedder's rate), the time
@@ -260,13 +263,31 @@ def child_build(path: str, out: str) -> dict:
             "store_bytes": sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())}
 
 
+def _busy_cpu_s() -> float | None:
+    """CPU seconds used by every process on the machine so far (Linux /proc/stat), None elsewhere."""
+    try:
+        vals = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = vals
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(*args: str) -> dict:
+    """Run one job in a fresh process; also record how much CPU other processes took meanwhile
+    (machine-wide busy CPU minus the child's own), since that, not the code, moves wall-clock rates."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    busy0, own0, t0 = _busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    busy1, own1, wall = _busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"child {args} failed with exit status {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if busy0 is not None and busy1 is not None:
+        own = (own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)
+        result["other_processes_cores"] = max(0.0, (busy1 - busy0) - own) / wall
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +358,8 @@ def main() -> None:
             e = run_child("embed", str(input_path(n, formats[0])))
             embs.append(e)
             print(f"  embed  {n:>9,} run {rep + 1}: {e['rate']:>8,.0f} texts/s  cpu {e['cpu_s']:.1f}s  "
-                  f"peak {e['peak_rss_mb']:.0f} MiB  (load avg {os.getloadavg()[0]:.1f})", flush=True)
+                  f"peak {e['peak_rss_mb']:.0f} MiB  (other processes {e.get('other_processes_cores', 0):.2f} cores)",
+                  flush=True)
             for fmt in formats:
                 out = WORK / f"store-n{n}-{fmt.replace('.', '')}"
                 b = run_child("build", str(input_path(n, fmt)), str(out))
@@ -348,7 +370,8 @@ def main() -> None:
                 print(f"  build  {n:>9,} {fmt:8} run {rep + 1}: {b['rate']:>8,.0f} texts/s  cpu {b['cpu_s']:.1f}s  "
                       f"index {b['parts_s']['index']:.1f}s (train {b['index_parts_s']['train']:.1f}, assign "
                       f"{b['index_parts_s']['assign']:.1f}, save {b['index_parts_s']['save']:.1f})  "
-                      f"peak {b['peak_rss_mb']:.0f} MiB  (load avg {os.getloadavg()[0]:.1f})", flush=True)
+                      f"peak {b['peak_rss_mb']:.0f} MiB  (other processes {b.get('other_processes_cores', 0):.2f} cores)",
+                      flush=True)
         emb = max(embs, key=lambda r: r["rate"])
         for fmt in formats:
             b = max(builds[fmt], key=lambda r: r["rate"])
