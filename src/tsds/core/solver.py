@@ -74,7 +74,7 @@ def check_parameters(alpha: float, C: float, sigma: float | None = None) -> None
 
 
 def _validate(distances, densities) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check the inputs and return them as float64; densities that are all 1 come back as None.
+    """Check the inputs and return them as float64.
 
     One pass each: a row is sorted, NaN-free, non-negative and finite iff every neighbour pair is
     ordered (comparisons with NaN are False), its first entry is >= 0 and its last is finite.
@@ -92,17 +92,15 @@ def _validate(distances, densities) -> tuple[np.ndarray, np.ndarray | None]:
     R = np.asarray(densities, dtype=np.float64)
     if R.shape != D.shape:
         raise ParameterError(f"densities must have the shape of distances {D.shape}, got {R.shape}")
-    low, high = R.min(), R.max()
-    if not (low > 0 and high < np.inf):  # False for NaN too
-        raise ParameterError("densities must be finite and positive")
-    return D, (None if low == high == 1.0 else R)
+    return D, R  # their values are checked column by column as the solver reads them (_Prefix.extend)
 
 
 def solve(distances, densities=None, *, alpha: float, C: float, complete: bool = False) -> Allocation:
     """Solve the TSDS problem on neighbour lists.
 
     distances: M x K, row j the ascending distances from query j to its K nearest candidates.
-    densities: M x K, the density rho of each of those candidates (None: KNN-Uniform, all ones).
+    densities: M x K, the density rho of each of those candidates (None: KNN-Uniform, all ones). Only
+        the columns the answer depends on are read, and checked (finite, positive) as they are read.
     complete: the lists hold every candidate (K = N), so reaching their end is the true optimum.
 
     When an allocation would need to go past the end of a list and ``complete`` is False,
@@ -219,6 +217,8 @@ class _Prefix:
         if b <= a:
             return
         S = np.divide(1.0, self.R[:, a:b].T, out=self.S[a:b])
+        if not ((S > 0).all() and (S < np.inf).all()):  # 1/rho: False for rho <= 0, inf or NaN
+            raise ParameterError("densities must be finite and positive")
         if a:
             S[0] += self.S[a - 1]  # the next term of the row's running sum, as cumsum adds it
         np.cumsum(S, axis=0, out=S)
