@@ -96,19 +96,20 @@ _CHUNK = 512  # points per task: results do not depend on how many threads run t
 
 def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
                          workers: int | None = None):
-    """``kernel_sums`` over fixed chunks of points, run by one thread per core with single-threaded BLAS.
+    """``kernel_sums`` over fixed chunks of points, run by one thread per core with single-threaded BLAS (IVF).
 
     The per-list products are small; a multi-threaded BLAS splits each one across cores and spends its
     time synchronising (several times slower on a busy machine). Independent chunks keep every core on
     its own products, and since the chunks are fixed, the sums are the same for any number of threads.
     """
     stats = stats if stats is not None else DensityStats()
+    if index.list_radius is None:  # a flat index: few large products, which BLAS threads well itself
+        return kernel_sums(index, x, sigma, stats)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
-    if index.list_radius is not None:
-        ivf = faiss.extract_index_ivf(index.index)
-        _shells(index, ivf, ivf.quantizer.reconstruct_n(0, ivf.nlist))  # once, before the threads start
+    ivf = faiss.extract_index_ivf(index.index)
+    _shells(index, ivf, ivf.quantizer.reconstruct_n(0, ivf.nlist))  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
     with threadpool_limits(limits=1, user_api="blas"):
         if workers <= 1 or len(chunks) == 1:
