@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tsds.config import SelectionConfig, make_config
-from tsds.errors import InputError
+from tsds.errors import ParameterError, InputError
 from tsds.io.arrays import as_source, check_same_dim, file_sha256
 from tsds.io.output import atomic_dir, check_output_dir, save_json, save_npy
 from tsds.pipeline.select import Selection, select_on_index
@@ -50,6 +50,9 @@ def select_embeddings(
                 f"size {config.size} is larger than the {cand.n} candidates in {cand.name}; "
                 "cannot draw that many distinct examples"
             )
+    if config.index == "ivfpq":
+        raise ParameterError("index ivfpq needs a pool store (tsds pool build ... --index ivfpq): its exact "
+                             "distances come from the store's embedding shards; use auto, flat or ivf here")
     with stages.stage("index", n=cand.n, dim=cand.dim) as info:
         index = build_index(cand, metric=config.metric, kind=config.index, seed=config.seed)
         info["kind"] = index.kind

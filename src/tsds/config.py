@@ -26,7 +26,7 @@ class SelectionConfig(BaseModel):
     sampling: Sampling = "with-replacement"
     seed: int = 0
     initial_k: int = Field(64, gt=0, description="first neighbour-list length; grown until the optimum is exact")
-    index: Literal["auto", "flat", "ivf"] = "auto"
+    index: Literal["auto", "flat", "ivf", "ivfpq"] = "auto"
     recall_target: float = Field(0.95, gt=0.0, le=1.0)
     density_cap: int = Field(100_000, gt=0, description="most neighbours counted per point in a density")
     sigma_auto: bool = Field(False, description="choose sigma from the pool's nearest-neighbour distances "

@@ -26,7 +26,7 @@ def pool_build(
     on_bad_row: str = typer.Option("fail", "--on-bad-row", help="fail (default) or skip malformed rows."),
     fmt: str | None = typer.Option(None, "--format", help="Force the input format."),
     metric: str = typer.Option("euclidean", help="Metric of the index built with the store."),
-    index: str = typer.Option("auto", help="auto, flat or ivf."),
+    index: str = typer.Option("auto", help="auto, flat, ivf or ivfpq (IVF-PQ shards, exact re-ranking from the stored embeddings)."),
     shard_rows: int = typer.Option(8192, "--shard-rows", help="Rows per embedding shard (the unit of resume)."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (a Ray cluster)."),
     ray_address: str | None = typer.Option(None, "--ray-address",

@@ -22,7 +22,7 @@ def select_cmd(
     metric: Optional[str] = typer.Option(None, help="euclidean (the paper) or cosine."),
     seed: Optional[int] = typer.Option(None, help="Seed of the draw. Default 0."),
     without_replacement: bool = typer.Option(False, "--without-replacement", help="Draw n distinct examples instead of the paper's n draws with replacement."),
-    index: Optional[str] = typer.Option(None, help="auto, flat (exact) or ivf."),
+    index: Optional[str] = typer.Option(None, help="auto, flat (exact), ivf, or ivfpq (pool stores only)."),
     initial_k: Optional[int] = typer.Option(None, "--initial-k", help="First neighbour-list length (grown as needed)."),
     config: Optional[Path] = typer.Option(None, "--config", help="The authors' config.yaml (query_embedding_path, candidate_embedding_path, output_folder, sample_size, alpha, C, sigma, max_K, kde_K)."),
     pool: Optional[Path] = typer.Option(None, "--pool", help="A pool store built by `tsds pool build` (text mode)."),

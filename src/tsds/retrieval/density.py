@@ -188,6 +188,9 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
             yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0), None
         return
     ivf = faiss.extract_index_ivf(index.index)
+    if ivf.code_size != 4 * ivf.d:
+        raise ValueError("in-place densities need the float32 vectors in the index (flat or IVF-Flat); "
+                         "an IVF-PQ shard computes them from the store's vectors (tsds.retrieval.sharded)")
     centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
     cd2 = (np.einsum("ij,ij->i", x, x)[:, None] + np.einsum("ij,ij->i", centroids, centroids)[None, :]
            - 2.0 * (x @ centroids.T))
