@@ -97,6 +97,8 @@ def test_sigkill_then_resume_is_byte_identical(small_pool, store, tmp_path):
     assert resumed.meta["last_build"]["embedded_shards"] == 8 - finished
     assert _shard_bytes(out) == _shard_bytes(store.root)
     assert not list((out / "shards").glob(".*"))
+    # the index too is a function of the store alone, resumed or not
+    assert (out / "index" / "euclidean.faiss").read_bytes() == (store.root / "index" / "euclidean.faiss").read_bytes()
 
 
 def test_store_refuses_changed_text(small_pool, tmp_path, static_embedder):
