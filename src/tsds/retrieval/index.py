@@ -204,6 +204,7 @@ def build_index(
     index.cp.niter = KMEANS_ITERATIONS
     index.cp.seed = seed
     index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
+    index.cp.min_points_per_centroid = 1  # the sample is sized on purpose; FAISS would print a warning
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, TRAIN_POINTS_PER_LIST * nlist), replace=False))
     index.train(prepare(src.take(sample), metric))

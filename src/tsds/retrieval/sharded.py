@@ -149,6 +149,8 @@ def build_ivfpq(source, *, metric: str = "euclidean", nlist: int | None = None, 
     index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits)
     index.cp.niter = 8
     index.cp.seed = seed
+    index.cp.min_points_per_centroid = 1  # the sample is sized on purpose; FAISS would print a warning
+    index.pq.cp.min_points_per_centroid = 1
     index.pq.cp.seed = seed
     index.pq.cp.niter = 10           # the codes only propose candidates: a rough codebook is enough
     rng = np.random.default_rng(seed)
