@@ -216,12 +216,15 @@ class _Prefix:
         self.width = width
         if b <= a:
             return
-        S = np.divide(1.0, self.R[:, a:b].T, out=self.S[a:b])
-        if not ((S > 0).all() and (S < np.inf).all()):  # 1/rho: False for rho <= 0, inf or NaN
+        with np.errstate(divide="ignore"):
+            S = np.divide(1.0, self.R[:, a:b].T, out=self.S[a:b])
+        if not (S > 0).all():  # 1/rho > 0 is False for rho < 0, rho = inf and NaN
             raise ParameterError("densities must be finite and positive")
         if a:
             S[0] += self.S[a - 1]  # the next term of the row's running sum, as cumsum adds it
         np.cumsum(S, axis=0, out=S)
+        if not np.isfinite(S[-1]).all():  # rho = 0 gives 1/rho = inf, which the running sum carries to the end
+            raise ParameterError("densities must be finite and positive")
         c = min(b, K - 1)  # the last column has no step
         step = np.subtract(self.D[:, a + 1:c + 1].T, self.D[:, a:c].T, out=self.delta[a:c])
         step *= self.S[a:c]
