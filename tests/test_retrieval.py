@@ -169,3 +169,21 @@ def test_list_shell_bound_never_exceeds_a_members_distance():
         dist = np.sqrt(((points[:, None, :].astype(np.float64) - x[members][None]) ** 2).sum(-1))
         assert np.all(bound[:, lst] <= dist.min(axis=1) + 1e-6)
     assert (bound > 0.3).mean() > 0.5  # and it does rule lists out
+
+
+def test_candidates_within_hold_every_pair_within_sigma():
+    """The pairs an IVF-Flat shard hands to the exact float64 recomputation include every pair within sigma."""
+    from tsds.retrieval.density import candidates_within
+
+    x = _clustered(5000, 20, clusters=30, noise=0.2, seed=4)
+    x[10:40] = x[10]
+    index = build_index(x, kind="ivf", nlist=50)
+    points = np.vstack([x[::53], _clustered(30, 20, seed=8)])
+    sigma = 0.45
+    lims, labels, scanned = candidates_within(index, points, sigma)
+    d2 = ((points[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    for i in range(len(points)):
+        found = labels[lims[i]:lims[i + 1]]
+        assert np.all(np.diff(found) > 0)  # increasing ids, no repeats
+        assert set(np.flatnonzero(d2[i] < sigma**2)) <= set(found.tolist())
+    assert lims[-1] < 0.2 * len(points) * len(x) and 0 < scanned < len(points) * 50

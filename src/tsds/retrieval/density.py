@@ -105,6 +105,15 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     stats = stats if stats is not None else DensityStats()
     if index.list_radius is None:  # a flat index: few large products, which BLAS threads well itself
         return kernel_sums(index, x, sigma, stats)
+    parts = _over_chunks(index, x, lambda chunk, st: kernel_sums(index, chunk, sigma, st), stats, workers)
+    if not parts:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None) -> list:
+    """``fn(chunk, stats)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded BLAS;
+    results in chunk order."""
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
@@ -112,18 +121,56 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     _shells(index, ivf, ivf.quantizer.reconstruct_n(0, ivf.nlist))  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
     with threadpool_limits(limits=1, user_api="blas"):
-        if workers <= 1 or len(chunks) == 1:
-            parts = [kernel_sums(index, c, sigma, st) for c, st in zip(chunks, parts_stats)]
+        if workers <= 1 or len(chunks) <= 1:
+            parts = [fn(c, st) for c, st in zip(chunks, parts_stats)]
         else:
             with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-                parts = list(pool.map(lambda job: kernel_sums(index, job[0], sigma, job[1]),
-                                      zip(chunks, parts_stats)))
+                parts = list(pool.map(lambda job: fn(*job), zip(chunks, parts_stats)))
     for st in parts_stats:
         stats.pairs += st.pairs
         stats.lists_scanned += st.lists_scanned
-    if not parts:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return parts
+
+
+def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: int | None = None):
+    """Every (point, member) pair of an IVF-Flat index that may lie within sigma: a superset, found with the
+    same bounds and sieve as ``kernel_sums`` and float32 distances with a margin far above their rounding,
+    for callers that recompute the distances exactly. Returns (lims, member ids, lists scanned) in the
+    layout of a FAISS range search, members in increasing id order per point."""
+    stats = DensityStats()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    parts = _over_chunks(index, x, lambda chunk, st: _candidate_pairs(index, chunk, sigma, st), stats, workers)
+    owner = np.concatenate([p[0] + a * _CHUNK for a, p in enumerate(parts)] or [np.zeros(0, np.int64)])
+    labels = np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)])
+    order = np.lexsort((labels, owner))
+    owner, labels = owner[order], labels[order]
+    lims = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=x.shape[0]))]).astype(np.int64)
+    return lims, labels, stats.lists_scanned
+
+
+def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
+    r2 = float(sigma) ** 2
+    sieve = _Sieve(index, x, sigma)
+    long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
+    owners, members = [], []
+    for y, member_ids, pts, centre, lst in _blocks(index, x, sigma, stats):
+        pts, cols = sieve.pairs(lst, pts)
+        if pts.size == 0:
+            continue
+        if cols is not None:
+            y, member_ids = y[cols], member_ids[cols]
+        yc = y - centre if long_vectors else y
+        xc = x[pts] - centre if long_vectors else x[pts]
+        yn = np.einsum("ij,ij->i", yc, yc)
+        xn = np.einsum("ij,ij->i", xc, xc)
+        d2 = xn[:, None] + yn[None, :] - 2.0 * (xc @ yc.T)
+        limit = r2 + 1e-4 * (r2 + xn[:, None] + yn.max()) + 1e-6
+        i, j = np.nonzero(d2 <= limit)
+        owners.append(pts[i])
+        members.append(member_ids[j])
+    if not owners:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(owners).astype(np.int64), np.concatenate(members).astype(np.int64)
 
 
 def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None):

@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 
 from tsds.errors import ParameterError
-from tsds.retrieval.density import DEFAULT_CAP, DensityStats, batched_densities
+from tsds.retrieval.density import DEFAULT_CAP, DensityStats, batched_densities, candidates_within
 from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate, prepare
 
 _RESULT_BUDGET = 1 << 25
@@ -431,10 +431,11 @@ class ShardWorker:
 def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float, with_labels: bool = False):
     """Range search of one shard, the distances recomputed in float64 from the stored vectors.
 
-    FAISS finds the members (IVF lists pruned by the triangle inequality, as in tsds.retrieval.density);
-    their squared distances are then recomputed exactly, so a density does not depend on which float32
-    kernel FAISS picked (BLAS or direct, which varies with batch size and threads): the same point gets
-    the same density whichever engine, process or shard layout computes it.
+    The members are found by FAISS (flat shards) or by the bounds and sieve of tsds.retrieval.density
+    (IVF-Flat shards: a superset of the pairs within sigma); their squared distances are then recomputed
+    exactly, so a density does not depend on which float32 kernel found them (BLAS or direct, which varies
+    with batch size and threads): the same point gets the same density whichever engine, process or shard
+    layout computes it.
     """
     if isinstance(idx, PQShard):        # members and distances from the stored vectors, already exact
         lims, d2, labels, scanned = idx.members(x, radius2, sigma)
@@ -442,23 +443,8 @@ def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float, 
     if idx.list_radius is None:
         lims, _, labels = idx.index.range_search(x, radius2)
         scanned = 0.0
-    else:
-        ivf = faiss.extract_index_ivf(idx.index)
-        centroid_d2, lists = ivf.quantizer.search(x, ivf.nlist)
-        reach = np.sqrt(np.maximum(centroid_d2.astype(np.float64), 0)) - idx.list_radius[lists]
-        keep = reach <= sigma * (1 + 1e-5) + 1e-6
-        width = max(1, int(keep.sum(axis=1).max()))
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-        assign = np.take_along_axis(np.where(keep, lists, -1), order, 1)
-        cdis = np.take_along_axis(centroid_d2, order, 1)
-        scanned = float(keep.sum())
-        saved = ivf.nprobe
-        try:
-            ivf.nprobe = width
-            lims, _, labels = ivf.range_search_preassigned(x, radius2, np.ascontiguousarray(assign),
-                                                           np.ascontiguousarray(cdis))
-        finally:
-            ivf.nprobe = saved
+    else:  # IVF-Flat: the lists and pairs that can hold a member within sigma, as for single indexes
+        lims, labels, scanned = candidates_within(idx, x, sigma)
     lims = lims.astype(np.int64)
     labels = labels.astype(np.int64)
     if idx.excluded is not None and labels.size:
