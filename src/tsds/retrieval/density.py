@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from tsds.retrieval.index import SearchIndex
+from tsds.retrieval.index import SearchIndex, list_vectors
 
 DEFAULT_CAP = 100_000
 _RESULT_BUDGET = 1 << 25
@@ -117,8 +117,7 @@ def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, wor
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
-    ivf = faiss.extract_index_ivf(index.index)
-    _shells(index, ivf, ivf.quantizer.reconstruct_n(0, ivf.nlist))  # once, before the threads start
+    _shells(index)  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
     with threadpool_limits(limits=1, user_api="blas"):
         if workers <= 1 or len(chunks) <= 1:
@@ -150,15 +149,9 @@ def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: 
 
 def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
     r2 = float(sigma) ** 2
-    sieve = _Sieve(index, x, sigma)
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     owners, members = [], []
-    for y, member_ids, pts, centre, lst in _blocks(index, x, sigma, stats):
-        pts, cols = sieve.pairs(lst, pts)
-        if pts.size == 0:
-            continue
-        if cols is not None:
-            y, member_ids = y[cols], member_ids[cols]
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats):
         yc = y - centre if long_vectors else y
         xc = x[pts] - centre if long_vectors else x[pts]
         yn = np.einsum("ij,ij->i", yc, yc)
@@ -185,14 +178,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
-    sieve = _Sieve(index, x, sigma) if index.list_radius is not None else None
-    for y, member_ids, pts, centre, lst in _blocks(index, x, sigma, stats):
-        if sieve is not None:
-            pts, cols = sieve.pairs(lst, pts)
-            if pts.size == 0:
-                continue
-            if cols is not None:
-                y, member_ids = y[cols], member_ids[cols]
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
@@ -222,9 +208,11 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
 def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
-    For long vectors (squared norm above 4) distances are computed as |x-c|^2 + |y-c|^2 - 2 (x-c).(y-c)
-    around a nearby centre (the IVF list's centroid, or the block's mean), which keeps float32
-    cancellation small; unit-norm embeddings skip the extra copies.
+    With an IVF index only the lists that no bound rules out, and in each only the points and members
+    that the projected sieve keeps (see _Shells and _Sieve). For long vectors (squared norm above 4)
+    distances are computed as |x-c|^2 + |y-c|^2 - 2 (x-c).(y-c) around a nearby centre (the IVF list's
+    centroid, or the block's mean), which keeps float32 cancellation small; unit-norm embeddings skip
+    the extra copies.
     """
     if index.list_radius is None:
         n, d = index.ntotal, index.dim
@@ -232,29 +220,32 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         every = np.arange(x.shape[0])
         for a in range(0, n, 65536):
             block = xb[a:a + 65536]
-            yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0), None
+            yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0)
         return
     ivf = faiss.extract_index_ivf(index.index)
     if ivf.code_size != 4 * ivf.d:
         raise ValueError("in-place densities need the float32 vectors in the index (flat or IVF-Flat); "
                          "an IVF-PQ shard computes them from the store's vectors (tsds.retrieval.sharded)")
-    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
-    cd2 = (np.einsum("ij,ij->i", x, x)[:, None] + np.einsum("ij,ij->i", centroids, centroids)[None, :]
-           - 2.0 * (x @ centroids.T))
-    dist = np.sqrt(np.maximum(cd2.astype(np.float64), 0.0))
+    shells = _shells(index)
+    x64 = x.astype(np.float64)
+    c64 = shells.centroids.astype(np.float64)
+    full2 = np.maximum(np.einsum("ij,ij->i", x64, x64)[:, None] + np.einsum("ij,ij->i", c64, c64)[None, :]
+                       - 2.0 * (x64 @ c64.T), 0.0)
     tolerance = sigma * (1 + 1e-4) + 1e-5
-    need = dist - index.list_radius[None, :] <= tolerance
-    need &= _shell_bound(_shells(index, ivf, centroids), x, need) <= tolerance
+    need = np.sqrt(full2) - index.list_radius[None, :] <= tolerance
+    need &= _shell_bound(shells, x64, full2, need) <= tolerance
     stats.lists_scanned += float(need.sum())
-    invlists = ivf.invlists
+    sieve = _Sieve(shells, x, sigma)
     for lst in np.flatnonzero(need.any(axis=0)):
-        size = invlists.list_size(int(lst))
-        if size == 0:
+        y, member_ids = list_vectors(ivf, lst)
+        if y.shape[0] == 0:
             continue
-        codes = faiss.rev_swig_ptr(invlists.get_codes(int(lst)), size * ivf.code_size)
-        y = codes.view(np.float32).reshape(size, ivf.d)
-        member_ids = faiss.rev_swig_ptr(invlists.get_ids(int(lst)), size).copy()
-        yield y, member_ids, np.flatnonzero(need[:, lst]), centroids[lst], int(lst)
+        pts, cols = sieve.pairs(lst, np.flatnonzero(need[:, lst]))
+        if pts.size == 0:
+            continue
+        if cols is not None:
+            y, member_ids = y[cols], member_ids[cols]
+        yield y, member_ids, pts, shells.centroids[lst]
 
 
 @dataclass
@@ -270,7 +261,7 @@ class _Shells:
     """
 
     basis: np.ndarray
-    centroids: np.ndarray
+    centroids: np.ndarray  # float32, as FAISS holds them
     along: np.ndarray
     across: np.ndarray
     projected: np.ndarray  # per member, in list order: [2 B y, -|B y|^2] (float32), for _Sieve
@@ -278,11 +269,13 @@ class _Shells:
     projected_norm_max: float
 
 
-def _shells(index: SearchIndex, ivf, centroids: np.ndarray) -> _Shells:
-    """Computed once per index (one pass over the stored vectors) and kept on it."""
+def _shells(index: SearchIndex) -> _Shells:
+    """Computed once per IVF-Flat index (one pass over the stored vectors) and kept on it."""
     cached = getattr(index, "_density_shells", None)
     if cached is not None:
         return cached
+    ivf = faiss.extract_index_ivf(index.index)
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
     c64 = centroids.astype(np.float64)
     p = max(1, min(64, ivf.nlist - 1, ivf.d))
     centred = c64 - c64.mean(axis=0)
@@ -299,8 +292,7 @@ def _shells(index: SearchIndex, ivf, centroids: np.ndarray) -> _Shells:
     group, rows = [], 0
     for lst in np.flatnonzero(sizes).tolist() + [None]:
         if lst is not None:
-            codes = faiss.rev_swig_ptr(invlists.get_codes(lst), int(sizes[lst]) * ivf.code_size)
-            group.append((lst, codes.view(np.float32).reshape(int(sizes[lst]), ivf.d)))
+            group.append((lst, list_vectors(ivf, lst)[0]))
             rows += int(sizes[lst])
         if group and (lst is None or rows >= 16384):
             lists = np.array([g[0] for g in group])
@@ -323,7 +315,7 @@ def _shells(index: SearchIndex, ivf, centroids: np.ndarray) -> _Shells:
     slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
     along += [-slack, slack]
     across += [-slack, slack]
-    shells = _Shells(basis=basis, centroids=c64, along=along, across=across, projected=projected, starts=starts,
+    shells = _Shells(basis=basis, centroids=centroids, along=along, across=across, projected=projected, starts=starts,
                      projected_norm_max=float(-projected[:, p].min(initial=0.0)))
     index._density_shells = shells
     return shells
@@ -338,9 +330,8 @@ class _Sieve:
     Thresholds carry a margin far above float32 rounding, so no pair within sigma is ever dropped.
     """
 
-    def __init__(self, index: SearchIndex, x: np.ndarray, sigma: float):
-        ivf = faiss.extract_index_ivf(index.index)
-        self.shells = _shells(index, ivf, ivf.quantizer.reconstruct_n(0, ivf.nlist))
+    def __init__(self, shells: _Shells, x: np.ndarray, sigma: float):
+        self.shells = shells
         p = self.shells.basis.shape[0]
         xb = x @ self.shells.basis.astype(np.float32).T
         self.points = np.empty((x.shape[0], p + 1), dtype=np.float32)
@@ -362,15 +353,14 @@ class _Sieve:
         return pts[rows], (None if cols.all() else np.flatnonzero(cols))
 
 
-def _shell_bound(shells: _Shells, x: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """Lower bound on the distance from each point of ``x`` to any member of each list (inf where not needed)."""
-    x64 = x.astype(np.float64)
-    xb, cb = x64 @ shells.basis.T, shells.centroids @ shells.basis.T
+def _shell_bound(shells: _Shells, x64: np.ndarray, full2: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Lower bound on the distance from each point to any member of each list (inf where not needed).
+
+    ``x64``: the points in float64; ``full2``: their squared distances to the centroids.
+    """
+    xb, cb = x64 @ shells.basis.T, shells.centroids.astype(np.float64) @ shells.basis.T
     a2 = np.maximum(np.einsum("ij,ij->i", xb, xb)[:, None] + np.einsum("ij,ij->i", cb, cb)[None, :]
                     - 2.0 * (xb @ cb.T), 0.0)
-    full2 = np.maximum(np.einsum("ij,ij->i", x64, x64)[:, None]
-                       + np.einsum("ij,ij->i", shells.centroids, shells.centroids)[None, :]
-                       - 2.0 * (x64 @ shells.centroids.T), 0.0)
     a = np.sqrt(a2)
     b = np.sqrt(np.maximum(full2 - a2, 0.0))
 

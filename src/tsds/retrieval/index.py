@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tsds.errors import ParameterError
 
@@ -275,6 +276,15 @@ def calibrate(
     return recall
 
 
+def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 vectors, ids) of one IVF-Flat list, views of FAISS's storage (no copy)."""
+    size = int(ivf.invlists.list_size(int(lst)))
+    if size == 0:
+        return np.empty((0, ivf.d), np.float32), np.empty(0, np.int64)
+    codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(int(lst)), size * ivf.code_size)
+    return codes.view(np.float32).reshape(size, ivf.d), faiss.rev_swig_ptr(ivf.invlists.get_ids(int(lst)), size)
+
+
 _TRUTH_BLOCK = 1 << 14  # pool rows per distance block: bounds the memory of the exact top-k
 
 
@@ -310,17 +320,14 @@ def exact_top_ids(index: SearchIndex, queries: np.ndarray, k: int) -> np.ndarray
             return np.take_along_axis(d2, keep, 1), np.take_along_axis(cand, keep, 1)
         return d2, cand
 
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(limits=1, user_api="blas"):  # many small products: see density.parallel_kernel_sums
         for lst in range(ivf.nlist):
-            size = ivf.invlists.list_size(lst)
-            if size == 0:
+            y, member = list_vectors(ivf, lst)
+            if y.shape[0] == 0:
                 continue
-            codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(lst), size * ivf.code_size)
-            parts.append(codes.view(np.float32).reshape(size, ivf.d))
-            ids.append(faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), size))
-            rows += size
+            parts.append(y)
+            ids.append(member)
+            rows += y.shape[0]
             if rows >= _TRUTH_BLOCK:
                 best_d, best_i = merge(best_d, best_i)
                 parts, ids, rows = [], [], 0
