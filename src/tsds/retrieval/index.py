@@ -6,6 +6,7 @@ distance between unit-normalised vectors (sqrt(2 - 2 cos)), so one code path ser
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -261,7 +262,7 @@ def calibrate(
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if q.shape[0] > sample:
         q = q[np.random.default_rng(seed).choice(q.shape[0], sample, replace=False)]
-    truth = exact_top_ids(index, q, k) if isinstance(index, SearchIndex) else index.exact_search(q, k)[1]
+    truth = _truth(index, q, k)
     nprobe = max(1, index.nprobe)
     while True:
         index.nprobe = nprobe
@@ -276,6 +277,40 @@ def calibrate(
     return recall
 
 
+_TRUTH_AHEAD = 8  # the exact lists are computed this many times longer than asked (up to _TRUTH_MAX) ...
+_TRUTH_MAX = 16_384  # ... so that the next rounds of a growing K read prefixes of them
+
+
+def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
+    """The exact k nearest of each sample query, as the first k of longer exact lists kept on the index.
+
+    K grows by doubling and calibration runs at every K, always on the same query sample: computing
+    the exact lists once for several rounds ahead saves a pass over the whole pool per round. The
+    cache is keyed by the sample and the excluded candidates. Ties at the k-th distance are broken by
+    id, which can only lower the measured recall.
+    """
+    key = (hashlib.sha256(q.tobytes()).hexdigest(), q.shape,
+           None if index.excluded is None else hashlib.sha256(index.excluded.tobytes()).hexdigest())
+    cached = getattr(index, "_truth_cache", None)
+    if cached is not None and cached[0] == key and cached[1].shape[1] >= k:
+        return cached[1][:, :k]
+    ahead = min(index.available, max(k, min(_TRUTH_AHEAD * k, _TRUTH_MAX)))
+    if isinstance(index, SearchIndex):
+        d2, ids = exact_top(index, q, ahead)
+        ids = np.take_along_axis(ids, _order_rows(d2, ids), 1)
+    else:
+        ids = index.exact_search(q, ahead)[1]
+    index._truth_cache = (key, ids)
+    return ids[:, :k]
+
+
+def _order_rows(d2: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per row, the order by distance, ties by id."""
+    order = np.argsort(ids, axis=1, kind="stable")
+    by_d = np.argsort(np.take_along_axis(d2, order, 1), axis=1, kind="stable")
+    return np.take_along_axis(order, by_d, 1)
+
+
 def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
     """(float32 vectors, ids) of one IVF-Flat list, views of FAISS's storage (no copy)."""
     size = int(ivf.invlists.list_size(int(lst)))
@@ -288,8 +323,8 @@ def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
 _TRUTH_BLOCK = 1 << 14  # pool rows per distance block: bounds the memory of the exact top-k
 
 
-def exact_top_ids(index: SearchIndex, queries: np.ndarray, k: int) -> np.ndarray:
-    """Ids of each query's k nearest (not excluded) candidates, from BLAS products against the stored vectors.
+def exact_top(index: SearchIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(squared distances, ids) of each query's k nearest (not excluded) candidates, by BLAS products.
 
     The truth that recall is measured against. For an IVF index FAISS's exhaustive search (every list
     probed) computes distances query by query without BLAS and keeps a heap of k; on a 64-query sample
@@ -298,7 +333,8 @@ def exact_top_ids(index: SearchIndex, queries: np.ndarray, k: int) -> np.ndarray
     broken differently from FAISS, which can only lower the measured recall.
     """
     if index.exact:
-        return index.exact_search(queries, k)[1]
+        k = min(int(k), index.available)
+        return index._search_all(np.ascontiguousarray(queries, dtype=np.float32), k)
     ivf = faiss.extract_index_ivf(index.index)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     qn = np.einsum("ij,ij->i", q, q)
@@ -333,7 +369,7 @@ def exact_top_ids(index: SearchIndex, queries: np.ndarray, k: int) -> np.ndarray
                 parts, ids, rows = [], [], 0
         if parts:
             best_d, best_i = merge(best_d, best_i)
-    return best_i
+    return best_d, best_i
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
