@@ -128,6 +128,23 @@ def test_unsorted_rows_rejected():
         solve(np.array([[0.3, 0.2]]), alpha=0.5, C=1.0)
 
 
+@pytest.mark.parametrize("kde", [False, True])
+@pytest.mark.parametrize("bad,match", [("swap", "ascending"), ("nan", "finite"), ("inf", "finite")])
+def test_bad_distances_in_the_columns_read_are_rejected(kde, bad, match):
+    """Distances are checked as the solver reads them: a bad value where the answer depends on it raises."""
+    rng = np.random.default_rng(0)
+    D = np.sort(rng.random((3, 400)), axis=1)
+    R = 1.0 + rng.random(D.shape) if kde else None
+    reads = solve(D, R, alpha=0.5, C=5.0).max_support  # the answer reads up to here
+    col = max(1, reads // 2)
+    if bad == "swap":
+        D[1, col], D[1, col + 1] = D[1, col + 1] + 0.1, D[1, col]
+    else:
+        D[1, col] = np.nan if bad == "nan" else np.inf
+    with pytest.raises(ParameterError, match=match):
+        solve(D, R, alpha=0.5, C=5.0)
+
+
 # ---- properties --------------------------------------------------------------------------
 
 @st.composite

@@ -35,7 +35,7 @@ import numpy as np
 from tsds.errors import ParameterError
 
 _FIRST_PREFIX = 32  # columns examined first
-_GROWTH = 1.5  # the prefix grows by this factor while the answer lies beyond it
+_GROWTH_MIN, _GROWTH_MAX = 1.1, 2.0  # bounds on the factor by which the prefix grows while the answer lies beyond it
 _BLOCK = 16  # columns per block of the steps' running totals
 _BRACKET = 4096  # breakpoints around the crossing that are sorted and walked exactly
 _ROUNDING = 2.3e-16  # > 2 unit round-offs per addition: the slack of the certified comparisons
@@ -74,25 +74,34 @@ def check_parameters(alpha: float, C: float, sigma: float | None = None) -> None
 
 
 def _validate(distances, densities) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check the inputs and return them as float64.
+    """Check the shapes and return the inputs as float64.
 
-    One pass each: a row is sorted, NaN-free, non-negative and finite iff every neighbour pair is
-    ordered (comparisons with NaN are False), its first entry is >= 0 and its last is finite.
+    The values are checked where the solver reads them, column block by column block (``_checked_steps``):
+    an answer that stops at column L does not depend on the columns after L + 1, and a pass over a whole
+    M x K matrix would cost more than the solve when the support is a small part of the lists.
     """
     D = np.asarray(distances, dtype=np.float64)
     if D.ndim != 2 or D.shape[0] == 0 or D.shape[1] == 0:
         raise ParameterError(f"distances must be a non-empty M x K matrix, got shape {D.shape}")
-    ordered = bool((D[:, 1:] >= D[:, :-1]).all())
-    if not (ordered and (D[:, 0] >= 0).all() and np.isfinite(D[:, -1]).all()):
-        if not np.all(np.isfinite(D)) or np.any(D < 0):
-            raise ParameterError("distances must be finite and non-negative")
-        raise ParameterError("distances must be sorted ascending within each row")
+    if not (D[:, 0] >= 0).all() or not np.isfinite(D[:, 0]).all():  # NaN >= 0 is False
+        raise ParameterError("distances must be finite and non-negative")
     if densities is None:
         return D, None
     R = np.asarray(densities, dtype=np.float64)
     if R.shape != D.shape:
         raise ParameterError(f"densities must have the shape of distances {D.shape}, got {R.shape}")
     return D, R  # their values are checked column by column as the solver reads them (_Prefix.extend)
+
+
+def _checked_steps(steps: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Raise unless the differences d_{k+1} - d_k of a block of columns are all >= 0 and the block's last
+    column is finite: with the first column finite and >= 0 (checked up front) every column read so far
+    is then finite, non-negative and sorted (NaN fails every comparison)."""
+    if not (steps >= 0).all() or not np.isfinite(last).all():
+        if not np.isfinite(steps).all() or not np.isfinite(last).all():
+            raise ParameterError("distances must be finite and non-negative")
+        raise ParameterError("distances must be sorted ascending within each row")
+    return steps
 
 
 def solve(distances, densities=None, *, alpha: float, C: float, complete: bool = False) -> Allocation:
@@ -111,7 +120,9 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     D, R = _validate(distances, densities)
     M, K = D.shape
     threshold = (1.0 - alpha) * C * M
-    weights = np.zeros((M, K))  # pages are mapped on first touch: only the support costs
+    # column-major: the support's columns are one block at the start, so only its pages are touched (row-major,
+    # every row's first columns would touch pages all over the matrix, whole huge pages where the OS uses them)
+    weights = np.zeros((M, K), order="F")
     if R is None:
         level, condition_met = _walk_uniform(D, alpha, threshold)
         L = np.full(M, min(int(level), K))
@@ -170,7 +181,7 @@ def _walk_uniform(D, alpha, threshold):
     while True:
         steps = np.zeros((width - start, M))  # steps of columns start..width-1, column-major
         stop = min(width, K - 1)  # the last column has no step
-        steps[: stop - start] = (D[:, start + 1:stop + 1] - D[:, start:stop]).T
+        steps[: stop - start] = _checked_steps((D[:, start + 1:stop + 1] - D[:, start:stop]).T, D[:, stop])
         steps[: stop - start] *= np.arange(start + 1, stop + 1, dtype=np.float64)[:, None]
         running = np.cumsum(np.concatenate((total, steps.ravel())))[1:]
         met = alpha * running[M - 1::M] >= threshold  # the condition after each column
@@ -227,6 +238,7 @@ class _Prefix:
             raise ParameterError("densities must be finite and positive")
         c = min(b, K - 1)  # the last column has no step
         step = np.subtract(self.D[:, a + 1:c + 1].T, self.D[:, a:c].T, out=self.delta[a:c])
+        _checked_steps(step, self.D[:, c])
         step *= self.S[a:c]
         first, stop = a // _BLOCK, b // _BLOCK + 1  # blocks whose sums change; room for a whole one
         self.delta[c:stop * _BLOCK] = 0.0
@@ -281,6 +293,7 @@ def _find_level(prefix: _Prefix, alpha, threshold):
     """The walk's stopping level and whether the condition held there (KNN-KDE)."""
     M, K = prefix.D.shape
     width = min(K, _FIRST_PREFIX)
+    previous = None
     while True:
         prefix.extend(width)
         if width < K:  # every breakpoint < min_j S[j, width] lies in the prefix
@@ -289,7 +302,8 @@ def _find_level(prefix: _Prefix, alpha, threshold):
             top = float(prefix.S[K - 1].min())
         L_top = prefix.counts(top)
         n_terms = int(L_top.sum()) + width + M + 2 * _BLOCK
-        met, not_met = _certify(prefix.total(L_top), n_terms, alpha, threshold)
+        total = prefix.total(L_top)
+        met, not_met = _certify(total, n_terms, alpha, threshold)
         if met:
             level = _search(prefix, alpha, threshold, top, L_top, n_terms)
             return (level, True) if level is not None else _exact_walk(prefix, alpha, threshold, width)
@@ -297,7 +311,23 @@ def _find_level(prefix: _Prefix, alpha, threshold):
             return _exact_walk(prefix, alpha, threshold, width)
         if width == K:
             return top, False
-        width = min(K, max(width + 1, int(width * _GROWTH)))
+        factor = _growth(previous, (width, total), threshold / alpha if alpha > 0 else np.inf)
+        previous = (width, total)
+        width = min(K, max(width + 1, int(width * factor)))
+
+
+def _growth(previous, current, target: float) -> float:
+    """How much wider the prefix is made while its steps total less than ``target``.
+
+    The total grows about as a power of the width; the power is read off the last two prefixes
+    ((width, total) pairs), and the factor that would reach the target is taken, a little more so that
+    one step usually suffices, kept between _GROWTH_MIN and _GROWTH_MAX. Only the cost depends on it.
+    """
+    (w1, t1), (w2, t2) = previous or (None, None), current
+    if previous is None or t1 <= 0 or t2 <= t1 or w2 <= w1:
+        return _GROWTH_MAX
+    power = np.log(t2 / t1) / np.log(w2 / w1)
+    return min(_GROWTH_MAX, max(_GROWTH_MIN, 1.05 * float((target / t2) ** (1.0 / power))))
 
 
 def _search(prefix: _Prefix, alpha, threshold, hi, L_hi, n_terms):
@@ -396,8 +426,9 @@ def allocation_to_probabilities(neighbours, allocation: Allocation, n_candidates
     ids = np.asarray(neighbours)
     if ids.shape != allocation.weights.shape:
         raise ParameterError(f"neighbour ids {ids.shape} do not match the allocation {allocation.weights.shape}")
-    w = allocation.weights.ravel()
-    flat = ids.ravel()
+    used = min(ids.shape[1], int(allocation.support.max()))  # no weight lies past the longest support
+    w = allocation.weights[:, :used].ravel(order="F")
+    flat = ids[:, :used].ravel(order="F")
     nz = w > 0
     if np.any(flat[nz] < 0) or np.any(flat[nz] >= n_candidates):
         raise ParameterError("an allocated neighbour id lies outside [0, N)")
