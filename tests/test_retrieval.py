@@ -40,6 +40,31 @@ def test_ivf_recall_is_measured_and_reaches_target():
     assert index.calibration["nprobe"] >= 1 and index.calibration["recall"] == recall
 
 
+def test_recall_truth_is_reused_across_rounds_and_refreshed_on_exclusion():
+    """Calibration measures against exact lists computed once for several rounds of K; their prefixes are the
+    exact k nearest (ties by id), and excluding candidates invalidates them."""
+    from tsds.retrieval.index import _truth
+
+    x = _clustered(6000, 16, clusters=60)
+    index = build_index(x, kind="ivf", nlist=64)
+    q = _clustered(40, 16, seed=3, clusters=60)
+    d2 = ((q[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
+    exact = np.lexsort((np.broadcast_to(np.arange(x.shape[0]), d2.shape), d2), axis=1)
+    calibrate(index, q, 32)
+    computed = index._truth_cache[1]
+    assert computed.shape[1] > 64  # computed ahead of the next rounds
+    for k in (16, 32, 64):
+        got = _truth(index, q, k)
+        assert index._truth_cache[1] is computed  # no new pass over the pool
+        # float32 products may order near-equal distances differently: compare as sets, allowing a swap at the edge
+        overlap = np.mean([np.intersect1d(g, e).size / k for g, e in zip(got, exact[:, :k])])
+        assert overlap > 0.99
+    index.exclude(exact[:, 0])
+    got = _truth(index, q, 16)
+    assert index._truth_cache[1] is not computed
+    assert not np.isin(got, exact[:, 0]).any()
+
+
 def test_ivf_short_lists_are_searched_exactly():
     """With nprobe = 1 and k larger than a list, FAISS pads with -1: those rows must be filled."""
     x = _clustered(3000, 8, clusters=40)

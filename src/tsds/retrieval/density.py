@@ -55,10 +55,31 @@ def densities(
         lims, d2 = _range_search(index, x_over, radius2, sigma, DensityStats())
         return _kernel_sums(lims, d2, radius2, cap, DensityStats())
 
-    return batched_densities(
-        ids, sigma, batch=4096 if index.list_radius is not None else max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
+    ids = np.asarray(ids, dtype=np.int64)
+    order = _by_list(index, ids)
+    out = batched_densities(
+        ids[order], sigma,
+        batch=4096 if index.list_radius is not None else max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
         reconstruct=index.reconstruct, sums_and_counts=lambda x: parallel_kernel_sums(index, x, sigma, stats),
         capped_sums=capped_sums, cap=cap, stats=stats, progress=progress, return_counts=return_counts)
+    back = np.empty_like(order)
+    back[order] = np.arange(order.size)
+    return (out[0][back], out[1][back]) if return_counts else out[back]
+
+
+def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
+    """An order of ``ids`` that puts members of one IVF list together (identity for flat indexes).
+
+    A chunk of points from few lists needs few lists' products, each over more of its points: fewer,
+    larger products for the same pairs.
+    """
+    if index.list_radius is None or ids.size == 0:
+        return np.arange(ids.size)
+    ivf = faiss.extract_index_ivf(index.index)
+    if ivf.direct_map.type != faiss.DirectMap.Array:
+        return np.arange(ids.size)
+    lists = faiss.rev_swig_ptr(ivf.direct_map.array.data(), index.ntotal)[ids] >> 32
+    return np.lexsort((ids, lists))
 
 
 def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_counts, capped_sums, cap: int,
