@@ -370,7 +370,7 @@ class _Sieve:
         rows = possible.any(axis=1)
         if not rows.any():
             return pts[:0], None
-        cols = possible[rows].any(axis=0)
+        cols = possible.any(axis=0)  # rows without a candidate add nothing
         return pts[rows], (None if cols.all() else np.flatnonzero(cols))
 
 
