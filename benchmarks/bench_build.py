@@ -240,7 +240,7 @@ def child_build(path: str, out: str) -> dict:
     pool.texts_sha256 = timed("hash", pool.texts_sha256)
     pool._atomic_npy = timed("write_file", pool._atomic_npy)
     pool._atomic_json = timed("write_file", pool._atomic_json)
-    pool._ShardWrites.settle = timed("write", pool._ShardWrites.settle)
+    pool._ShardWrites._settle_oldest = timed("write", pool._ShardWrites._settle_oldest)
     real_index = pool.PoolStore.index
 
     def index(self, *a, **k):

@@ -315,30 +315,47 @@ def _file_entry(path: Path, fmt: str | None) -> dict:
 
 
 class _ShardWrites:
-    """One shard's files written in a background thread while the caller goes on (embedding the next shard).
+    """Shards' files written in order by a background thread while the caller goes on (embedding the next shard).
 
-    At most one write is in flight: ``submit`` first waits for the previous one, re-raises its error
-    if it failed, and runs its ``then`` callback in the calling thread. Leaving the ``with`` block waits
-    for the last write the same way; when the block is left by an exception, it waits for the write in
-    flight (so no file is written after the build has returned) and the block's exception propagates.
+    At most ``depth`` writes are in flight: ``submit`` first waits for the oldest when there are that
+    many, re-raises its error if it failed, and runs its ``then`` callback in the calling thread. Once a
+    write has failed, the writes queued after it do nothing (so no shard is finished after one that is
+    not). Leaving the ``with`` block waits for every write the same way; when the block is left by an
+    exception, it waits for the writes in flight (so no file is written after the build has returned)
+    and the block's exception propagates.
     """
 
-    def __init__(self):
+    def __init__(self, depth: int = 2):
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tsds-shard-writer")
-        self._pending = None
+        self._pending = deque()
+        self._depth = depth
+        self._failed = False
+
+    def _run(self, job) -> None:
+        if self._failed:
+            return
+        try:
+            job()
+        except BaseException:
+            self._failed = True
+            raise
 
     def submit(self, job, then) -> None:
-        self.settle()
-        self._pending = (self._pool.submit(job), then)
+        while len(self._pending) >= self._depth:
+            self._settle_oldest()
+        self._pending.append((self._pool.submit(self._run, job), then))
+
+    def _settle_oldest(self) -> None:
+        future, then = self._pending.popleft()
+        future.result()
+        then()
 
     def settle(self) -> None:
-        if self._pending is not None:
-            future, then = self._pending
-            self._pending = None
-            future.result()
-            then()
+        while self._pending:
+            self._settle_oldest()
 
     def __enter__(self):
         return self
@@ -347,9 +364,11 @@ class _ShardWrites:
         try:
             if exc_type is None:
                 self.settle()
-            elif self._pending is not None:
-                self._pending[0].exception()   # wait; the block's own exception is the one raised
-                self._pending = None
+            else:
+                self._failed = True            # writes not yet started are skipped
+                for future, _ in self._pending:
+                    future.exception()         # wait; the block's own exception is the one raised
+                self._pending.clear()
         finally:
             self._pool.shutdown(wait=True)
         return False
