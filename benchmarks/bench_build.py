@@ -29,8 +29,9 @@ the model's one-time distillation is in no timing:
 * ``build``: ``tsds.store.build_store(file, out)`` end to end (loading the embedder, reading and
   parsing, text hashing, embedding, shard writes with fsync, the FAISS index: flat up to 50k rows,
   IVF-Flat above), timed as a whole. The same run times its parts by wrapping, in the child only,
-  the reader's batch iterator, ``texts_sha256``, ``embedder.embed``, the atomic shard writes (main thread
-  only: the locations file and the embeddings' hash are done by helper threads meanwhile) and
+  the reader's batch iterator, ``texts_sha256``, ``embedder.embed``, the main thread's waits for the shard
+  writes (files are written by a background thread while the next shard is embedded; that thread's own
+  time is reported apart as ``background_write_s``) and
   ``PoolStore.index``, and within the index its k-means training, the assignment of every vector to a
   list, and saving the index file.
 
