@@ -29,8 +29,9 @@ the model's one-time distillation is in no timing:
 * ``build``: ``tsds.store.build_store(file, out)`` end to end (loading the embedder, reading and
   parsing, text hashing, embedding, shard writes with fsync, the FAISS index: flat up to 50k rows,
   IVF-Flat above), timed as a whole. The same run times its parts by wrapping, in the child only,
-  the reader's batch iterator, ``texts_sha256``, ``embedder.embed``, the atomic shard writes (main thread
-  only: the locations file and the embeddings' hash are done by helper threads meanwhile) and
+  the reader's batch iterator, ``texts_sha256``, ``embedder.embed``, the main thread's waits for the shard
+  writes (files are written by a background thread while the next shard is embedded; that thread's own
+  time is reported apart as ``background_write_s``) and
   ``PoolStore.index``, and within the index its k-means training, the assignment of every vector to a
   list, and saving the index file.
 
@@ -185,6 +186,7 @@ def child_build(path: str, out: str) -> dict:
 
     parts = {"load_embedder": 0.0, "read_parse": 0.0, "hash": 0.0, "embed": 0.0, "write": 0.0, "index": 0.0}
     index_parts = {"train": 0.0, "assign": 0.0, "save": 0.0}
+    background = {"write": 0.0}
 
     in_index = {"on": False}
 
@@ -194,10 +196,16 @@ def child_build(path: str, out: str) -> dict:
             try:
                 return fn(*a, **k)
             finally:
-                # the index's own files are counted in "index"; shard files written by helper threads
-                # overlap the main thread's write and are not added again (texts are hashed in the
+                # the index's own files are counted in "index"; shard files are written by a background
+                # thread (overlapping the embedding of the next shard): the main thread's wait for them is
+                # "write", the writer thread's own time "background_write" (texts are hashed in the
                 # read-ahead thread, overlapping the embedding, and are counted there)
-                if not in_index["on"] and (name != "write" or threading.current_thread() is threading.main_thread()):
+                if in_index["on"]:
+                    return
+                if name == "write_file":
+                    if threading.current_thread().name.startswith("tsds-shard-writer"):
+                        background["write"] += time.perf_counter() - t
+                else:
                     parts[name] += time.perf_counter() - t
         return wrapper
 
@@ -231,8 +239,9 @@ def child_build(path: str, out: str) -> dict:
 
     pool.iter_batches = iter_batches
     pool.texts_sha256 = timed("hash", pool.texts_sha256)
-    pool._atomic_npy = timed("write", pool._atomic_npy)
-    pool._atomic_json = timed("write", pool._atomic_json)
+    pool._atomic_npy = timed("write_file", pool._atomic_npy)
+    pool._atomic_json = timed("write_file", pool._atomic_json)
+    pool._ShardWrites._settle_oldest = timed("write", pool._ShardWrites._settle_oldest)
     real_index = pool.PoolStore.index
 
     def index(self, *a, **k):
@@ -260,6 +269,7 @@ def child_build(path: str, out: str) -> dict:
     return {"rows": n, "total_s": total, "rate": n / total, "cpu_s": cpu, "rate_without_index": n / (total - parts["index"]),
             "index_kind": json.loads((Path(out) / "index" / "euclidean.json").read_text())["kind"],
             "parts_s": parts, "index_parts_s": {**index_parts, "other": parts["index"] - sum(index_parts.values())},
+            "background_write_s": background["write"],
             "peak_rss_mb": _peak_rss_mb(),
             "store_bytes": sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())}
 

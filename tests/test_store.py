@@ -101,6 +101,46 @@ def test_sigkill_then_resume_is_byte_identical(small_pool, store, tmp_path):
     assert (out / "index" / "euclidean.faiss").read_bytes() == (store.root / "index" / "euclidean.faiss").read_bytes()
 
 
+def test_shards_written_in_background_report_only_finished_shards(small_pool, store, tmp_path, static_embedder):
+    """Shard files are written while the next shard is embedded: on_shard(i) comes once shard i is finished,
+    in order, and every shard reported is finished when it is reported."""
+    out = tmp_path / "bg"
+    seen = []
+
+    def on_shard(i):
+        assert (out / "shards" / f"{i:06d}.json").is_file()
+        seen.append(i)
+
+    build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500, on_shard=on_shard)
+    assert seen == list(range(8))
+    assert _shard_bytes(out) == _shard_bytes(store.root)
+
+
+def test_failed_shard_write_stops_the_build_and_resume_finishes_it(small_pool, store, tmp_path, static_embedder,
+                                                                     monkeypatch):
+    """A write that fails in the background thread fails the build (no later shard is written), and the
+    same command then resumes from the shards that were finished."""
+    from tsds.store import pool
+
+    out = tmp_path / "failing"
+    real = pool._atomic_npy
+
+    def failing(path, array):
+        if path.name == "000002.npy":
+            raise OSError(28, "No space left on device")
+        return real(path, array)
+
+    monkeypatch.setattr(pool, "_atomic_npy", failing)
+    with pytest.raises(OSError, match="No space left"):
+        build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500)
+    assert sorted(p.name for p in (out / "shards").glob("*.json")) == ["000000.json", "000001.json"]
+    assert not PoolStore(out).complete
+    monkeypatch.setattr(pool, "_atomic_npy", real)
+    resumed = build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500)
+    assert resumed.meta["last_build"]["reused_shards"] == 2
+    assert _shard_bytes(out) == _shard_bytes(store.root)
+
+
 def test_store_refuses_changed_text(small_pool, tmp_path, static_embedder):
     src = tmp_path / "p.jsonl"
     src.write_bytes(small_pool[0].read_bytes())

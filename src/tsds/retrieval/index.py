@@ -216,25 +216,24 @@ def build_index(
         d2c, a = quantizer.search(prepare(chunk, metric), 1)
         assign[start:start + chunk.shape[0]] = a[:, 0]
         np.maximum.at(radius, a[:, 0], np.sqrt(np.maximum(d2c[:, 0].astype(np.float64), 0)))
+    # Each list is sized once to its final length and emptied again (its capacity stays), then FAISS's
+    # add_core appends the chunks' rows with their known lists in C++: the same index bytes as writing
+    # each list's slice from Python (rows of a list in row order), without a call per list and chunk,
+    # and no list ever grows by reallocation.
     sizes = np.bincount(assign, minlength=nlist)
     invlists = faiss.downcast_InvertedLists(index.invlists)
-    for lst in np.flatnonzero(sizes):
-        invlists.resize(int(lst), int(sizes[lst]))
-    filled = np.zeros(nlist, dtype=np.int64)
+    for lst in np.flatnonzero(sizes).tolist():
+        invlists.resize(lst, int(sizes[lst]))
+        invlists.resize(lst, 0)
     for start, chunk in src.chunks():
         x = prepare(chunk, metric)
-        a = assign[start:start + x.shape[0]]
-        order = np.argsort(a, kind="stable")
-        lists, first, count = np.unique(a[order], return_index=True, return_counts=True)
-        rows = np.ascontiguousarray(x[order])
-        ids = np.ascontiguousarray(order + start, dtype=np.int64)
-        for lst, f, c in zip(lists.tolist(), first.tolist(), count.tolist()):
-            invlists.update_entries(lst, int(filled[lst]), c, faiss.swig_ptr(ids[f:f + c]),
-                                    faiss.swig_ptr(rows[f:f + c].view(np.uint8)))
-            filled[lst] += c
+        a = np.ascontiguousarray(assign[start:start + x.shape[0]])
+        ids = np.arange(start, start + x.shape[0], dtype=np.int64)
+        index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(a))
         if progress is not None:
             progress(x.shape[0])
-    index.ntotal = n
+    if index.ntotal != n:
+        raise RuntimeError(f"IVF index holds {index.ntotal} vectors, expected {n}")
     index.make_direct_map()
     return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
 

@@ -314,6 +314,66 @@ def _file_entry(path: Path, fmt: str | None) -> dict:
     return {"path": str(p), "sha256": digest, "bytes": size, "format": fmt or detect_format(p)}
 
 
+class _ShardWrites:
+    """Shards' files written in order by a background thread while the caller goes on (embedding the next shard).
+
+    At most ``depth`` writes are in flight: ``submit`` first waits for the oldest when there are that
+    many, re-raises its error if it failed, and runs its ``then`` callback in the calling thread. Once a
+    write has failed, the writes queued after it do nothing (so no shard is finished after one that is
+    not). Leaving the ``with`` block waits for every write the same way; when the block is left by an
+    exception, it waits for the writes in flight (so no file is written after the build has returned)
+    and the block's exception propagates.
+    """
+
+    def __init__(self, depth: int = 2):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tsds-shard-writer")
+        self._pending = deque()
+        self._depth = depth
+        self._failed = False
+
+    def _run(self, job) -> None:
+        if self._failed:
+            return
+        try:
+            job()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def submit(self, job, then) -> None:
+        while len(self._pending) >= self._depth:
+            self._settle_oldest()
+        self._pending.append((self._pool.submit(self._run, job), then))
+
+    def _settle_oldest(self) -> None:
+        future, then = self._pending.popleft()
+        future.result()
+        then()
+
+    def settle(self) -> None:
+        while self._pending:
+            self._settle_oldest()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.settle()
+            else:
+                self._failed = True            # writes not yet started are skipped
+                for future, _ in self._pending:
+                    future.exception()         # wait; the block's own exception is the one raised
+                self._pending.clear()
+        finally:
+            self._pool.shutdown(wait=True)
+        return False
+
+
 def build_store(
     paths,
     out: str | os.PathLike,
@@ -410,13 +470,14 @@ def build_store(
     source = PoolShards([(e["path"], e["format"]) for e in entries], spec, on_bad_row, shard_rows, stats,
                         jobs=shard_jobs, seen=seen, done=done)
 
-    def finish(i, batch, digest, vectors, truncated):
+    writes = _ShardWrites()
+
+    def write(i, batch, digest, vectors, truncated):
         # the embeddings' hash and the locations file are done in helper threads while this one writes the
         # embeddings (hashing, writes and fsync release the GIL): a shard waits for one fsync, not two plus a
         # hash; the .json that marks the shard finished is still written last, after both
         from concurrent.futures import ThreadPoolExecutor
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with ThreadPoolExecutor(2, thread_name_prefix="tsds-shard-write") as helpers:
             locs = helpers.submit(_atomic_npy, root / "shards" / f"{i:06d}.loc.npy",
                                   np.asarray(batch.locations, dtype=np.int64))
@@ -428,13 +489,22 @@ def build_store(
             "shard": i, "file_index": batch.file_index, "first_row": batch.row_ids[0], "rows": len(batch),
             "texts_sha256": digest, "truncated": int(truncated), "embeddings_sha256": emb_hash,
         })
+
+    def finished(i, rows):
         counters["embedded_shards"] += 1
         if progress is not None:
-            progress(len(batch))
+            progress(rows)
         if on_shard is not None:
             on_shard(i)
 
-    engine.embed_shards(source, embedder, finish, embedder_spec=embedder_spec)
+    def finish(i, batch, digest, vectors, truncated):
+        # written by a background thread while the engine embeds the next shard; the shard's callbacks
+        # (progress, on_shard) run here, in this thread, once its files are all written
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        writes.submit(lambda: write(i, batch, digest, vectors, truncated), lambda: finished(i, len(batch)))
+
+    with writes:
+        engine.embed_shards(source, embedder, finish, embedder_spec=embedder_spec)
     n_rows = counters["rows"]
     if n_rows == 0:
         raise InputError(f"{paths[0]}: no usable rows in the pool")
