@@ -38,6 +38,7 @@ _FIRST_PREFIX = 32  # columns examined first
 _GROWTH_MIN, _GROWTH_MAX = 1.1, 2.0  # bounds on the factor by which the prefix grows while the answer lies beyond it
 _BLOCK = 16  # columns per block of the steps' running totals
 _BRACKET = 4096  # breakpoints around the crossing that are sorted and walked exactly
+_SPARSE = 4  # at most 1/_SPARSE of the columns used: the arithmetic runs on those columns only
 _ROUNDING = 2.3e-16  # > 2 unit round-offs per addition: the slack of the certified comparisons
 
 
@@ -120,20 +121,21 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     D, R = _validate(distances, densities)
     M, K = D.shape
     threshold = (1.0 - alpha) * C * M
-    # column-major: the support's columns are one block at the start, so only its pages are touched (row-major,
-    # every row's first columns would touch pages all over the matrix, whole huge pages where the OS uses them)
-    weights = np.zeros((M, K), order="F")
     if R is None:
         level, condition_met = _walk_uniform(D, alpha, threshold)
         L = np.full(M, min(int(level), K))
-        used = int(L[0])
-        weights[:, :used] = 1.0 / (M * level)
-        filled = L.astype(np.float64)  # S_j(L) = L
+        prefix = None
     else:
         prefix = _Prefix(D, R)
         level, condition_met = _find_level(prefix, alpha, threshold)
         L = prefix.counts(level, strict=False)
-        used = int(L.max())
+    used = int(L.max())
+    cols = min(K, used + 1)  # the support's columns, and the one a row's remainder may take
+    weights = np.zeros((M, cols if _SPARSE * cols <= K else K))
+    if R is None:
+        weights[:, :used] = 1.0 / (M * level)
+        filled = L.astype(np.float64)  # S_j(L) = L
+    else:
         w = np.divide(1.0, R[:, :used], out=weights[:, :used])
         w /= M * level
         first = int(L.min())  # columns before it are inside every row's support
@@ -147,10 +149,16 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     support[rows] += remainder > 0
 
     truncated = (not complete) and not condition_met
-    used = min(K, used + 1)
-    alignment = float(np.einsum("jk,jk->", D[:, :used], weights[:, :used]))
-    rho_w = weights[:, :used] if R is None else R[:, :used] * weights[:, :used]
+    alignment = float(np.einsum("jk,jk->", D[:, :cols], weights[:, :cols]))
+    rho_w = weights[:, :cols] if R is None else R[:, :cols] * weights[:, :cols]
     diversity = float(M * rho_w.max())
+    if weights.shape[1] < K:
+        # the support is a small part of the lists: the M x K result is column-major, so that the support's
+        # columns are one block and only its pages are touched (row-major, each row's first columns would touch
+        # pages all over the matrix: whole huge pages where the OS uses them)
+        full = np.zeros((M, K), order="F")
+        full[:, :cols] = weights
+        weights = full
     objective = alpha / C * alignment + (1.0 - alpha) * diversity
     return Allocation(
         weights=weights,
