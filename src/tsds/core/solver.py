@@ -245,8 +245,9 @@ class _Prefix:
         if not np.isfinite(S[-1]).all():  # rho = 0 gives 1/rho = inf, which the running sum carries to the end
             raise ParameterError("densities must be finite and positive")
         c = min(b, K - 1)  # the last column has no step
-        step = np.subtract(self.D[:, a + 1:c + 1].T, self.D[:, a:c].T, out=self.delta[a:c])
-        _checked_steps(step, self.D[:, c])
+        block = np.ascontiguousarray(self.D[:, a:c + 1].T)  # one transposing read instead of two
+        step = np.subtract(block[1:], block[:-1], out=self.delta[a:c])
+        _checked_steps(step, block[-1])
         step *= self.S[a:c]
         first, stop = a // _BLOCK, b // _BLOCK + 1  # blocks whose sums change; room for a whole one
         self.delta[c:stop * _BLOCK] = 0.0
