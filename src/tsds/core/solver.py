@@ -150,7 +150,10 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
 
     truncated = (not complete) and not condition_met
     alignment = float(np.einsum("jk,jk->", D[:, :cols], weights[:, :cols]))
-    rho_w = weights[:, :cols] if R is None else R[:, :cols] * weights[:, :cols]
+    if R is None:
+        rho_w = weights[:, :cols]
+    else:  # written over the prefix sums, which are no longer needed: no second M x K buffer at the peak
+        rho_w = np.multiply(R[:, :cols], weights[:, :cols], out=prefix.S.reshape(-1)[:M * cols].reshape(M, cols))
     diversity = float(M * rho_w.max())
     if weights.shape[1] < K:
         # the support is a small part of the lists: the M x K result is column-major, so that the support's
