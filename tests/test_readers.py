@@ -410,6 +410,8 @@ TRICKY_LINES = [
     b'{"text": "k", "big": 123456789012345678901234567890}',
     b'{"text": "l", "bad": "\xff"}',
     b'{"text": "m\xc3"}',
+    b'{"text": "surrogate in UTF-8", "x": "\xed\xa0\x80"}',
+    b'{"text": "overlong", "x": "\xc0\xaf"}',
     b'{"text": {"nested": 1}}',
     b'{"text": "n", "v": NaN}',
     b'{"text": "o", "v": 1e400}',

@@ -675,15 +675,20 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
     is a good row and pyarrow extracts the same texts as `TextSpec.extract` would; else None."""
     import numpy as np
 
-    try:
-        block.decode("utf-8")           # invalid UTF-8 anywhere: row by row (pyarrow skips unused fields)
-    except UnicodeDecodeError:
-        return None
-    if block.count(b"\r") != block.count(b"\r\n"):
-        return None                     # pyarrow ends a row at a lone CR, JSON Lines does not
     if offset != 0 and block.startswith(_BOM):
         return None                     # pyarrow skips a BOM that starts its input; only the file's own is
+    pa = arrow.pa
+    body = pa.py_buffer(block)
+    try:                                # invalid UTF-8 anywhere: row by row (pyarrow skips unused fields);
+        pa.Array.from_buffers(pa.large_string(), 1, [None, pa.py_buffer(np.array([0, len(block)], np.int64)),
+                                                     body]).validate(full=True)     # as strict as bytes.decode
+    except pa.ArrowInvalid:
+        return None
     a = np.frombuffer(block, np.uint8)
+    if b"\r" in block:
+        cr = np.flatnonzero(a == 13)    # pyarrow ends a row at a lone CR, JSON Lines does not
+        if cr[-1] + 1 == len(block) or np.any(a[cr + 1] != 10):
+            return None
     starts = np.flatnonzero(a == 10) + 1
     starts = np.concatenate(([0], starts[starts < len(block)]))
     stops = np.append(starts[1:], len(block))
@@ -699,12 +704,11 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
         if not block[first[i]:stops[i]].strip():
             keep[i] = False
     first, stops = first[keep], stops[keep]
-    body = arrow.pa.py_buffer(block)
     if offset == 0 and block.startswith(_BOM):
         body = body.slice(len(_BOM))
     try:
         table = arrow.table(body)
-    except (arrow.pa.ArrowInvalid, UnicodeDecodeError):
+    except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     if table.num_rows != len(first):    # e.g. two objects on one line: pyarrow makes two rows
         return None
@@ -766,6 +770,8 @@ def _jsonl_items(path: Path, spec: TextSpec) -> Iterator[Row | _Run]:
     GIL, which the embedder in the main thread needs (docs/benchmarks.md, pool building).
     """
     try:
+        import numpy as np
+
         arrow = _ArrowTexts(spec)
     except ImportError:
         yield from _rows_jsonl(path)
@@ -797,7 +803,7 @@ def _jsonl_items(path: Path, spec: TextSpec) -> Iterator[Row | _Run]:
             else:
                 yield from _block_rows(block, offset, number)
             offset += len(block)
-            number += block.count(b"\n")
+            number += int(np.count_nonzero(np.frombuffer(block, np.uint8) == 10))
             if not chunk:
                 return
 
