@@ -512,6 +512,16 @@ def test_block_reader_matches_row_reader_on_tricky_lines(tmp_path, monkeypatch, 
         assert read_records(path, locations) == records
 
 
+@pytest.mark.parametrize("data", [b"\xef\xbb\xbf", b"\xef\xbb\xbf\n", b"\n\n  \n", b"\xef\xbb\xbf\n\n{\"text\": \"x\"}",
+                                  b"\xef\xbb\xbf  \r\n{\"text\": \"y\"}\r\n\t\n", b""])
+def test_block_reader_matches_row_reader_on_blank_and_bom_only_files(tmp_path, monkeypatch, data):
+    path = tmp_path / "blank.jsonl"
+    path.write_bytes(data)
+    for policy in ("skip", "fail"):
+        blocks, rows, _ = _read_both(path, TextSpec(), monkeypatch, policy)
+        assert blocks == rows
+
+
 @pytest.mark.parametrize("name", ["good.jsonl", "good.jsonl.gz", "bad.jsonl", "bad.jsonl.gz", "chat.jsonl"])
 def test_block_reader_matches_row_reader_on_test_files(name, monkeypatch):
     for spec in SPECS:

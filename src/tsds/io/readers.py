@@ -697,8 +697,8 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
         first[0] = len(_BOM)
     # a line is blank when bytes.strip() leaves nothing; a line whose first byte is not whitespace is not
     # blank, the few others are checked one by one
-    lead = np.frombuffer(block + b"\n", np.uint8)[first]
-    maybe_blank = np.flatnonzero(np.isin(lead, np.frombuffer(b" \t\n\r\x0b\x0c", np.uint8)))
+    lead = a[np.minimum(first, len(a) - 1)]
+    maybe_blank = np.flatnonzero((first >= stops) | np.isin(lead, np.frombuffer(b" \t\n\r\x0b\x0c", np.uint8)))
     keep = np.ones(len(starts), dtype=bool)
     for i in maybe_blank.tolist():
         if not block[first[i]:stops[i]].strip():
@@ -708,11 +708,11 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
         body = body.slice(len(_BOM))
     try:
         table = arrow.table(body)
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+        if table.num_rows != len(first):    # e.g. two objects on one line: pyarrow makes two rows
+            return None
+        texts = arrow.texts(table)
+    except (pa.ArrowException, UnicodeDecodeError):
         return None
-    if table.num_rows != len(first):    # e.g. two objects on one line: pyarrow makes two rows
-        return None
-    texts = arrow.texts(table)
     if texts is None:
         return None
     return _Run(texts, (starts[keep] + offset).tolist(), block, first, stops)
