@@ -42,7 +42,10 @@ the wall-clock ratio: on a shared machine (other processes on the same cores) wa
 2x between runs, CPU time much less, so read both. Each run records ``other_processes_cores``: the CPU
 that other processes used meanwhile (machine-wide busy CPU from /proc/stat minus the child's own, per
 second of the run); a ratio is only meaningful when both of its runs saw about the same, ideally ~0.
-The 1-minute load average is recorded after each build run.
+Each run also records ``io_stall_s``: the seconds in which some task on the machine waited for I/O
+(/proc/pressure/io), the child's own fsyncs included; the disk is shared too, and a slow disk shows
+in the build alone (its shard writes and the index save end in fsync). The 1-minute load average is
+recorded after each build run.
 
 Reported: texts/s of each job, the ratio pipeline rate / embedder rate, both end to end and without
 the index (the issue's target: the pipeline keeps at least 80 % of the embedder's rate), the time
@@ -284,13 +287,24 @@ def _busy_cpu_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def _io_stall_s() -> float | None:
+    """Seconds in which some task on the machine waited for I/O (Linux /proc/pressure/io), None elsewhere."""
+    try:
+        some = Path("/proc/pressure/io").read_text().splitlines()[0]
+        return int(some.rsplit("total=", 1)[1]) / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_child(*args: str) -> dict:
     """Run one job in a fresh process; also record how much CPU other processes took meanwhile
     (machine-wide busy CPU minus the child's own), since that, not the code, moves wall-clock rates."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    io0 = _io_stall_s()
     busy0, own0, t0 = _busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     busy1, own1, wall = _busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
+    io1 = _io_stall_s()
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"child {args} failed with exit status {proc.returncode}")
@@ -298,6 +312,10 @@ def run_child(*args: str) -> dict:
     if busy0 is not None and busy1 is not None:
         own = (own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)
         result["other_processes_cores"] = max(0.0, (busy1 - busy0) - own) / wall
+    if io0 is not None and io1 is not None:
+        # the child's own fsyncs count here too; a build's usual figure is a few seconds at 1M, more means
+        # the disk was slow or shared (the index save, an fsync of ~1 GB at 1M, then takes several times longer)
+        result["io_stall_s"] = io1 - io0
     return result
 
 
@@ -381,7 +399,8 @@ def main() -> None:
                 print(f"  build  {n:>9,} {fmt:8} run {rep + 1}: {b['rate']:>8,.0f} texts/s  cpu {b['cpu_s']:.1f}s  "
                       f"index {b['parts_s']['index']:.1f}s (train {b['index_parts_s']['train']:.1f}, assign "
                       f"{b['index_parts_s']['assign']:.1f}, save {b['index_parts_s']['save']:.1f})  "
-                      f"peak {b['peak_rss_mb']:.0f} MiB  (other processes {b.get('other_processes_cores', 0):.2f} cores)",
+                      f"peak {b['peak_rss_mb']:.0f} MiB  (other processes {b.get('other_processes_cores', 0):.2f} cores, "
+                      f"I/O stalls {b.get('io_stall_s', 0):.1f} s)",
                       flush=True)
         emb = max(embs, key=lambda r: r["rate"])
         for fmt in formats:

@@ -382,3 +382,192 @@ def test_hf_dataset_follows_state_json_order(tmp_path):
     (copy / "state.json").write_text(json.dumps(state))
     texts, _ = read_texts(copy)
     assert texts == GOOD_TEXTS[3:] + GOOD_TEXTS[:3]
+
+
+# ---- JSON Lines read in blocks by pyarrow, against the row-by-row reader ----------------------------
+
+from tsds.io import readers as _readers  # noqa: E402
+
+TRICKY_LINES = [
+    b'{"text": "a", "id": 1}',
+    b'{"text": "b"} {"text": "c"}',               # two objects on one line: pyarrow would make two rows
+    b'{"text": "d"}\r{"text": "e"}',              # a lone CR: pyarrow ends a row there
+    b'{"text": "f", "text": "g"}',                # duplicate key: the last one wins in Python
+    b'{"text": 5}',
+    b'{"text": true}',
+    b'{"text": null}',
+    b'{"other": "h"}',
+    b'{}',
+    b'',
+    b'   ',
+    b'\x0b',
+    b'{"text": "i\x01j"}',
+    b'{"text": "lone \\udc00 low"}',
+    b'{"text": "lone \\ud800 high"}',
+    b'{"text": "pair \\ud83d\\ude00 ok"}',
+    b'[1, 2]',
+    b'"just a string"',
+    b'{"text": "k", "big": 123456789012345678901234567890}',
+    b'{"text": "l", "bad": "\xff"}',
+    b'{"text": "m\xc3"}',
+    b'{"text": "surrogate in UTF-8", "x": "\xed\xa0\x80"}',
+    b'{"text": "overlong", "x": "\xc0\xaf"}',
+    b'{"text": {"nested": 1}}',
+    b'{"text": "n", "v": NaN}',
+    b'{"text": "o", "v": 1e400}',
+    b'{"text": ""}',
+    b'{"text": "  \\u00a0 "}',
+    b'{"te\\u0078t": "p"}',
+    b'{"text": "q"}\r',
+    b'\xef\xbb\xbf{"text": "BOM in the middle"}',
+    b'{"text": "r", "x": 01}',
+    b'{"text": "s"} // comment',
+    b'{"text": "t",}',
+    b'{"text": "u", "id": "mixed type"}',
+    b'  {"text": "v"}  ',
+    b'{"text": "w\\u0000x"}',
+    b'{"instruction": "do", "output": "done", "n": 3}',
+    b'{"instruction": "do", "output": 7}',
+    b'{"instruction": "", "output": ""}',
+    b'{"messages": [{"role": "user", "content": "hi", "extra": 1}, {"role": "assistant", "content": ""}]}',
+    b'{"messages": [{"role": "user"}]}',
+    b'{"messages": [null]}',
+    b'{"messages": []}',
+    b'{"messages": [{"role": "", "content": "x"}]}',
+    b'{"messages": [{"role": 1, "content": "x"}]}',
+    b'{"messages": {"role": "user", "content": "x"}}',
+    b'{"messages": [{"role": "user", "role": "other", "content": "x"}]}',
+]
+
+GOOD_LINE = b'{"text": "good row %d", "instruction": "say %d", "output": "ok", ' \
+            b'"messages": [{"role": "user", "content": "row %d"}], "pad": "%s"}'
+
+SPECS = [TextSpec(), TextSpec(template="{instruction} -> {output}"),
+         TextSpec(template="{instruction!r}: {output:>6}"), TextSpec(messages_field="messages")]
+
+
+def _read_both(path, spec, monkeypatch, on_bad_row="skip", batch_size=5):
+    """(batches, stats or error) read in blocks, and the same read row by row."""
+    def read():
+        stats = ReadStats()
+        try:
+            batches = list(iter_batches(path, spec, batch_size=batch_size, on_bad_row=on_bad_row, stats=stats))
+        except InputError as exc:
+            return None, str(exc)
+        return [(b.texts, list(b.records), b.row_ids, b.locations, b.skipped) for b in batches], \
+            (stats.rows, stats.skipped, stats.bad_examples)
+
+    runs = []
+    real_run = _readers._arrow_run
+
+    def counting_run(*a):
+        run = real_run(*a)
+        runs.append(run is not None)
+        return run
+
+    with monkeypatch.context() as m:
+        m.setattr(_readers, "_arrow_run", counting_run)
+        blocks = read()
+    with monkeypatch.context() as m:
+        def no_arrow(spec):
+            raise ImportError("row by row")
+        m.setattr(_readers, "_ArrowTexts", no_arrow)
+        rows = read()
+    return blocks, rows, runs
+
+
+def _pool_lines(seed, n=400):
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        if rng.random() < 0.08:
+            lines.append(rng.choice(TRICKY_LINES))
+        else:
+            lines.append(GOOD_LINE % (i, i, i, b"x" * rng.randrange(0, 80)))
+    return lines
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_block_reader_matches_row_reader_on_tricky_lines(tmp_path, monkeypatch, seed, gz):
+    # small blocks, so that a file is many blocks and bad rows force halving down to row-by-row pieces
+    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 4096)
+    monkeypatch.setattr(_readers, "_JSONL_MIN_SPLIT", 512)
+    lines = _pool_lines(seed)
+    data = (b"\xef\xbb\xbf" if seed == 1 else b"") + b"\n".join(lines) + (b"\n" if seed != 2 else b"")
+    path = tmp_path / ("pool.jsonl.gz" if gz else "pool.jsonl")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    for spec in SPECS:
+        for policy in ("skip", "fail"):
+            blocks, rows, runs = _read_both(path, spec, monkeypatch, policy)
+            assert blocks == rows, (spec, policy)
+            if policy == "skip":
+                assert any(runs), spec          # pyarrow took some blocks: the fast path was compared
+                assert rows[1][1] > 0           # and bad rows were found
+    # every good row's location gives its record back
+    blocks, _, _ = _read_both(path, TextSpec(), monkeypatch)
+    for texts, records, _, locations, _ in blocks[0]:
+        assert read_records(path, locations) == records
+
+
+@pytest.mark.parametrize("data", [b"\xef\xbb\xbf", b"\xef\xbb\xbf\n", b"\n\n  \n", b"\xef\xbb\xbf\n\n{\"text\": \"x\"}",
+                                  b"\xef\xbb\xbf  \r\n{\"text\": \"y\"}\r\n\t\n", b""])
+def test_block_reader_matches_row_reader_on_blank_and_bom_only_files(tmp_path, monkeypatch, data):
+    path = tmp_path / "blank.jsonl"
+    path.write_bytes(data)
+    for policy in ("skip", "fail"):
+        blocks, rows, _ = _read_both(path, TextSpec(), monkeypatch, policy)
+        assert blocks == rows
+
+
+@pytest.mark.parametrize("name", ["good.jsonl", "good.jsonl.gz", "bad.jsonl", "bad.jsonl.gz", "chat.jsonl"])
+def test_block_reader_matches_row_reader_on_test_files(name, monkeypatch):
+    for spec in SPECS:
+        for policy in ("skip", "fail"):
+            blocks, rows, _ = _read_both(DATA / name, spec, monkeypatch, policy)
+            assert blocks == rows
+
+
+def test_block_reader_takes_clean_blocks_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 4096)
+    path = tmp_path / "clean.jsonl"
+    path.write_bytes(b"".join(GOOD_LINE % (i, i, i, b"y" * (i % 50)) + b"\n" for i in range(300)))
+    for spec in SPECS:
+        blocks, rows, runs = _read_both(path, spec, monkeypatch, batch_size=64)
+        assert blocks == rows
+        assert runs and all(runs)
+        assert rows[1] == (300, 0, [])
+
+
+def test_block_reader_gives_up_on_files_pyarrow_cannot_take(tmp_path, monkeypatch):
+    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 1024)
+    monkeypatch.setattr(_readers, "_JSONL_MIN_SPLIT", 256)
+    path = tmp_path / "numbers.jsonl"
+    path.write_bytes(b"".join(b'{"a": "row %d", "b": %d}\n' % (i, i) for i in range(2000)))
+    blocks, rows, runs = _read_both(path, TextSpec(template="{a} {b}"), monkeypatch)
+    assert blocks == rows and rows[1][0] == 2000
+    # the first _JSONL_GIVE_UP blocks are tried and halved (about 10 tries each), the other ~45 blocks
+    # are read row by row without trying pyarrow
+    assert not any(runs) and len(runs) <= 12 * _readers._JSONL_GIVE_UP
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_block_reader_truncated_gzip_fails_as_the_row_reader(tmp_path, monkeypatch, cut):
+    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 4096)
+    data = gzip.compress(b"".join(GOOD_LINE % (i, i, i, b"z" * (i % 70)) + b"\n" for i in range(3000)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: int(len(data) * cut)])
+    got = []
+    for arrow in (True, False):
+        with monkeypatch.context() as m:
+            if not arrow:
+                m.setattr(_readers, "_ArrowTexts", lambda spec: (_ for _ in ()).throw(ImportError()))
+            texts = []
+            with pytest.raises(InputError) as err:
+                for batch in iter_batches(path, batch_size=100):
+                    texts.extend(batch.texts)
+            got.append((texts, str(err.value)))
+    assert got[0] == got[1]
+    assert "cannot read past line" in got[0][1] and len(got[0][0]) > 0
