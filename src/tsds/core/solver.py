@@ -212,11 +212,10 @@ class _Prefix:
 
     Stored column by column (index [k, j]: breakpoint k + 1 of row j), so that the first columns
     are one contiguous block: growing writes only new memory, with no copy and no page of the later
-    columns touched. S[k, j] = S_j(k + 1) is the cumulative sum of 1/rho along row j; the walk's step
-    at that breakpoint is S[k, j] * (d_{j,k+1} - d_{j,k}) (0 in the last column), recomputed where it
-    is needed (``steps``: the same two operations, so the same values) rather than kept in a second
-    K x M array. blocks[i, j] is the sum of row j's steps before column i * _BLOCK, so the total of any
-    row prefixes costs the steps of at most _BLOCK columns (a cumsum of every step costs more).
+    columns touched. S[k, j] = S_j(k + 1) is the cumulative sum of 1/rho along row j and
+    delta[k, j] = S[k, j] * (d_{j,k+1} - d_{j,k}) the walk's step at that breakpoint (0 in the last
+    column). blocks[i, j] is the sum of row j's steps before column i * _BLOCK, so the total of any
+    row prefixes costs one gather of at most _BLOCK columns (a cumsum of every step costs more).
     Extending continues S from its last column, so S holds exactly the values one cumsum over the
     whole row gives (those the walk uses). ``width`` is the prefix that ``counts`` and ``total``
     look at; S has one column more computed (its minimum bounds the prefix).
@@ -227,6 +226,7 @@ class _Prefix:
         M, K = D.shape
         padded = (K // _BLOCK + 1) * _BLOCK
         self.S = np.empty((K, M))  # the OS maps pages on first touch
+        self.delta = np.empty((padded, M))
         self.blocks = np.empty((padded // _BLOCK + 1, M))
         self.blocks[0] = 0.0
         self.width = self.done = 0
@@ -248,14 +248,13 @@ class _Prefix:
         if not np.isfinite(S[-1]).all():  # rho = 0 gives 1/rho = inf, which the running sum carries to the end
             raise ParameterError("densities must be finite and positive")
         c = min(b, K - 1)  # the last column has no step
+        block = np.ascontiguousarray(self.D[:, a:c + 1].T)  # one transposing read instead of two
+        step = np.subtract(block[1:], block[:-1], out=self.delta[a:c])
+        _checked_steps(step, block[-1])
+        step *= self.S[a:c]
         first, stop = a // _BLOCK, b // _BLOCK + 1  # blocks whose sums change; room for a whole one
-        s0 = first * _BLOCK  # the changed blocks' steps, those before a recomputed (the same values)
-        d = np.ascontiguousarray(self.D[:, s0:c + 1].T)  # one transposing read instead of two
-        steps = np.zeros(((stop - first) * _BLOCK, d.shape[1]))
-        step = np.subtract(d[1:], d[:-1], out=steps[:c - s0])
-        _checked_steps(step[a - s0:], d[-1])
-        step *= self.S[s0:c]
-        sums = steps.reshape(stop - first, _BLOCK, -1).sum(axis=1)
+        self.delta[c:stop * _BLOCK] = 0.0
+        sums = self.delta[first * _BLOCK:stop * _BLOCK].reshape(stop - first, _BLOCK, -1).sum(axis=1)
         np.cumsum(sums, axis=0, out=sums)
         self.blocks[first + 1:stop + 1] = sums + self.blocks[first]
         self.done = b
@@ -277,23 +276,14 @@ class _Prefix:
             step >>= 1
         return L
 
-    def steps(self, k, j):
-        """The walk's steps S[k, j] * (d_{j,k+1} - d_{j,k}) at columns k (< done) of rows j; 0 in the last column."""
-        k, j = np.asarray(k), np.asarray(j)
-        K = self.D.shape[1]
-        nxt = np.minimum(k + 1, K - 1)
-        gap = self.D[j, nxt] - self.D[j, k]  # 0 in the last column (nxt = k there)
-        return gap * self.S.ravel().take(k * self.S.shape[1] + j)
-
     def total(self, L):
         """The steps of every row's first L_j breakpoints, summed (row by row, block by block)."""
         M = len(L)
         rows = np.arange(M)
         block = L // _BLOCK
         cols = np.arange(_BLOCK)[:, None]
-        k = block * _BLOCK + cols  # _BLOCK x M
-        inside = cols < L - block * _BLOCK
-        part = np.where(inside, self.steps(np.where(inside, k, 0), rows), 0.0)
+        part = self.delta.ravel().take((block * _BLOCK + cols) * M + rows)  # _BLOCK x M
+        part[cols >= L - block * _BLOCK] = 0.0
         return float((self.blocks.ravel().take(block * M + rows) + part.sum(axis=0)).sum())
 
 
@@ -396,7 +386,7 @@ def _search(prefix: _Prefix, alpha, threshold, hi, L_hi, n_terms):
     values = prefix.S[cols, rows]
     order = np.argsort(values, kind="stable")
     v = values[order]
-    running = np.cumsum(np.concatenate(([t_lo], prefix.steps(cols[order], rows[order]))))[1:]
+    running = np.cumsum(np.concatenate(([t_lo], prefix.delta[cols[order], rows[order]])))[1:]
     ends = np.flatnonzero(np.append(v[1:] != v[:-1], True))
     met, not_met = _certify(running[ends], n_terms + rows.size, alpha, threshold)
     first = int(np.argmax(~not_met)) if not not_met.all() else None
@@ -407,13 +397,11 @@ def _search(prefix: _Prefix, alpha, threshold, hi, L_hi, n_terms):
 
 def _exact_walk(prefix: _Prefix, alpha, threshold, width):
     """The walk's own order, literally: sort the prefix's breakpoints and add their steps in turn."""
-    M, K = prefix.D.shape
+    K = prefix.D.shape[1]
     while True:
         prefix.extend(width)
         bound = np.inf if width == K else float(prefix.S[width].min())
-        k = np.arange(width)[:, None]
-        found = _walk(prefix.S[:width].T, prefix.steps(k, np.arange(M)[None, :]).T, width == K, alpha, threshold,
-                      bound)
+        found = _walk(prefix.S[:width].T, prefix.delta[:width].T, width == K, alpha, threshold, bound)
         if found is not None:
             return found
         width = min(K, 2 * width)
