@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -55,8 +54,7 @@ def select_embeddings(
         raise ParameterError("index ivfpq needs a pool store (tsds pool build ... --index ivfpq): its exact "
                              "distances come from the store's embedding shards; use auto, flat or ivf here")
     with stages.stage("index", n=cand.n, dim=cand.dim) as info:
-        index = build_index(cand, metric=config.metric, kind=config.index, seed=config.seed,
-                            nlist=one_shot_lists(cand.n))
+        index = build_index(cand, metric=config.metric, kind=config.index, seed=config.seed)
         info["kind"] = index.kind
     selection = select_on_index(index, q, config, stages=stages, progress=progress)
     if out is not None:
@@ -67,16 +65,6 @@ def select_embeddings(
                                    "n_candidates": cand.n, "n_queries": int(q.shape[0]), "dim": cand.dim,
                                    "started": started})
     return selection
-
-
-def one_shot_lists(n: int) -> int:
-    """IVF lists for an index built for one selection and dropped: sqrt(N), half of a pool store's 2 sqrt(N).
-
-    Assigning the vectors costs N x lists products and is paid here on every run, while a store's index
-    is built once and searched for many tasks (there, more and smaller lists scan fewer vectors per
-    query). On the 200k benchmark this halves the index stage (1.5 s -> 0.9 s) with the same search time.
-    """
-    return max(1, int(math.sqrt(n)))
 
 
 def write_selection(selection: Selection, out, *, overwrite: bool = False, inputs: dict | None = None,

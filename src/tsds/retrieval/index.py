@@ -176,7 +176,8 @@ def build_index(
 ) -> SearchIndex:
     """Index the vectors of ``source`` (a VectorSource or an array), streamed in chunks.
 
-    ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above with 2 sqrt(N) lists,
+    ``auto``: exact (flat) up to 50,000 candidates, IVF-Flat above with sqrt(N) lists (2 sqrt(N) cost twice
+    the assignment, and selections were no faster: 200k and 1M measured in docs/benchmarks.md),
     trained by ``KMEANS_ITERATIONS`` k-means rounds on a uniform sample of ``TRAIN_POINTS_PER_LIST``
     points per list drawn from the whole source (recall is then set by the calibrated search breadth).
     Vectors are prepared for ``metric`` chunk by chunk and copied into storage sized once up
@@ -200,7 +201,7 @@ def build_index(
                 progress(chunk.shape[0])
         index.ntotal = n
         return SearchIndex(index=index, kind="flat", metric=metric)
-    nlist = min(nlist or max(1, int(2 * math.sqrt(n))), n)
+    nlist = min(nlist or max(1, int(math.sqrt(n))), n)
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
     index.cp.niter = KMEANS_ITERATIONS
