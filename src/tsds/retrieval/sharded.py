@@ -138,7 +138,8 @@ def _pq_shape(d: int, n: int) -> tuple[int, int]:
 
 def build_ivfpq(source, *, metric: str = "euclidean", nlist: int | None = None, seed: int = 0) -> SearchIndex:
     """IVF-PQ over ``source`` (2 sqrt(N) lists, the count its recall was measured with; IVF-Flat has sqrt(N)),
-    with each list's radius measured on the exact vectors, so range searches can prune lists exactly; the codes only propose search candidates."""
+    with each list's radius measured on the exact vectors, so range searches can prune lists exactly; the codes
+    only propose search candidates."""
     from tsds.io.arrays import as_source
 
     src = as_source(source)
