@@ -193,34 +193,36 @@ def child_build(path: str, out: str) -> dict:
 
     in_index = {"on": False}
 
-    def timed(name, fn):
+    def clocked(fn, record):
+        """``fn`` that passes its wall seconds to ``record`` (also when it raises)."""
         def wrapper(*a, **k):
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                # the index's own files are counted in "index"; shard files are written by a background
-                # thread (overlapping the embedding of the next shard): the main thread's wait for them is
-                # "write", the writer thread's own time "background_write" (texts are hashed in the
-                # read-ahead thread, overlapping the embedding, and are counted there)
-                if in_index["on"]:
-                    return
-                if name == "write_file":
-                    if threading.current_thread().name.startswith("tsds-shard-writer"):
-                        background["write"] += time.perf_counter() - t
-                else:
-                    parts[name] += time.perf_counter() - t
+                record(time.perf_counter() - t)
         return wrapper
 
+    def timed(name, fn):
+        def record(seconds):
+            # the index's own files are counted in "index"; shard files are written by a background
+            # thread (overlapping the embedding of the next shard): the main thread's wait for them is
+            # "write", the writer thread's own time "background_write" (texts are hashed in the
+            # read-ahead thread, overlapping the embedding, and are counted there)
+            if in_index["on"]:
+                return
+            if name == "write_file":
+                if threading.current_thread().name.startswith("tsds-shard-writer"):
+                    background["write"] += seconds
+            else:
+                parts[name] += seconds
+        return clocked(fn, record)
+
     def timed_index(name, fn):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                if in_index["on"]:
-                    index_parts[name] += time.perf_counter() - t
-        return wrapper
+        def record(seconds):
+            if in_index["on"]:
+                index_parts[name] += seconds
+        return clocked(fn, record)
 
     faiss.IndexIVFFlat.train = timed_index("train", faiss.IndexIVFFlat.train)
     faiss.IndexFlatL2.search = timed_index("assign", faiss.IndexFlatL2.search)
