@@ -297,18 +297,11 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     ahead = min(index.available, max(k, min(_TRUTH_AHEAD * k, _TRUTH_MAX)))
     if isinstance(index, SearchIndex):
         d2, ids = exact_top(index, q, ahead)
-        ids = np.take_along_axis(ids, _order_rows(d2, ids), 1)
+        ids = np.take_along_axis(ids, np.lexsort((ids, d2), axis=1), 1)  # by distance, ties by id
     else:
         ids = index.exact_search(q, ahead)[1]
     index._truth_cache = (key, ids)
     return ids[:, :k]
-
-
-def _order_rows(d2: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Per row, the order by distance, ties by id."""
-    order = np.argsort(ids, axis=1, kind="stable")
-    by_d = np.argsort(np.take_along_axis(d2, order, 1), axis=1, kind="stable")
-    return np.take_along_axis(order, by_d, 1)
 
 
 def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
