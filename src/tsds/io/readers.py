@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import os
 import string
@@ -516,13 +517,18 @@ def _rows_jsonl(path: Path, resume_at: int = 0) -> Iterator[Row]:
     """Rows line by line; ``resume_at``: yield only rows from that byte offset on (the file is still read
     from its start, so a read error happens exactly where it does for a whole read)."""
     with _open_binary(path) as fh:
-        for offset, number, line in _iter_lines(fh):
-            if offset < resume_at or not line.strip():
-                continue
-            try:
-                yield offset, number, _parse_json_line(line), None
-            except RowError as exc:
-                yield offset, number, None, str(exc)
+        yield from _json_rows(_iter_lines(fh), resume_at)
+
+
+def _json_rows(lines: Iterator[tuple[int, int, bytes]], resume_at: int = 0) -> Iterator[Row]:
+    """The rows of (offset, number, line) lines of JSON Lines: blank lines skipped, bad rows with their reason."""
+    for offset, number, line in lines:
+        if offset < resume_at or not line.strip():
+            continue
+        try:
+            yield offset, number, _parse_json_line(line), None
+        except RowError as exc:
+            yield offset, number, None, str(exc)
 
 
 _JSONL_BLOCK = 1 << 22          # bytes of (uncompressed) JSON Lines parsed by pyarrow at a time
@@ -738,20 +744,7 @@ def _block_items(block: bytes, offset: int, number: int, arrow: _ArrowTexts, tak
 
 def _block_rows(block: bytes, offset: int, number: int) -> Iterator[Row]:
     """The rows of ``block`` (whole lines) exactly as `_rows_jsonl` yields them."""
-    pieces = block.split(b"\n")
-    if pieces and not pieces[-1]:
-        pieces.pop()                    # the block ends with a newline
-    for line in pieces:
-        size = len(line) + 1
-        if offset == 0 and line.startswith(_BOM):
-            line = line[len(_BOM):]
-        if line.strip():
-            try:
-                yield offset, number, _parse_json_line(line), None
-            except RowError as exc:
-                yield offset, number, None, str(exc)
-        offset += size
-        number += 1
+    yield from _json_rows(_iter_lines(io.BytesIO(block), offset, number))
 
 
 def _jsonl_items(path: Path, spec: TextSpec) -> Iterator[Row | _Run]:
