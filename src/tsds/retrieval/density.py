@@ -199,7 +199,8 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats):
+    scratch = _Scratch()
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
@@ -213,7 +214,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
             xc = x[p] - centre if centred else x[p]
-            k = xc @ yc.T
+            k = np.matmul(xc, yc.T, out=scratch.array("product", (p.size, yc.shape[0]), np.float32))
             k *= -2.0
             k += np.einsum("ij,ij->i", xc, xc)[:, None]
             k += yn[None, :]
@@ -221,12 +222,28 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
             k += 1.0
             np.clip(k, 0.0, 1.0, out=k)  # d^2 >= 0: rounding must not lift a copy's term above 1
             sums[p] += k.sum(axis=1, dtype=np.float64)
-            counts[p] += np.count_nonzero(k, axis=1)
+            counts[p] += np.greater(k, 0.0, out=scratch.array("within", k.shape, np.bool_)).sum(axis=1)
     stats.pairs += int(counts.sum())
     return sums, counts
 
 
-def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
+class _Scratch:
+    """Buffers reused across one chunk's list blocks. A fresh product of a few MB per block would be a
+    new mapping to fault in each time (the CLI keeps arrays over 1 MiB in their own mappings, see
+    tsds.memory): thousands per density pass."""
+
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = int(np.prod(shape))
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            buf = self._buffers[name] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: _Scratch | None = None):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
@@ -249,14 +266,14 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
                          "an IVF-PQ shard computes them from the store's vectors (tsds.retrieval.sharded)")
     shells = _shells(index)
     x64 = x.astype(np.float64)
-    c64 = shells.centroids.astype(np.float64)
-    full2 = np.maximum(np.einsum("ij,ij->i", x64, x64)[:, None] + np.einsum("ij,ij->i", c64, c64)[None, :]
-                       - 2.0 * (x64 @ c64.T), 0.0)
+    full2 = _squared_distances(x64, shells.centroids.astype(np.float64))
     tolerance = sigma * (1 + 1e-4) + 1e-5
-    need = np.sqrt(full2) - index.list_radius[None, :] <= tolerance
-    need &= _shell_bound(shells, x64, full2, need) <= tolerance
+    reach = np.sqrt(full2)
+    reach -= index.list_radius[None, :]
+    need = reach <= tolerance
+    need &= _shell_bound(shells, x64, full2, need, out=reach) <= tolerance
     stats.lists_scanned += float(need.sum())
-    sieve = _Sieve(shells, x, sigma)
+    sieve = _Sieve(shells, x, sigma, scratch or _Scratch())
     for lst in np.flatnonzero(need.any(axis=0)):
         y, member_ids = list_vectors(ivf, lst)
         if y.shape[0] == 0:
@@ -265,7 +282,8 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         if pts.size == 0:
             continue
         if cols is not None:
-            y, member_ids = y[cols], member_ids[cols]
+            y = np.take(y, cols, axis=0, out=sieve.scratch.array("members", (cols.size, y.shape[1]), y.dtype))
+            member_ids = member_ids[cols]
         yield y, member_ids, pts, shells.centroids[lst]
 
 
@@ -351,8 +369,9 @@ class _Sieve:
     Thresholds carry a margin far above float32 rounding, so no pair within sigma is ever dropped.
     """
 
-    def __init__(self, shells: _Shells, x: np.ndarray, sigma: float):
+    def __init__(self, shells: _Shells, x: np.ndarray, sigma: float, scratch: _Scratch):
         self.shells = shells
+        self.scratch = scratch
         p = self.shells.basis.shape[0]
         xb = x @ self.shells.basis.astype(np.float32).T
         self.points = np.empty((x.shape[0], p + 1), dtype=np.float32)
@@ -365,8 +384,9 @@ class _Sieve:
     def pairs(self, lst: int, pts: np.ndarray):
         """(points of ``pts`` with a possible member, that list's members with a possible point or None for all)."""
         ys = self.shells.projected[self.shells.starts[lst]:self.shells.starts[lst + 1]]
-        h = self.points[pts] @ ys.T
-        possible = h >= self.threshold[pts, None]
+        h = np.matmul(self.points[pts], ys.T, out=self.scratch.array("sieve", (pts.size, ys.shape[0]), np.float32))
+        possible = np.greater_equal(h, self.threshold[pts, None],
+                                    out=self.scratch.array("possible", h.shape, np.bool_))
         rows = possible.any(axis=1)
         if not rows.any():
             return pts[:0], None
@@ -374,22 +394,42 @@ class _Sieve:
         return pts[rows], (None if cols.all() else np.flatnonzero(cols))
 
 
-def _shell_bound(shells: _Shells, x64: np.ndarray, full2: np.ndarray, need: np.ndarray) -> np.ndarray:
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a_i - b_j|^2 (float64, clipped at 0), computed in place: these (points x lists) matrices are made
+    for every chunk of points, and each temporary of their size would be a fresh mapping to fault in."""
+    out = a @ b.T
+    out *= -2.0
+    out += np.einsum("ij,ij->i", a, a)[:, None]
+    out += np.einsum("ij,ij->i", b, b)[None, :]
+    return np.maximum(out, 0.0, out=out)
+
+
+def _shell_bound(shells: _Shells, x64: np.ndarray, full2: np.ndarray, need: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Lower bound on the distance from each point to any member of each list (inf where not needed).
 
-    ``x64``: the points in float64; ``full2``: their squared distances to the centroids.
+    ``x64``: the points in float64; ``full2``: their squared distances to the centroids; ``out``: an
+    array of full2's shape to write the bound into.
     """
-    xb, cb = x64 @ shells.basis.T, shells.centroids.astype(np.float64) @ shells.basis.T
-    a2 = np.maximum(np.einsum("ij,ij->i", xb, xb)[:, None] + np.einsum("ij,ij->i", cb, cb)[None, :]
-                    - 2.0 * (xb @ cb.T), 0.0)
-    a = np.sqrt(a2)
-    b = np.sqrt(np.maximum(full2 - a2, 0.0))
+    a2 = _squared_distances(x64 @ shells.basis.T, shells.centroids.astype(np.float64) @ shells.basis.T)
+    b = np.subtract(full2, a2, out=out)
+    np.maximum(b, 0.0, out=b)
+    np.sqrt(b, out=b)
+    a = np.sqrt(a2, out=a2)
 
-    def gap(v, interval):
-        return np.maximum(np.maximum(interval[None, :, 0] - v, v - interval[None, :, 1]), 0.0)
+    def gap2(v, interval):
+        """Squared distance from v to the interval, written over v."""
+        below = interval[None, :, 0] - v
+        v -= interval[None, :, 1]
+        np.maximum(v, below, out=v)
+        np.maximum(v, 0.0, out=v)
+        return np.square(v, out=v)
 
-    bound = np.sqrt(gap(a, shells.along) ** 2 + gap(b, shells.across) ** 2)
-    return np.where(need, bound, np.inf)
+    bound = gap2(b, shells.across)
+    bound += gap2(a, shells.along)
+    np.sqrt(bound, out=bound)
+    bound[~need] = np.inf
+    return bound
 
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):
