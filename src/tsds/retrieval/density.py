@@ -12,6 +12,7 @@ their ``cap`` nearest terms.
 from __future__ import annotations
 
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -126,26 +127,39 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     stats = stats if stats is not None else DensityStats()
     if index.list_radius is None:  # a flat index: few large products, which BLAS threads well itself
         return kernel_sums(index, x, sigma, stats)
-    parts = _over_chunks(index, x, lambda chunk, st: kernel_sums(index, chunk, sigma, st), stats, workers)
+    parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch),
+                         stats, workers)
     if not parts:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None) -> list:
-    """``fn(chunk, stats)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded BLAS;
-    results in chunk order."""
+    """``fn(chunk, stats, scratch)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded
+    BLAS; results in chunk order. Each running chunk has a `_Scratch` to itself, passed on to the next."""
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
     _shells(index)  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
+    free: queue.SimpleQueue[_Scratch] = queue.SimpleQueue()
+
+    def run(job):
+        try:
+            scratch = free.get_nowait()
+        except queue.Empty:
+            scratch = _Scratch()
+        try:
+            return fn(*job, scratch)
+        finally:
+            free.put(scratch)
+
     with threadpool_limits(limits=1, user_api="blas"):
         if workers <= 1 or len(chunks) <= 1:
-            parts = [fn(c, st) for c, st in zip(chunks, parts_stats)]
+            parts = [run(job) for job in zip(chunks, parts_stats)]
         else:
             with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-                parts = list(pool.map(lambda job: fn(*job), zip(chunks, parts_stats)))
+                parts = list(pool.map(run, zip(chunks, parts_stats)))
     for st in parts_stats:
         stats.pairs += st.pairs
         stats.lists_scanned += st.lists_scanned
@@ -159,7 +173,7 @@ def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: 
     layout of a FAISS range search, members in increasing id order per point."""
     stats = DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
-    parts = _over_chunks(index, x, lambda chunk, st: _candidate_pairs(index, chunk, sigma, st), stats, workers)
+    parts = _over_chunks(index, x, _candidate_pairs_in(index, sigma), stats, workers)
     owner = np.concatenate([p[0] + a * _CHUNK for a, p in enumerate(parts)] or [np.zeros(0, np.int64)])
     labels = np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)])
     order = np.lexsort((labels, owner))
@@ -168,11 +182,15 @@ def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: 
     return lims, labels, stats.lists_scanned
 
 
-def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats):
+def _candidate_pairs_in(index: SearchIndex, sigma: float):
+    return lambda x, stats, scratch: _candidate_pairs(index, x, sigma, stats, scratch)
+
+
+def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: _Scratch):
     r2 = float(sigma) ** 2
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     owners, members = [], []
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats):
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch):
         yc = y - centre if long_vectors else y
         xc = x[pts] - centre if long_vectors else x[pts]
         yn = np.einsum("ij,ij->i", yc, yc)
@@ -187,7 +205,8 @@ def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: Den
     return np.concatenate(owners).astype(np.int64), np.concatenate(members).astype(np.int64)
 
 
-def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None):
+def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
+                scratch: _Scratch | None = None):
     """Per point of ``x``: the kernel sum over every (not excluded) candidate, and the count within sigma.
 
     Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard.
@@ -199,7 +218,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
-    scratch = _Scratch()
+    scratch = scratch or _Scratch()
     for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
@@ -243,7 +262,7 @@ class _Scratch:
         return buf[:size].reshape(shape)
 
 
-def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: _Scratch | None = None):
+def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: _Scratch):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
@@ -266,14 +285,15 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
                          "an IVF-PQ shard computes them from the store's vectors (tsds.retrieval.sharded)")
     shells = _shells(index)
     x64 = x.astype(np.float64)
-    full2 = _squared_distances(x64, shells.centroids.astype(np.float64))
+    shape = (x.shape[0], shells.centroids.shape[0])
+    full2 = _squared_distances(x64, shells.centroids64, scratch.array("full2", shape, np.float64))
     tolerance = sigma * (1 + 1e-4) + 1e-5
-    reach = np.sqrt(full2)
+    reach = np.sqrt(full2, out=scratch.array("reach", shape, np.float64))
     reach -= index.list_radius[None, :]
     need = reach <= tolerance
-    need &= _shell_bound(shells, x64, full2, need, out=reach) <= tolerance
+    need &= _shell_bound(shells, x64, full2, need, scratch) <= tolerance
     stats.lists_scanned += float(need.sum())
-    sieve = _Sieve(shells, x, sigma, scratch or _Scratch())
+    sieve = _Sieve(shells, x, sigma, scratch)
     for lst in np.flatnonzero(need.any(axis=0)):
         y, member_ids = list_vectors(ivf, lst)
         if y.shape[0] == 0:
@@ -301,6 +321,8 @@ class _Shells:
 
     basis: np.ndarray
     centroids: np.ndarray  # float32, as FAISS holds them
+    centroids64: np.ndarray
+    centroids_projected: np.ndarray  # float64, B c for each centroid c
     along: np.ndarray
     across: np.ndarray
     projected: np.ndarray  # per member, in list order: [2 B y, -|B y|^2] (float32), for _Sieve
@@ -354,7 +376,7 @@ def _shells(index: SearchIndex) -> _Shells:
     slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
     along += [-slack, slack]
     across += [-slack, slack]
-    shells = _Shells(basis=basis, centroids=centroids, along=along, across=across, projected=projected, starts=starts,
+    shells = _Shells(basis=basis, centroids=centroids, centroids64=c64, centroids_projected=c64 @ basis.T, along=along, across=across, projected=projected, starts=starts,
                      projected_norm_max=float(-projected[:, p].min(initial=0.0)))
     index._density_shells = shells
     return shells
@@ -394,10 +416,10 @@ class _Sieve:
         return pts[rows], (None if cols.all() else np.flatnonzero(cols))
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """|a_i - b_j|^2 (float64, clipped at 0), computed in place: these (points x lists) matrices are made
+def _squared_distances(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """|a_i - b_j|^2 (float64, clipped at 0) written into ``out``: these (points x lists) matrices are made
     for every chunk of points, and each temporary of their size would be a fresh mapping to fault in."""
-    out = a @ b.T
+    np.matmul(a, b.T, out=out)
     out *= -2.0
     out += np.einsum("ij,ij->i", a, a)[:, None]
     out += np.einsum("ij,ij->i", b, b)[None, :]
@@ -405,21 +427,21 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _shell_bound(shells: _Shells, x64: np.ndarray, full2: np.ndarray, need: np.ndarray,
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 scratch: _Scratch) -> np.ndarray:
     """Lower bound on the distance from each point to any member of each list (inf where not needed).
 
-    ``x64``: the points in float64; ``full2``: their squared distances to the centroids; ``out``: an
-    array of full2's shape to write the bound into.
+    ``x64``: the points in float64; ``full2``: their squared distances to the centroids. The result is
+    one of ``scratch``'s arrays.
     """
-    a2 = _squared_distances(x64 @ shells.basis.T, shells.centroids.astype(np.float64) @ shells.basis.T)
-    b = np.subtract(full2, a2, out=out)
+    a2 = _squared_distances(x64 @ shells.basis.T, shells.centroids_projected, scratch.array("a2", full2.shape, np.float64))
+    b = np.subtract(full2, a2, out=scratch.array("bound", full2.shape, np.float64))
     np.maximum(b, 0.0, out=b)
     np.sqrt(b, out=b)
     a = np.sqrt(a2, out=a2)
 
     def gap2(v, interval):
         """Squared distance from v to the interval, written over v."""
-        below = interval[None, :, 0] - v
+        below = np.subtract(interval[None, :, 0], v, out=scratch.array("below", v.shape, np.float64))
         v -= interval[None, :, 1]
         np.maximum(v, below, out=v)
         np.maximum(v, 0.0, out=v)
