@@ -75,6 +75,69 @@ def test_ivf_short_lists_are_searched_exactly():
     assert all(set(a) == set(b) for a, b in zip(ids, exact_ids))
 
 
+def _by_distance_then_id(q, x, allowed):
+    """Brute force: each query's candidates among ``allowed`` ordered by float64 distance, ties by id."""
+    d2 = ((q[:, None].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    d2[:, ~allowed] = np.inf
+    return np.lexsort((np.broadcast_to(np.arange(x.shape[0]), d2.shape), d2), axis=1), d2
+
+
+def test_ivf_scan_of_every_list_is_exact_with_ties_by_id_and_exclusions():
+    """IVF-Flat searches scan the probed lists themselves (FAISS's heap of k is slow for large k). With every
+    list probed the result is the exact k nearest; exact copies (equal distances) come in id order; excluded
+    candidates never appear."""
+    from tsds.retrieval.index import scan_lists
+
+    x = _clustered(4000, 16, clusters=40)
+    x[100:106] = x[7]  # six more copies of row 7: equal distances to any query
+    x[3000] = x[7]
+    index = build_index(x, kind="ivf", nlist=50)
+    q = np.vstack([x[7] + 0.01, _clustered(30, 16, seed=5, clusters=40)]).astype(np.float32)
+    index.exclude([101, 2000, 2001])
+    allowed = np.ones(x.shape[0], dtype=bool)
+    allowed[[101, 2000, 2001]] = False
+    k = 300
+    d2, ids = scan_lists(index, q, k, index.nlist)
+    order, exact_d2 = _by_distance_then_id(q, x, allowed)
+    assert not np.isin(ids, [101, 2000, 2001]).any()
+    assert np.allclose(d2, np.take_along_axis(exact_d2, order[:, :k], 1), atol=1e-5)
+    assert np.all(np.diff(d2, axis=1) >= 0)
+    # equal float32 distances are ordered by id
+    same = d2[:, 1:] == d2[:, :-1]
+    assert same.any() and np.all(ids[:, 1:][same] > ids[:, :-1][same])
+    # the copies of row 7 come first for the query next to it, in id order
+    copies = [7, 100, 102, 103, 104, 105, 3000]
+    assert list(ids[0, :7]) == copies
+    # the same sets as brute force, allowing float32 rounding to swap near-equal distances at the cut
+    overlap = np.mean([np.intersect1d(a, b).size / k for a, b in zip(ids, order[:, :k])])
+    assert overlap > 0.995
+
+
+def test_ivf_scan_of_some_lists_matches_faiss_and_pads_short_rows():
+    """With nprobe < nlist the scan returns FAISS's IVF answer (the same probed lists); rows whose lists hold
+    fewer than k members are padded with (inf, -1) like FAISS, and the search fills them exactly."""
+    import faiss
+
+    from tsds.retrieval.index import scan_lists
+
+    x = _clustered(5000, 12, clusters=50)
+    index = build_index(x, kind="ivf", nlist=70)
+    q = _clustered(25, 12, seed=8, clusters=50)
+    ivf = faiss.extract_index_ivf(index.index)
+    for nprobe, k in ((3, 40), (8, 200)):
+        ivf.nprobe = nprobe
+        f_d2, f_ids = ivf.search(q, k)
+        d2, ids = scan_lists(index, q, k, nprobe)
+        assert np.allclose(d2, f_d2, atol=1e-5)
+        assert np.mean([np.intersect1d(a, b).size / k for a, b in zip(ids, f_ids)]) > 0.995
+    d2, ids = scan_lists(index, q, 2000, 1)
+    assert (ids == -1).any() and np.all(np.isinf(d2[ids == -1]))
+    assert np.all((ids == -1) == (f := np.isinf(d2))) and f.any()
+    index.nprobe = 1
+    _, filled = index.search(q, 2000)
+    assert np.all(filled >= 0)
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_densities_are_exact_over_the_whole_pool(kind):
     x = _clustered(5000, 12, clusters=25, noise=0.2)

@@ -134,11 +134,16 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None) -> list:
     """``fn(chunk, stats, scratch)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded
     BLAS; results in chunk order. Each running chunk has a `_Scratch` to itself, passed on to the next."""
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = cores()
     chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
     _shells(index)  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]

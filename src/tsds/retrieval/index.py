@@ -121,7 +121,10 @@ class SearchIndex:
         """
         k = min(int(k), self.available)
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        d2, ids = self.index.search(q, k, params=self.params())
+        if self._scans_lists:
+            d2, ids = scan_lists(self, q, k, self.nprobe)
+        else:
+            d2, ids = self.index.search(q, k, params=self.params())
         short = np.flatnonzero((ids < 0).any(axis=1))
         if short.size:
             d2[short], ids[short] = self._search_all(q[short], k)
@@ -149,8 +152,15 @@ class SearchIndex:
     def _search_all(self, q: np.ndarray, k: int):
         if self.exact:
             return self.index.search(q, k, params=self.params())
+        if self._scans_lists:
+            return scan_lists(self, q, k, self.nlist)
         ivf = faiss.extract_index_ivf(self.index)
         return ivf.search(q, k, params=self.params(nprobe=ivf.nlist))
+
+    @property
+    def _scans_lists(self) -> bool:
+        """IVF-Flat indexes are searched by `scan_lists` (vectors read in place) instead of FAISS's search."""
+        return isinstance(self.index, faiss.IndexIVFFlat) and self.index.code_size == 4 * self.index.d
 
 
 def _finish(d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -277,8 +287,10 @@ def calibrate(
     return recall
 
 
-_TRUTH_AHEAD = 8  # the exact lists are computed this many times longer than asked (up to _TRUTH_MAX) ...
-_TRUTH_MAX = 16_384  # ... so that the next rounds of a growing K read prefixes of them
+# The exact lists are computed at least this long, so that the next rounds of a growing K read prefixes of
+# them: the cost is the scan of every list, which does not depend on k (64 queries at 200k: 0.19 s for
+# k = 512, 0.21 s for k = 16,384).
+_TRUTH_AHEAD = 16_384
 
 
 def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
@@ -294,7 +306,7 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     cached = getattr(index, "_truth_cache", None)
     if cached is not None and cached[0] == key and cached[1].shape[1] >= k:
         return cached[1][:, :k]
-    ahead = min(index.available, max(k, min(_TRUTH_AHEAD * k, _TRUTH_MAX)))
+    ahead = min(index.available, max(k, _TRUTH_AHEAD))
     if isinstance(index, SearchIndex):
         d2, ids = exact_top(index, q, ahead)
         ids = np.take_along_axis(ids, np.lexsort((ids, d2), axis=1), 1)  # by distance, ties by id
@@ -313,56 +325,155 @@ def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
     return codes.view(np.float32).reshape(size, ivf.d), faiss.rev_swig_ptr(ivf.invlists.get_ids(int(lst)), size)
 
 
-_TRUTH_BLOCK = 1 << 14  # pool rows per distance block: bounds the memory of the exact top-k
+_SCAN_BUDGET = 1 << 22  # candidate distances held at once by `scan_lists` (each with its id: 48 MB)
+_SCAN_QUERIES = 64  # queries per task of `scan_lists`: the tasks' results do not depend on how many threads run them
+
+
+def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """(squared distances float32, ids int64) of each query's k nearest members of its ``nprobe`` nearest
+    IVF-Flat lists, rows ascending by distance then id; (inf, -1) fills rows whose lists hold fewer.
+
+    FAISS's IVF search keeps a heap of k per query, and with k in the thousands maintaining it costs
+    far more than the distances (its issue #4570). Here each probed list is multiplied once against all
+    the queries that probe it (BLAS, the vectors read in place) and each query's k nearest are picked by a
+    partial sort. The result depends only on the query, not on its batch mates or the thread count.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tsds.retrieval.density import cores
+
+    ivf = faiss.extract_index_ivf(index.index)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    m = q.shape[0]
+    nprobe = max(1, min(int(nprobe), ivf.nlist))
+    _, probes = ivf.quantizer.search(q, nprobe)
+    sizes = _list_sizes(index)
+    out_d = np.full((m, k), np.inf, dtype=np.float32)
+    out_i = np.full((m, k), -1, dtype=np.int64)
+    if m == 0 or k == 0:
+        return out_d, out_i
+    lists = _ListNorms.of(index, ivf)
+    per_query = sizes[probes].sum(axis=1)
+    step = max(1, min(_SCAN_QUERIES, _SCAN_BUDGET // max(1, int(per_query.max()))))
+    tasks = [np.arange(a, min(m, a + step)) for a in range(0, m, step)]
+
+    def task(rows):
+        _scan_task(ivf, lists, q[rows], probes[rows], sizes, k, index.excluded, out_d[rows[0]:rows[-1] + 1],
+                   out_i[rows[0]:rows[-1] + 1])
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        workers = min(cores(), len(tasks))
+        if workers <= 1:
+            for rows in tasks:
+                task(rows)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(task, tasks))
+    return out_d, out_i
+
+
+def _list_sizes(index: SearchIndex) -> np.ndarray:
+    ivf = faiss.extract_index_ivf(index.index)
+    return np.array([ivf.invlists.list_size(lst) for lst in range(ivf.nlist)], dtype=np.int64)
+
+
+class _ListNorms:
+    """Squared norms of each IVF list's members (computed once per index, kept on it)."""
+
+    def __init__(self, ivf):
+        self.ivf = ivf
+        self.norms: dict[int, np.ndarray] = {}
+        self.all_ids: np.ndarray | None = None
+        self.starts: np.ndarray | None = None
+
+    @staticmethod
+    def of(index: SearchIndex, ivf) -> _ListNorms:
+        cached = getattr(index, "_list_norms", None)
+        if cached is None or cached.ivf is not ivf:
+            cached = index._list_norms = _ListNorms(ivf)
+        return cached
+
+    def ids(self, lst: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """Ids of the members at ``position`` in lists ``lst`` (arrays of one shape)."""
+        if self.all_ids is None:
+            parts = [list_vectors(self.ivf, i)[1] for i in range(self.ivf.nlist)]
+            self.starts = np.concatenate([[0], np.cumsum([p.size for p in parts])]).astype(np.int64)
+            self.all_ids = np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+        return self.all_ids[self.starts[lst] + position]
+
+    def get(self, lst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        y, ids = list_vectors(self.ivf, lst)
+        norms = self.norms.get(lst)
+        if norms is None:
+            norms = self.norms[lst] = np.einsum("ij,ij->i", y, y)
+        return y, ids, norms
+
+
+def _scan_task(ivf, lists: _ListNorms, q, probes, sizes, k, excluded, out_d, out_i) -> None:
+    """`scan_lists` for a few queries: every probed (query, list) block of distances laid end to end per
+    query in one buffer, then each query's k smallest; ids are looked up only for those."""
+    m, nprobe = probes.shape
+    block = sizes[probes]
+    ends = np.cumsum(block.ravel()).reshape(m, nprobe)
+    starts = ends - block
+    d2 = np.empty(int(ends[-1, -1]), dtype=np.float32)
+    qn = np.einsum("ij,ij->i", q, q)
+    flat = probes.ravel()
+    order = np.argsort(flat, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(flat[order])) + 1):
+        lst = int(flat[group[0]])
+        if lst < 0 or sizes[lst] == 0:
+            continue
+        y, member, yn = lists.get(lst)
+        rows, cols = np.divmod(group, nprobe)
+        part = q[rows] @ y.T
+        part *= -2.0
+        part += qn[rows, None]
+        part += yn[None, :]
+        np.maximum(part, 0.0, out=part)
+        if excluded is not None:
+            part[:, np.isin(member, excluded)] = np.inf
+        d2[starts[rows, cols][:, None] + np.arange(y.shape[0])] = part
+    for r in range(m):
+        a, b = starts[r, 0], ends[r, -1]
+        seg = d2[a:b]
+        pick = np.argpartition(seg, k - 1)[:k] if seg.size > k else np.arange(seg.size)
+        pick = pick[np.isfinite(seg[pick])]
+        c = np.searchsorted(ends[r], a + pick, side="right")  # which probed list each pick came from
+        ids = lists.ids(probes[r, c], a + pick - starts[r, c])
+        if pick.size and seg.size > k:
+            kth = seg[pick].max()
+            ties = np.flatnonzero(seg == kth)
+            less = pick.size - np.count_nonzero(seg[pick] == kth)
+            if less + ties.size > k:  # ties straddle the cut: the smallest ids among them, as exact search
+                c = np.searchsorted(ends[r], a + ties, side="right")
+                tie_ids = lists.ids(probes[r, c], a + ties - starts[r, c])
+                keep = np.argsort(tie_ids, kind="stable")[:k - less]
+                below = seg[pick] < kth
+                pick = np.concatenate([pick[below], ties[keep]])
+                ids = np.concatenate([ids[below], tie_ids[keep]])
+        dist = seg[pick]
+        first = by_distance_then_id(dist, ids)
+        out_d[r, :pick.size] = dist[first]
+        out_i[r, :pick.size] = ids[first]
+
+
+def by_distance_then_id(dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The order of non-negative float32 ``dist`` ascending, equal distances by id: one sort of 64-bit
+    keys (the distance's bits, then the id's rank). Equal float32 distances are common among thousands
+    of neighbours, and np.lexsort on two keys is several times slower."""
+    rank = np.empty(ids.size, dtype=np.uint64)
+    rank[np.argsort(ids)] = np.arange(ids.size, dtype=np.uint64)
+    key = dist.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64) << np.uint64(32)
+    key |= rank
+    return np.argsort(key)
 
 
 def exact_top(index: SearchIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(squared distances, ids) of each query's k nearest (not excluded) candidates, by BLAS products.
-
-    The truth that recall is measured against. For an IVF index FAISS's exhaustive search (every list
-    probed) computes distances query by query without BLAS and keeps a heap of k; on a 64-query sample
-    with k in the thousands that costs most of a selection's search time. Blocks of the lists are
-    multiplied at once and a running top-k is kept by partial sorting. Ties at the k-th distance may be
-    broken differently from FAISS, which can only lower the measured recall.
-    """
-    if index.exact:
-        k = min(int(k), index.available)
-        return index._search_all(np.ascontiguousarray(queries, dtype=np.float32), k)
-    ivf = faiss.extract_index_ivf(index.index)
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    qn = np.einsum("ij,ij->i", q, q)
+    """(squared distances, ids) of each query's k nearest (not excluded) candidates: the truth that recall
+    is measured against (an IVF-Flat index scans every list, see `scan_lists`)."""
     k = min(int(k), index.available)
-    best_d = np.empty((q.shape[0], 0), dtype=np.float32)
-    best_i = np.empty((q.shape[0], 0), dtype=np.int64)
-    parts, ids, rows = [], [], 0
-
-    def merge(best_d, best_i):
-        member = np.concatenate(ids)
-        d2 = np.concatenate([qn[:, None] + np.einsum("ij,ij->i", y, y)[None, :] - 2.0 * (q @ y.T) for y in parts],
-                            axis=1)
-        if index.excluded is not None:
-            d2[:, np.isin(member, index.excluded)] = np.inf
-        d2 = np.concatenate([best_d, d2], axis=1)
-        cand = np.concatenate([best_i, np.broadcast_to(member, (q.shape[0], member.size))], axis=1)
-        if d2.shape[1] > k:
-            keep = np.argpartition(d2, k - 1, axis=1)[:, :k]
-            return np.take_along_axis(d2, keep, 1), np.take_along_axis(cand, keep, 1)
-        return d2, cand
-
-    with threadpool_limits(limits=1, user_api="blas"):  # many small products: see density.parallel_kernel_sums
-        for lst in range(ivf.nlist):
-            y, member = list_vectors(ivf, lst)
-            if y.shape[0] == 0:
-                continue
-            parts.append(y)
-            ids.append(member)
-            rows += y.shape[0]
-            if rows >= _TRUTH_BLOCK:
-                best_d, best_i = merge(best_d, best_i)
-                parts, ids, rows = [], [], 0
-        if parts:
-            best_d, best_i = merge(best_d, best_i)
-    return best_d, best_i
+    return index._search_all(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
