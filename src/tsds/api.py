@@ -50,6 +50,8 @@ def select_embeddings(
                 f"size {config.size} is larger than the {cand.n} candidates in {cand.name}; "
                 "cannot draw that many distinct examples"
             )
+    # the manifest's input hashes, read beside the selection instead of after it (a 200k x 384 file: 0.2 s)
+    digests = _hashing({"candidates": candidates, "queries": queries}) if out is not None else None
     if config.index == "ivfpq":
         raise ParameterError("index ivfpq needs a pool store (tsds pool build ... --index ivfpq): its exact "
                              "distances come from the store's embedding shards; use auto, flat or ivf here")
@@ -60,7 +62,7 @@ def select_embeddings(
     if out is not None:
         with stages.stage("write"):
             write_selection(selection, out, overwrite=overwrite,
-                            inputs={"candidates": candidates, "queries": queries},
+                            inputs={"candidates": candidates, "queries": queries}, digests=digests.result(),
                             extra={"index": {"kind": index.kind, **index.calibration},
                                    "n_candidates": cand.n, "n_queries": int(q.shape[0]), "dim": cand.dim,
                                    "started": started})
@@ -68,21 +70,37 @@ def select_embeddings(
 
 
 def write_selection(selection: Selection, out, *, overwrite: bool = False, inputs: dict | None = None,
-                    extra: dict | None = None) -> Path:
-    """Write the arrays and the manifest into ``out`` (atomically)."""
+                    extra: dict | None = None, digests: dict | None = None) -> Path:
+    """Write the arrays and the manifest into ``out`` (atomically). ``digests``: input files' sha256 by role,
+    where already computed."""
     with atomic_dir(out, overwrite) as tmp:
         save_npy(tmp / "probabilities.npy", selection.probabilities.astype(np.float64))
         save_npy(tmp / "selected_indices.npy", selection.selected_indices)
-        save_json(tmp / "manifest.json", build_manifest(selection, inputs or {}, extra or {}))
+        save_json(tmp / "manifest.json", build_manifest(selection, inputs or {}, extra or {}, digests))
     return Path(out)
 
 
-def build_manifest(selection: Selection, inputs: dict, extra: dict) -> dict:
+def _hashing(inputs: dict):
+    """A future of {role: sha256} for the inputs that are files, computed in a background thread (hashlib
+    releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {role: value for role, value in inputs.items()
+             if isinstance(value, (str, os.PathLike)) and Path(value).is_file()}
+    pool = ThreadPoolExecutor(1, thread_name_prefix="tsds-hash")
+    future = pool.submit(lambda: {role: file_sha256(path) for role, path in files.items()})
+    pool.shutdown(wait=False)
+    return future
+
+
+def build_manifest(selection: Selection, inputs: dict, extra: dict, digests: dict | None = None) -> dict:
     a = selection.allocation
     files = {}
+    digests = digests or {}
     for role, value in inputs.items():
         if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
-            files[role] = {"path": str(Path(value).resolve()), "sha256": file_sha256(value),
+            files[role] = {"path": str(Path(value).resolve()),
+                           "sha256": digests[role] if role in digests else file_sha256(value),
                            "bytes": Path(value).stat().st_size}
         elif value is not None:
             files[role] = {"path": None, "note": "in-memory array"}

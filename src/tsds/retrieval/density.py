@@ -113,6 +113,7 @@ def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_co
 
 
 _BLOCK = 1 << 22
+_SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
 _CHUNK = 512  # points per task: results do not depend on how many threads run the tasks
 
 
@@ -141,12 +142,25 @@ def cores() -> int:
 
 def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None) -> list:
     """``fn(chunk, stats, scratch)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded
-    BLAS; results in chunk order. Each running chunk has a `_Scratch` to itself, passed on to the next."""
-    if workers is None:
-        workers = cores()
+    BLAS; results in chunk order."""
     chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
     _shells(index)  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
+    parts = in_threads(list(zip(chunks, parts_stats)), lambda job, scratch: fn(*job, scratch), workers)
+    for st in parts_stats:
+        stats.pairs += st.pairs
+        stats.lists_scanned += st.lists_scanned
+    return parts
+
+
+def in_threads(jobs: list, fn, workers: int | None = None) -> list:
+    """``fn(job, scratch)`` for each job, one thread per core with single-threaded BLAS; results in job order.
+
+    Each running job has a `_Scratch` to itself, handed on to the next job of its thread, so buffers are
+    allocated once per thread rather than once per job. Many small products: a multi-threaded BLAS would
+    split each across cores and spend its time synchronising.
+    """
+    workers = min(cores() if workers is None else workers, len(jobs))
     free: queue.SimpleQueue[_Scratch] = queue.SimpleQueue()
 
     def run(job):
@@ -155,20 +169,15 @@ def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, wor
         except queue.Empty:
             scratch = _Scratch()
         try:
-            return fn(*job, scratch)
+            return fn(job, scratch)
         finally:
             free.put(scratch)
 
     with threadpool_limits(limits=1, user_api="blas"):
-        if workers <= 1 or len(chunks) <= 1:
-            parts = [run(job) for job in zip(chunks, parts_stats)]
-        else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-                parts = list(pool.map(run, zip(chunks, parts_stats)))
-    for st in parts_stats:
-        stats.pairs += st.pairs
-        stats.lists_scanned += st.lists_scanned
-    return parts
+        if workers <= 1:
+            return [run(job) for job in jobs]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(run, jobs))
 
 
 def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: int | None = None):
@@ -355,28 +364,36 @@ def _shells(index: SearchIndex) -> _Shells:
     starts = np.concatenate([[0], np.cumsum(sizes)])
     projected = np.empty((int(starts[-1]), p + 1), dtype=np.float32)
     centroid_proj = (centroids @ basis32.T).astype(np.float32)
-    group, rows = [], 0
-    for lst in np.flatnonzero(sizes).tolist() + [None]:
-        if lst is not None:
-            group.append((lst, list_vectors(ivf, lst)[0]))
-            rows += int(sizes[lst])
-        if group and (lst is None or rows >= 16384):
-            lists = np.array([g[0] for g in group])
-            counts = np.array([g[1].shape[0] for g in group])
-            off = np.concatenate([g[1] for g in group])
-            off -= np.repeat(centroids[lists], counts, axis=0)
-            a = off @ basis32.T
-            yb = a + np.repeat(centroid_proj[lists], counts, axis=0)
-            at = int(starts[lists[0]])
-            projected[at:at + yb.shape[0], :p] = 2.0 * yb
-            projected[at:at + yb.shape[0], p] = -np.einsum("ij,ij->i", yb, yb)
-            a2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
-            b = np.sqrt(np.maximum(np.einsum("ij,ij->i", off, off, dtype=np.float64) - a2, 0.0))
-            a = np.sqrt(a2)
-            first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            along[lists, 0], along[lists, 1] = np.minimum.reduceat(a, first), np.maximum.reduceat(a, first)
-            across[lists, 0], across[lists, 1] = np.minimum.reduceat(b, first), np.maximum.reduceat(b, first)
+    groups, group, rows = [], [], 0
+    for lst in np.flatnonzero(sizes).tolist():
+        group.append(lst)
+        rows += int(sizes[lst])
+        if rows >= _SHELL_ROWS:
+            groups.append(np.array(group))
             group, rows = [], 0
+    if group:
+        groups.append(np.array(group))
+
+    def offsets(lists, scratch):
+        """Offsets of the members of ``lists`` (consecutive in list order) along and across the basis."""
+        counts = sizes[lists]
+        off = scratch.array("offsets", (int(counts.sum()), ivf.d), np.float32)
+        np.concatenate([list_vectors(ivf, lst)[0] for lst in lists], out=off)
+        off -= np.repeat(centroids[lists], counts, axis=0)
+        a = np.matmul(off, basis32.T, out=scratch.array("along", (off.shape[0], p), np.float32))
+        at = int(starts[lists[0]])
+        yb = projected[at:at + off.shape[0], :p]
+        np.add(a, np.repeat(centroid_proj[lists], counts, axis=0), out=yb)
+        projected[at:at + off.shape[0], p] = -np.einsum("ij,ij->i", yb, yb)
+        yb *= 2.0
+        a2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+        b = np.sqrt(np.maximum(np.einsum("ij,ij->i", off, off, dtype=np.float64) - a2, 0.0))
+        a = np.sqrt(a2)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        along[lists, 0], along[lists, 1] = np.minimum.reduceat(a, first), np.maximum.reduceat(a, first)
+        across[lists, 0], across[lists, 1] = np.minimum.reduceat(b, first), np.maximum.reduceat(b, first)
+
+    in_threads(groups, offsets)
     # float32 offsets and projections: widen every interval by far more than their rounding
     slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
     along += [-slack, slack]
