@@ -79,16 +79,20 @@ class NpyVectors:
         self.n, self.dim = int(shape[0]), int(shape[1])
         self.dtype = dtype
 
-    def _rows(self, start: int, count: int) -> np.ndarray:
-        a = np.fromfile(self.path, dtype=self.dtype, count=count * self.dim,
-                        offset=self.offset + start * self.dim * self.dtype.itemsize)
-        return a.reshape(count, self.dim)
-
     def chunks(self, rows: int = CHUNK_ROWS):
-        for start in range(0, self.n, rows):
-            chunk = self._rows(start, min(rows, self.n - start)).astype(np.float32, copy=False)
-            _check_finite(chunk, start, self.name)
-            yield start, chunk
+        """(first row, float32 rows) in order. Each chunk is read into the same buffer and is valid until the
+        next one is read: a fresh array per chunk is a fresh mapping to fault in (24 MB each by default)."""
+        buf = np.empty(min(rows, self.n) * self.dim, dtype=self.dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for start in range(0, self.n, rows):
+                count = min(rows, self.n - start)
+                raw = buf[:count * self.dim]
+                if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+                    raise InputError(f"{self.name}: truncated file (ends before row {start + count})")
+                chunk = raw.reshape(count, self.dim).astype(np.float32, copy=False)
+                _check_finite(chunk, start, self.name)
+                yield start, chunk
 
     def take(self, rows) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
