@@ -165,7 +165,8 @@ class SearchIndex:
 
 def _finish(d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distances in float64, rows ascending (FAISS's already are; only rows that are not get sorted)."""
-    dist = np.sqrt(np.maximum(d2.astype(np.float64), 0.0))
+    dist = d2.astype(np.float64)
+    np.sqrt(np.maximum(dist, 0.0, out=dist), out=dist)
     unsorted = np.flatnonzero((dist[:, 1:] < dist[:, :-1]).any(axis=1)) if dist.shape[1] > 1 else []
     if len(unsorted):
         order = np.argsort(dist[unsorted], axis=1, kind="stable")
@@ -338,9 +339,7 @@ def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> 
     the queries that probe it (BLAS, the vectors read in place) and each query's k nearest are picked by a
     partial sort. The result depends only on the query, not on its batch mates or the thread count.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tsds.retrieval.density import cores
+    from tsds.retrieval.density import in_threads
 
     ivf = faiss.extract_index_ivf(index.index)
     q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -357,18 +356,11 @@ def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> 
     step = max(1, min(_SCAN_QUERIES, _SCAN_BUDGET // max(1, int(per_query.max()))))
     tasks = [np.arange(a, min(m, a + step)) for a in range(0, m, step)]
 
-    def task(rows):
+    def task(rows, scratch):
         _scan_task(ivf, lists, q[rows], probes[rows], sizes, k, index.excluded, out_d[rows[0]:rows[-1] + 1],
-                   out_i[rows[0]:rows[-1] + 1])
+                   out_i[rows[0]:rows[-1] + 1], scratch)
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        workers = min(cores(), len(tasks))
-        if workers <= 1:
-            for rows in tasks:
-                task(rows)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(task, tasks))
+    in_threads(tasks, task)
     return out_d, out_i
 
 
@@ -409,14 +401,14 @@ class _ListNorms:
         return y, ids, norms
 
 
-def _scan_task(ivf, lists: _ListNorms, q, probes, sizes, k, excluded, out_d, out_i) -> None:
+def _scan_task(ivf, lists: _ListNorms, q, probes, sizes, k, excluded, out_d, out_i, scratch) -> None:
     """`scan_lists` for a few queries: every probed (query, list) block of distances laid end to end per
     query in one buffer, then each query's k smallest; ids are looked up only for those."""
     m, nprobe = probes.shape
     block = sizes[probes]
     ends = np.cumsum(block.ravel()).reshape(m, nprobe)
     starts = ends - block
-    d2 = np.empty(int(ends[-1, -1]), dtype=np.float32)
+    d2 = scratch.array("distances", (int(ends[-1, -1]),), np.float32)
     qn = np.einsum("ij,ij->i", q, q)
     flat = probes.ravel()
     order = np.argsort(flat, kind="stable")
@@ -476,6 +468,20 @@ def exact_top(index: SearchIndex, queries: np.ndarray, k: int) -> tuple[np.ndarr
     return index._search_all(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
+_MARKER_MAX = 1 << 26
+
+
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = sum(np.intersect1d(f, t, assume_unique=False).size for f, t in zip(found, truth))
+    """Share of the true neighbours found, row by row (ids are distinct within a row; -1 is never a hit)."""
+    if truth.size == 0:
+        return 1.0
+    top = int(max(found.max(initial=0), truth.max(initial=0))) + 1
+    if top > _MARKER_MAX:
+        return sum(np.intersect1d(f[f >= 0], t).size for f, t in zip(found, truth)) / truth.size
+    marker = np.zeros(top, dtype=bool)  # a row's true ids marked in a table: no sort per row
+    hits = 0
+    for f, t in zip(found, truth):
+        marker[t] = True
+        hits += int(np.count_nonzero(marker[f[f >= 0]]))
+        marker[t] = False
     return hits / truth.size
