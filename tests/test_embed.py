@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -172,6 +173,128 @@ def test_model2vec_directory_by_path(static_env):
     assert emb.identity["weights_sha256"] == static_env["emb"].identity["weights_sha256"]
     assert emb.identity["model"] == str(Path(static_env["dir"]).resolve())
     assert np.array_equal(emb.embed(TEXTS), static_env["emb"].embed(TEXTS))
+
+
+
+def _demo_texts(n: int) -> list[str]:
+    """The first `n` texts of the bundled demo pool."""
+    import gzip
+
+    pool = Path(__file__).resolve().parent.parent / "data" / "demo" / "pool.jsonl.gz"
+    with gzip.open(pool, "rt", encoding="utf-8") as fh:
+        return [json.loads(line)["text"] for line, _ in zip(fh, range(n))]
+
+
+@pytest.fixture(scope="session")
+def model2vec_folders(static_env, tmp_path_factory):
+    """Folders model2vec itself wrote, from the real static model, in the plain model2vec layout:
+
+    - "plain": the cached model (float16 embeddings, no weights or mapping, max_length 512);
+    - "quantised": the same vocabulary quantised as model2vec's `quantize_vocabulary` stores it (unit
+      cluster vectors, a token -> cluster mapping, each token's norm as its weight), here with the
+      clusters taken as 14,000 of the token vectors, so two tokens share each of most clusters, and
+      max_length 128;
+    - "no-max-length": "quantised" with max_length deleted from config.json (model2vec then uses 512).
+    """
+    from model2vec import StaticModel
+
+    root = tmp_path_factory.mktemp("m2v")
+    model = StaticModel.from_pretrained(static_env["dir"])
+    vectors = model.embedding.astype(np.float32)
+    n = len(vectors)
+    norms = np.linalg.norm(vectors, axis=1) + 1e-32
+    order = np.random.default_rng(0).permutation(n)
+    k = 14_000
+    mapping = np.empty(n, dtype=np.int32)
+    mapping[order] = np.arange(n) % k
+    clusters = (vectors / norms[:, None])[order[:k]]
+    quantised = StaticModel(vectors=clusters.astype(np.float16), tokenizer=model.tokenizer,
+                            config={**model.config, "max_length": 128},
+                            weights=norms.astype(np.float16), token_mapping=mapping, normalize=True, max_length=128)
+    quantised.save_pretrained(root / "quantised")
+    shutil.copytree(root / "quantised", root / "no-max-length")
+    config = json.loads((root / "no-max-length" / "config.json").read_text())
+    del config["max_length"]
+    (root / "no-max-length" / "config.json").write_text(json.dumps(config))
+    return {"plain": Path(static_env["dir"]), "quantised": root / "quantised", "no-max-length": root / "no-max-length"}
+
+
+@pytest.mark.parametrize("kind", ["plain", "quantised", "no-max-length"])
+def test_plain_model2vec_folder_is_read_as_model2vec_reads_it(model2vec_folders, kind):
+    """The folder is read without model2vec, into exactly what `StaticModel.from_pretrained` plus the
+    table folding gives: table bytes, unknown token, token limit, tokens and embeddings."""
+    from model2vec import StaticModel
+
+    from tsds.embed.base import l2_normalise
+    from tsds.embed.static import _read_plain_folder
+
+    folder = model2vec_folders[kind]
+    assert _read_plain_folder(folder) is not None  # the fast path, not the model2vec fallback
+    emb = StaticEmbedder(folder)
+
+    model = StaticModel.from_pretrained(folder)
+    table = np.asarray(model.embedding, dtype=np.float32)
+    n_tokens = len(model.tokens)
+    if model.token_mapping is not None:
+        table = table[np.asarray(model.token_mapping, dtype=np.int64)[:n_tokens]]
+    if model.weights is not None:
+        table = table * np.asarray(model.weights, dtype=np.float32)[:n_tokens, None]
+    assert (model.token_mapping is not None, model.weights is not None) == (kind != "plain", kind != "plain")
+    assert emb._table.dtype == np.float32 and emb._table.tobytes() == np.ascontiguousarray(table).tobytes()
+    assert emb._unk == model.unk_token_id is not None
+    assert emb.max_tokens == model.max_length == (128 if kind == "quantised" else 512)
+    assert emb.dim == model.dim == 256
+
+    texts = [*_demo_texts(40), "naïve café déjà vu — 東京 🙂", "x" * 300, "", " ".join(_demo_texts(300))]
+    unk = model.unk_token_id
+    raw = [e.ids for e in emb._tokenizer.encode_batch(texts, add_special_tokens=False)]
+    reference_tok = model.tokenizer  # model2vec's copy truncates at max_length; compare whole texts
+    reference_tok.no_truncation()
+    assert raw == [e.ids for e in reference_tok.encode_batch(texts, add_special_tokens=False)]
+    assert sum(unk in ids for ids in raw) >= 2  # the emoji and the 300-char word are unknown
+    assert len(raw[-1]) > 8 * emb.max_tokens  # the joined text is cut
+
+    # model2vec's own tokenize: truncation at max_length, then unknown tokens dropped
+    reference_tok.enable_truncation(model.max_length)
+    sums = np.zeros((len(texts), model.dim), dtype=np.float32)
+    for row, ids in zip(sums, model.tokenize(texts)):
+        for t in ids:
+            row += table[t]
+    before = emb.truncated
+    assert np.array_equal(emb.embed(texts), l2_normalise(sums))
+    assert emb.truncated - before == sum(len(ids) > emb.max_tokens for ids in raw) >= 1
+
+
+def test_plain_model2vec_folder_loads_without_importing_model2vec(model2vec_folders):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tsds.embed import load_embedder; "
+        f"e = load_embedder({str(model2vec_folders['quantised'])!r}); "
+        "print([m for m in ('model2vec', 'huggingface_hub') if m in sys.modules])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+
+
+def test_other_model2vec_layout_goes_through_model2vec(model2vec_folders, tmp_path):
+    """A sentence-transformers layout (no config.json; model2vec reads `embedding.weight`) is left to
+    model2vec, and gives the same embedder as the plain folder holding the same tensors."""
+    import safetensors.numpy
+
+    from tsds.embed.static import _read_plain_folder
+
+    plain = model2vec_folders["plain"]
+    tensors = safetensors.numpy.load_file(plain / "model.safetensors")
+    safetensors.numpy.save_file({"embedding.weight": tensors["embeddings"]}, tmp_path / "model.safetensors")
+    shutil.copy(plain / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "config_sentence_transformers.json").write_text("{}")
+    assert _read_plain_folder(tmp_path) is None
+    emb, ref = load_embedder(str(tmp_path)), StaticEmbedder(plain)
+    assert isinstance(emb, StaticEmbedder)
+    assert emb._table.tobytes() == ref._table.tobytes() and (emb._unk, emb.max_tokens) == (ref._unk, ref.max_tokens)
+    assert np.array_equal(emb.embed(TEXTS), ref.embed(TEXTS))
 
 
 def test_sentence_transformers_directory_by_path(minilm):

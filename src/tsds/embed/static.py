@@ -1,9 +1,11 @@
 """Static (model2vec) embeddings: a token-vector lookup and a mean, thousands of texts a second on a CPU.
 
 The default `static` model is distilled once from the packaged all-MiniLM-L6-v2 (about 30 s) and cached
-under the user's cache directory; later loads read the 15 MB folder in well under a second. The cache
-is written atomically (built in a temporary folder, then renamed) under an exclusive file lock, so
-concurrent processes wait for one build and a killed build never leaves a half-written model.
+under the user's cache directory. Later loads read its files directly with safetensors and tokenizers
+(about 0.1 s): model2vec itself, with the Hugging Face Hub client it imports, is loaded only to distil
+and for folders in another layout. The cache is written atomically (built in a temporary folder, then
+renamed) under an exclusive file lock, so concurrent processes wait for one build and a killed build
+never leaves a half-written model.
 
 Embedding is done here rather than by `StaticModel.encode` so that it is exact and reproducible:
 texts are cut at `max_tokens` real tokens (model2vec cuts at a character estimate), and every row is
@@ -23,7 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -153,6 +155,81 @@ def is_model2vec_dir(path: Path) -> bool:
     return (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
 
 
+class _Parts(NamedTuple):
+    """What `StaticEmbedder` needs from a model2vec folder."""
+
+    table: np.ndarray  # float32, one row per token id, mapping and weights folded in
+    tokenizer: Any  # tokenizers.Tokenizer
+    unk: int | None  # id of the unknown token, dropped from every text (as model2vec does)
+    max_length: int | None  # config's max_length (model2vec's default when absent)
+
+
+def _fold(embeddings: np.ndarray, n_tokens: int, weights: np.ndarray | None, mapping: np.ndarray | None) -> np.ndarray:
+    """One float32 row per token id with any vocabulary-quantisation mapping and SIF weights folded in,
+    so a text's vector is a plain sum of table rows."""
+    table = np.asarray(embeddings, dtype=np.float32)
+    if mapping is not None:
+        table = table[np.asarray(mapping, dtype=np.int64)[:n_tokens]]
+    if weights is not None:
+        table = table * np.asarray(weights, dtype=np.float32)[:n_tokens, None]
+    return np.ascontiguousarray(table, dtype=np.float32)
+
+
+def _unk_token_id(tokenizer: Any) -> int | None:
+    """The unknown token's id, found the way model2vec 0.10's `_get_unk_token_id` finds it."""
+    model = tokenizer.model
+    if hasattr(model, "unk_token"):  # WordPiece, BPE, WordLevel
+        token = model.unk_token
+        return None if token is None else tokenizer.token_to_id(token)
+    return json.loads(tokenizer.to_str())["model"].get("unk_id")  # Unigram
+
+
+def _read_plain_folder(path: Path) -> _Parts | None:
+    """Read a folder in model2vec's own layout (model.safetensors, tokenizer.json, config.json at its root)
+    with safetensors, tokenizers and json, without importing model2vec (about 0.2 s of imports).
+
+    Gives what `StaticModel.from_pretrained` gives for that layout. Returns None for any other layout,
+    a config that is not an object or whose `max_length` is not None or a positive integer, and vectors
+    that do not match the vocabulary without a mapping: those go through model2vec, for its behaviour
+    and its errors.
+    """
+    weights_file, config_file, tokenizer_file = (
+        path / "model.safetensors", path / "config.json", path / "tokenizer.json"
+    )
+    # model2vec tries its own layout first and takes it when these three exist
+    if not (weights_file.exists() and config_file.exists() and tokenizer_file.exists()):
+        return None
+    import safetensors
+    from tokenizers import Tokenizer
+
+    with open(config_file) as fh:
+        config = json.load(fh)
+    if not isinstance(config, dict):
+        return None
+    max_length = config.get("max_length", _DEFAULT_MAX_TOKENS)
+    if max_length is not None and (type(max_length) is not int or max_length < 1):
+        return None
+    with safetensors.safe_open(str(weights_file), framework="numpy") as tensors:
+        names = set(tensors.keys())
+        embeddings = tensors.get_tensor("embeddings")
+        weights = tensors.get_tensor("weights") if "weights" in names else None
+        mapping = tensors.get_tensor("mapping") if "mapping" in names else None
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    n_tokens = len(tokenizer.get_vocab())
+    if mapping is None and len(embeddings) != n_tokens:  # model2vec refuses it, with its own message
+        return None
+    return _Parts(_fold(embeddings, n_tokens, weights, mapping), tokenizer, _unk_token_id(tokenizer), max_length)
+
+
+def _read_with_model2vec(path: Path) -> _Parts:
+    """Any folder model2vec can load (e.g. a sentence-transformers layout), through `StaticModel.from_pretrained`."""
+    from model2vec import StaticModel
+
+    model = StaticModel.from_pretrained(path)
+    table = _fold(model.embedding, len(model.tokens), model.weights, model.token_mapping)
+    return _Parts(table, model.tokenizer, model.unk_token_id, model.max_length)
+
+
 class StaticEmbedder(Embedder):
     """A model2vec static model: mean of (SIF-weighted) token vectors, L2-normalised.
 
@@ -162,25 +239,15 @@ class StaticEmbedder(Embedder):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, batch_size: int | None = None, name: str | None = None):
-        from model2vec import StaticModel
-
         self.path = Path(path).resolve()
-        model = StaticModel.from_pretrained(self.path)
-        max_tokens = model.max_length or _DEFAULT_MAX_TOKENS
+        parts = _read_plain_folder(self.path) or _read_with_model2vec(self.path)
         super().__init__(
-            dim=model.dim, max_tokens=max_tokens, batch_size=batch_size or _DEFAULT_BATCH_SIZE
+            dim=parts.table.shape[1], max_tokens=parts.max_length or _DEFAULT_MAX_TOKENS,
+            batch_size=batch_size or _DEFAULT_BATCH_SIZE,
         )
-        # One float32 row per token id, with any vocabulary-quantisation mapping and SIF weights folded
-        # in, so a text's vector is a plain sum of table rows.
-        table = np.asarray(model.embedding, dtype=np.float32)
-        n_tokens = len(model.tokens)
-        if model.token_mapping is not None:
-            table = table[np.asarray(model.token_mapping, dtype=np.int64)[:n_tokens]]
-        if model.weights is not None:
-            table = table * np.asarray(model.weights, dtype=np.float32)[:n_tokens, None]
-        self._table = np.ascontiguousarray(table, dtype=np.float32)
-        self._unk = model.unk_token_id
-        tok = model.tokenizer  # already a private copy; we cut at max_tokens ourselves to count cuts
+        self._table = parts.table
+        self._unk = parts.unk
+        tok = parts.tokenizer  # our own copy; we cut at max_tokens ourselves to count cuts
         tok.no_truncation()
         tok.no_padding()
         self._tokenizer = tok
