@@ -262,7 +262,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
 
 class _Scratch:
     """Buffers reused across one chunk's list blocks. A fresh product of a few MB per block would be a
-    new mapping to fault in each time (the CLI keeps arrays over 1 MiB in their own mappings, see
+    new mapping to fault in each time (the CLI keeps arrays over 4 MiB in their own mappings, see
     tsds.memory): thousands per density pass."""
 
     def __init__(self):
