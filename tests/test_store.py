@@ -70,10 +70,14 @@ def test_store_layout_and_contents(store, small_pool):
     assert (store.root / "index" / "euclidean.faiss").is_file()
 
 
-def test_sigkill_then_resume_is_byte_identical(small_pool, store, tmp_path):
+def test_sigkill_then_resume_is_byte_identical(small_pool, tmp_path, static_embedder):
+    # 40 small shards: after the third is reported, the build still has most of its work (and fsyncs)
+    # ahead, so the kill lands mid-build even on a busy machine
+    shards = 40
+    reference = build_store([small_pool[0]], tmp_path / "reference", embedder=static_embedder, shard_rows=100)
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "tsds.cli", "pool", "build", str(small_pool[0]), "--out", str(out),
-           "--shard-rows", "500", "--log-json", "--quiet"]
+           "--shard-rows", "100", "--log-json", "--quiet"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     done = 0
     for line in proc.stderr:
@@ -85,7 +89,7 @@ def test_sigkill_then_resume_is_byte_identical(small_pool, store, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     finished = len(list((out / "shards").glob("*.json")))
-    assert 3 <= finished < 8
+    assert 3 <= finished < shards
     assert not PoolStore(out).complete
     with pytest.raises(InputError, match="did not finish"):
         PoolStore(out).require_complete()
@@ -94,11 +98,11 @@ def test_sigkill_then_resume_is_byte_identical(small_pool, store, tmp_path):
     resumed = PoolStore(out)
     assert resumed.complete
     assert resumed.meta["last_build"]["reused_shards"] == finished
-    assert resumed.meta["last_build"]["embedded_shards"] == 8 - finished
-    assert _shard_bytes(out) == _shard_bytes(store.root)
+    assert resumed.meta["last_build"]["embedded_shards"] == shards - finished
+    assert _shard_bytes(out) == _shard_bytes(reference.root)
     assert not list((out / "shards").glob(".*"))
     # the index too is a function of the store alone, resumed or not
-    assert (out / "index" / "euclidean.faiss").read_bytes() == (store.root / "index" / "euclidean.faiss").read_bytes()
+    assert (out / "index" / "euclidean.faiss").read_bytes() == (reference.root / "index" / "euclidean.faiss").read_bytes()
 
 
 def test_shards_written_in_background_report_only_finished_shards(small_pool, store, tmp_path, static_embedder):
@@ -275,3 +279,35 @@ def test_ivf_index_is_a_function_of_the_store_with_exact_list_radii(small_pool, 
             radius[lst] = np.sqrt(((x[ids] - centroids[lst]) ** 2).sum(axis=1)).max()
     assert np.allclose(again.list_radius, radius, rtol=1e-5, atol=1e-6)
     assert sum(invlists.list_size(lst) for lst in range(ivf.nlist)) == built.n_rows
+
+
+def test_one_build_at_a_time_and_a_killed_builds_temporaries_are_removed(small_pool, store, tmp_path, static_embedder):
+    """A second build of a store while one runs is refused; the next build removes the temporaries a killed
+    build left (its atomic writes' files) and nothing else."""
+    import fcntl
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(store.root, out)
+    leftovers = [out / "shards" / ".000003.npy.k2x9_qa1.npy", out / "shards" / ".000003.loc.npy.abcdefgh.npy",
+                 out / "index" / ".euclidean.faiss.zz00yy11", out / ".store.json.q1w2e3r4"]
+    for path in leftovers:
+        path.write_bytes(b"half-written")
+    mine = out / "shards" / ".notes"
+    mine.write_text("not ours")
+    with open(out / ".build.lock", "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="another build of this store is running"):
+            build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500)
+        assert all(path.exists() for path in leftovers)
+    again = build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500)
+    assert again.meta["last_build"]["reused_shards"] == 8
+    assert not any(path.exists() for path in leftovers)
+    assert mine.read_text() == "not ours"
+
+
+def test_a_build_that_fails_on_its_input_leaves_no_folder(tmp_path, static_embedder):
+    out = tmp_path / "never"
+    with pytest.raises(InputError, match="no such file"):
+        build_store([tmp_path / "missing.jsonl"], out, embedder=static_embedder)
+    assert not out.exists()

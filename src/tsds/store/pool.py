@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -374,6 +376,45 @@ class _ShardWrites:
         return False
 
 
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.npy|\.npz)?$")  # the names tempfile.mkstemp gives ours
+
+
+@contextmanager
+def _exclusive_build(root: Path):
+    """One build of a store at a time (a lock that the OS drops when its process dies, kill -9 included),
+    and the half-written temporaries of a killed build removed before this one starts. A folder this
+    build created is removed again if the build fails before writing anything into it."""
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked_and_swept(root):
+            yield
+    except BaseException:
+        if created and {p.name for p in root.iterdir()} <= {".build.lock"}:
+            (root / ".build.lock").unlink(missing_ok=True)
+            root.rmdir()
+        raise
+
+
+@contextmanager
+def _locked_and_swept(root: Path):
+    with open(root / ".build.lock", "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks here: builds are not guarded against each other
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(f"{root}: another build of this store is running") from None
+        for folder in (root, root / "shards", root / "index"):
+            for path in folder.glob(".*"):
+                if _TEMPORARY.match(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
+        yield
+
+
 def build_store(
     paths,
     out: str | os.PathLike,
@@ -402,10 +443,18 @@ def build_store(
     tsds.engines). ``index_shards``: build a sharded index of that many shards (the Ray engine
     builds a sharded index by default; the local engine a single one).
     """
+    with _exclusive_build(Path(out)):
+        return _build_store(paths, Path(out), embedder_spec=embedder_spec, spec=spec, on_bad_row=on_bad_row,
+                            shard_rows=shard_rows, fmt=fmt, metric=metric, index_kind=index_kind, embedder=embedder,
+                            engine=engine, progress=progress, on_shard=on_shard, index_shards=index_shards)
+
+
+def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_rows, fmt, metric, index_kind,
+                 embedder, engine, progress, on_shard, index_shards) -> PoolStore:
+    """`build_store`'s work, under the store's build lock."""
     from tsds.embed import load_embedder
     from tsds.engines.local import LocalEngine
 
-    root = Path(out)
     spec = spec or TextSpec()
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not paths:
