@@ -121,7 +121,7 @@ class SearchIndex:
         """
         k = min(int(k), self.available)
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self._scans_lists:
+        if self._scans_lists and k >= _SCAN_FROM_K:
             d2, ids = scan_lists(self, q, k, self.nprobe)
         else:
             d2, ids = self.index.search(q, k, params=self.params())
@@ -152,14 +152,15 @@ class SearchIndex:
     def _search_all(self, q: np.ndarray, k: int):
         if self.exact:
             return self.index.search(q, k, params=self.params())
-        if self._scans_lists:
+        if self._scans_lists and k >= _SCAN_FROM_K:
             return scan_lists(self, q, k, self.nlist)
         ivf = faiss.extract_index_ivf(self.index)
         return ivf.search(q, k, params=self.params(nprobe=ivf.nlist))
 
     @property
     def _scans_lists(self) -> bool:
-        """IVF-Flat indexes are searched by `scan_lists` (vectors read in place) instead of FAISS's search."""
+        """IVF-Flat indexes are searched by `scan_lists` (vectors read in place) instead of FAISS's search
+        for k from ``_SCAN_FROM_K`` on."""
         return isinstance(self.index, faiss.IndexIVFFlat) and self.index.code_size == 4 * self.index.d
 
 
@@ -326,6 +327,7 @@ def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
     return codes.view(np.float32).reshape(size, ivf.d), faiss.rev_swig_ptr(ivf.invlists.get_ids(int(lst)), size)
 
 
+_SCAN_FROM_K = 256  # below this FAISS's heap of k is cheap, and its search of few lists faster than a scan
 _SCAN_BUDGET = 1 << 22  # candidate distances held at once by `scan_lists` (each with its id: 48 MB)
 _SCAN_QUERIES = 64  # queries per task of `scan_lists`: the tasks' results do not depend on how many threads run them
 
