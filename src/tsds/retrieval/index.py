@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from tsds.errors import ParameterError
 
