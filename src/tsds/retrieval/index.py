@@ -338,7 +338,7 @@ def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> 
     FAISS's IVF search keeps a heap of k per query, and with k in the thousands maintaining it costs
     far more than the distances (its issue #4570). Here each probed list is multiplied once against all
     the queries that probe it (BLAS, the vectors read in place) and each query's k nearest are picked by a
-    partial sort. The result depends only on the query, not on its batch mates or the thread count.
+    partial sort. Queries go in fixed blocks (tasks), so the result does not depend on the thread count.
     """
     from tsds.retrieval.density import in_threads
 
