@@ -277,3 +277,31 @@ def test_candidates_within_hold_every_pair_within_sigma():
         assert np.all(np.diff(found) > 0)  # increasing ids, no repeats
         assert set(np.flatnonzero(d2[i] < sigma**2)) <= set(found.tolist())
     assert lims[-1] < 0.2 * len(points) * len(x) and 0 < scanned < len(points) * 50
+
+
+def test_a_truncated_round_computes_no_densities_and_the_answer_is_unchanged():
+    """Densities are >= 1, so a solve with 1 in every unknown entry bounds the walk's total from above: when it
+    is truncated, the K is truncated whatever the densities, and the round computes none. The selection
+    still equals the solve on all N neighbours with every density."""
+    from tsds.config import make_config
+    from tsds.pipeline.select import DensityCache, _solve_with_lazy_densities
+    from tsds.pipeline.stages import StageLog
+
+    x = _clustered(1500, 10, seed=5)
+    q = prepare(_clustered(6, 10, seed=6), "euclidean")
+    index = build_index(x, kind="flat")
+    config = make_config(size=50, alpha=0.3, C=1.0, sigma=0.6, initial_k=4)
+    D, ids = index.search(q, 4)
+    cache = DensityCache(index.ntotal)
+    _, alloc = _solve_with_lazy_densities(index, D, ids, config, cache, DensityStats(), StageLog(), None,
+                                          complete=False)
+    assert alloc.truncated and cache.computed == 0
+    D, ids = index.search(q, 1500)
+    R, alloc = _solve_with_lazy_densities(index, D, ids, config, cache, DensityStats(), StageLog(), None,
+                                          complete=True)
+    assert not alloc.truncated and 0 < cache.computed < 1500
+    rho = densities(index, np.arange(1500), 0.6)
+    full = solve(D, rho[ids], alpha=0.3, C=1.0, complete=True)
+    # densities summed in other batches of points differ in their last float32 bits
+    got, want = allocation_to_probabilities(ids, alloc, 1500), allocation_to_probabilities(ids, full, 1500)
+    assert np.array_equal(got > 0, want > 0) and np.allclose(got, want, rtol=1e-6, atol=0)
