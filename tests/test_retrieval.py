@@ -280,9 +280,8 @@ def test_candidates_within_hold_every_pair_within_sigma():
 
 
 def test_a_truncated_round_computes_no_densities_and_the_answer_is_unchanged():
-    """Densities are >= 1, so a solve with 1 in every unknown entry bounds the walk's total from above: when it
-    is truncated, the K is truncated whatever the densities, and the round computes none. The selection
-    still equals the solve on all N neighbours with every density."""
+    """A round whose solve with 1 (the smallest density) in every unknown entry is truncated computes no
+    density; the final round's answer still equals the solve on all N neighbours with every density."""
     from tsds.config import make_config
     from tsds.pipeline.select import DensityCache, _solve_with_lazy_densities
     from tsds.pipeline.stages import StageLog

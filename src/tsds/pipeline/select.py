@@ -91,10 +91,12 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
     """
     M, K = ids.shape
     if not complete:
-        # Every density is >= 1, so the walk's total with 1 in each unknown entry bounds the true total from
-        # above: when even that cannot meet the condition, this K is truncated whatever the densities are,
-        # and K grows without computing any. (Rounding can only make this call a truncation that is not
-        # one; the next K then gives the same optimum.)
+        # First a solve with 1, the smallest density, in every unknown entry: the largest steps the walk can
+        # take. When even that runs out of list before the condition holds, K grows without computing any
+        # density at this K (on the 200k benchmark every round below the last). This is a screen, not a
+        # bound: the walk stops at the first list's end, which moves with the densities, so in rare cases a
+        # K reported truncated here would not have been. That only costs a larger K: the optimum is the
+        # same at every K that is not truncated, and the last round is solved with exact densities.
         with stages.stage("solve") as info:
             R = cache.values[ids]
             unknown = np.isnan(R)
