@@ -310,7 +310,8 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     ahead = min(index.available, max(k, _TRUTH_AHEAD))
     if isinstance(index, SearchIndex):
         d2, ids = exact_top(index, q, ahead)
-        ids = np.take_along_axis(ids, np.lexsort((ids, d2), axis=1), 1)  # by distance, ties by id
+        if not (index._scans_lists and ahead >= _SCAN_FROM_K):  # the scan's rows are in this order already
+            ids = np.take_along_axis(ids, np.lexsort((ids, d2), axis=1), 1)  # by distance, ties by id
     else:
         ids = index.exact_search(q, ahead)[1]
     index._truth_cache = (key, ids)
@@ -327,7 +328,7 @@ def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 _SCAN_FROM_K = 256  # below this FAISS's heap of k is cheap, and its search of few lists faster than a scan
-_SCAN_BUDGET = 1 << 22  # candidate distances held at once by `scan_lists` (each with its id: 48 MB)
+_SCAN_BUDGET = 1 << 22  # candidate distances held at once by one `scan_lists` task (16 MB)
 _SCAN_QUERIES = 64  # queries per task of `scan_lists`: the tasks' results do not depend on how many threads run them
 
 
