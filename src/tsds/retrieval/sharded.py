@@ -636,18 +636,8 @@ def merge_topk(parts, starts: np.ndarray, k: int):
     ids = [i + starts[j] for j, (d, i) in enumerate(parts) if d.shape[1]]
     D = np.concatenate(dists, axis=1)
     I = np.concatenate(ids, axis=1)
-    if not D.shape[0]:
-        return D[:, :k], I[:, :k]
-    # each shard's rows come ordered by (distance, id) and shards hold increasing ids, so a stable sort by
-    # distance alone (a merge of sorted runs) gives the (distance, id) order; rows where a shard's equal
-    # distances were not in id order are sorted by both keys
-    order = np.argsort(D, axis=1, kind="stable")
-    D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
-    bad = np.flatnonzero(((D[:, 1:] == D[:, :-1]) & (I[:, 1:] < I[:, :-1])).any(axis=1))
-    if bad.size:
-        fix = np.lexsort((I[bad], D[bad]), axis=1)
-        D[bad], I[bad] = np.take_along_axis(D[bad], fix, 1), np.take_along_axis(I[bad], fix, 1)
-    return D[:, :k], I[:, :k]
+    order = np.lexsort((I, D), axis=1)[:, :k] if D.shape[0] else np.empty((0, k), np.int64)
+    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
 
 def read_manifest(folder: Path) -> dict | None:
