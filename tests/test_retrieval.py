@@ -243,7 +243,8 @@ def test_list_shell_bound_never_exceeds_a_members_distance():
     """The IVF pruning bound for densities is a lower bound on the distance to every member of a list."""
     import faiss
 
-    from tsds.retrieval.density import _Scratch, _shell_bound, _shells
+    from tsds.retrieval.density import _shell_bound, _shells
+    from tsds.retrieval.threads import Scratch
 
     x = _clustered(6000, 24, clusters=40, noise=0.25, seed=2)
     index = build_index(x, kind="ivf", nlist=60)
@@ -252,7 +253,7 @@ def test_list_shell_bound_never_exceeds_a_members_distance():
     points = np.vstack([x[::97], _clustered(50, 24, seed=9)]).astype(np.float64)
     c64 = shells.centroids.astype(np.float64)
     full2 = ((points[:, None, :] - c64[None]) ** 2).sum(-1)
-    bound = _shell_bound(shells, points, full2, np.ones((len(points), ivf.nlist), bool), _Scratch())
+    bound = _shell_bound(shells, points, full2, np.ones((len(points), ivf.nlist), bool), Scratch())
     for lst in range(ivf.nlist):
         n = ivf.invlists.list_size(lst)
         members = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n)

@@ -84,10 +84,10 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
     and if some row's support + 1 reaches past its known prefix, compute that row's prefix further and solve
     again. (With the smallest density the supports start short and grow: the estimate of the row's farthest
     known neighbour's density made the first solve at a new K ask for much longer prefixes than the
-    optimum reads, a fifth of all points on the 200k benchmark.) When every row's support + 1 lies inside its known prefix, the
-    walk up to the level touched only true densities, so the answer is the answer with every density
-    known (the estimates only steer how far to compute). Returns the densities (NaN where never
-    computed) and the allocation.
+    optimum reads, a fifth of all points on the 200k benchmark.) When every row's support + 1 lies inside
+    its known prefix, the walk up to the level touched only true densities, so the answer is the answer
+    with every density known (the estimates only steer how far to compute). Returns the densities (NaN
+    where never computed) and the allocation.
     """
     M, K = ids.shape
     if not complete:

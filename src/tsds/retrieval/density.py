@@ -11,16 +11,13 @@ their ``cap`` nearest terms.
 
 from __future__ import annotations
 
-import os
-import queue
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from tsds.retrieval.index import SearchIndex, list_vectors
+from tsds.retrieval.threads import Scratch, in_threads
 
 DEFAULT_CAP = 100_000
 _RESULT_BUDGET = 1 << 25
@@ -135,11 +132,6 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None) -> list:
     """``fn(chunk, stats, scratch)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded
     BLAS; results in chunk order."""
@@ -151,33 +143,6 @@ def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, wor
         stats.pairs += st.pairs
         stats.lists_scanned += st.lists_scanned
     return parts
-
-
-def in_threads(jobs: list, fn, workers: int | None = None) -> list:
-    """``fn(job, scratch)`` for each job, one thread per core with single-threaded BLAS; results in job order.
-
-    Each running job has a `_Scratch` to itself, handed on to the next job of its thread, so buffers are
-    allocated once per thread rather than once per job. Many small products: a multi-threaded BLAS would
-    split each across cores and spend its time synchronising.
-    """
-    workers = min(cores() if workers is None else workers, len(jobs))
-    free: queue.SimpleQueue[_Scratch] = queue.SimpleQueue()
-
-    def run(job):
-        try:
-            scratch = free.get_nowait()
-        except queue.Empty:
-            scratch = _Scratch()
-        try:
-            return fn(job, scratch)
-        finally:
-            free.put(scratch)
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        if workers <= 1:
-            return [run(job) for job in jobs]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(run, jobs))
 
 
 def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: int | None = None):
@@ -200,7 +165,7 @@ def _candidate_pairs_in(index: SearchIndex, sigma: float):
     return lambda x, stats, scratch: _candidate_pairs(index, x, sigma, stats, scratch)
 
 
-def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: _Scratch):
+def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch):
     r2 = float(sigma) ** 2
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     owners, members = [], []
@@ -220,7 +185,7 @@ def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: Den
 
 
 def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
-                scratch: _Scratch | None = None):
+                scratch: Scratch | None = None):
     """Per point of ``x``: the kernel sum over every (not excluded) candidate, and the count within sigma.
 
     Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard.
@@ -232,7 +197,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
-    scratch = scratch or _Scratch()
+    scratch = scratch or Scratch()
     for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
@@ -260,23 +225,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     return sums, counts
 
 
-class _Scratch:
-    """Buffers reused across one chunk's list blocks. A fresh product of a few MB per block would be a
-    new mapping to fault in each time (the CLI keeps arrays over 4 MiB in their own mappings, see
-    tsds.memory): thousands per density pass."""
-
-    def __init__(self):
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        size = int(np.prod(shape))
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size:
-            buf = self._buffers[name] = np.empty(size, dtype=dtype)
-        return buf[:size].reshape(shape)
-
-
-def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: _Scratch):
+def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
@@ -398,7 +347,8 @@ def _shells(index: SearchIndex) -> _Shells:
     slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
     along += [-slack, slack]
     across += [-slack, slack]
-    shells = _Shells(basis=basis, centroids=centroids, centroids64=c64, centroids_projected=c64 @ basis.T, along=along, across=across, projected=projected, starts=starts,
+    shells = _Shells(basis=basis, centroids=centroids, centroids64=c64, centroids_projected=c64 @ basis.T,
+                     along=along, across=across, projected=projected, starts=starts,
                      projected_norm_max=float(-projected[:, p].min(initial=0.0)))
     index._density_shells = shells
     return shells
@@ -413,7 +363,7 @@ class _Sieve:
     Thresholds carry a margin far above float32 rounding, so no pair within sigma is ever dropped.
     """
 
-    def __init__(self, shells: _Shells, x: np.ndarray, sigma: float, scratch: _Scratch):
+    def __init__(self, shells: _Shells, x: np.ndarray, sigma: float, scratch: Scratch):
         self.shells = shells
         self.scratch = scratch
         p = self.shells.basis.shape[0]
@@ -449,13 +399,14 @@ def _squared_distances(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndar
 
 
 def _shell_bound(shells: _Shells, x64: np.ndarray, full2: np.ndarray, need: np.ndarray,
-                 scratch: _Scratch) -> np.ndarray:
+                 scratch: Scratch) -> np.ndarray:
     """Lower bound on the distance from each point to any member of each list (inf where not needed).
 
     ``x64``: the points in float64; ``full2``: their squared distances to the centroids. The result is
     one of ``scratch``'s arrays.
     """
-    a2 = _squared_distances(x64 @ shells.basis.T, shells.centroids_projected, scratch.array("a2", full2.shape, np.float64))
+    a2 = _squared_distances(x64 @ shells.basis.T, shells.centroids_projected,
+                            scratch.array("a2", full2.shape, np.float64))
     b = np.subtract(full2, a2, out=scratch.array("bound", full2.shape, np.float64))
     np.maximum(b, 0.0, out=b)
     np.sqrt(b, out=b)

@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from tsds.errors import ParameterError
+from tsds.retrieval.threads import in_threads
 
 METRICS = ("euclidean", "cosine")
 INDEX_KINDS = ("auto", "flat", "ivf")
@@ -341,8 +342,6 @@ def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> 
     the queries that probe it (BLAS, the vectors read in place) and each query's k nearest are picked by a
     partial sort. Queries go in fixed blocks (tasks), so the result does not depend on the thread count.
     """
-    from tsds.retrieval.density import in_threads
-
     ivf = faiss.extract_index_ivf(index.index)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     m = q.shape[0]
