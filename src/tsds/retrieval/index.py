@@ -315,6 +315,8 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
             ids = np.take_along_axis(ids, np.lexsort((ids, d2), axis=1), 1)  # by distance, ties by id
     else:
         ids = index.exact_search(q, ahead)[1]
+    if index.ntotal < 2**31:
+        ids = ids.astype(np.int32)  # kept through every round: half the memory
     index._truth_cache = (key, ids)
     return ids[:, :k]
 
