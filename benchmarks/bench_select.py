@@ -5,6 +5,8 @@ How to run
     .venv/bin/python benchmarks/bench_select.py           # full run (~2-4 min), writes benchmarks/results/select.json
     .venv/bin/python benchmarks/bench_select.py --quick   # N = 50,000, no JSON written
     .venv/bin/python benchmarks/bench_select.py --only ivf
+    .venv/bin/python benchmarks/bench_select.py --scaling # the auto job at N = 200k, 400k, 800k: peak memory
+                                                          # against N, written to benchmarks/results/select_scaling.json
 
 What it measures
 ----------------
@@ -54,6 +56,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
 RESULTS = ROOT / "benchmarks" / "results" / "select.json"
+SCALING = ROOT / "benchmarks" / "results" / "select_scaling.json"
+SCALING_ROWS = (200_000, 400_000, 800_000)
 TSDS = Path(sys.executable).with_name("tsds")
 
 SEED = 20241015
@@ -262,7 +266,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["ivf", "flat"], help="run one of the two jobs")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds per job before it is killed (recorded)")
+    ap.add_argument("--scaling", action="store_true", help="peak memory against N (auto index only)")
     args = ap.parse_args(argv)
+    if args.scaling:
+        return scaling(args)
     n, d, m = (50_000 if args.quick else 200_000), 384, 500
     emb_mb = n * d * 4 / 1e6
     cpath, qpath, data = ensure_data(n, d, m)
@@ -295,6 +302,45 @@ def main(argv=None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+def scaling(args) -> int:
+    """The auto job at each of SCALING_ROWS; peak memory against the embedding matrix, and a line fitted to it."""
+    d, m = 384, 500
+    runs = []
+    for n in SCALING_ROWS:
+        emb_mb = n * d * 4 / 1e6
+        cpath, qpath, data = ensure_data(n, d, m)
+        job = run_job(cpath, qpath, "auto", WORK / "out_scaling", max(args.timeout, n / 200_000 * 60))
+        r = summarise("auto", job, emb_mb)
+        row = {"n_candidates": n, "embedding_matrix_mb": round(emb_mb, 1), "wall_s": r["wall_s"],
+               "peak_rss_mb": r["peak_rss_mb"], "peak_over_embeddings": r["peak_over_embeddings"],
+               "peak_minus_embeddings_mb": round(r["peak_rss_mb"] - emb_mb, 1),
+               "meets_memory_target": r["meets_memory_target"], "timed_out": r.get("timed_out", False),
+               "k_used": r.get("k_used"), "neighbours_used_per_query": r.get("neighbours_used_per_query"),
+               "density_points": r.get("density_points"), "points_within_sigma_mean": data["points_within_sigma_mean"],
+               "stage_peaks_mb": {k: v.get("peak_rss_mb") for k, v in r["stages"].items()}}
+        runs.append(row)
+        print(f"  N = {n:>9,}: matrix {emb_mb:7.1f} MB, peak {row['peak_rss_mb']:7.1f} MB "
+              f"({row['peak_over_embeddings']:.2f}x), {row['wall_s']:.1f} s, K = {row['k_used']}")
+    x = np.array([r["embedding_matrix_mb"] for r in runs])
+    y = np.array([r["peak_rss_mb"] for r in runs])
+    a, b = np.polyfit(x, y, 1)
+    fit = {"peak_mb": f"{a:.3f} x matrix_mb + {b:.0f}", "per_matrix_mb": round(float(a), 3),
+           "fixed_mb": round(float(b), 1),
+           "ratio_1_5_from_matrix_mb": round(float(b / (TARGET_PEAK_RATIO - a)), 0) if a < TARGET_PEAK_RATIO else None}
+    print(f"fit: peak = {fit['peak_mb']} MB; 1.5x from a matrix of {fit['ratio_1_5_from_matrix_mb']} MB")
+    if args.no_write:
+        return 0
+    SCALING.parent.mkdir(parents=True, exist_ok=True)
+    SCALING.write_text(json.dumps({
+        "benchmark": "bench_select --scaling", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "problem": {"dim": d, "n_queries": m, **PARAMS, "data_seed": SEED, "index": "auto"},
+        "target_peak_over_embeddings": TARGET_PEAK_RATIO, "runs": runs, "fit": fit,
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+    }, indent=2) + "\n")
+    print(f"wrote {SCALING.relative_to(ROOT)}")
     return 0
 
 
