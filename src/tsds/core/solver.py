@@ -40,6 +40,7 @@ _BLOCK = 16  # columns per block of the steps' running totals
 _BRACKET = 4096  # breakpoints around the crossing that are sorted and walked exactly
 _SPARSE = 4  # at most 1/_SPARSE of the columns used: the arithmetic runs on those columns only
 _ROUNDING = 2.3e-16  # > 2 unit round-offs per addition: the slack of the certified comparisons
+_SCRATCH = 1 << 16  # about as many steps computed at a time when the prefix grows (cache-sized, 512 KB)
 
 
 @dataclass(frozen=True)
@@ -212,10 +213,12 @@ class _Prefix:
 
     Stored column by column (index [k, j]: breakpoint k + 1 of row j), so that the first columns
     are one contiguous block: growing writes only new memory, with no copy and no page of the later
-    columns touched. S[k, j] = S_j(k + 1) is the cumulative sum of 1/rho along row j and
-    delta[k, j] = S[k, j] * (d_{j,k+1} - d_{j,k}) the walk's step at that breakpoint (0 in the last
-    column). blocks[i, j] is the sum of row j's steps before column i * _BLOCK, so the total of any
-    row prefixes costs one gather of at most _BLOCK columns (a cumsum of every step costs more).
+    columns touched. S[k, j] = S_j(k + 1) is the cumulative sum of 1/rho along row j. The walk's step
+    at that breakpoint, S[k, j] * (d_{j,k+1} - d_{j,k}) (0 in the last column), is not stored: it is
+    recomputed where it is read (``steps``, ``total``), by the same two operations, so with the same
+    value; a second K x M array would double the prefix's memory (30 MB each on the 200k benchmark).
+    blocks[i, j] is the sum of row j's steps before column i * _BLOCK, so the total of any row prefixes
+    costs the steps of at most _BLOCK columns (a cumsum of every step costs more).
     Extending continues S from its last column, so S holds exactly the values one cumsum over the
     whole row gives (those the walk uses). ``width`` is the prefix that ``counts`` and ``total``
     look at; S has one column more computed (its minimum bounds the prefix).
@@ -224,11 +227,14 @@ class _Prefix:
     def __init__(self, D, R):
         self.D, self.R = D, R
         M, K = D.shape
-        padded = (K // _BLOCK + 1) * _BLOCK
         self.S = np.empty((K, M))  # the OS maps pages on first touch
-        self.delta = np.empty((padded, M))
-        self.blocks = np.empty((padded // _BLOCK + 1, M))
+        self.blocks = np.empty((K // _BLOCK + 2, M))
         self.blocks[0] = 0.0
+        span = max(1, _SCRATCH // (_BLOCK * M)) * _BLOCK  # columns of steps computed at a time, whole blocks
+        self.columns = np.empty((span + 1, M))  # distances, column by column
+        self.steps_buf = np.empty((span, M))
+        # rows of distances read by flat index where the layout allows (a take is faster than D[rows, k])
+        self.flat = D.reshape(-1) if D.flags.c_contiguous else None
         self.width = self.done = 0
 
     def extend(self, width):
@@ -248,16 +254,35 @@ class _Prefix:
         if not np.isfinite(S[-1]).all():  # rho = 0 gives 1/rho = inf, which the running sum carries to the end
             raise ParameterError("densities must be finite and positive")
         c = min(b, K - 1)  # the last column has no step
-        block = np.ascontiguousarray(self.D[:, a:c + 1].T)  # one transposing read instead of two
-        step = np.subtract(block[1:], block[:-1], out=self.delta[a:c])
-        _checked_steps(step, block[-1])
-        step *= self.S[a:c]
         first, stop = a // _BLOCK, b // _BLOCK + 1  # blocks whose sums change; room for a whole one
-        self.delta[c:stop * _BLOCK] = 0.0
-        sums = self.delta[first * _BLOCK:stop * _BLOCK].reshape(stop - first, _BLOCK, -1).sum(axis=1)
+        # the changed blocks' steps (those before a again: the same values), a few whole blocks at a time in
+        # cache-sized buffers; each block summed by the same reshape and sum as before, so the same additions
+        span = len(self.steps_buf)
+        for s0 in range(first * _BLOCK, stop * _BLOCK, span):
+            s1 = min(s0 + span, stop * _BLOCK)
+            n = max(0, min(s1, c) - s0)  # columns s0 .. s0 + n - 1 have a step
+            step = self.steps_buf[:s1 - s0]
+            if n:
+                d = self.columns[:n + 1]
+                d[...] = self.D[:, s0:s0 + n + 1].T  # one transposing read instead of two
+                np.subtract(d[1:], d[:-1], out=step[:n])
+                if not (step[:n] >= 0).all():
+                    _checked_steps(self._gaps(a, c), self.D[:, c])  # raises what the whole new block gives
+                step[:n] *= self.S[s0:s0 + n]
+            step[n:] = 0.0
+            g = (s1 - s0) // _BLOCK
+            step.reshape(g, _BLOCK, -1).sum(axis=1, out=self.blocks[s0 // _BLOCK + 1:][:g])
+        if not np.isfinite(self.D[:, c]).all():  # with every step >= 0: all columns read are finite
+            _checked_steps(self._gaps(a, c), self.D[:, c])
+        sums = self.blocks[first + 1:stop + 1]
         np.cumsum(sums, axis=0, out=sums)
-        self.blocks[first + 1:stop + 1] = sums + self.blocks[first]
+        sums += self.blocks[first]
         self.done = b
+
+    def _gaps(self, a, c):
+        """d_{k+1} - d_k at columns a .. c - 1, column by column (for the error message: already warned of)."""
+        with np.errstate(invalid="ignore"):
+            return np.diff(self.D[:, a:c + 1], axis=1).T
 
     def counts(self, value, strict=False):
         """Per row, how many breakpoints of the prefix are < value (strict) or <= value.
@@ -276,14 +301,23 @@ class _Prefix:
             step >>= 1
         return L
 
+    def steps(self, k, j):
+        """The walk's steps S[k, j] * (d_{j,k+1} - d_{j,k}) at columns k (< done) of rows j, 0 in the last
+        column: the two operations extend performs, so the same values."""
+        nxt = np.minimum(k + 1, self.D.shape[1] - 1)
+        return (self.D[j, nxt] - self.D[j, k]) * self.S[k, j]
+
     def total(self, L):
         """The steps of every row's first L_j breakpoints, summed (row by row, block by block)."""
-        M = len(L)
+        M, K = self.D.shape
         rows = np.arange(M)
         block = L // _BLOCK
-        cols = np.arange(_BLOCK)[:, None]
-        part = self.delta.ravel().take((block * _BLOCK + cols) * M + rows)  # _BLOCK x M
-        part[cols >= L - block * _BLOCK] = 0.0
+        # columns block * _BLOCK + i, held at min(L_j, K - 1) from L_j on: past L_j (and in the last column)
+        # the difference of the distances is then 0, so is the term, and every value read is one extend checked
+        k = np.minimum(block * _BLOCK + np.arange(_BLOCK + 1)[:, None], np.minimum(L, K - 1))
+        d = self.D[rows, k] if self.flat is None else self.flat.take(k + rows * K)
+        part = d[1:] - d[:-1]
+        part *= self.S.ravel().take(k[:-1] * M + rows)
         return float((self.blocks.ravel().take(block * M + rows) + part.sum(axis=0)).sum())
 
 
@@ -386,7 +420,7 @@ def _search(prefix: _Prefix, alpha, threshold, hi, L_hi, n_terms):
     values = prefix.S[cols, rows]
     order = np.argsort(values, kind="stable")
     v = values[order]
-    running = np.cumsum(np.concatenate(([t_lo], prefix.delta[cols[order], rows[order]])))[1:]
+    running = np.cumsum(np.concatenate(([t_lo], prefix.steps(cols[order], rows[order]))))[1:]
     ends = np.flatnonzero(np.append(v[1:] != v[:-1], True))
     met, not_met = _certify(running[ends], n_terms + rows.size, alpha, threshold)
     first = int(np.argmax(~not_met)) if not not_met.all() else None
@@ -397,11 +431,12 @@ def _search(prefix: _Prefix, alpha, threshold, hi, L_hi, n_terms):
 
 def _exact_walk(prefix: _Prefix, alpha, threshold, width):
     """The walk's own order, literally: sort the prefix's breakpoints and add their steps in turn."""
-    K = prefix.D.shape[1]
+    M, K = prefix.D.shape
     while True:
         prefix.extend(width)
         bound = np.inf if width == K else float(prefix.S[width].min())
-        found = _walk(prefix.S[:width].T, prefix.delta[:width].T, width == K, alpha, threshold, bound)
+        steps = prefix.steps(np.arange(width)[:, None], np.arange(M)).T
+        found = _walk(prefix.S[:width].T, steps, width == K, alpha, threshold, bound)
         if found is not None:
             return found
         width = min(K, 2 * width)
