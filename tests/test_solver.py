@@ -145,6 +145,52 @@ def test_bad_distances_in_the_columns_read_are_rejected(kde, bad, match):
         solve(D, R, alpha=0.5, C=5.0)
 
 
+@st.composite
+def lists_with_ids(draw):
+    """Sorted neighbour lists over a pool of N candidates (ids repeat across rows), one density per candidate."""
+    M, K = draw(st.integers(1, 8)), draw(st.integers(1, 80))
+    N = K + draw(st.integers(0, 50))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    ids = np.stack([rng.permutation(N)[:K] for _ in range(M)])
+    D = np.sort(np.round(rng.random((M, K)) * 50) / 50, axis=1)  # ties
+    table = rng.choice([1.0, 2.0, 3.5], size=N) if draw(st.booleans()) else 1 + rng.pareto(1.5, size=N)
+    alpha = draw(st.sampled_from([0.0, 1.0]) | st.floats(0.01, 0.99))
+    return D, table, ids.astype(draw(st.sampled_from([np.int32, np.int64]))), alpha, draw(st.floats(0.01, 50.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lists_with_ids(), st.booleans(), st.sampled_from([1, 2, 32]))
+def test_densities_per_candidate_give_the_same_answer(problem, complete, first_prefix):
+    """Densities given per candidate with the lists' ids (read as the solver goes) and the M x K array of
+    the same values give bit-identical results."""
+    from unittest import mock
+
+    from tsds.core import solver as solver_module
+
+    D, table, ids, alpha, C = problem
+    with mock.patch.object(solver_module, "_FIRST_PREFIX", first_prefix), \
+            mock.patch.object(solver_module, "_SCRATCH", 64):  # gathers in many pieces
+        a = solve(D, table[ids], alpha=alpha, C=C, complete=complete)
+        b = solve(D, table, neighbours=ids, alpha=alpha, C=C, complete=complete)
+    assert np.array_equal(a.weights, b.weights)
+    assert np.array_equal(a.support, b.support)
+    assert (a.level, a.alignment, a.diversity, a.objective, a.truncated) == \
+        (b.level, b.alignment, b.diversity, b.objective, b.truncated)
+
+
+@pytest.mark.parametrize("table,ids,match", [
+    (np.ones(10), np.array([[0, 10]]), r"lie in \[0, 10\)"),
+    (np.ones(10), np.array([[-1, 3]]), r"lie in \[0, 10\)"),
+    (np.ones((1, 2)), np.array([[0, 1]]), "one per candidate"),
+    (np.ones(10), np.array([[0, 1, 2]]), "shape of distances"),
+    (np.ones(10), np.array([[0.0, 1.0]]), "integers"),
+    (np.array([1.0, 0.0]), np.array([[0, 1]]), "finite and positive"),
+])
+def test_densities_per_candidate_errors(table, ids, match):
+    with pytest.raises(ParameterError, match=match):
+        solve(np.array([[0.1, 0.2]]), table, neighbours=ids, alpha=0.5, C=1e-3)
+
+
 # ---- properties --------------------------------------------------------------------------
 
 @st.composite

@@ -75,8 +75,31 @@ def check_parameters(alpha: float, C: float, sigma: float | None = None) -> None
         raise ParameterError(f"sigma must be >= 0, got {sigma}")
 
 
-def _validate(distances, densities) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check the shapes and return the inputs as float64.
+class _Densities:
+    """The neighbours' densities, read by blocks of columns: an M x K array, or one density per candidate
+    with the M x K neighbour ids, gathered as the blocks are read (no M x K copy of the densities).
+
+    Both forms put the same float64 values in ``out``, so the solver's results do not depend on the form.
+    """
+
+    def __init__(self, values: np.ndarray, ids: np.ndarray | None = None):
+        self.values, self.ids = values, ids
+
+    def columns(self, a: int, b: int, out: np.ndarray, transposed: bool = False) -> np.ndarray:
+        """Columns a .. b - 1 (M x (b - a), or (b - a) x M when ``transposed``): a view of the M x K array,
+        or gathered into ``out``."""
+        if self.ids is None:
+            block = self.values[:, a:b]
+            return block.T if transposed else block
+        idx = self.ids[:, a:b].T if transposed else self.ids[:, a:b]
+        step = max(1, _SCRATCH // max(1, idx.shape[1]))  # np.take copies the ids (and a strided out) first
+        for r in range(0, idx.shape[0], step):
+            np.take(self.values, idx[r:r + step], out=out[r:r + step], mode="clip")  # ids checked up front
+        return out
+
+
+def _validate(distances, densities, neighbours=None) -> tuple[np.ndarray, _Densities | None]:
+    """Check the shapes and return the distances as float64 and the densities as a column reader.
 
     The values are checked where the solver reads them, column block by column block (``_checked_steps``):
     an answer that stops at column L does not depend on the columns after L + 1, and a pass over a whole
@@ -90,9 +113,19 @@ def _validate(distances, densities) -> tuple[np.ndarray, np.ndarray | None]:
     if densities is None:
         return D, None
     R = np.asarray(densities, dtype=np.float64)
-    if R.shape != D.shape:
-        raise ParameterError(f"densities must have the shape of distances {D.shape}, got {R.shape}")
-    return D, R  # their values are checked column by column as the solver reads them (_Prefix.extend)
+    if neighbours is None:
+        if R.shape != D.shape:
+            raise ParameterError(f"densities must have the shape of distances {D.shape}, got {R.shape}")
+        return D, _Densities(R)  # their values are checked column by column as the solver reads them
+    ids = np.asarray(neighbours)
+    if R.ndim != 1:
+        raise ParameterError(f"densities given with neighbour ids must be one per candidate, got shape {R.shape}")
+    if ids.shape != D.shape or not np.issubdtype(ids.dtype, np.integer):
+        raise ParameterError(f"neighbour ids must be integers of the shape of distances {D.shape}, "
+                             f"got {ids.dtype} {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= R.size):
+        raise ParameterError(f"neighbour ids must lie in [0, {R.size}), the candidates with a density")
+    return D, _Densities(R, ids)
 
 
 def _checked_steps(steps: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -106,12 +139,15 @@ def _checked_steps(steps: np.ndarray, last: np.ndarray) -> np.ndarray:
     return steps
 
 
-def solve(distances, densities=None, *, alpha: float, C: float, complete: bool = False) -> Allocation:
+def solve(distances, densities=None, *, alpha: float, C: float, complete: bool = False,
+          neighbours=None) -> Allocation:
     """Solve the TSDS problem on neighbour lists.
 
     distances: M x K, row j the ascending distances from query j to its K nearest candidates.
     densities: M x K, the density rho of each of those candidates (None: KNN-Uniform, all ones). Only
         the columns the answer depends on are read, and checked (finite, positive) as they are read.
+    neighbours: M x K candidate ids; given, ``densities`` holds one density per candidate (length N)
+        and each list's are looked up as read: the same answer without an M x K array of densities.
     complete: the lists hold every candidate (K = N), so reaching their end is the true optimum.
 
     When an allocation would need to go past the end of a list and ``complete`` is False,
@@ -119,7 +155,7 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     neighbours and solve again.
     """
     check_parameters(alpha, C)
-    D, R = _validate(distances, densities)
+    D, R = _validate(distances, densities, neighbours)
     M, K = D.shape
     threshold = (1.0 - alpha) * C * M
     if R is None:
@@ -137,7 +173,7 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
         weights[:, :used] = 1.0 / (M * level)
         filled = L.astype(np.float64)  # S_j(L) = L
     else:
-        w = np.divide(1.0, R[:, :used], out=weights[:, :used])
+        w = np.divide(1.0, R.columns(0, used, weights[:, :used]), out=weights[:, :used])
         w /= M * level
         first = int(L.min())  # columns before it are inside every row's support
         w[:, first:] *= np.arange(first, used) < L[:, None]  # x * 1 = x exactly; past L_j: 0
@@ -154,7 +190,8 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     if R is None:
         rho_w = weights[:, :cols]
     else:  # written over the prefix sums, which are no longer needed: no second M x K buffer at the peak
-        rho_w = np.multiply(R[:, :cols], weights[:, :cols], out=prefix.S.reshape(-1)[:M * cols].reshape(M, cols))
+        rho_w = prefix.S.reshape(-1)[:M * cols].reshape(M, cols)
+        np.multiply(R.columns(0, cols, rho_w), weights[:, :cols], out=rho_w)
     diversity = float(M * rho_w.max())
     if weights.shape[1] < K:
         # the support is a small part of the lists: the M x K result is column-major, so that the support's
@@ -245,7 +282,7 @@ class _Prefix:
         if b <= a:
             return
         with np.errstate(divide="ignore"):
-            S = np.divide(1.0, self.R[:, a:b].T, out=self.S[a:b])
+            S = np.divide(1.0, self.R.columns(a, b, self.S[a:b], transposed=True), out=self.S[a:b])
         if not (S > 0).all():  # 1/rho > 0 is False for rho < 0, rho = inf and NaN
             raise ParameterError("densities must be finite and positive")
         if a:
