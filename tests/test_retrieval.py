@@ -293,12 +293,12 @@ def test_a_truncated_round_computes_no_densities_and_the_answer_is_unchanged():
     config = make_config(size=50, alpha=0.3, C=1.0, sigma=0.6, initial_k=4)
     D, ids = index.search(q, 4)
     cache = DensityCache(index.ntotal)
-    _, alloc = _solve_with_lazy_densities(index, D, ids, config, cache, DensityStats(), StageLog(), None,
-                                          complete=False)
+    alloc = _solve_with_lazy_densities(index, D, ids, config, cache, DensityStats(), StageLog(), None,
+                                       complete=False)
     assert alloc.truncated and cache.computed == 0
     D, ids = index.search(q, 1500)
-    R, alloc = _solve_with_lazy_densities(index, D, ids, config, cache, DensityStats(), StageLog(), None,
-                                          complete=True)
+    alloc = _solve_with_lazy_densities(index, D, ids, config, cache, DensityStats(), StageLog(), None,
+                                       complete=True)
     assert not alloc.truncated and 0 < cache.computed < 1500
     rho = densities(index, np.arange(1500), 0.6)
     full = solve(D, rho[ids], alpha=0.3, C=1.0, complete=True)

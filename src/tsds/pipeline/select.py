@@ -86,8 +86,8 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
     known neighbour's density made the first solve at a new K ask for much longer prefixes than the
     optimum reads, a fifth of all points on the 200k benchmark.) When every row's support + 1 lies inside
     its known prefix, the walk up to the level touched only true densities, so the answer is the answer
-    with every density known (the estimates only steer how far to compute). Returns the densities (NaN
-    where never computed) and the allocation.
+    with every density known (the estimates only steer how far to compute). The solver reads the densities
+    per candidate through the lists' ids (no M x K array of them). Returns the allocation.
     """
     M, K = ids.shape
     if not complete:
@@ -98,15 +98,11 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
         # K reported truncated here would not have been. That only costs a larger K: the optimum is the
         # same at every K that is not truncated, and the last round is solved with exact densities.
         with stages.stage("solve") as info:
-            R = cache.values[ids]
-            unknown = np.isnan(R)
-            R[unknown] = 1.0
-            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=False)
+            alloc = solve(D, cache.estimates(), neighbours=ids, alpha=config.alpha, C=config.C, complete=False)
             info["truncated"] = alloc.truncated
         if alloc.truncated:
-            R[unknown] = np.nan
-            return R, alloc
-        R = unknown = alloc = None
+            return alloc
+        alloc = None
     want = np.full(M, min(K, config.initial_k), dtype=np.int64)
     cols = np.arange(K)
     alloc = None
@@ -115,21 +111,17 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
             cache.fill(index, ids[cols[None, :] < want[:, None]], config.sigma, config.density_cap, stats,
                        progress=progress)
             info["computed"] = cache.computed
-            R = cache.values[ids]
-            unknown = np.isnan(R)
+            unknown = np.isnan(cache.values)[ids]
             prefix = np.where(unknown.any(axis=1), np.argmax(unknown, axis=1), K)
+            unknown = None
         with stages.stage("solve") as info:
-            if prefix.min() < K:  # estimates in place, NaN put back below
-                np.copyto(R, 1.0, where=unknown)
-            alloc = None  # the previous plan's weights are freed before the next is built
-            alloc = solve(D, R, alpha=config.alpha, C=config.C, complete=complete)
+            alloc = solve(D, cache.estimates(), neighbours=ids, alpha=config.alpha, C=config.C, complete=complete)
             info["truncated"] = alloc.truncated
         need = np.minimum(K, alloc.support + 1)
         short = prefix < need
         if not short.any():
-            R[unknown] = np.nan
-            return R, alloc
-        R = unknown = None
+            return alloc
+        alloc = None  # its M x K weights are not needed while the next densities are computed
         grown = np.minimum(K, np.ceil(need * _DENSITY_GROWTH).astype(np.int64) + _DENSITY_SLACK)
         want = np.where(short, np.maximum(grown, want), np.maximum(want, prefix))
 
@@ -141,6 +133,10 @@ class DensityCache:
         self.values = np.full(n, np.nan) if values is None else values
         self.counts = np.full(n, -1, dtype=np.int64) if counts is None else counts
         self.computed = 0
+
+    def estimates(self) -> np.ndarray:
+        """The densities, with 1 (the smallest density) for those not computed yet."""
+        return np.where(np.isnan(self.values), 1.0, self.values)
 
     def fill(self, index: SearchIndex, ids: np.ndarray, sigma: float, cap: int, stats: DensityStats, progress=None):
         ids = np.unique(ids)
@@ -196,16 +192,15 @@ def select_on_index(
             D, ids = index.search(q, k)
             ids = _narrow(ids, n)
         if config.sigma > 0:
-            R, alloc = _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, progress,
-                                                  complete=(k >= available))
+            alloc = _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, progress,
+                                               complete=(k >= available))
         else:
-            R = None
             with stages.stage("solve") as info:
                 alloc = solve(D, None, alpha=config.alpha, C=config.C, complete=(k >= available))
                 info["truncated"] = alloc.truncated
         if not alloc.truncated:
             break
-        D = ids = R = alloc = None  # the longer lists replace these; free them before searching
+        D = ids = alloc = None  # the longer lists replace these; free them before searching
         k = min(available, 2 * k)
     with stages.stage("sample"):
         p = allocation_to_probabilities(ids, alloc, n)
@@ -219,7 +214,7 @@ def select_on_index(
         allocation=alloc,
         neighbour_ids=ids,
         neighbour_distances=D,
-        neighbour_densities=R if R is not None else np.ones_like(D),
+        neighbour_densities=cache.values[ids] if config.sigma > 0 else np.ones_like(D),
         k_used=k,
         k_history=history,
         recall=recall,
