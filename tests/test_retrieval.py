@@ -280,6 +280,29 @@ def test_candidates_within_hold_every_pair_within_sigma():
     assert lims[-1] < 0.2 * len(points) * len(x) and 0 < scanned < len(points) * 50
 
 
+def test_density_estimates_are_the_same_per_candidate_or_per_list_entry():
+    """The cache hands the solver one density per candidate (pool no larger than the lists) or the lists'
+    own array (larger pools): the same values, 1 where not computed, and the same answer."""
+    from tsds.pipeline.select import DensityCache
+
+    rng = np.random.default_rng(0)
+    n, (M, K) = 50, (3, 20)
+    ids = np.stack([rng.permutation(n)[:K] for _ in range(M)]).astype(np.int32)
+    D = np.sort(rng.random((M, K)), axis=1)
+    small, large = DensityCache(n), DensityCache(n + M * K)  # the same 50 candidates known in both
+    known = rng.choice(n, 30, replace=False)
+    for cache in (small, large):
+        cache.values[known] = 1 + rng.pareto(1.5, size=30) if cache is small else small.values[known]
+    (rho_s, nb_s), (rho_l, nb_l) = small.estimates(ids), large.estimates(ids)
+    assert nb_s is ids and rho_s.shape == (n,) and nb_l is None and rho_l.shape == (M, K)
+    assert np.array_equal(rho_s[ids], rho_l) and np.isnan(small.values[ids]).any()
+    assert np.array_equal(rho_l[np.isnan(small.values[ids])], np.ones(int(np.isnan(small.values[ids]).sum())))
+    assert np.array_equal(small.unknown(ids), large.unknown(ids))
+    a = solve(D, rho_s, neighbours=nb_s, alpha=0.4, C=0.2)
+    b = solve(D, rho_l, alpha=0.4, C=0.2)
+    assert np.array_equal(a.weights, b.weights) and a.level == b.level
+
+
 def test_a_truncated_round_computes_no_densities_and_the_answer_is_unchanged():
     """A round whose solve with 1 (the smallest density) in every unknown entry is truncated computes no
     density; the final round's answer still equals the solve on all N neighbours with every density."""

@@ -87,7 +87,8 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
     optimum reads, a fifth of all points on the 200k benchmark.) When every row's support + 1 lies inside
     its known prefix, the walk up to the level touched only true densities, so the answer is the answer
     with every density known (the estimates only steer how far to compute). The solver reads the densities
-    per candidate through the lists' ids (no M x K array of them). Returns the allocation.
+    per candidate through the lists' ids where the pool is no larger than the lists (see
+    ``DensityCache.estimates``). Returns the allocation.
     """
     M, K = ids.shape
     if not complete:
@@ -98,7 +99,8 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
         # K reported truncated here would not have been. That only costs a larger K: the optimum is the
         # same at every K that is not truncated, and the last round is solved with exact densities.
         with stages.stage("solve") as info:
-            alloc = solve(D, cache.estimates(), neighbours=ids, alpha=config.alpha, C=config.C, complete=False)
+            rho, nb = cache.estimates(ids)
+            alloc = solve(D, rho, neighbours=nb, alpha=config.alpha, C=config.C, complete=False)
             info["truncated"] = alloc.truncated
         if alloc.truncated:
             return alloc
@@ -111,12 +113,14 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
             cache.fill(index, ids[cols[None, :] < want[:, None]], config.sigma, config.density_cap, stats,
                        progress=progress)
             info["computed"] = cache.computed
-            unknown = np.isnan(cache.values)[ids]
+            unknown = cache.unknown(ids)
             prefix = np.where(unknown.any(axis=1), np.argmax(unknown, axis=1), K)
             unknown = None
         with stages.stage("solve") as info:
-            alloc = solve(D, cache.estimates(), neighbours=ids, alpha=config.alpha, C=config.C, complete=complete)
+            rho, nb = cache.estimates(ids)
+            alloc = solve(D, rho, neighbours=nb, alpha=config.alpha, C=config.C, complete=complete)
             info["truncated"] = alloc.truncated
+            rho = nb = None
         need = np.minimum(K, alloc.support + 1)
         short = prefix < need
         if not short.any():
@@ -134,9 +138,19 @@ class DensityCache:
         self.counts = np.full(n, -1, dtype=np.int64) if counts is None else counts
         self.computed = 0
 
-    def estimates(self) -> np.ndarray:
-        """The densities, with 1 (the smallest density) for those not computed yet."""
-        return np.where(np.isnan(self.values), 1.0, self.values)
+    def estimates(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(densities, neighbours) for the solver, 1 (the smallest density) where not computed yet: one per
+        candidate with the lists' ids while the pool is no larger than the lists (no M x K array), else the
+        lists' own M x K array (no copy of a pool larger than the lists)."""
+        if self.values.size <= ids.size:
+            return np.where(np.isnan(self.values), 1.0, self.values), ids
+        R = self.values[ids]
+        R[np.isnan(R)] = 1.0
+        return R, None
+
+    def unknown(self, ids: np.ndarray) -> np.ndarray:
+        """Where the lists' densities are not computed yet (M x K booleans)."""
+        return np.isnan(self.values)[ids] if self.values.size <= ids.size else np.isnan(self.values[ids])
 
     def fill(self, index: SearchIndex, ids: np.ndarray, sigma: float, cap: int, stats: DensityStats, progress=None):
         ids = np.unique(ids)
