@@ -303,6 +303,30 @@ def test_density_estimates_are_the_same_per_candidate_or_per_list_entry():
     assert np.array_equal(a.weights, b.weights) and a.level == b.level
 
 
+def test_densities_progress_gets_a_total_that_grows_with_each_round():
+    """The lazy densities announce each round's points before computing them, so a bar has a total; at the
+    end it equals the points computed, and a rich bar reaches it."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from tsds.config import make_config
+    from tsds.pipeline.select import select_on_index
+    from tsds.progress import _Advance
+
+    x = _clustered(3000, 12, seed=7)
+    q = _clustered(8, 12, seed=8)
+    with Progress(console=Console(file=io.StringIO())) as bar:
+        task = bar.add_task("densities", total=None)
+        advance = _Advance(bar, task, "points")
+        sel = select_on_index(build_index(x, kind="flat"), q, make_config(size=20, sigma=0.6, initial_k=8),
+                              progress=advance)
+        done, total = bar.tasks[0].completed, bar.tasks[0].total
+    assert sel.density_stats.points > 0
+    assert done == total == sel.density_stats.points
+
+
 def test_a_truncated_round_computes_no_densities_and_the_answer_is_unchanged():
     """A round whose solve with 1 (the smallest density) in every unknown entry is truncated computes no
     density; the final round's answer still equals the solve on all N neighbours with every density."""

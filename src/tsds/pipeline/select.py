@@ -156,6 +156,9 @@ class DensityCache:
         ids = np.unique(ids)
         missing = ids[np.isnan(self.values[ids])]
         if missing.size:
+            add_total = getattr(progress, "add_total", None)  # a bar whose total grows with each round's work
+            if add_total is not None:
+                add_total(int(missing.size))
             # a ShardedIndex sums range searches over its shards (wherever the engine holds them)
             self.values[missing], self.counts[missing] = index.densities(
                 missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True)
