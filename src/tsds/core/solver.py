@@ -79,7 +79,7 @@ class _Densities:
     """The neighbours' densities, read by blocks of columns: an M x K array, or one density per candidate
     with the M x K neighbour ids, gathered as the blocks are read (no M x K copy of the densities).
 
-    Both forms put the same float64 values in ``out``, so the solver's results do not depend on the form.
+    Both forms give the same float64 values, so the solver's results do not depend on the form.
     """
 
     def __init__(self, values: np.ndarray, ids: np.ndarray | None = None):
