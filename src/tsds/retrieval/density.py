@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from tsds.retrieval.index import SearchIndex, list_vectors
+from tsds.retrieval.index import SearchIndex, list_sizes, list_vectors
 from tsds.retrieval.threads import Scratch, in_threads
 
 DEFAULT_CAP = 100_000
@@ -308,8 +308,7 @@ def _shells(index: SearchIndex) -> _Shells:
     basis32 = basis.astype(np.float32)
     along = np.array([[np.inf, -np.inf]] * ivf.nlist)
     across = along.copy()
-    invlists = ivf.invlists
-    sizes = np.array([invlists.list_size(lst) for lst in range(ivf.nlist)], dtype=np.int64)
+    sizes = list_sizes(ivf)
     starts = np.concatenate([[0], np.cumsum(sizes)])
     projected = np.empty((int(starts[-1]), p + 1), dtype=np.float32)
     centroid_proj = (centroids @ basis32.T).astype(np.float32)

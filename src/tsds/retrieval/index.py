@@ -349,7 +349,7 @@ def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> 
     m = q.shape[0]
     nprobe = max(1, min(int(nprobe), ivf.nlist))
     _, probes = ivf.quantizer.search(q, nprobe)
-    sizes = _list_sizes(index)
+    sizes = list_sizes(ivf)
     out_d = np.full((m, k), np.inf, dtype=np.float32)
     out_i = np.full((m, k), -1, dtype=np.int64)
     if m == 0 or k == 0:
@@ -367,9 +367,20 @@ def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> 
     return out_d, out_i
 
 
-def _list_sizes(index: SearchIndex) -> np.ndarray:
-    ivf = faiss.extract_index_ivf(index.index)
+def list_sizes(ivf) -> np.ndarray:
+    """The number of members of each IVF list (int64)."""
     return np.array([ivf.invlists.list_size(lst) for lst in range(ivf.nlist)], dtype=np.int64)
+
+
+def list_members(ivf) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ids): every IVF list's member ids laid end to end (int64), list l's at ids[starts[l]:starts[l + 1]].
+    Any IVF index (the codes are not read)."""
+    sizes = list_sizes(ivf)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    ids = np.empty(int(starts[-1]), dtype=np.int64)
+    for lst in np.flatnonzero(sizes).tolist():
+        ids[starts[lst]:starts[lst + 1]] = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), int(sizes[lst]))
+    return starts, ids
 
 
 class _ListNorms:
@@ -391,9 +402,7 @@ class _ListNorms:
     def ids(self, lst: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Ids of the members at ``position`` in lists ``lst`` (arrays of one shape)."""
         if self.all_ids is None:
-            parts = [list_vectors(self.ivf, i)[1] for i in range(self.ivf.nlist)]
-            self.starts = np.concatenate([[0], np.cumsum([p.size for p in parts])]).astype(np.int64)
-            self.all_ids = np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+            self.starts, self.all_ids = list_members(self.ivf)
         return self.all_ids[self.starts[lst] + position]
 
     def get(self, lst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

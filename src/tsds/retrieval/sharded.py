@@ -35,7 +35,7 @@ import numpy as np
 
 from tsds.errors import ParameterError
 from tsds.retrieval.density import DEFAULT_CAP, DensityStats, batched_densities, candidates_within
-from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate, prepare
+from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate, list_members, prepare
 
 _RESULT_BUDGET = 1 << 25
 PQ_ABOVE = 1_000_000     # shards with more rows get IVF-PQ (64-byte codes) instead of IVF-Flat under "auto"
@@ -210,13 +210,7 @@ class PQShard(SearchIndex):
         super().__init__(**kw)
         self.stored = stored
         self._breadth = 1
-        inv = faiss.extract_index_ivf(self.index).invlists
-        sizes = np.array([inv.list_size(j) for j in range(inv.nlist)], dtype=np.int64)
-        self.list_starts = np.concatenate([[0], np.cumsum(sizes)])
-        self.list_ids = np.empty(int(sizes.sum()), dtype=np.int64)
-        for j in np.flatnonzero(sizes):
-            ptr = faiss.rev_swig_ptr(inv.get_ids(int(j)), int(sizes[j]))
-            self.list_ids[self.list_starts[j]:self.list_starts[j + 1]] = ptr
+        self.list_starts, self.list_ids = list_members(faiss.extract_index_ivf(self.index))
 
     @property
     def lists(self) -> int:
