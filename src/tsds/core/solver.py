@@ -267,8 +267,9 @@ class _Prefix:
         self.S = np.empty((K, M))  # the OS maps pages on first touch
         self.blocks = np.empty((K // _BLOCK + 2, M))
         self.blocks[0] = 0.0
-        span = max(1, _SCRATCH // (_BLOCK * M)) * _BLOCK  # columns of steps computed at a time, whole blocks
-        self.columns = np.empty((span + 1, M))  # distances, column by column
+        # columns of steps computed at a time: whole blocks, no more than the padded lists hold
+        span = min(max(1, _SCRATCH // (_BLOCK * M)), K // _BLOCK + 1) * _BLOCK
+        self.distances_buf = np.empty((span + 1, M))  # distances, column by column
         self.steps_buf = np.empty((span, M))
         # rows of distances read by flat index where the layout allows (a take is faster than D[rows, k])
         self.flat = D.reshape(-1) if D.flags.c_contiguous else None
@@ -300,7 +301,7 @@ class _Prefix:
             n = max(0, min(s1, c) - s0)  # columns s0 .. s0 + n - 1 have a step
             step = self.steps_buf[:s1 - s0]
             if n:
-                d = self.columns[:n + 1]
+                d = self.distances_buf[:n + 1]
                 d[...] = self.D[:, s0:s0 + n + 1].T  # one transposing read instead of two
                 np.subtract(d[1:], d[:-1], out=step[:n])
                 if not (step[:n] >= 0).all():
