@@ -571,3 +571,20 @@ def test_block_reader_truncated_gzip_fails_as_the_row_reader(tmp_path, monkeypat
             got.append((texts, str(err.value)))
     assert got[0] == got[1]
     assert "cannot read past line" in got[0][1] and len(got[0][0]) > 0
+
+
+def test_npy_take_reads_any_rows_in_batches(tmp_path):
+    """Rows of a .npy read through its mapping batch by batch (the pages dropped after each) come back in
+    the order asked for, repeats included."""
+    import numpy as np
+
+    from tsds.io.arrays import NpyVectors
+
+    x = np.random.default_rng(0).normal(size=(5000, 7)).astype(np.float64)
+    np.save(tmp_path / "x.npy", x)
+    src = NpyVectors(tmp_path / "x.npy")
+    rows = np.random.default_rng(1).integers(0, 5000, 3000)  # unsorted, repeated, more than one batch
+    assert np.array_equal(src.take(rows), x[rows].astype(np.float32))
+    assert src.take(np.array([], dtype=np.int64)).shape == (0, 7)
+    with pytest.raises(IndexError):
+        src.take(np.array([5000]))

@@ -7,6 +7,7 @@ than memory is never loaded whole and pickled payloads are never executed.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from tsds.errors import InputError
 
 CHUNK_ROWS = 16_384
+_TAKE_ROWS = 1024  # rows of one batch of NpyVectors.take (ascending, so they lie in one stretch of the file)
 
 
 class ArrayVectors:
@@ -95,10 +97,24 @@ class NpyVectors:
                 yield start, chunk
 
     def take(self, rows) -> np.ndarray:
+        """The given rows (float32), read through a mapping of the file in batches of ascending rows; the
+        mapping's pages are dropped after each batch, so that a sample spread over the whole file does not
+        leave the whole file resident in this process (a 14k-row sample of a 200k x 384 pool did: 307 MB)."""
         rows = np.asarray(rows, dtype=np.int64)
-        mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        out = np.asarray(mm[rows], dtype=np.float32)
-        del mm
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        if rows.size == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= self.n:
+            raise IndexError(f"{self.name}: rows outside 0..{self.n - 1}")
+        order = np.argsort(rows, kind="stable")
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            a = np.frombuffer(m, dtype=self.dtype, count=self.n * self.dim, offset=self.offset).reshape(self.n, self.dim)
+            for start in range(0, rows.size, _TAKE_ROWS):
+                pick = order[start:start + _TAKE_ROWS]
+                out[pick] = a[rows[pick]]
+                if hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                    m.madvise(mmap.MADV_DONTNEED)
+            del a
         return out
 
     def read_all(self) -> np.ndarray:
