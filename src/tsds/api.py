@@ -26,11 +26,15 @@ def select_embeddings(
     overwrite: bool = False,
     config: SelectionConfig | None = None,
     progress=None,
+    index_storage: str = "auto",
+    work_dir: str | os.PathLike | None = None,
     **params,
 ) -> Selection:
     """Select from candidate embeddings (a .npy path or an N x d array) for query embeddings (M x d).
 
     Parameters are those of SelectionConfig (size, alpha, C, sigma, metric, sampling, seed, ...).
+    ``index_storage`` and ``work_dir``: where an IVF index keeps the vectors (see ``build_index``); the
+    selection is the same either way.
     With ``out``, writes probabilities.npy, selected_indices.npy and manifest.json there atomically.
 
     >>> sel = select_embeddings("pool.npy", "task.npy", size=1000, out="selection")  # doctest: +SKIP
@@ -56,14 +60,16 @@ def select_embeddings(
         raise ParameterError("index ivfpq needs a pool store (tsds pool build ... --index ivfpq): its exact "
                              "distances come from the store's embedding shards; use auto, flat or ivf here")
     with stages.stage("index", n=cand.n, dim=cand.dim) as info:
-        index = build_index(cand, metric=config.metric, kind=config.index, seed=config.seed)
+        index = build_index(cand, metric=config.metric, kind=config.index, seed=config.seed,
+                            storage=index_storage, work_dir=work_dir)
         info["kind"] = index.kind
+        info["storage"] = "disk" if index.pages is not None else "memory"
     selection = select_on_index(index, q, config, stages=stages, progress=progress)
     if out is not None:
         with stages.stage("write"):
             write_selection(selection, out, overwrite=overwrite,
                             inputs={"candidates": candidates, "queries": queries}, digests=digests.result(),
-                            extra={"index": {"kind": index.kind, **index.calibration},
+                            extra={"index": {"kind": index.kind, "storage": info["storage"], **index.calibration},
                                    "n_candidates": cand.n, "n_queries": int(q.shape[0]), "dim": cand.dim,
                                    "started": started})
     return selection

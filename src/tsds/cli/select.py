@@ -24,6 +24,8 @@ def select_cmd(
     without_replacement: bool = typer.Option(False, "--without-replacement", help="Draw n distinct examples instead of the paper's n draws with replacement."),
     index: Optional[str] = typer.Option(None, help="auto, flat (exact), ivf, or ivfpq (pool stores only)."),
     initial_k: Optional[int] = typer.Option(None, "--initial-k", help="First neighbour-list length (grown as needed)."),
+    index_storage: str = typer.Option("auto", "--index-storage", help="Where an IVF index keeps the vectors (.npy mode): disk (what auto picks: a temporary file in --work-dir, mapped, so memory holds a window of them) or memory. Results are the same."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Folder for the index's temporary file with --index-storage disk (default: TMPDIR); needs N x d x 4 bytes free; nothing is left in it."),
     config: Optional[Path] = typer.Option(None, "--config", help="The authors' config.yaml (query_embedding_path, candidate_embedding_path, output_folder, sample_size, alpha, C, sigma, max_K, kde_K)."),
     pool: Optional[Path] = typer.Option(None, "--pool", help="A pool store built by `tsds pool build` (text mode)."),
     queries: Optional[List[str]] = typer.Option(None, "--queries", help="Query examples of the target task (any readable format; text mode). Repeat as PATH:WEIGHT for several targets sharing the budget in those proportions."),
@@ -61,6 +63,10 @@ def select_cmd(
     if without_replacement:
         params["sampling"] = "without-replacement"
     if pool is not None or queries:
+        for flag, used in (("--index-storage", index_storage != "auto"), ("--work-dir", work_dir is not None)):
+            if used:
+                raise ParameterError(f"{flag} applies to selecting from .npy embeddings; a pool store keeps its "
+                                     "index in its own folder")
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
                      engine, ray_address)
@@ -81,7 +87,8 @@ def select_cmd(
                         ("--size", params.get("size"))):
         if value is None:
             raise ParameterError(f"{name} is required (on the command line or in --config)")
-    sel = select_embeddings(cand, qry, out=target, overwrite=overwrite, **params)
+    sel = select_embeddings(cand, qry, out=target, overwrite=overwrite, index_storage=index_storage,
+                            work_dir=work_dir, **params)
     if not quiet:
         a = sel.allocation
         out.print(

@@ -71,12 +71,9 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
     A chunk of points from few lists needs few lists' products, each over more of its points: fewer,
     larger products for the same pairs.
     """
-    if index.list_radius is None or ids.size == 0:
+    lists = index.lists_of(ids) if ids.size and hasattr(index, "lists_of") else None
+    if lists is None:
         return np.arange(ids.size)
-    ivf = faiss.extract_index_ivf(index.index)
-    if ivf.direct_map.type != faiss.DirectMap.Array:
-        return np.arange(ids.size)
-    lists = faiss.rev_swig_ptr(ivf.direct_map.array.data(), index.ntotal)[ids] >> 32
     return np.lexsort((ids, lists))
 
 
@@ -258,7 +255,7 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     stats.lists_scanned += float(need.sum())
     sieve = _Sieve(shells, x, sigma, scratch)
     for lst in np.flatnonzero(need.any(axis=0)):
-        y, member_ids = list_vectors(ivf, lst)
+        y, member_ids = list_vectors(ivf, lst, index.pages)
         if y.shape[0] == 0:
             continue
         pts, cols = sieve.pairs(lst, np.flatnonzero(need[:, lst]))
@@ -326,7 +323,7 @@ def _shells(index: SearchIndex) -> _Shells:
         """Offsets of the members of ``lists`` (consecutive in list order) along and across the basis."""
         counts = sizes[lists]
         off = scratch.array("offsets", (int(counts.sum()), ivf.d), np.float32)
-        np.concatenate([list_vectors(ivf, lst)[0] for lst in lists], out=off)
+        np.concatenate([list_vectors(ivf, lst, index.pages)[0] for lst in lists], out=off)
         off -= np.repeat(centroids[lists], counts, axis=0)
         a = np.matmul(off, basis32.T, out=scratch.array("along", (off.shape[0], p), np.float32))
         at = int(starts[lists[0]])
@@ -446,6 +443,7 @@ def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: floa
                                                         np.ascontiguousarray(cdis))
     finally:
         ivf.nprobe = saved
+        index.release()
     return _drop_excluded(index, lims, d2, labels)
 
 

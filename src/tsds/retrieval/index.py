@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 
 from tsds.errors import ParameterError
+from tsds.retrieval.mapped import (
+    ListFile,
+    PageWindow,
+    return_freed_memory,
+    window,
+    work_folder,
+)
 from tsds.retrieval.threads import in_threads
 
 METRICS = ("euclidean", "cosine")
 INDEX_KINDS = ("auto", "flat", "ivf")
+STORAGES = ("auto", "memory", "disk")
+_ADD_ROWS = 4096  # rows per chunk while the lists are filled: the build's peak holds the lists and one chunk
 EXACT_UP_TO = 50_000
 TRAIN_POINTS_PER_LIST = 32
 # 4 rounds, not 8: on the 1M-text benchmark pool recall at every nprobe was the same within noise, and
@@ -42,8 +52,9 @@ def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
 class SearchIndex:
     """A FAISS index plus what is needed to search it exactly or report how approximate it is.
 
-    The index holds the only in-memory copy of the vectors. For IVF indexes, ``list_radius``
-    holds each inverted list's largest member-to-centroid distance, which lets range search
+    The index holds the only copy of the vectors: in memory, or for an IVF-Flat index in a file mapping
+    whose resident pages ``pages`` keeps to a window (tsds.retrieval.mapped). For IVF indexes,
+    ``list_radius`` holds each inverted list's largest member-to-centroid distance, which lets range search
     skip lists that cannot hold a point within the radius.
     """
 
@@ -54,7 +65,10 @@ class SearchIndex:
     list_radius: np.ndarray | None = None
     calibration: dict = field(default_factory=dict)
     excluded: np.ndarray | None = None
+    pages: PageWindow | None = None
     _selector: object = field(default=None, repr=False)
+    _members: tuple | None = field(default=None, repr=False)
+    _position: np.ndarray | None = field(default=None, repr=False)
 
     def exclude(self, ids) -> None:
         """Remove candidates from every later search and range search (decontamination)."""
@@ -111,7 +125,57 @@ class SearchIndex:
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored (prepared) vectors of candidates ``ids``."""
-        return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.pages is None:
+            return self.index.reconstruct_batch(ids)
+        # a mapped index has no FAISS direct map (building one reads every list's ids, which maps the
+        # whole file): each id's list and position come from the members, and rows are read list by list
+        ivf = faiss.extract_index_ivf(self.index)
+        starts, _ = self.members()
+        pos = self._positions(ids)
+        lists = np.searchsorted(starts, pos, side="right") - 1
+        out = np.empty((ids.size, ivf.d), dtype=np.float32)
+        order = np.argsort(lists, kind="stable")
+        cuts = np.flatnonzero(np.diff(lists[order])) + 1
+        for group in np.split(order, cuts) if ids.size else []:
+            lst = int(lists[group[0]])
+            y, _ = list_vectors(ivf, lst, self.pages)
+            out[group] = y[pos[group] - starts[lst]]
+        return out
+
+    def lists_of(self, ids: np.ndarray) -> np.ndarray | None:
+        """The IVF list of each candidate in ``ids``; None for flat indexes and IVF ones without a direct map."""
+        if self.list_radius is None:
+            return None
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.pages is not None:
+            return np.searchsorted(self.members()[0], self._positions(ids), side="right") - 1
+        ivf = faiss.extract_index_ivf(self.index)
+        if ivf.direct_map.type != faiss.DirectMap.Array:
+            return None
+        return faiss.rev_swig_ptr(ivf.direct_map.array.data(), self.ntotal)[ids] >> 32
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Where each of ``ids`` sits in the members laid end to end (a mapped index's direct map)."""
+        members = self.members()[1]
+        if self._position is None:
+            self._position = np.empty(members.size, dtype=np.int64)
+            self._position[members] = np.arange(members.size)
+        if ids.size and (ids.min() < 0 or ids.max() >= members.size):
+            raise IndexError(f"candidate ids outside 0..{members.size - 1}")
+        return self._position[ids]
+
+    def members(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ids) of the IVF lists' members (see ``list_members``), computed once."""
+        if self._members is None:
+            self._members = list_members(faiss.extract_index_ivf(self.index))
+            self.release()
+        return self._members
+
+    def release(self) -> None:
+        """Drop the resident pages of a mapped index's vectors (after a FAISS call that read any of its lists)."""
+        if self.pages is not None:
+            self.pages.release()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """k nearest candidates per query: (distances float64 ascending, ids int64).
@@ -125,6 +189,7 @@ class SearchIndex:
             d2, ids = scan_lists(self, q, k, self.nprobe)
         else:
             d2, ids = self.index.search(q, k, params=self.params())
+            self.release()
         short = np.flatnonzero((ids < 0).any(axis=1))
         if short.size:
             d2[short], ids[short] = self._search_all(q[short], k)
@@ -145,6 +210,7 @@ class SearchIndex:
         else:
             ivf = faiss.extract_index_ivf(self.index)
             lims, _, labels = ivf.range_search(x, r2, params=faiss.SearchParametersIVF(nprobe=ivf.nlist))
+            self.release()
         item = np.repeat(np.arange(x.shape[0]), np.diff(lims.astype(np.int64)))
         keep = labels >= 0
         return labels[keep].astype(np.int64), item[keep]
@@ -155,7 +221,9 @@ class SearchIndex:
         if self._scans_lists and k >= _SCAN_FROM_K:
             return scan_lists(self, q, k, self.nlist)
         ivf = faiss.extract_index_ivf(self.index)
-        return ivf.search(q, k, params=self.params(nprobe=ivf.nlist))
+        found = ivf.search(q, k, params=self.params(nprobe=ivf.nlist))
+        self.release()
+        return found
 
     @property
     def _scans_lists(self) -> bool:
@@ -185,6 +253,8 @@ def build_index(
     nlist: int | None = None,
     seed: int = 0,
     progress=None,
+    storage: str = "auto",
+    work_dir=None,
 ) -> SearchIndex:
     """Index the vectors of ``source`` (a VectorSource or an array), streamed in chunks.
 
@@ -194,11 +264,21 @@ def build_index(
     points per list drawn from the whole source (recall is then set by the calibrated search breadth).
     Vectors are prepared for ``metric`` chunk by chunk and copied into storage sized once up
     front, so the index holds the only full copy and never grows by reallocation.
+
+    ``storage``: where that copy lives once built. ``disk`` (what ``auto`` picks for IVF on Linux): the lists are
+    copied to a temporary file in ``work_dir`` and mapped (tsds.retrieval.mapped), so that the process
+    holds a window of the vectors instead of all of them; ``memory``: kept in memory (what a pool store
+    writes to its file). The build itself holds the vectors in memory either way. Exact (flat) indexes
+    are always kept in memory. Searches and densities give the same numbers either way.
     """
     from tsds.io.arrays import as_source
 
     if kind not in INDEX_KINDS:
         raise ParameterError(f"index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    if storage not in STORAGES:
+        raise ParameterError(f"index storage (--index-storage) must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if work_dir is not None:
+        work_folder(work_dir)
     src = as_source(source)
     n, d = src.n, src.dim
     if kind == "auto":
@@ -213,6 +293,10 @@ def build_index(
                 progress(chunk.shape[0])
         index.ntotal = n
         return SearchIndex(index=index, kind="flat", metric=metric)
+    if storage == "auto":  # the mapping's pages are only dropped on Linux (tsds.retrieval.mapped)
+        storage = "disk" if sys.platform.startswith("linux") else "memory"
+    if storage == "disk":
+        work_folder(work_dir)  # before the build, not after it
     nlist = min(nlist or max(1, int(math.sqrt(n))), n)
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
@@ -234,11 +318,12 @@ def build_index(
     # each list's slice from Python (rows of a list in row order), without a call per list and chunk,
     # and no list ever grows by reallocation.
     sizes = np.bincount(assign, minlength=nlist)
+    return_freed_memory()  # the training sample and the chunks' buffers, before the lists take their place
     invlists = faiss.downcast_InvertedLists(index.invlists)
     for lst in np.flatnonzero(sizes).tolist():
         invlists.resize(lst, int(sizes[lst]))
         invlists.resize(lst, 0)
-    for start, chunk in src.chunks():
+    for start, chunk in src.chunks(_ADD_ROWS):
         x = prepare(chunk, metric)
         a = np.ascontiguousarray(assign[start:start + x.shape[0]])
         ids = np.arange(start, start + x.shape[0], dtype=np.int64)
@@ -247,8 +332,23 @@ def build_index(
             progress(x.shape[0])
     if index.ntotal != n:
         raise RuntimeError(f"IVF index holds {index.ntotal} vectors, expected {n}")
-    index.make_direct_map()
-    return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
+    if storage == "memory":
+        index.make_direct_map()
+        return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
+    file = ListFile(sizes, index.code_size, work_dir)
+    try:
+        file.write(invlists)
+        lists = file.mapped()
+    finally:
+        file.close()
+    pages = window(lists)
+    index.replace_invlists(lists, True)  # frees the in-memory lists
+    lists.this.disown()  # the index frees (and unmaps) the mapped ones, once
+    del invlists
+    return_freed_memory()
+    # each list holds its rows in row order, so the members follow from the assignment (no read of the file)
+    members = (np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), np.argsort(assign, kind="stable"))
+    return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius, pages=pages, _members=members)
 
 
 def calibrate(
@@ -321,12 +421,15 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     return ids[:, :k]
 
 
-def list_vectors(ivf, lst: int) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 vectors, ids) of one IVF-Flat list, views of FAISS's storage (no copy)."""
+def list_vectors(ivf, lst: int, pages: PageWindow | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 vectors, ids) of one IVF-Flat list, views of FAISS's storage (no copy); counted against
+    ``pages`` when the storage is mapped."""
     size = int(ivf.invlists.list_size(int(lst)))
     if size == 0:
         return np.empty((0, ivf.d), np.float32), np.empty(0, np.int64)
     codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(int(lst)), size * ivf.code_size)
+    if pages is not None:
+        pages.touched_range(codes.ctypes.data, size * (ivf.code_size + 8))
     return codes.view(np.float32).reshape(size, ivf.d), faiss.rev_swig_ptr(ivf.invlists.get_ids(int(lst)), size)
 
 
@@ -386,8 +489,10 @@ def list_members(ivf) -> tuple[np.ndarray, np.ndarray]:
 class _ListNorms:
     """Squared norms of each IVF list's members (computed once per index, kept on it)."""
 
-    def __init__(self, ivf):
+    def __init__(self, ivf, members, pages: PageWindow | None = None):
         self.ivf = ivf
+        self.members = members
+        self.pages = pages
         self.norms: dict[int, np.ndarray] = {}
         self.all_ids: np.ndarray | None = None
         self.starts: np.ndarray | None = None
@@ -396,17 +501,17 @@ class _ListNorms:
     def of(index: SearchIndex, ivf) -> _ListNorms:
         cached = getattr(index, "_list_norms", None)
         if cached is None or cached.ivf is not ivf:
-            cached = index._list_norms = _ListNorms(ivf)
+            cached = index._list_norms = _ListNorms(ivf, index.members, index.pages)
         return cached
 
     def ids(self, lst: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Ids of the members at ``position`` in lists ``lst`` (arrays of one shape)."""
         if self.all_ids is None:
-            self.starts, self.all_ids = list_members(self.ivf)
+            self.starts, self.all_ids = self.members()
         return self.all_ids[self.starts[lst] + position]
 
     def get(self, lst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        y, ids = list_vectors(self.ivf, lst)
+        y, ids = list_vectors(self.ivf, lst, self.pages)
         norms = self.norms.get(lst)
         if norms is None:
             norms = self.norms[lst] = np.einsum("ij,ij->i", y, y)

@@ -121,7 +121,7 @@ def build_shard(source, spec: ShardSpec, metric: str, seed: int = 0) -> dict:
     if spec.kind == "ivfpq":
         built = build_ivfpq(source, metric=metric, seed=seed + spec.shard)
     else:
-        built = build_index(source, metric=metric, kind=spec.kind, seed=seed + spec.shard)
+        built = build_index(source, metric=metric, kind=spec.kind, seed=seed + spec.shard, storage="memory")
     atomic_write_index(Path(spec.path), built.index)
     if built.list_radius is not None:
         _atomic_npy(Path(spec.radius_path), built.list_radius)

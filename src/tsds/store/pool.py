@@ -192,7 +192,7 @@ class PoolStore:
                     return load_shard(spec, metric)
         if want_sharded:
             return self.build_sharded_index(metric, kind, engine=engine, shards=shards)
-        built = build_index(self.vectors(), metric=metric, kind=kind, progress=progress)
+        built = build_index(self.vectors(), metric=metric, kind=kind, progress=progress, storage="memory")
         atomic_write_index(base.with_suffix(".faiss"), built.index)
         if built.list_radius is not None:
             _atomic_npy(base.with_suffix(".radius.npy"), built.list_radius)
