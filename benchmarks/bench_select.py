@@ -24,9 +24,13 @@ The job: ``tsds select`` (the CLI, with ``--log-json``) with size 2000, alpha 0.
 euclidean metric, seed 0, run in a fresh subprocess under ``/usr/bin/time -v`` so the peak resident
 memory is that of the job alone. Each job is killed after ``--timeout`` seconds (default 150, to keep the
 whole run near 5 minutes); a killed job is recorded as timed out with the stages it finished (from the
---log-json lines) and its peak RSS so far. Twice:
+--log-json lines) and its peak RSS so far. Three jobs:
 
-* ``auto`` -> IVF-Flat (recall calibrated >= 0.95 on a query sample), the library's default at this N;
+* ``auto`` -> IVF-Flat (recall calibrated >= 0.95 on a query sample), the library's default at this N,
+  its vectors in a mapped temporary file (``--index-storage auto`` = disk, in TMPDIR, recorded);
+* ``ivf-memory`` -> the same IVF index kept in memory (``--index-storage memory``): a baseline in the same
+  run for what the mapped file costs in time and saves in memory; the two selections must be identical
+  (checked, recorded as ``vs_in_memory_index``);
 * ``flat`` -> the exact flat index, as a measured baseline.
 
 Recorded per run: total wall time of the subprocess (interpreter start and imports included) and the
@@ -39,10 +43,11 @@ peak, 2 cores) are quoted, not measured here, and the ratios against them are co
 
 ``--scaling`` runs the ``auto`` job on the same kind of data at several pool sizes (same generator, seed,
 queries near the same clusters, same parameters) and records, per N, the peak against the embedding matrix
-next to K and the neighbours each query's allocation uses: beyond the index's copy of the vectors and the
-sieve's projections (17% of them at 64 of 384 dimensions), the peak follows the M x K neighbour lists, and K
-is set by the one query whose support is longest (on this data the clusters get denser as N grows, so the
-supports grow with N).
+next to K and the neighbours each query's allocation uses. With the vectors in a mapped file, the peak is
+the larger of the build (it holds the index's lists in memory before they are written out) and the
+selection (the sieve's projections, 17% of the vectors at 64 of 384 dimensions, and the M x K neighbour
+lists, where K is set by the one query whose support is longest; on this data the clusters get denser as
+N grows, so the supports grow with N).
 """
 
 from __future__ import annotations
@@ -55,10 +60,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from tsds.retrieval.mapped import filesystem
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
@@ -69,6 +77,9 @@ TSDS = Path(sys.executable).with_name("tsds")
 
 SEED = 20241015
 PARAMS = {"size": 2000, "alpha": 0.5, "C": 5.0, "sigma": 0.75, "metric": "euclidean", "seed": 0}
+# (label, --index, --index-storage): the default job, the same IVF index kept in memory (a baseline in the
+# same run for the mapped index's cost and saving), and the exact flat index
+JOBS = [("auto", "auto", "auto"), ("ivf-memory", "ivf", "memory"), ("flat", "flat", "auto")]
 REFERENCE = {"source": "reference (quoted)", "wall_s": 83.0, "peak_rss_mb": 2500.0, "cores": 2,
              "note": "the authors' script on this job, as quoted in the issue; not measured here"}
 TARGET_SPEEDUP = 10.0
@@ -151,13 +162,13 @@ def ensure_data(n: int, d: int, m: int) -> tuple[Path, Path, dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_job(cpath: Path, qpath: Path, index: str, out: Path, timeout: float) -> dict:
+def run_job(cpath: Path, qpath: Path, index: str, out: Path, timeout: float, storage: str = "auto") -> dict:
     if out.exists():
         shutil.rmtree(out)
     cmd = [str(TSDS), "select", "--candidate-embeddings", str(cpath), "--query-embeddings", str(qpath),
            "--size", str(PARAMS["size"]), "--alpha", str(PARAMS["alpha"]), "--C", str(PARAMS["C"]),
            "--sigma", str(PARAMS["sigma"]), "--metric", PARAMS["metric"], "--seed", str(PARAMS["seed"]),
-           "--index", index, "--out", str(out), "--log-json"]
+           "--index", index, "--index-storage", storage, "--out", str(out), "--log-json"]
     cmd = ["/usr/bin/time", "-v", *cmd]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -215,7 +226,8 @@ def summarise(index_arg: str, job: dict, emb_mb: float) -> dict:
     return {
         "index_arg": index_arg,
         "index_kind": man["index"].get("kind"),
-        "calibration": {k: v for k, v in man["index"].items() if k != "kind"},
+        "index_storage": man["index"].get("storage"),
+        "calibration": {k: v for k, v in man["index"].items() if k not in ("kind", "storage")},
         "wall_s": round(job["wall_s"], 3),
         "stages_sum_s": round(sum(t["seconds"] for t in timings.values()), 3),
         "peak_rss_mb": round(job["peak_rss_mb"], 1),
@@ -252,15 +264,15 @@ def print_table(runs: list[dict], emb_mb: float) -> None:
         for n in names:
             s = r["stages"].get(n)
             cells.append(f"{s['seconds']:>8.2f}s {s['peak_rss_mb'] or 0:>6.0f}MB" if s else f"{'-':>18}")
-        print(f"{r['index_kind']:<10}" + "".join(f"{c:>18}" for c in cells)
+        print(f"{r['label']:<10}" + "".join(f"{c:>18}" for c in cells)
               + f"{r['stages_sum_s']:>8.2f}s{r['wall_s']:>7.2f}s{r['peak_rss_mb']:>9.0f}{r['peak_over_embeddings']:>7.2f}")
     print()
     for r in runs:
         if r.get("timed_out"):
-            print(f"{r['index_kind']:<6} TIMED OUT: {r['note']}")
+            print(f"{r['label']:<10} TIMED OUT: {r['note']}")
             continue
         cal = r["calibration"]
-        print(f"{r['index_kind']:<6} K={r['k_used']} (history {r['k_history']}), recall={r['recall_at_k']}, "
+        print(f"{r['label']:<10} K={r['k_used']} (history {r['k_history']}), recall={r['recall_at_k']}, "
               f"nprobe/nlist={cal.get('nprobe', '-')}/{cal.get('nlist', '-')}, density points={r['density_points']}, "
               f"pairs={r['density_pairs']}, support={r['support_size']}, "
               f"speedup vs quoted 83 s: {r['speedup_vs_reference']}x, time target met: {r['meets_time_target']}, "
@@ -270,7 +282,7 @@ def print_table(runs: list[dict], emb_mb: float) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 50,000; no JSON written")
-    ap.add_argument("--only", choices=["ivf", "flat"], help="run one of the two jobs")
+    ap.add_argument("--only", choices=[label for label, _, _ in JOBS], help="run one of the jobs")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds per job before it is killed (recorded)")
     ap.add_argument("--scaling", action="store_true", help="peak memory against N (auto index only)")
@@ -282,13 +294,26 @@ def main(argv=None) -> int:
     cpath, qpath, data = ensure_data(n, d, m)
     print(f"data: {cpath.name} ({n} x {d}), {qpath.name} ({m} x {d}); {data}")
     runs = []
-    for arg in ("auto", "flat"):
-        if args.only and (args.only == "flat") != (arg == "flat"):
+    for label, arg, storage in JOBS:
+        if args.only and args.only != label:
             continue
-        job = run_job(cpath, qpath, arg, WORK / f"out_{arg}", args.timeout)
-        runs.append(summarise(arg, job, emb_mb))
-        print(f"  {arg}: {job['wall_s']:.2f} s, peak {job['peak_rss_mb']:.0f} MB -- {job['stdout']}")
+        job = run_job(cpath, qpath, arg, WORK / f"out_{label}", args.timeout, storage)
+        runs.append({"label": label, **summarise(arg, job, emb_mb)})
+        print(f"  {label}: {job['wall_s']:.2f} s, peak {job['peak_rss_mb']:.0f} MB -- {job['stdout']}")
     print_table(runs, emb_mb)
+    by = {r["label"]: r for r in runs if not r.get("timed_out")}
+    if "auto" in by and "ivf-memory" in by:
+        a, b = by["auto"], by["ivf-memory"]
+        same = (np.array_equal(np.load(WORK / "out_auto" / "probabilities.npy"),
+                               np.load(WORK / "out_ivf-memory" / "probabilities.npy"))
+                and np.array_equal(np.load(WORK / "out_auto" / "selected_indices.npy"),
+                                   np.load(WORK / "out_ivf-memory" / "selected_indices.npy")))
+        a["vs_in_memory_index"] = {"peak_ratio": round(a["peak_rss_mb"] / b["peak_rss_mb"], 3),
+                                   "wall_ratio": round(a["wall_s"] / b["wall_s"], 3),
+                                   "same_probabilities_and_indices": bool(same)}
+        print(f"auto (index mapped from {tempfile.gettempdir()}) against the same index in memory: peak "
+              f"{a['vs_in_memory_index']['peak_ratio']}x, wall {a['vs_in_memory_index']['wall_ratio']}x, "
+              f"identical selection: {same}")
     if args.quick or args.no_write:
         return 0
     import faiss
@@ -298,6 +323,7 @@ def main(argv=None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "problem": {"n_candidates": n, "dim": d, "n_queries": m, **PARAMS, "timeout_per_job_s": args.timeout,
                     "embedding_matrix_mb": round(emb_mb, 1), "data_seed": SEED, "data": data},
+        "work_dir": {"path": tempfile.gettempdir(), "filesystem": filesystem(Path(tempfile.gettempdir()))},
         "targets": {"wall_s_below": REFERENCE["wall_s"] / TARGET_SPEEDUP, "peak_rss_mb_at_most": round(TARGET_PEAK_RATIO * emb_mb, 1),
                     "peak_over_embeddings_at_most": TARGET_PEAK_RATIO},
         "reference (quoted)": REFERENCE,
