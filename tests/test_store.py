@@ -281,6 +281,35 @@ def test_ivf_index_is_a_function_of_the_store_with_exact_list_radii(small_pool, 
     assert sum(invlists.list_size(lst) for lst in range(ivf.nlist)) == built.n_rows
 
 
+def test_a_stored_ivf_index_is_loaded_mapped_with_the_answers_of_one_read_into_memory(small_pool, tmp_path,
+                                                                                      static_embedder):
+    """Loading a store's IVF index copies its lists into a mapped file (removed at once, nothing left in the
+    store) instead of reading them into memory; searches, vectors and densities are the same bit for bit."""
+    import faiss
+
+    from tsds.retrieval import SearchIndex
+    from tsds.retrieval.mapped import MAPS_PAGES
+
+    out = tmp_path / "ivf"
+    build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500, index_kind="ivf")
+    before = sorted(p.name for p in (out / "index").iterdir())
+    loaded = PoolStore(out).index("euclidean", "ivf")
+    assert sorted(p.name for p in (out / "index").iterdir()) == before
+    if MAPS_PAGES:
+        assert loaded.pages is not None
+    plain = faiss.read_index(str(out / "index" / "euclidean.faiss"))
+    faiss.extract_index_ivf(plain).make_direct_map()
+    memory = SearchIndex(index=plain, kind="ivf", metric="euclidean", list_radius=loaded.list_radius)
+    x = memory.reconstruct(np.arange(0, 4000, 7))
+    assert np.array_equal(loaded.reconstruct(np.arange(0, 4000, 7)), x)
+    q = x[:20] + 0.01
+    for k in (10, 300):
+        for a, b in zip(memory.search(q, k), loaded.search(q, k)):
+            assert np.array_equal(a, b)
+    pts = np.arange(0, 4000, 13)
+    assert np.array_equal(memory.densities(pts, 0.3), loaded.densities(pts, 0.3))
+
+
 def test_one_build_at_a_time_and_a_killed_builds_temporaries_are_removed(small_pool, store, tmp_path, static_embedder):
     """A second build of a store while one runs is refused; the next build removes the temporaries a killed
     build left (its atomic writes' files) and nothing else."""

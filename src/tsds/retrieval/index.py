@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 from dataclasses import dataclass, field
 
 import faiss
@@ -16,10 +15,10 @@ import numpy as np
 
 from tsds.errors import ParameterError
 from tsds.retrieval.mapped import (
-    ListFile,
+    MAPS_PAGES,
     PageWindow,
     return_freed_memory,
-    window,
+    to_mapped,
     work_folder,
 )
 from tsds.retrieval.threads import in_threads
@@ -294,7 +293,7 @@ def build_index(
         index.ntotal = n
         return SearchIndex(index=index, kind="flat", metric=metric)
     if storage == "auto":  # the mapping's pages are only dropped on Linux (tsds.retrieval.mapped)
-        storage = "disk" if sys.platform.startswith("linux") else "memory"
+        storage = "disk" if MAPS_PAGES else "memory"
     if storage == "disk":
         work_folder(work_dir)  # before the build, not after it
     nlist = min(nlist or max(1, int(math.sqrt(n))), n)
@@ -335,19 +334,8 @@ def build_index(
     if storage == "memory":
         index.make_direct_map()
         return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
-    file = ListFile(sizes, index.code_size, work_dir)
-    try:
-        file.write(invlists)
-        lists = file.mapped()
-    finally:
-        file.close()
-    pages = window(lists)
-    index.replace_invlists(lists, True)  # frees the in-memory lists
-    lists.this.disown()  # the index frees (and unmaps) the mapped ones, once
     del invlists
-    return_freed_memory()
-    # each list holds its rows in row order, so the members follow from the assignment (no read of the file)
-    members = (np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), np.argsort(assign, kind="stable"))
+    pages, members = to_mapped(index, work_dir)
     return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius, pages=pages, _members=members)
 
 

@@ -43,6 +43,7 @@ def _madvise():
 
 
 _MADVISE = _madvise()
+MAPS_PAGES = _MADVISE is not None  # where a mapping's pages can be dropped (Linux); elsewhere indexes stay in memory
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform.startswith("linux") else None
 
 
@@ -90,6 +91,11 @@ def work_folder(work_dir=None) -> Path:
         raise InputError(f"work directory {folder} does not exist (it holds the index's temporary file; "
                          "set --work-dir or use --index-storage memory)")
     return folder
+
+
+def writable_or_none(folder: Path) -> Path | None:
+    """``folder`` if this process may create files in it, else None (the system's temporary folder)."""
+    return folder if os.access(folder, os.W_OK | os.X_OK) else None
 
 
 def filesystem(folder: Path) -> str | None:
@@ -151,10 +157,10 @@ class ListFile:
         return InputError(f"cannot write the index's temporary file in {self.folder} ({exc.strerror or exc}); "
                           "set --work-dir or use --index-storage memory")
 
-    def _pieces(self, invlists):
+    def _pieces(self, invlists, ids_out: np.ndarray, source: PageWindow | None):
         """The file's bytes front to back: per list its padding, codes, spare row, ids, spare id."""
         zeros = memoryview(bytes(64 + 8 * self.code_size))
-        at = 0
+        at = row = 0
         for lst in range(self.sizes.size):
             size = int(self.sizes[lst])
             if int(invlists.list_size(lst)) != size:
@@ -162,22 +168,30 @@ class ListFile:
             yield zeros[:int(self.offsets[lst]) - at]
             if size:
                 spare = int(self.capacity[lst]) - size
-                yield faiss.rev_swig_ptr(invlists.get_codes(lst), size * self.code_size).data
+                codes = faiss.rev_swig_ptr(invlists.get_codes(lst), size * self.code_size)
+                ids = faiss.rev_swig_ptr(invlists.get_ids(lst), size)
+                if source is not None:
+                    source.touched(size * (self.code_size + 8))
+                ids_out[row:row + size] = ids
+                row += size
+                yield codes.data
                 yield zeros[:spare * self.code_size]
-                yield faiss.rev_swig_ptr(invlists.get_ids(lst), size).view(np.uint8).data
+                yield ids.view(np.uint8).data
                 yield zeros[:spare * 8]
             at = int(self.offsets[lst] + self.capacity[lst] * (self.code_size + 8))
 
-    def write(self, invlists) -> None:
-        """Copy every list of in-memory ``invlists`` (same sizes) into the file, in list order.
+    def write(self, invlists, source: PageWindow | None = None) -> np.ndarray:
+        """Copy every list of ``invlists`` (same sizes; in memory, or mapped with ``source`` its window) into
+        the file, in list order; returns the members' ids laid end to end (see ``list_members``).
 
         Each write call covers one aligned 1 MB stretch, no more: the page cache then keeps the file in
         1 MB folios. Longer calls got 2 MB folios, whose allocation sometimes waited for memory compaction
         (a 300 MB write took 0.7 s instead of 0.07 s on this project's machine), and much shorter ones
         small folios (see the class docstring)."""
         batch, room = [], _FOLIO
+        ids = np.empty(int(self.sizes.sum()), dtype=np.int64)
         try:
-            for piece in self._pieces(invlists):
+            for piece in self._pieces(invlists, ids, source):
                 while len(piece):
                     part, piece = piece[:room], piece[room:]
                     batch.append(part)
@@ -191,6 +205,7 @@ class ListFile:
         except OSError as exc:
             self.close()
             raise self._error(exc) from None
+        return ids
 
     def _writev(self, pieces) -> None:
         pieces = [p for p in pieces if len(p)]
@@ -247,6 +262,50 @@ def return_freed_memory() -> None:
 def window(lists, limit: int = WINDOW_BYTES) -> PageWindow:
     """The window over mapped on-disk inverted ``lists`` (see ``ListFile``)."""
     return PageWindow(int(faiss.rev_swig_ptr(lists.ptr, 1).ctypes.data), int(lists.totsize), limit)
+
+
+def _span(invlists, nlist: int, code_size: int) -> PageWindow | None:
+    """A window over the memory that ``invlists``' codes and ids occupy (for lists mapped from an index file)."""
+    lo, hi = None, 0
+    for lst in range(nlist):
+        size = int(invlists.list_size(lst))
+        if size:
+            for ptr, width in ((invlists.get_codes(lst), code_size), (invlists.get_ids(lst), 8)):
+                address = int(faiss.rev_swig_ptr(ptr, 1).ctypes.data)
+                lo = address if lo is None else min(lo, address)
+                hi = max(hi, address + size * width)
+    return None if lo is None else PageWindow(lo, hi - lo)
+
+
+def to_mapped(index: faiss.Index, work_dir=None, *, source_mapped: bool = False):
+    """Replace an IVF-Flat ``index``'s lists by a ``ListFile`` copy mapped from ``work_dir``; returns the
+    window over the new mapping and the members (starts, ids) read on the way (so that nothing needs to read
+    every list's ids from the mapping later, which would map all of it).
+
+    ``source_mapped``: the lists are themselves a mapping of an index file (``map_file``), whose pages are
+    dropped as they are copied. The in-memory or mapped source lists are freed."""
+    ivf = faiss.extract_index_ivf(index)
+    sizes = np.array([ivf.invlists.list_size(lst) for lst in range(ivf.nlist)], dtype=np.int64)
+    source = _span(ivf.invlists, ivf.nlist, ivf.code_size) if source_mapped else None
+    file = ListFile(sizes, ivf.code_size, work_dir)
+    try:
+        ids = file.write(ivf.invlists, source)
+        lists = file.mapped()
+    finally:
+        file.close()
+    if source is not None:
+        source.release()
+    pages = window(lists)
+    ivf.replace_invlists(lists, True)  # frees the source lists
+    lists.this.disown()  # the index frees (and unmaps) the new ones, once
+    return_freed_memory()
+    return pages, (np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), ids)
+
+
+def map_file(path) -> faiss.Index:
+    """An index file read with its lists mapped instead of copied into memory (FAISS's IO_FLAG_MMAP_IFC; their
+    offsets in the file are unaligned, so ``to_mapped`` copies them before they are searched)."""
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
 
 
 def resident_bytes(pages: PageWindow) -> int:

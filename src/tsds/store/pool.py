@@ -33,6 +33,7 @@ from tsds.errors import InputError
 from tsds.io.arrays import file_sha256
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
 from tsds.retrieval.index import build_index
+from tsds.retrieval.mapped import MAPS_PAGES, to_mapped, writable_or_none
 from tsds.store.shards import PoolShards
 
 FORMAT_VERSION = 1
@@ -197,6 +198,8 @@ class PoolStore:
         if built.list_radius is not None:
             _atomic_npy(base.with_suffix(".radius.npy"), built.list_radius)
         _atomic_json(info_path, {"kind": built.kind, "metric": metric, "n_rows": self.n_rows})
+        if built.kind == "ivf" and MAPS_PAGES:  # selections from a loaded store index get the same
+            built.pages, built._members = to_mapped(built.index, writable_or_none(folder))
         return built
 
     def build_sharded_index(self, metric: str, kind: str = "auto", *, engine=None, shards: int | None = None):
