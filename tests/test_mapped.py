@@ -110,6 +110,17 @@ def test_index_file_is_removed_and_nothing_left_in_the_work_dir(tmp_path):
     assert index.search(_clustered(3, 8, seed=9), 5)[1].shape == (3, 5)
 
 
+def test_a_named_temporary_file_is_removed_where_unnamed_ones_are_not_offered(tmp_path, monkeypatch):
+    """Without O_TMPFILE (other systems, some file systems) the file gets a name, removed once mapped."""
+    from tsds.retrieval import mapped
+
+    monkeypatch.setattr(mapped, "_unnamed_file", lambda folder: None)
+    x = _clustered(3000, 8)
+    index = build_index(x, kind="ivf", nlist=20, work_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert np.array_equal(index.reconstruct(np.arange(3000)), x)
+
+
 def test_bad_storage_and_work_dir_are_one_line_errors(tmp_path):
     x = _clustered(2000, 8)
     with pytest.raises(ParameterError, match="index storage"):

@@ -15,6 +15,7 @@ A mapped index cannot grow (FAISS refuses adds to read-only lists).
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import sys
@@ -116,6 +117,20 @@ def filesystem(folder: Path) -> str | None:
     return kind
 
 
+def _unnamed_file(folder: Path) -> int | None:
+    """A file with no name in ``folder`` (Linux's O_TMPFILE): nothing is left behind even if the process is
+    killed. None where the system or the file system does not offer it."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    try:
+        return os.open(folder, flag | os.O_RDWR, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None
+        raise
+
+
 class ListFile:
     """IVF-Flat lists copied into a temporary file, then mapped read-only as FAISS on-disk inverted lists.
 
@@ -124,8 +139,8 @@ class ListFile:
     written front to back in aligned 1 MB writes: the page cache then holds it in large folios, which are
     mapped and dropped far faster than the small pages that many small writes leave (a pass over 300 MB
     read and dropped: 16 ms against 43 ms, measured on this project's machine). The file's name is removed
-    as soon as it is mapped: the mapping keeps the data until the index is freed, and nothing is left in
-    the folder, also after an error.
+    as soon as it is mapped (on Linux it never has one: O_TMPFILE): the mapping keeps the data until the
+    index is freed, and nothing is left in the folder, also after an error or a kill.
     """
 
     _IOV = 1000  # pieces per writev at most (the system's IOV_MAX is 1024)
@@ -149,7 +164,9 @@ class ListFile:
                 "set --work-dir or TMPDIR to a folder on disk", self.folder, filesystem(self.folder))
         self.fd = self.name = None
         try:
-            self.fd, self.name = tempfile.mkstemp(prefix=".tsds-index-", suffix=".lists", dir=self.folder)
+            self.fd = _unnamed_file(self.folder)
+            if self.fd is None:
+                self.fd, self.name = tempfile.mkstemp(prefix=".tsds-index-", suffix=".lists", dir=self.folder)
         except OSError as exc:
             raise self._error(exc) from None
 
@@ -219,7 +236,7 @@ class ListFile:
                     done = 0
 
     def mapped(self) -> faiss.InvertedLists:
-        """The lists, mapped read-only (FAISS ``OnDiskInvertedLists``); removes the file's name."""
+        """The lists, mapped read-only (FAISS ``OnDiskInvertedLists``); closes and removes the file."""
         try:
             lists = faiss.OnDiskInvertedLists(int(self.sizes.size), self.code_size, "")
             lists.lists.clear()
@@ -227,7 +244,7 @@ class ListFile:
                 one = faiss.OnDiskOneList()
                 one.size, one.capacity, one.offset = int(self.sizes[lst]), int(self.capacity[lst]), int(self.offsets[lst])
                 lists.lists.push_back(one)
-            lists.filename = self.name
+            lists.filename = self.name or f"/proc/self/fd/{self.fd}"  # FAISS opens the file by name to map it
             lists.totsize = self.total
             lists.read_only = True
             lists.prefetch_nthread = 0  # FAISS would start threads to read lists ahead on every search
