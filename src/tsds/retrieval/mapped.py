@@ -6,8 +6,9 @@ lists are written to a temporary file (``ListFile``) and mapped read-only as FAI
 which every FAISS search and every scan of tsds reads unchanged. Pages of a mapping stay resident once read,
 though, so a `PageWindow` drops the mapping's pages each time a window of list bytes has been handed out:
 the process holds a window of the vectors, and the OS page cache (shared, reclaimable) holds the rest.
-Dropped pages come back from the page cache on the next read at about the cost of reading memory (a pass
-over 300 MB: 17 ms mapped and dropped after every pass, 16 ms in memory, on this project's 2-core machine).
+Dropped pages come back from the page cache on the next read at little more than the cost of reading memory
+(a pass over 300 MB: 18-20 ms mapped and dropped after every pass, 16 ms in memory, on this project's 2-core
+machine).
 
 A mapped index cannot grow (FAISS refuses adds to read-only lists).
 """
@@ -64,8 +65,8 @@ class PageWindow:
         self._lock = threading.Lock()
 
     def touched_range(self, address: int, nbytes: int) -> None:
-        """Count a read of ``nbytes`` from ``address`` as every 1 MB block it overlaps: the OS maps a large
-        page-cache folio whole on its first touch (a list of 0.7 MB maps up to 2 MB)."""
+        """Count a read of ``nbytes`` from ``address`` as every 1 MB block (the file's folio size) it overlaps:
+        the OS may map a large page-cache folio whole on its first touch, so a list of 0.7 MB can map 2 MB."""
         first = address // _FOLIO
         self.touched(((address + max(1, nbytes) - 1) // _FOLIO - first + 1) * _FOLIO)
 
@@ -138,7 +139,7 @@ class ListFile:
     put them at odd offsets, where numpy can only multiply through its slow unaligned loops). The file is
     written front to back in aligned 1 MB writes: the page cache then holds it in large folios, which are
     mapped and dropped far faster than the small pages that many small writes leave (a pass over 300 MB
-    read and dropped: 16 ms against 43 ms, measured on this project's machine). The file's name is removed
+    read and dropped: 18-20 ms against 43 ms after 55 KB writes, measured on this project's machine). The file's name is removed
     as soon as it is mapped (on Linux it never has one: O_TMPFILE): the mapping keeps the data until the
     index is freed, and nothing is left in the folder, also after an error or a kill.
     """
