@@ -155,7 +155,8 @@ class PoolStore:
         return np.concatenate(files), np.concatenate(locs)
 
     # ---- index -------------------------------------------------------------------------
-    def index(self, metric: str, kind: str = "auto", progress=None, *, engine=None, shards: int | None = None):
+    def index(self, metric: str, kind: str = "auto", progress=None, *, engine=None, shards: int | None = None,
+              mapped: bool = True):
         """The stored index for ``metric``, built and saved on first use.
 
         A sharded index (``index/<metric>/``) is used when one is stored, else a single one
@@ -163,7 +164,9 @@ class PoolStore:
         ``shards`` is given; the Ray engine always builds a sharded one (one shard per worker at
         least); ``kind="ivfpq"`` always builds a sharded one. The Ray engine serves a single index as a
         sharded index of one shard. The result
-        is a ``SearchIndex`` or a ``ShardedIndex`` (same interface).
+        is a ``SearchIndex`` or a ``ShardedIndex`` (same interface). IVF-Flat lists are copied into a mapped
+        file (tsds.retrieval.mapped) whether loaded or just built here, unless ``mapped`` is False, which
+        leaves one just built in memory (``build_store`` only needs the files written).
         """
         from tsds.retrieval.sharded import ShardedIndex, ShardSpec, read_manifest
 
@@ -198,7 +201,7 @@ class PoolStore:
         if built.list_radius is not None:
             _atomic_npy(base.with_suffix(".radius.npy"), built.list_radius)
         _atomic_json(info_path, {"kind": built.kind, "metric": metric, "n_rows": self.n_rows})
-        if built.kind == "ivf" and MAPS_PAGES:  # selections from a loaded store index get the same
+        if built.kind == "ivf" and MAPS_PAGES and mapped:
             built.pages, built._members = to_mapped(built.index, writable_or_none(folder))
         return built
 
@@ -566,7 +569,7 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
                  "last_build": counters})
     _atomic_json(meta_path, meta)
     store = PoolStore(root, engine=engine if engine.name != "local" else None)
-    index = store.index(metric, index_kind, engine=engine, shards=index_shards)
+    index = store.index(metric, index_kind, engine=engine, shards=index_shards, mapped=False)
     if hasattr(index, "close"):
         index.close()
     return store
