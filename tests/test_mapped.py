@@ -159,7 +159,7 @@ def test_cli_index_storage(tmp_path):
     work.mkdir()
     for storage in ("memory", "disk"):
         r = subprocess.run([*base, "--index-storage", storage, "--work-dir", str(work), "--out",
-                            str(tmp_path / storage)], capture_output=True, text=True)
+                            str(tmp_path / storage)], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
         assert json.loads((tmp_path / storage / "manifest.json").read_text())["index"]["storage"] == storage
     assert np.array_equal(np.load(tmp_path / "memory" / "probabilities.npy"),
@@ -169,7 +169,7 @@ def test_cli_index_storage(tmp_path):
                            (["--work-dir", str(tmp_path / "nowhere")], "nowhere does not exist"),
                            (["--pool", str(tmp_path), "--queries", "q.jsonl", "--index-storage", "disk"],
                             "applies to selecting from .npy embeddings")):
-        r = subprocess.run([*base, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+        r = subprocess.run([*base, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True, check=False)
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode != 0 and len(lines) == 1 and message in lines[0], r.stderr
         assert not (tmp_path / "bad").exists()
