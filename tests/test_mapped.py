@@ -129,6 +129,9 @@ def test_bad_storage_and_work_dir_are_one_line_errors(tmp_path):
         build_index(x, kind="ivf", work_dir=tmp_path / "nowhere")
     with pytest.raises(InputError, match="nowhere does not exist"):  # also where the index stays in memory
         build_index(x, kind="flat", work_dir=tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(InputError, match="a_file is not a folder"):
+        build_index(x, kind="ivf", work_dir=tmp_path / "a_file")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")

@@ -90,7 +90,8 @@ def work_folder(work_dir=None) -> Path:
     """The folder for a mapped index's file: ``work_dir``, or the system's temporary folder (TMPDIR)."""
     folder = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
     if not folder.is_dir():
-        raise InputError(f"work directory {folder} does not exist (it holds the index's temporary file; "
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"work directory {folder} {what} (it holds the index's temporary file; "
                          "set --work-dir or use --index-storage memory)")
     return folder
 
