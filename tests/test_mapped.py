@@ -176,3 +176,11 @@ def test_cli_index_storage(tmp_path):
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode != 0 and len(lines) == 1 and message in lines[0], r.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_store_copies_go_next_to_a_local_store_and_never_to_a_network_file_system(tmp_path, monkeypatch):
+    from tsds.retrieval import mapped
+
+    assert mapped.local_or_none(tmp_path) == tmp_path
+    monkeypatch.setattr(mapped, "filesystem", lambda folder: "nfs4")
+    assert mapped.local_or_none(tmp_path) is None

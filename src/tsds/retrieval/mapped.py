@@ -96,9 +96,18 @@ def work_folder(work_dir=None) -> Path:
     return folder
 
 
-def writable_or_none(folder: Path) -> Path | None:
-    """``folder`` if this process may create files in it, else None (the system's temporary folder)."""
-    return folder if os.access(folder, os.W_OK | os.X_OK) else None
+_NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+                         "9p", "afs")
+
+
+def local_or_none(folder: Path) -> Path | None:
+    """``folder`` if this process may create files in it and it is not on a network file system, else None
+    (the system's temporary folder): a pool store on a cluster's shared file system would otherwise get a
+    copy of each shard written over the network on every load."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return None
+    kind = filesystem(folder) or ""
+    return None if kind in _NETWORK_FILE_SYSTEMS or kind.startswith("fuse") else folder
 
 
 def filesystem(folder: Path) -> str | None:

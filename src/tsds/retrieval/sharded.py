@@ -36,7 +36,7 @@ import numpy as np
 from tsds.errors import ParameterError
 from tsds.retrieval.density import DEFAULT_CAP, DensityStats, batched_densities, candidates_within
 from tsds.retrieval.index import EXACT_UP_TO, SearchIndex, build_index, calibrate, list_members, prepare
-from tsds.retrieval.mapped import MAPS_PAGES, map_file, to_mapped, writable_or_none
+from tsds.retrieval.mapped import MAPS_PAGES, local_or_none, map_file, to_mapped
 
 _RESULT_BUDGET = 1 << 25
 PQ_ABOVE = 1_000_000     # shards with more rows get IVF-PQ (64-byte codes) instead of IVF-Flat under "auto"
@@ -105,11 +105,12 @@ def plan_shards(shard_rows: list[int], n_shards: int) -> list[tuple[int, int]]:
 
 def load_shard(spec: ShardSpec, metric: str) -> SearchIndex:
     """A stored index shard. IVF-Flat lists are copied from the file into a mapped one (in the store's folder
-    when it is writable) instead of read into memory, as ``build_index`` does with ``storage="disk"``."""
+    when it is writable and local, else in TMPDIR) instead of read into memory, as ``build_index`` does with
+    ``storage="disk"``."""
     if spec.kind == "ivf" and MAPS_PAGES:
         radius = np.load(spec.radius_path, allow_pickle=False)
         index = map_file(spec.path)
-        pages, members = to_mapped(index, writable_or_none(Path(spec.path).parent), source_mapped=True)
+        pages, members = to_mapped(index, local_or_none(Path(spec.path).parent), source_mapped=True)
         return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius, pages=pages,
                            _members=members)
     index = faiss.read_index(spec.path)

@@ -33,7 +33,7 @@ from tsds.errors import InputError
 from tsds.io.arrays import file_sha256
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
 from tsds.retrieval.index import build_index
-from tsds.retrieval.mapped import MAPS_PAGES, to_mapped, writable_or_none
+from tsds.retrieval.mapped import MAPS_PAGES, local_or_none, to_mapped
 from tsds.store.shards import PoolShards
 
 FORMAT_VERSION = 1
@@ -202,7 +202,7 @@ class PoolStore:
             _atomic_npy(base.with_suffix(".radius.npy"), built.list_radius)
         _atomic_json(info_path, {"kind": built.kind, "metric": metric, "n_rows": self.n_rows})
         if built.kind == "ivf" and MAPS_PAGES and mapped:
-            built.pages, built._members = to_mapped(built.index, writable_or_none(folder))
+            built.pages, built._members = to_mapped(built.index, local_or_none(folder))
         return built
 
     def build_sharded_index(self, metric: str, kind: str = "auto", *, engine=None, shards: int | None = None):
