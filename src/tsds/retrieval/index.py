@@ -14,19 +14,15 @@ import faiss
 import numpy as np
 
 from tsds.errors import ParameterError
-from tsds.retrieval.mapped import (
-    MAPS_PAGES,
-    PageWindow,
-    return_freed_memory,
-    to_mapped,
-    work_folder,
-)
+from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, return_freed_memory, work_folder
 from tsds.retrieval.threads import in_threads
 
 METRICS = ("euclidean", "cosine")
 INDEX_KINDS = ("auto", "flat", "ivf")
 STORAGES = ("auto", "memory", "disk")
 _ADD_ROWS = 4096  # rows per chunk while the lists are filled: the build's peak holds the lists and one chunk
+_STAGE_BYTES = 512 << 20  # vectors a mapped build stages at once, up to _STAGE_GROUPS passes over the source
+_STAGE_GROUPS = 8
 EXACT_UP_TO = 50_000
 TRAIN_POINTS_PER_LIST = 32
 # 4 rounds, not 8: on the 1M-text benchmark pool recall at every nprobe was the same within noise, and
@@ -264,11 +260,11 @@ def build_index(
     Vectors are prepared for ``metric`` chunk by chunk and copied into storage sized once up
     front, so the index holds the only full copy and never grows by reallocation.
 
-    ``storage``: where that copy lives once built. ``disk`` (what ``auto`` picks for IVF on Linux): the lists are
-    copied to a temporary file in ``work_dir`` and mapped (tsds.retrieval.mapped), so that the process
-    holds a window of the vectors instead of all of them; ``memory``: kept in memory (what a pool store
-    writes to its file). The build itself holds the vectors in memory either way. Exact (flat) indexes
-    are always kept in memory. Searches and densities give the same numbers either way.
+    ``storage``: where that copy lives. ``disk`` (what ``auto`` picks for IVF on Linux): the lists are
+    written to a temporary file in ``work_dir`` and mapped (tsds.retrieval.mapped), so that the process
+    holds a window of the vectors instead of all of them, and the build a group of lists at a time (see
+    ``_build_mapped``); ``memory``: kept in memory (what a pool store writes to its file). Exact (flat)
+    indexes are always kept in memory. Searches and densities give the same numbers either way.
     """
     from tsds.io.arrays import as_source
 
@@ -318,6 +314,8 @@ def build_index(
     # and no list ever grows by reallocation.
     sizes = np.bincount(assign, minlength=nlist)
     return_freed_memory()  # the training sample and the chunks' buffers, before the lists take their place
+    if storage == "disk":
+        return _build_mapped(index, src, metric, assign, sizes, radius, work_dir, progress)
     invlists = faiss.downcast_InvertedLists(index.invlists)
     for lst in np.flatnonzero(sizes).tolist():
         invlists.resize(lst, int(sizes[lst]))
@@ -331,12 +329,68 @@ def build_index(
             progress(x.shape[0])
     if index.ntotal != n:
         raise RuntimeError(f"IVF index holds {index.ntotal} vectors, expected {n}")
-    if storage == "memory":
-        index.make_direct_map()
-        return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
-    del invlists
-    pages, members = to_mapped(index, work_dir)
+    index.make_direct_map()
+    return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
+
+
+def _build_mapped(index, src, metric, assign, sizes, radius, work_dir, progress) -> SearchIndex:
+    """The lists written into a mapped file (tsds.retrieval.mapped.ListFile) in list order, staged in memory
+    one group of lists at a time: one group (one pass over the source) up to ``_STAGE_BYTES`` of vectors,
+    more groups, each a further pass, for larger pools, so that the build holds at most an eighth of the
+    vectors from 8 x ``_STAGE_BYTES`` on. Each list holds its rows in row order: the same bytes as the
+    in-memory build."""
+    file = ListFile(sizes, index.code_size, work_dir)
+    try:
+        for lo, hi in _list_groups(sizes, index.code_size):
+            _stage_lists(index, file, src, metric, assign, lo, hi, progress)
+            file.detach()  # the queued bytes outlive the staging buffer
+            return_freed_memory()
+        file.finish()
+    except BaseException:
+        file.close()
+        raise
+    pages, members = install(index, file)
     return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius, pages=pages, _members=members)
+
+
+def _list_groups(sizes: np.ndarray, code_size: int) -> list[tuple[int, int]]:
+    """Consecutive ranges [lo, hi) of lists with about equal bytes, each at most ``_STAGE_BYTES`` unless
+    that would take more than ``_STAGE_GROUPS`` passes."""
+    total = int(sizes.sum()) * code_size
+    groups = min(_STAGE_GROUPS, max(1, -(-total // _STAGE_BYTES)))
+    rows = np.cumsum(sizes)
+    cuts = np.searchsorted(rows, rows[-1] * np.arange(1, groups) / groups, side="right") if rows.size else []
+    bounds = sorted({0, sizes.size, *map(int, cuts)})
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _stage_lists(index, file, src, metric, assign, lo, hi, progress) -> None:
+    """One pass over ``src``: the rows of lists [lo, hi) added to fresh in-memory lists of ``index`` (FAISS's
+    add_core, rows of other lists skipped), then put into ``file``. The previous group's lists are freed."""
+    staging = faiss.ArrayInvertedLists(index.nlist, index.code_size)
+    sizes = np.diff(file.starts)
+    for lst in range(lo, hi):
+        if sizes[lst]:
+            staging.resize(lst, int(sizes[lst]))  # sized once: no list grows by reallocation
+            staging.resize(lst, 0)
+    index.replace_invlists(staging, True)
+    staging.this.disown()
+    for start, chunk in src.chunks(_ADD_ROWS):
+        x = prepare(chunk, metric)
+        a = assign[start:start + x.shape[0]]
+        inside = (a >= lo) & (a < hi)
+        a = np.where(inside, a, -1)  # FAISS skips rows with list -1
+        ids = np.arange(start, start + x.shape[0], dtype=np.int64)
+        index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(a))
+        if progress is not None:
+            progress(int(inside.sum()))
+    for lst in range(lo, hi):
+        size = int(staging.list_size(lst))
+        if size != sizes[lst]:
+            raise RuntimeError(f"IVF list {lst} holds {size} vectors, expected {sizes[lst]}")
+        if size:
+            file.put(lst, faiss.rev_swig_ptr(staging.get_codes(lst), size * index.code_size),
+                     faiss.rev_swig_ptr(staging.get_ids(lst), size))
 
 
 def calibrate(

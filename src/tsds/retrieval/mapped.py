@@ -173,6 +173,10 @@ class ListFile:
             logging.getLogger("tsds").warning(
                 "note: %s is in memory (%s): the index's file there takes as much memory as the index; "
                 "set --work-dir or TMPDIR to a folder on disk", self.folder, filesystem(self.folder))
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.ids = np.empty(int(self.starts[-1]), dtype=np.int64)
+        self._zeros = memoryview(bytes(64 + 8 * self.code_size))
+        self._batch, self._room, self._at, self._next = [], _FOLIO, 0, 0
         self.fd = self.name = None
         try:
             self.fd = _unnamed_file(self.folder)
@@ -185,55 +189,81 @@ class ListFile:
         return InputError(f"cannot write the index's temporary file in {self.folder} ({exc.strerror or exc}); "
                           "set --work-dir or use --index-storage memory")
 
-    def _pieces(self, invlists, ids_out: np.ndarray, source: PageWindow | None):
-        """The file's bytes front to back: per list its padding, codes, spare row, ids, spare id."""
-        zeros = memoryview(bytes(64 + 8 * self.code_size))
-        at = row = 0
-        for lst in range(self.sizes.size):
-            size = int(self.sizes[lst])
-            if int(invlists.list_size(lst)) != size:
-                raise RuntimeError(f"list {lst} holds {invlists.list_size(lst)} rows, expected {size}")
-            yield zeros[:int(self.offsets[lst]) - at]
-            if size:
-                spare = int(self.capacity[lst]) - size
-                codes = faiss.rev_swig_ptr(invlists.get_codes(lst), size * self.code_size)
-                ids = faiss.rev_swig_ptr(invlists.get_ids(lst), size)
-                if source is not None:
-                    source.touched(size * (self.code_size + 8))
-                ids_out[row:row + size] = ids
-                row += size
-                yield codes.data
-                yield zeros[:spare * self.code_size]
-                yield ids.view(np.uint8).data
-                yield zeros[:spare * 8]
-            at = int(self.offsets[lst] + self.capacity[lst] * (self.code_size + 8))
+    def put(self, lst: int, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Append list ``lst``'s rows (``codes`` the float32 vectors or their bytes, ``ids`` int64). Lists
+        come in ascending order, each once; a list left out stays empty only if its size is 0. The bytes are
+        written when a 1 MB stretch is complete, so they are copied now only if still pending at the end of
+        the caller's buffer's life (``detach``)."""
+        size = int(self.sizes[lst])
+        if lst < self._next or len(ids) != size:
+            raise RuntimeError(f"list {lst} put out of order or with {len(ids)} rows, expected {size}")
+        for skipped in range(self._next, lst):
+            if self.sizes[skipped]:
+                raise RuntimeError(f"list {skipped} was not put")
+        self._next = lst + 1
+        zeros = self._zeros
+        self._push(zeros[:int(self.offsets[lst]) - self._at])
+        if size:
+            spare = int(self.capacity[lst]) - size
+            self._push(memoryview(np.ascontiguousarray(codes)).cast("B"))
+            self._push(zeros[:spare * self.code_size])
+            self._push(memoryview(np.ascontiguousarray(ids, dtype=np.int64)).cast("B"))
+            self._push(zeros[:spare * 8])
+            self.ids[self.starts[lst]:self.starts[lst] + size] = ids
+        self._at = int(self.offsets[lst] + self.capacity[lst] * (self.code_size + 8))
 
-    def write(self, invlists, source: PageWindow | None = None) -> np.ndarray:
-        """Copy every list of ``invlists`` (same sizes; in memory, or mapped with ``source`` its window) into
-        the file, in list order; returns the members' ids laid end to end (see ``list_members``).
+    def _push(self, piece: memoryview) -> None:
+        """Queue bytes for writing; write whenever an aligned 1 MB stretch is complete.
 
         Each write call covers one aligned 1 MB stretch, no more: the page cache then keeps the file in
         1 MB folios. Longer calls got 2 MB folios, whose allocation sometimes waited for memory compaction
         (a 300 MB write took 0.7 s instead of 0.07 s on this project's machine), and much shorter ones
         small folios (see the class docstring)."""
-        batch, room = [], _FOLIO
-        ids = np.empty(int(self.sizes.sum()), dtype=np.int64)
         try:
-            for piece in self._pieces(invlists, ids, source):
-                while len(piece):
-                    part, piece = piece[:room], piece[room:]
-                    batch.append(part)
-                    room -= len(part)
-                    if room == 0 or len(batch) >= self._IOV:
-                        self._writev(batch)
-                        batch = []
-                        room = room or _FOLIO
-            self._writev(batch)
+            while len(piece):
+                part, piece = piece[:self._room], piece[self._room:]
+                self._batch.append(part)
+                self._room -= len(part)
+                if self._room == 0 or len(self._batch) >= self._IOV:
+                    self._writev(self._batch)
+                    self._batch = []
+                    self._room = self._room or _FOLIO
+        except OSError as exc:
+            self.close()
+            raise self._error(exc) from None
+
+    def detach(self) -> None:
+        """Copy the queued bytes that still point into the caller's buffers (before those are freed)."""
+        self._batch = [memoryview(bytes(p)) for p in self._batch]
+
+    def finish(self) -> np.ndarray:
+        """Write what is queued and size the file; returns the members' ids laid end to end (see
+        ``list_members``)."""
+        for skipped in range(self._next, self.sizes.size):
+            if self.sizes[skipped]:
+                raise RuntimeError(f"list {skipped} was not put")
+        try:
+            self._writev(self._batch)
+            self._batch = []
             os.ftruncate(self.fd, self.total)
         except OSError as exc:
             self.close()
             raise self._error(exc) from None
-        return ids
+        return self.ids
+
+    def write(self, invlists, source: PageWindow | None = None) -> np.ndarray:
+        """Copy every list of ``invlists`` (same sizes; in memory, or mapped with ``source`` its window) into
+        the file; returns the members' ids laid end to end."""
+        for lst in range(self.sizes.size):
+            size = int(invlists.list_size(lst))
+            if size:
+                if source is not None:
+                    source.touched(size * (self.code_size + 8))
+                self.put(lst, faiss.rev_swig_ptr(invlists.get_codes(lst), size * self.code_size),
+                         faiss.rev_swig_ptr(invlists.get_ids(lst), size))
+            elif self.sizes[lst]:
+                raise RuntimeError(f"list {lst} holds no rows, expected {self.sizes[lst]}")
+        return self.finish()
 
     def _writev(self, pieces) -> None:
         pieces = [p for p in pieces if len(p)]
@@ -317,17 +347,29 @@ def to_mapped(index: faiss.Index, work_dir=None, *, source_mapped: bool = False)
     source = _span(ivf.invlists, ivf.nlist, ivf.code_size) if source_mapped else None
     file = ListFile(sizes, ivf.code_size, work_dir)
     try:
-        ids = file.write(ivf.invlists, source)
+        file.write(ivf.invlists, source)
+    except BaseException:
+        file.close()
+        raise
+    if source is not None:
+        source.release()
+    return install(index, file)
+
+
+def install(index: faiss.Index, file: ListFile):
+    """Map a finished ``file`` in place of ``index``'s lists (which are freed); returns the window over the
+    mapping and the members (starts, ids)."""
+    try:
         lists = file.mapped()
     finally:
         file.close()
-    if source is not None:
-        source.release()
     pages = window(lists)
-    ivf.replace_invlists(lists, True)  # frees the source lists
-    lists.this.disown()  # the index frees (and unmaps) the new ones, once
+    ivf = faiss.extract_index_ivf(index)
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()  # the index frees (and unmaps) them, once
+    ivf.ntotal = int(file.starts[-1])
     return_freed_memory()
-    return pages, (np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), ids)
+    return pages, (file.starts, file.ids)
 
 
 def map_file(path) -> faiss.Index:
