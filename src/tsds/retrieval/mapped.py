@@ -147,11 +147,12 @@ class ListFile:
 
     Each list's codes start on a 64-byte boundary and its ids on an 8-byte one (FAISS's own index files
     put them at odd offsets, where numpy can only multiply through its slow unaligned loops). The file is
-    written front to back in aligned 1 MB writes: the page cache then holds it in large folios, which are
-    mapped and dropped far faster than the small pages that many small writes leave (a pass over 300 MB
-    read and dropped: 18-20 ms against 43 ms after 55 KB writes, measured on this project's machine). The file's name is removed
-    as soon as it is mapped (on Linux it never has one: O_TMPFILE): the mapping keeps the data until the
-    index is freed, and nothing is left in the folder, also after an error or a kill.
+    written front to back (lists ``put`` in order) in aligned 1 MB writes: the page cache then holds it in
+    large folios, which are mapped and dropped far faster than the small pages that many small writes
+    leave (a pass over 300 MB read and dropped: 18-20 ms against 43 ms after 55 KB writes, measured on this
+    project's machine). The file has no name on Linux (O_TMPFILE), elsewhere its name is removed as soon as
+    it is mapped: the mapping keeps the data until the index is freed, and nothing is left in the folder,
+    also after an error or a kill.
     """
 
     _IOV = 1000  # pieces per writev at most (the system's IOV_MAX is 1024)
