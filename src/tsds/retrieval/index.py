@@ -343,8 +343,7 @@ def _build_mapped(index, src, metric, assign, sizes, radius, work_dir, progress)
     try:
         for lo, hi in _list_groups(sizes, index.code_size):
             _stage_lists(index, file, src, metric, assign, lo, hi, progress)
-            file.detach()  # the queued bytes outlive the staging buffer
-            return_freed_memory()
+            file.detach()  # the queued bytes outlive the group's lists
         file.finish()
     except BaseException:
         file.close()
@@ -368,13 +367,14 @@ def _stage_lists(index, file, src, metric, assign, lo, hi, progress) -> None:
     """One pass over ``src``: the rows of lists [lo, hi) added to fresh in-memory lists of ``index`` (FAISS's
     add_core, rows of other lists skipped), then put into ``file``. The previous group's lists are freed."""
     staging = faiss.ArrayInvertedLists(index.nlist, index.code_size)
+    index.replace_invlists(staging, True)  # frees the previous group's lists before these are sized
+    staging.this.disown()
+    return_freed_memory()
     sizes = np.diff(file.starts)
     for lst in range(lo, hi):
         if sizes[lst]:
             staging.resize(lst, int(sizes[lst]))  # sized once: no list grows by reallocation
             staging.resize(lst, 0)
-    index.replace_invlists(staging, True)
-    staging.this.disown()
     for start, chunk in src.chunks(_ADD_ROWS):
         x = prepare(chunk, metric)
         a = assign[start:start + x.shape[0]]
