@@ -44,10 +44,10 @@ peak, 2 cores) are quoted, not measured here, and the ratios against them are co
 ``--scaling`` runs the ``auto`` job on the same kind of data at several pool sizes (same generator, seed,
 queries near the same clusters, same parameters) and records, per N, the peak against the embedding matrix
 next to K and the neighbours each query's allocation uses. With the vectors in a mapped file, the peak is
-the larger of the build (it holds the index's lists in memory before they are written out) and the
-selection (the sieve's projections, 17% of the vectors at 64 of 384 dimensions, and the M x K neighbour
-lists, where K is set by the one query whose support is longest; on this data the clusters get denser as
-N grows, so the supports grow with N).
+the larger of the build (it stages one group of lists in memory at a time, up to 512 MB of vectors) and
+the selection (the sieve's projections, 17% of the vectors at 64 of 384 dimensions, and the M x K
+neighbour lists, where K is set by the one query whose support is longest; on this data the clusters get
+denser as N grows, so the supports grow with N).
 """
 
 from __future__ import annotations
