@@ -168,6 +168,13 @@ def test_unwritable_work_dir_is_a_clear_error(tmp_path):
         folder.chmod(0o700)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc")
+def test_a_work_dir_that_refuses_files_is_a_clear_error_even_for_root():
+    """/proc is a folder in which nobody can create files (the test above skips under root)."""
+    with pytest.raises(InputError, match="cannot write the index's temporary file in /proc"):
+        build_index(_clustered(2000, 8), kind="ivf", nlist=10, work_dir="/proc")
+
+
 @pytest.mark.skipif(filesystem(Path("/dev/shm")) != "tmpfs", reason="no tmpfs at /dev/shm")
 def test_a_work_dir_in_memory_gets_a_note(caplog):
     build_index(_clustered(2000, 8), kind="ivf", nlist=10, work_dir="/dev/shm")
