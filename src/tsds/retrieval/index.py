@@ -14,7 +14,8 @@ import faiss
 import numpy as np
 
 from tsds.errors import ParameterError
-from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, return_freed_memory, work_folder
+from tsds.memory import return_freed_memory
+from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, work_folder
 from tsds.retrieval.threads import in_threads
 
 METRICS = ("euclidean", "cosine")

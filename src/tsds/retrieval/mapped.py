@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 
 from tsds.errors import InputError
+from tsds.memory import return_freed_memory
 
 WINDOW_BYTES = 32 << 20
 _MADV_DONTNEED = 4
@@ -46,7 +47,6 @@ def _madvise():
 
 _MADVISE = _madvise()
 MAPS_PAGES = _MADVISE is not None  # where a mapping's pages can be dropped (Linux); elsewhere indexes stay in memory
-_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform.startswith("linux") else None
 
 
 class PageWindow:
@@ -308,14 +308,6 @@ class ListFile:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def return_freed_memory() -> None:
-    """Give the heap's free memory back to the OS (glibc's malloc_trim). FAISS allocates an in-memory
-    index's lists on the heap, so freeing them after copying them to a file would leave the process's
-    resident memory as large as before."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def window(lists, limit: int = WINDOW_BYTES) -> PageWindow:
