@@ -309,27 +309,11 @@ def build_index(
         d2c, a = quantizer.search(prepare(chunk, metric), 1)
         assign[start:start + chunk.shape[0]] = a[:, 0]
         np.maximum.at(radius, a[:, 0], np.sqrt(np.maximum(d2c[:, 0].astype(np.float64), 0)))
-    # Each list is sized once to its final length and emptied again (its capacity stays), then FAISS's
-    # add_core appends the chunks' rows with their known lists in C++: the same index bytes as writing
-    # each list's slice from Python (rows of a list in row order), without a call per list and chunk,
-    # and no list ever grows by reallocation.
     sizes = np.bincount(assign, minlength=nlist)
     return_freed_memory()  # the training sample and the chunks' buffers, before the lists take their place
     if storage == "disk":
         return _build_mapped(index, src, metric, assign, sizes, radius, work_dir, progress)
-    invlists = faiss.downcast_InvertedLists(index.invlists)
-    for lst in np.flatnonzero(sizes).tolist():
-        invlists.resize(lst, int(sizes[lst]))
-        invlists.resize(lst, 0)
-    for start, chunk in src.chunks(_ADD_ROWS):
-        x = prepare(chunk, metric)
-        a = np.ascontiguousarray(assign[start:start + x.shape[0]])
-        ids = np.arange(start, start + x.shape[0], dtype=np.int64)
-        index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(a))
-        if progress is not None:
-            progress(x.shape[0])
-    if index.ntotal != n:
-        raise RuntimeError(f"IVF index holds {index.ntotal} vectors, expected {n}")
+    _fill_lists(index, src, metric, assign, sizes, 0, nlist, progress)
     index.make_direct_map()
     return SearchIndex(index=index, kind="ivf", metric=metric, list_radius=radius)
 
@@ -343,7 +327,11 @@ def _build_mapped(index, src, metric, assign, sizes, radius, work_dir, progress)
     file = ListFile(sizes, index.code_size, work_dir)
     try:
         for lo, hi in _list_groups(sizes, index.code_size):
-            _stage_lists(index, file, src, metric, assign, lo, hi, progress)
+            lists = _fill_lists(index, src, metric, assign, sizes, lo, hi, progress)
+            for lst in range(lo, hi):
+                if sizes[lst]:
+                    file.put(lst, faiss.rev_swig_ptr(lists.get_codes(lst), int(sizes[lst]) * index.code_size),
+                             faiss.rev_swig_ptr(lists.get_ids(lst), int(sizes[lst])))
             file.detach()  # the queued bytes outlive the group's lists
         file.finish()
     except BaseException:
@@ -364,34 +352,37 @@ def _list_groups(sizes: np.ndarray, code_size: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _stage_lists(index, file, src, metric, assign, lo, hi, progress) -> None:
-    """One pass over ``src``: the rows of lists [lo, hi) added to fresh in-memory lists of ``index`` (FAISS's
-    add_core, rows of other lists skipped), then put into ``file``. The previous group's lists are freed."""
-    staging = faiss.ArrayInvertedLists(index.nlist, index.code_size)
-    index.replace_invlists(staging, True)  # frees the previous group's lists before these are sized
-    staging.this.disown()
+def _fill_lists(index, src, metric, assign, sizes, lo, hi, progress):
+    """Fresh in-memory lists for ``index`` (its previous ones freed first) holding the rows of lists [lo, hi)
+    in row order, from one pass over ``src``; returns them.
+
+    Each list is sized once to its final length and emptied again (its capacity stays), then FAISS's
+    add_core appends the chunks' rows with their known lists in C++ (rows of other lists get list -1,
+    which it skips): the same bytes as writing each list's slice from Python, without a call per list
+    and chunk, and no list ever grows by reallocation.
+    """
+    lists = faiss.ArrayInvertedLists(index.nlist, index.code_size)
+    index.replace_invlists(lists, True)  # frees the previous lists before these are sized
+    lists.this.disown()
     return_freed_memory()
-    sizes = np.diff(file.starts)
     for lst in range(lo, hi):
         if sizes[lst]:
-            staging.resize(lst, int(sizes[lst]))  # sized once: no list grows by reallocation
-            staging.resize(lst, 0)
+            lists.resize(lst, int(sizes[lst]))
+            lists.resize(lst, 0)
+    every = lo == 0 and hi == index.nlist
     for start, chunk in src.chunks(_ADD_ROWS):
         x = prepare(chunk, metric)
         a = assign[start:start + x.shape[0]]
-        inside = (a >= lo) & (a < hi)
-        a = np.where(inside, a, -1)  # FAISS skips rows with list -1
+        inside = None if every else (a >= lo) & (a < hi)
+        a = np.ascontiguousarray(a) if every else np.where(inside, a, -1)
         ids = np.arange(start, start + x.shape[0], dtype=np.int64)
         index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(a))
         if progress is not None:
-            progress(int(inside.sum()))
+            progress(x.shape[0] if every else int(inside.sum()))
     for lst in range(lo, hi):
-        size = int(staging.list_size(lst))
-        if size != sizes[lst]:
-            raise RuntimeError(f"IVF list {lst} holds {size} vectors, expected {sizes[lst]}")
-        if size:
-            file.put(lst, faiss.rev_swig_ptr(staging.get_codes(lst), size * index.code_size),
-                     faiss.rev_swig_ptr(staging.get_ids(lst), size))
+        if lists.list_size(lst) != sizes[lst]:
+            raise RuntimeError(f"IVF list {lst} holds {lists.list_size(lst)} vectors, expected {sizes[lst]}")
+    return lists
 
 
 def calibrate(
