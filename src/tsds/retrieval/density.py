@@ -71,7 +71,7 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
     A chunk of points from few lists needs few lists' products, each over more of its points: fewer,
     larger products for the same pairs.
     """
-    lists = index.lists_of(ids) if ids.size and hasattr(index, "lists_of") else None
+    lists = index.lists_of(ids) if ids.size else None
     if lists is None:
         return np.arange(ids.size)
     return np.lexsort((ids, lists))

@@ -127,16 +127,13 @@ class SearchIndex:
         # a mapped index has no FAISS direct map (building one reads every list's ids, which maps the
         # whole file): each id's list and position come from the members, and rows are read list by list
         ivf = faiss.extract_index_ivf(self.index)
-        starts, _ = self.members()
-        pos = self._positions(ids)
-        lists = np.searchsorted(starts, pos, side="right") - 1
+        lists, offsets = self._locate(ids)
         out = np.empty((ids.size, ivf.d), dtype=np.float32)
         order = np.argsort(lists, kind="stable")
         cuts = np.flatnonzero(np.diff(lists[order])) + 1
         for group in np.split(order, cuts) if ids.size else []:
-            lst = int(lists[group[0]])
-            y, _ = list_vectors(ivf, lst, self.pages)
-            out[group] = y[pos[group] - starts[lst]]
+            y, _ = list_vectors(ivf, int(lists[group[0]]), self.pages)
+            out[group] = y[offsets[group]]
         return out
 
     def lists_of(self, ids: np.ndarray) -> np.ndarray | None:
@@ -145,21 +142,24 @@ class SearchIndex:
             return None
         ids = np.asarray(ids, dtype=np.int64)
         if self.pages is not None:
-            return np.searchsorted(self.members()[0], self._positions(ids), side="right") - 1
+            return self._locate(ids)[0]
         ivf = faiss.extract_index_ivf(self.index)
         if ivf.direct_map.type != faiss.DirectMap.Array:
             return None
         return faiss.rev_swig_ptr(ivf.direct_map.array.data(), self.ntotal)[ids] >> 32
 
-    def _positions(self, ids: np.ndarray) -> np.ndarray:
-        """Where each of ``ids`` sits in the members laid end to end (a mapped index's direct map)."""
-        members = self.members()[1]
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(list, offset in it) of each of ``ids``, from the members laid end to end: a mapped index's
+        direct map."""
+        starts, members = self.members()
         if self._position is None:
             self._position = np.empty(members.size, dtype=np.int64)
             self._position[members] = np.arange(members.size)
         if ids.size and (ids.min() < 0 or ids.max() >= members.size):
             raise IndexError(f"candidate ids outside 0..{members.size - 1}")
-        return self._position[ids]
+        pos = self._position[ids]
+        lists = np.searchsorted(starts, pos, side="right") - 1
+        return lists, pos - starts[lists]
 
     def members(self) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ids) of the IVF lists' members (see ``list_members``), computed once."""
@@ -599,8 +599,6 @@ class _ListNorms:
         self.members = members
         self.pages = pages
         self.norms: dict[int, np.ndarray] = {}
-        self.all_ids: np.ndarray | None = None
-        self.starts: np.ndarray | None = None
 
     @staticmethod
     def of(index: SearchIndex, ivf) -> _ListNorms:
@@ -611,9 +609,8 @@ class _ListNorms:
 
     def ids(self, lst: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Ids of the members at ``position`` in lists ``lst`` (arrays of one shape)."""
-        if self.all_ids is None:
-            self.starts, self.all_ids = self.members()
-        return self.all_ids[self.starts[lst] + position]
+        starts, ids = self.members()
+        return ids[starts[lst] + position]
 
     def get(self, lst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         y, ids = list_vectors(self.ivf, lst, self.pages)
