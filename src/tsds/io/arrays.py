@@ -108,11 +108,12 @@ class NpyVectors:
             raise IndexError(f"{self.name}: rows outside 0..{self.n - 1}")
         order = np.argsort(rows, kind="stable")
         with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            drop = hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED")
             a = np.frombuffer(m, dtype=self.dtype, count=self.n * self.dim, offset=self.offset).reshape(self.n, self.dim)
             for start in range(0, rows.size, _TAKE_ROWS):
                 pick = order[start:start + _TAKE_ROWS]
                 out[pick] = a[rows[pick]]
-                if hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                if drop:
                     m.madvise(mmap.MADV_DONTNEED)
             del a
         return out

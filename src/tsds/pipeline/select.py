@@ -104,7 +104,6 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
             info["truncated"] = alloc.truncated
         if alloc.truncated:
             return alloc
-        alloc = None
     want = np.full(M, min(K, config.initial_k), dtype=np.int64)
     cols = np.arange(K)
     alloc = None
