@@ -14,6 +14,7 @@ import decimal
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,8 @@ def edit_in_place(path: Path, row_text: str, keep_mtime: bool) -> None:
     st = path.stat()
     data = path.read_bytes()
     old = json.dumps(row_text)[1:-1].encode()
-    new = old[::-1] if old[::-1] != old else old.upper()
+    new = re.sub(rb"(?<!\\)[a-z]", lambda m: m.group().upper(), old)     # escapes kept: still valid JSON
+    assert new != old
     assert data.count(old) == 1
     path.write_bytes(data.replace(old, new))
     if keep_mtime:
