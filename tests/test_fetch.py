@@ -261,7 +261,7 @@ def test_mixed_id_types_written_to_parquet(mixed_pool, static_embedder, tmp_path
     assert rows[7]["price"] == decimal.Decimal("7.25") and rows[7]["blob"] == bytes([7, 0, 255])
     assert rows[7]["when"] == first[7]["when"] and rows[150]["when"] is None
     warning = " ".join(r.getMessage() for r in caplog.records)
-    assert "id (mixed types" in warning and "meta (mixed types" in warning and "score (int and float" in warning
+    assert "id (no common type" in warning and "meta (no common type" in warning and "score (float and int: double)" in warning
 
 
 def test_parquet_only_values_written_to_jsonl(mixed_pool, static_embedder, tmp_path):
@@ -298,3 +298,39 @@ def test_field_named_like_a_provenance_column_is_refused(tmp_path, static_embedd
     with pytest.raises(InputError, match=r"pool.jsonl: row \d+ \(location \d+\) has a field '_tsds_row'"):
         select_text(store, FOOD, out=tmp_path / "o", config=cfg(size=10), embedder=static_embedder)
     assert not (tmp_path / "o").exists()
+
+
+def test_parquet_columns_parquet_cannot_type_are_json_text(tmp_path, caplog):
+    recs = [{"text": "a", "empty": {}, "deep": [{}], "b": "x"}, {"text": "b", "empty": {}, "deep": [], "b": b"y"}]
+    with caplog.at_level("WARNING", logger="tsds"):
+        assert write_records(tmp_path / "x.parquet", recs) == 2
+    rows = pq.read_table(tmp_path / "x.parquet").to_pylist()
+    assert [r["empty"] for r in rows] == ["{}", "{}"] and [r["deep"] for r in rows] == ["[{}]", "[]"]
+    assert [r["b"] for r in rows] == [b"x", b"y"]
+    assert "empty (no common type" in caplog.text and "b (bytes and str: binary)" in caplog.text
+
+
+def test_every_reader_format_fetches_the_embedded_texts(tmp_path, static_embedder):
+    """Each format's records read back by location give the texts the build embedded (no false refusal),
+    bad rows skipped at the build included."""
+    data = ROOT / "tests" / "data" / "readers"
+    names = ["good.jsonl", "good.jsonl.gz", "good.csv", "good.csv.gz", "good.tsv", "good.tsv.gz", "good.txt",
+             "good.txt.gz", "good.parquet", "good.arrow", "hf_dataset", "bad.jsonl", "bad.csv", "bad.txt"]
+    store = build_store([data / n for n in names], tmp_path / "store", embedder=static_embedder, on_bad_row="skip")
+    select_text(store, FOOD, out=tmp_path / "o", config=cfg(), method="full", embedder=static_embedder)
+    rows = rows_of(tmp_path / "o" / "selected.jsonl")
+    assert len(rows) == store.n_rows > 30
+    assert {Path(r["_tsds_file"]).name for r in rows} == set(names)
+
+
+@pytest.mark.parametrize("name,spec", [("chat.jsonl", {"messages_field": "messages"}),
+                                       ("alpaca.json", {"template": "{instruction}\n{input}\n{output}"})])
+def test_messages_and_template_specs_fetch_the_embedded_texts(tmp_path, static_embedder, name, spec):
+    from tsds.io.readers import TextSpec
+
+    path = ROOT / "tests" / "data" / "readers" / name
+    store = build_store([path], tmp_path / "store", embedder=static_embedder, spec=TextSpec(**spec),
+                        on_bad_row="skip")
+    select_text(store, FOOD, out=tmp_path / "o", config=cfg(), method="full", embedder=static_embedder,
+                query_spec=TextSpec())
+    assert len(rows_of(tmp_path / "o" / "selected.jsonl")) == store.n_rows >= 2

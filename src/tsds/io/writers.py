@@ -112,16 +112,32 @@ def _arrow_table(records: list[dict]):
         values = [r.get(c) for r in records]
         try:
             array = pa.array(values)
-            if pa.types.is_floating(array.type) and any(type(v) is int for v in values):
-                coerced.append(f"{c} (int and float: float)")
+            if not _parquet_writable(array.type):
+                raise ValueError("an object with no fields")
+            kinds = sorted({type(v).__name__ for v in values if v is not None})
+            if len(kinds) > 1:
+                coerced.append(f"{c} ({' and '.join(kinds)}: {array.type})")
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             try:
                 array = pa.array([v if v is None or isinstance(v, str) else _dumps(v) for v in values], pa.string())
             except (pa.ArrowException, TypeError, ValueError) as exc:
                 raise InputError(f"column {c!r} cannot be written to Parquet ({exc}); write .jsonl") from None
-            coerced.append(f"{c} (mixed types: strings, others as JSON)")
+            coerced.append(f"{c} (no common type: strings, others as JSON)")
         arrays.append(array)
     return pa.Table.from_arrays(arrays, names=columns), coerced
+
+
+def _parquet_writable(t) -> bool:
+    """Whether Parquet can hold the Arrow type (it has no struct without fields, e.g. from ``{}``)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return t.num_fields > 0 and all(_parquet_writable(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _parquet_writable(t.key_type) and _parquet_writable(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _parquet_writable(t.value_type)
+    return True
 
 
 def count_rows(path: Path, fmt: str) -> int:
@@ -152,12 +168,16 @@ def write_records(path: Path, records: list[dict], expected: int | None = None) 
     nonfinite = [0]
     try:
         if fmt == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
             table, coerced = _arrow_table(records)
             if coerced:
                 log.warning("%s: columns coerced to one type: %s", path.name, "; ".join(coerced))
-            pq.write_table(table, tmp)
+            try:
+                pq.write_table(table, tmp)
+            except pa.ArrowException as exc:
+                raise InputError(f"{path}: the records cannot be written as Parquet ({exc}); use .jsonl") from None
         elif fmt == ".jsonl.gz":
             with open(tmp, "wb") as raw, gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=raw, mtime=0) as g, \
                     io.TextIOWrapper(g, encoding="utf-8", newline="") as f:
@@ -185,7 +205,7 @@ def records_summary(records: list[dict], source_field: str, rows: int | None = N
     """What the manifest and the dataset card say about the records: rows (as counted in the written
     file when given), rows per source, columns (the union of the records' fields)."""
     sources = dict(Counter(str(r.get(source_field)) for r in records).most_common()) \
-        if records and source_field in records[0] else None
+        if any(source_field in r for r in records) else None
     columns = list(dict.fromkeys(k for r in records for k in r)) if records else None
     return {"rows": len(records) if rows is None else rows, "sources": sources, "columns": columns}
 
