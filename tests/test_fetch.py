@@ -334,3 +334,20 @@ def test_messages_and_template_specs_fetch_the_embedded_texts(tmp_path, static_e
     select_text(store, FOOD, out=tmp_path / "o", config=cfg(), method="full", embedder=static_embedder,
                 query_spec=TextSpec())
     assert len(rows_of(tmp_path / "o" / "selected.jsonl")) == store.n_rows >= 2
+
+
+def test_rows_moved_within_an_unchanged_size_and_mtime_are_refused(small_pool, static_embedder, tmp_path):
+    path = small_pool["jsonl"]
+    st = path.stat()
+    lines = path.read_bytes().splitlines(keepends=True)
+    rec1, rec299 = json.loads(lines[1]), json.loads(lines[299])
+    rec1["text"], rec299["text"] = rec1["text"][1:], "x" + rec299["text"]     # rows 2..298 one byte earlier
+    lines[1] = (json.dumps(rec1) + "\n").encode()
+    lines[299] = (json.dumps(rec299) + "\n").encode()
+    path.write_bytes(b"".join(lines))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    with pytest.raises(InputError, match="is not the start of a line; the pool file changed since the store was built"):
+        select_text(small_pool["jsonl_store"], FOOD, out=tmp_path / "o", config=cfg(), method="full",
+                    embedder=static_embedder)
+    assert not (tmp_path / "o").exists()

@@ -251,7 +251,10 @@ def fetch_group(group: dict) -> list[dict]:
     one row per draw. Each record's text, extracted with the store's text spec, must be the text the
     store embedded for the row; a record with a field of the provenance columns' prefix is refused."""
     path = group["path"]
-    recs = read_records(path, group["locations"], fmt=group["format"])
+    try:
+        recs = read_records(path, group["locations"], fmt=group["format"])
+    except InputError as exc:      # the build read a row at each of these locations
+        raise InputError(f"{exc}; the pool file changed since the store was built; rebuild the store") from None
     spec = TextSpec(**group["spec"])
     out = []
     for rec, extra, n, h, loc in zip(recs, group["extras"], group["times"], group["hashes"], group["locations"]):
