@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tsds.config import make_config
 from tsds.errors import InputError, TsdsError
@@ -352,3 +354,42 @@ def test_rows_moved_within_an_unchanged_size_and_mtime_are_refused(small_pool, s
         select_text(small_pool["jsonl_store"], FOOD, out=tmp_path / "o", config=cfg(), method="full",
                     embedder=static_embedder)
     assert not (tmp_path / "o").exists()
+
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
+                          st.text(max_size=8))
+_json_values = st.recursive(_json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(min_size=1, max_size=4), inner, max_size=3)), max_leaves=6)
+_records = st.lists(st.dictionaries(st.sampled_from(["a", "b", "c", "text"]), _json_values, max_size=4),
+                    min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=_records)
+def test_any_json_records_round_trip_through_jsonl_and_parquet(tmp_path, records):
+    """Whatever mix of JSON values the records hold: JSON Lines gives them back as they were; Parquet holds
+    one row per record and, per column, the values or (coerced columns) their JSON text. (Written
+    records always have fields: the provenance columns; here a row number.)"""
+    records = [{**r, "_n": i} for i, r in enumerate(records)]
+    assert write_records(tmp_path / "x.jsonl", records) == len(records)
+    assert rows_of(tmp_path / "x.jsonl") == records
+    assert write_records(tmp_path / "x.parquet", records) == len(records)
+    table = pq.read_table(tmp_path / "x.parquet")
+    assert table.num_rows == len(records)
+    for name in table.column_names:
+        got = table.column(name).to_pylist()
+        want = [r.get(name) for r in records]
+        if table.schema.field(name).type == pa.string() and got != want:
+            got = [v if v is None or isinstance(w, str) else json.loads(v) for v, w in zip(got, want)]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g == w or (isinstance(w, (dict, list)) and _without_nulls(g) == _without_nulls(w))
+
+
+def _without_nulls(value):
+    """Parquet structs gain the other rows' keys (as null); compare without them."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
