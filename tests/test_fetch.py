@@ -286,6 +286,13 @@ def test_nonfinite_floats_are_json_null(tmp_path):
     assert n == 1 and json.loads(line) == {"text": "a", "v": None, "w": [1.0, None]} and "NaN" not in line
 
 
+def test_value_with_no_json_form_is_a_one_line_error(tmp_path):
+    rec = {"text": "a", "_tsds_row": 4, "_tsds_file": "/p/pool.arrow", "odd": [complex(1, 2)]}
+    with pytest.raises(InputError, match=r"record from /p/pool.arrow \(row 4\): field 'odd': .*complex"):
+        write_records(tmp_path / "x.jsonl", [rec])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_lone_surrogate_is_escaped(tmp_path):
     write_records(tmp_path / "x.jsonl", [{"text": "a\ud800b"}])
     assert json.loads((tmp_path / "x.jsonl").read_text()) == {"text": "a\ud800b"}
