@@ -12,6 +12,7 @@
 import gzip
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ ray = pytest.importorskip("ray")
 
 from tsds.config import make_config
 from tsds.engines import LocalEngine, make_engine
+from tsds.errors import InputError
 from tsds.pipeline.text import select_text
 from tsds.retrieval.sharded import ShardedIndex
 from tsds.store import PoolStore, build_store
@@ -75,6 +77,8 @@ def test_ray_build_writes_the_local_engines_store(local_store, ray_store):
     assert _shard_bytes(ray_store.root) == _shard_bytes(local_store.root)
     assert [s["embeddings_sha256"] for s in ray_store.shard_meta()] == \
         [s["embeddings_sha256"] for s in local_store.shard_meta()]
+    hashes = sorted(p.name for p in (ray_store.root / "shards").glob("*.hash.npy"))
+    assert len(hashes) == 16 and hashes == sorted(p.name for p in (local_store.root / "shards").glob("*.hash.npy"))
     manifest = json.loads((ray_store.root / "index" / "euclidean" / "index.json").read_text())
     assert manifest["layout"] == "sharded" and len(manifest["shards"]) == 3
     assert sum(s["rows"] for s in manifest["shards"]) == 4000
@@ -240,6 +244,34 @@ def test_select_cli_with_ray_address_equals_local(ray_store, engine, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ray" / "selected.jsonl").read_bytes() == (tmp_path / "local" / "selected.jsonl").read_bytes()
     assert np.array_equal(np.load(tmp_path / "ray" / "probabilities.npy"), np.load(tmp_path / "local" / "probabilities.npy"))
+
+
+def test_ray_writes_every_row_of_a_gzip_file_and_refuses_a_changed_file(engine, tmp_path, static_embedder):
+    """The Ray engine's records path: more than one fetch group's 2,048 rows of a gzip file all written
+    (one row per draw, counted in the file); a record whose text changed since the build refused."""
+    with gzip.open(POOL, "rt", encoding="utf-8") as f:
+        lines = [next(f) for _ in range(2500)]
+    gz = tmp_path / "pool.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as g:
+        g.write("".join(lines))
+    plain = tmp_path / "pool.jsonl"
+    plain.write_text("".join(lines), encoding="utf-8")
+    local = build_store([gz, plain], tmp_path / "store", embedder=static_embedder, shard_rows=1000)
+    on_ray = PoolStore(local.root, engine=engine)
+    config = make_config(size=40, seed=0, sampling="without-replacement")
+    select_text(on_ray, FOOD, out=tmp_path / "full", config=config, method="full", embedder=static_embedder)
+    rows = [json.loads(line) for line in open(tmp_path / "full" / "selected.jsonl", encoding="utf-8")]
+    assert len(rows) == 5000 and [r["_tsds_row"] for r in rows] == list(range(5000))
+    assert [r["text"] for r in rows] == [json.loads(line)["text"] for line in lines + lines]
+
+    st = plain.stat()
+    old = json.dumps(json.loads(lines[7])["text"])[1:-1].encode()
+    new = re.sub(rb"(?<!\\)[a-z]", lambda m: m.group().upper(), old)     # same length, still valid JSON
+    plain.write_bytes(plain.read_bytes().replace(old, new, 1))
+    os.utime(plain, ns=(st.st_atime_ns, st.st_mtime_ns))           # size and mtime as at the build
+    with pytest.raises(InputError, match=r"pool.jsonl: row 2507 \(location \d+\) is not the text the store embedded"):
+        select_text(on_ray, FOOD, out=tmp_path / "after", config=config, method="full", embedder=static_embedder)
+    assert not (tmp_path / "after").exists()
 
 
 # ---- reading the pool in Ray: scan tasks plan the shards, read-and-embed actors read them ----

@@ -46,17 +46,18 @@ class _ReadEmbedActor:
     def __call__(self, batch):
         from tsds.errors import InputError
         from tsds.store.pool import texts_sha256
+        from tsds.store.provenance import text_hashes
         from tsds.store.shards import read_unit
 
         for blob in batch["unit"]:
             unit = pickle.loads(blob)
             try:
                 for shard in read_unit(unit, self.spec, self.on_bad_row, self.shard_rows):
-                    yield self._embed(shard, texts_sha256(shard.texts))
+                    yield self._embed(shard, texts_sha256(shard.texts), text_hashes(shard.texts))
             except InputError as exc:      # reported by the driver, in the reader's words
                 yield _row(shard=-1, error=str(exc))
 
-    def _embed(self, shard, digest):
+    def _embed(self, shard, digest, hashes):
         v = np.zeros((0, 0), np.float32)
         truncated = 0
         if shard.shard not in self.done:
@@ -65,28 +66,40 @@ class _ReadEmbedActor:
             truncated = self.embedder.truncated - before
         return _row(shard=shard.shard, vectors=v.tobytes(), dim=v.shape[1], truncated=truncated, digest=digest,
                     locations=np.asarray(shard.locations, np.int64).tobytes(), file_index=shard.file_index,
-                    first_row=shard.first_row, path=shard.path)
+                    first_row=shard.first_row, path=shard.path, hashes=hashes.tobytes())
 
 
 def _row(*, shard, vectors=b"", dim=0, truncated=0, digest="", locations=b"", file_index=-1, first_row=0,
-         path="", error=""):
+         path="", error="", hashes=b""):
     """One output row of the read-and-embed actor (a batch of one)."""
     return {"shard": np.array([shard], np.int64), "vectors": np.array([vectors], dtype=object),
             "dim": np.array([dim], np.int64), "truncated": np.array([truncated], np.int64),
             "digest": np.array([digest], dtype=object), "locations": np.array([locations], dtype=object),
             "file_index": np.array([file_index], np.int64), "first_row": np.array([first_row], np.int64),
-            "path": np.array([path], dtype=object), "error": np.array([error], dtype=object)}
+            "path": np.array([path], dtype=object), "error": np.array([error], dtype=object),
+            "hashes": np.array([hashes], dtype=object)}
 
 
 def _fetch_groups(batch):
-    """Ray Data read task: the records of each fetch group, read back from the pool file by location."""
+    """Ray Data read task: the records of each fetch group, read back from the pool file by location
+    (a refused record, e.g. a pool file changed since the build, is passed on as its error's line)."""
+    from tsds.errors import TsdsError
     from tsds.pipeline.text import fetch_group
 
-    return {"records": np.array([pickle.dumps(fetch_group(pickle.loads(g))) for g in batch["group"]], dtype=object)}
+    records, errors = [], []
+    for g in batch["group"]:
+        try:
+            records.append(pickle.dumps(fetch_group(pickle.loads(g))))
+            errors.append("")
+        except TsdsError as exc:
+            records.append(pickle.dumps([]))
+            errors.append(str(exc))
+    return {"records": np.array(records, dtype=object), "error": np.array(errors, dtype=object)}
 
 
-def _records_sink(path: str, source_field: str):
-    """A Ray Data sink writing every record, in order, to one file (the records file of a selection)."""
+def _records_sink(path: str, source_field: str, expected: int | None):
+    """A Ray Data sink writing every record, in order, to one file (the records file of a selection);
+    when a fetch failed it writes nothing and reports the first error."""
     from ray.data import Datasink
     from ray.data.block import BlockAccessor
 
@@ -95,14 +108,21 @@ def _records_sink(path: str, source_field: str):
             self.summary = None
 
         def write(self, blocks, ctx):
+            from tsds.errors import TsdsError
             from tsds.io.writers import records_summary, write_records
 
             records = []
             for block in blocks:
-                for blob in BlockAccessor.for_block(block).to_arrow().column("records").to_pylist():
+                table = BlockAccessor.for_block(block).to_arrow()
+                for blob, error in zip(table.column("records").to_pylist(), table.column("error").to_pylist()):
+                    if error:
+                        return {"error": error}
                     records.extend(pickle.loads(blob))
-            write_records(path, records)
-            return records_summary(records, source_field)
+            try:
+                rows = write_records(path, records, expected=expected)
+            except TsdsError as exc:
+                return {"error": str(exc)}
+            return records_summary(records, source_field, rows=rows)
 
         def on_write_complete(self, result):
             returns = [r for r in getattr(result, "write_returns", result) if r is not None]
@@ -317,26 +337,29 @@ class RayEngine:
             if source.seen(i, len(locations), digest, str(row["path"])):
                 continue
             shard = ShardText(i, int(row["file_index"]), str(row["path"]), int(row["first_row"]), [], locations)
+            shard.text_hashes = np.frombuffer(row["hashes"], dtype=np.uint64).copy()   # the texts stay on the worker
             vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(locations), int(row["dim"]))
             finish(i, shard, digest, vectors, int(row["truncated"]))
         if expected:
             raise RuntimeError(f"Ray Data returned no embeddings for shard(s) {sorted(expected)}")
 
     # ---- selected records ----------------------------------------------------------------
-    def write_records(self, path, groups: list[dict], *, source_field: str = "source") -> dict:
+    def write_records(self, path, groups: list[dict], *, source_field: str = "source",
+                      expected: int | None = None) -> dict:
         """Fetch the selected records by location and write the records file with Ray Data.
 
-        Read tasks fetch each group with the pool's reader (tsds.pipeline.text.fetch_group); one write
-        task receives them in order and writes ``path`` with the same writer as the local engine
-        (temporary name, then rename), so the file has the same bytes. Returns its summary.
+        Read tasks fetch each group with the pool's reader (tsds.pipeline.text.fetch_group, which checks
+        each record against the store); one write task receives them in order and writes ``path`` with
+        the same writer as the local engine (temporary name, then rename; the rows in the file counted
+        and checked against ``expected``), so the file has the same bytes. Returns its summary.
         """
         import ray.data
 
+        from tsds.errors import InputError
         from tsds.io.writers import records_summary, write_records
 
         if not groups:
-            write_records(path, [])
-            return records_summary([], source_field)
+            return records_summary([], source_field, rows=write_records(path, [], expected=expected))
         release_shard_actors()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -346,10 +369,12 @@ class RayEngine:
         try:
             ds = ray.data.from_items([{"group": pickle.dumps(g)} for g in groups], override_num_blocks=len(groups))
             ds = ds.map_batches(_fetch_groups, batch_size=1, batch_format="numpy", num_cpus=self.actor_cpus)
-            sink = _records_sink(str(path), source_field)
+            sink = _records_sink(str(path), source_field, expected)
             ds.repartition(1).write_datasink(sink)
         finally:
             ctx.execution_options.preserve_order = saved
+        if "error" in sink.summary:
+            raise InputError(sink.summary["error"])
         return sink.summary
 
     # ---- index ---------------------------------------------------------------------------

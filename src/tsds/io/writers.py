@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import gzip
 import io
 import json
+import logging
+import math
 import os
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from tsds.errors import ParameterError
+from tsds.errors import InputError, ParameterError, TsdsError
+
+log = logging.getLogger("tsds")
 
 RECORD_FORMATS = (".jsonl", ".jsonl.gz", ".parquet")
 
@@ -23,49 +30,184 @@ def records_format(name: str) -> str:
     raise ParameterError(f"records file {name!r}: extension must be one of {', '.join(RECORD_FORMATS)}")
 
 
-def encode_jsonl(record: dict) -> str:
-    """One JSON Lines row of the records file."""
-    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+def _json_default(value):
+    """JSON for the values Parquet and Arrow pools give beyond JSON's own: bytes as base64, dates and
+    times in ISO 8601, decimals as their exact text, durations in seconds."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    item = getattr(value, "item", None)        # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"a value of type {type(value).__name__} has no JSON form")
 
 
-def write_records(path: Path, records: list[dict]) -> None:
-    """Write records with all their fields; Parquet gets the union of all rows' fields (missing: null).
+def _finite(value):
+    """``value`` with NaN and infinities (which JSON cannot hold) as null, and how many there were."""
+    if isinstance(value, float):
+        return (value, 0) if math.isfinite(value) else (None, 1)
+    if isinstance(value, dict):
+        out, n = {}, 0
+        for k, v in value.items():
+            out[k], m = _finite(v)
+            n += m
+        return out, n
+    if isinstance(value, (list, tuple)):
+        items = [_finite(v) for v in value]
+        return [v for v, _ in items], sum(m for _, m in items)
+    return value, 0
 
+
+def _dumps(value, nonfinite: list | None = None) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except ValueError:
+        value, n = _finite(value)
+        if nonfinite is not None:
+            nonfinite[0] += n
+        return json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+
+
+def encode_jsonl(record: dict, nonfinite: list | None = None) -> str:
+    """One JSON Lines row of the records file (see ``_json_default``; NaN and infinities as null, counted
+    in ``nonfinite[0]``). A value with no JSON form is a one-line error naming its field."""
+    try:
+        line = _dumps(record, nonfinite)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:      # a lone surrogate (JSON can carry one): escaped, as JSON allows
+                line = json.dumps(json.loads(line), ensure_ascii=True)
+        return line + "\n"
+    except TypeError as exc:
+        field = next((k for k, v in record.items() if not _encodable(v)), "?")
+        raise InputError(f"record from {record.get('_tsds_file', '?')} (row {record.get('_tsds_row', '?')}): "
+                         f"field {field!r}: {exc}") from None
+
+
+def _encodable(value) -> bool:
+    try:
+        _dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def _arrow_table(records: list[dict]):
+    """The records as an Arrow table with the union of their fields (missing: null) and the list of
+    columns coerced: values of different types that pyarrow unifies (int and float: float) are
+    unified; a column whose values cannot share a type is written as strings (other values as JSON)."""
+    import pyarrow as pa
+
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    arrays, coerced = [], []
+    for c in columns:
+        values = [r.get(c) for r in records]
+        try:
+            array = pa.array(values)
+            if not _parquet_writable(array.type):
+                raise ValueError("an object with no fields")
+            kinds = sorted({type(v).__name__ for v in values if v is not None})
+            if len(kinds) > 1:
+                coerced.append(f"{c} ({' and '.join(kinds)}: {array.type})")
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            try:
+                array = pa.array([v if v is None or isinstance(v, str) else _dumps(v) for v in values], pa.string())
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                raise InputError(f"column {c!r} cannot be written to Parquet ({exc}); write .jsonl") from None
+            coerced.append(f"{c} (no common type: strings, others as JSON)")
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, names=columns), coerced
+
+
+def _parquet_writable(t) -> bool:
+    """Whether Parquet can hold the Arrow type (it has no struct without fields, e.g. from ``{}``)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return t.num_fields > 0 and all(_parquet_writable(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _parquet_writable(t.key_type) and _parquet_writable(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _parquet_writable(t.value_type)
+    return True
+
+
+def count_rows(path: Path, fmt: str) -> int:
+    """Rows actually in a records file of format ``fmt`` (see ``records_format``): lines of (gzip)
+    JSON Lines, or the Parquet file's row count."""
+    if fmt == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
+    opener = gzip.open if fmt == ".jsonl.gz" else open
+    with opener(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 22), b""))
+
+
+def write_records(path: Path, records: list[dict], expected: int | None = None) -> int:
+    """Write records with all their fields, check that the file holds ``expected`` rows (default: one per
+    record) and return that count; a records file with another number of rows is an error and is not kept.
+
+    Parquet gets the union of all rows' fields (missing: null; see ``_arrow_table`` for mixed types).
     Written to a temporary name beside ``path`` and renamed. Gzip output has no timestamp in its header,
     so the same records give the same bytes (whichever engine or process writes them).
     """
     path = Path(path)
     fmt = records_format(path.name)
+    expected = len(records) if expected is None else int(expected)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    nonfinite = [0]
     try:
         if fmt == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            columns = list(dict.fromkeys(k for r in records for k in r))
-            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records])
-            pq.write_table(table, tmp)
+            table, coerced = _arrow_table(records)
+            if coerced:
+                log.warning("%s: columns coerced to one type: %s", path.name, "; ".join(coerced))
+            try:
+                pq.write_table(table, tmp)
+            except pa.ArrowException as exc:
+                raise InputError(f"{path}: the records cannot be written as Parquet ({exc}); use .jsonl") from None
         elif fmt == ".jsonl.gz":
             with open(tmp, "wb") as raw, gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=raw, mtime=0) as g, \
                     io.TextIOWrapper(g, encoding="utf-8", newline="") as f:
                 for r in records:
-                    f.write(encode_jsonl(r))
+                    f.write(encode_jsonl(r, nonfinite))
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 for r in records:
-                    f.write(encode_jsonl(r))
+                    f.write(encode_jsonl(r, nonfinite))
+        if nonfinite[0]:
+            log.warning("%s: %d NaN or infinite values written as null (JSON has no such numbers)",
+                        path.name, nonfinite[0])
+        written = count_rows(tmp, fmt)
+        if written != expected:
+            raise TsdsError(f"{path}: the records file came out with {written} rows, not the {expected} "
+                            "drawn; it was not kept")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return written
 
 
-def records_summary(records: list[dict], source_field: str) -> dict:
-    """What the manifest and the dataset card say about the records: rows, rows per source, columns."""
+def records_summary(records: list[dict], source_field: str, rows: int | None = None) -> dict:
+    """What the manifest and the dataset card say about the records: rows (as counted in the written
+    file when given), rows per source, columns (the union of the records' fields)."""
     sources = dict(Counter(str(r.get(source_field)) for r in records).most_common()) \
-        if records and source_field in records[0] else None
-    return {"rows": len(records), "sources": sources, "columns": list(records[0]) if records else None}
+        if any(source_field in r for r in records) else None
+    columns = list(dict.fromkeys(k for r in records for k in r)) if records else None
+    return {"rows": len(records) if rows is None else rows, "sources": sources, "columns": columns}
 
 
 def dataset_card(*, title: str, pool: dict, queries: dict, parameters: dict, summary: dict,

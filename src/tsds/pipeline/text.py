@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,13 @@ from tsds.pipeline.select import DensityCache, Selection, select_on_index
 from tsds.pipeline.stages import StageLog
 from tsds.pipeline.decontaminate import Decontamination
 from tsds.store.pool import PoolStore
+from tsds.store.provenance import check_record, check_source
 
 log = logging.getLogger("tsds")
 DETAIL_FILE = "selection_detail.npz"
 QUERIES_FILE = "queries.jsonl"
 
+PROVENANCE_PREFIX = "_tsds_"
 PROVENANCE = ["_tsds_row", "_tsds_file", "_tsds_location", "_tsds_probability", "_tsds_times_drawn",
               "_tsds_nearest_query", "_tsds_query_distance", "_tsds_density", "_tsds_cluster_size"]
 
@@ -187,10 +189,12 @@ def save_detail(folder: Path, parts: list[Selection], query_vectors: np.ndarray,
 
 def record_groups(store: PoolStore, selection: Selection, query_texts: list[str], chunk: int = 2048) -> list[dict]:
     """The drawn records as fetch jobs, in output order: groups of distinct rows of one pool file, each
-    with its rows' locations, draw counts and provenance columns. ``fetch_group`` turns a group into
-    records; the groups' records concatenated are the records file (one row per draw). Files that can be
-    entered at a row (plain line formats, Parquet) are cut into groups of ``chunk`` rows, fetched in
-    parallel by an engine that can; others (gzip, JSON arrays, Arrow) are read in one pass, one group."""
+    with its rows' locations, draw counts, embedded-text hashes and provenance columns. ``fetch_group``
+    turns a group into records; the groups' records concatenated are the records file (one row per
+    draw). Files that can be entered at a row (plain line formats, Parquet) are cut into groups of
+    ``chunk`` rows, fetched in parallel by an engine that can; others (gzip, JSON arrays, Arrow) are
+    read in one pass, one group. Each pool file with drawn rows is checked against the store first
+    (tsds.store.provenance.check_source): a changed file is refused here."""
     rows = selection.selected_indices
     if rows.size == 0:
         return []
@@ -198,13 +202,17 @@ def record_groups(store: PoolStore, selection: Selection, query_texts: list[str]
     distinct, times = np.unique(rows, return_counts=True)
     nearest, distance = selection.nearest_query(distinct)
     rho, cluster = selection.density_of(distinct)
+    hashes, known = store.text_hashes(distinct)
+    spec = asdict(store.text_spec)
     groups = []
     for f in np.unique(file_idx[distinct]):       # rows are numbered file by file, so this keeps row order
         members = np.flatnonzero(file_idx[distinct] == f)
         entry = store.files[int(f)]
+        # rows without a text hash (a store built before them) rely on the whole file's sha256
+        check_source(entry, full=not bool(known[members].all()))
         step = chunk if _enterable(entry) else members.size
         for a in range(0, members.size, step):
-            part = members[a:a + chunk]
+            part = members[a:a + step]
             extras = []
             for i in part.tolist():
                 r = int(distinct[i])
@@ -221,7 +229,10 @@ def record_groups(store: PoolStore, selection: Selection, query_texts: list[str]
                 })
             groups.append({"path": entry["path"], "format": entry["format"],
                            "locations": locs[distinct[part]].tolist(), "times": times[part].tolist(),
-                           "extras": extras})
+                           "hashes": [int(h) if k else None for h, k in zip(hashes[part], known[part])],
+                           "spec": spec, "extras": extras})
+    if sum(len(g["extras"]) for g in groups) != distinct.size:
+        raise RuntimeError(f"fetch plan covers {sum(len(g['extras']) for g in groups)} of {distinct.size} drawn rows")
     return groups
 
 
@@ -237,33 +248,60 @@ def _enterable(entry: dict) -> bool:
 
 def fetch_group(group: dict) -> list[dict]:
     """A group's records (read back by location with the pool's reader) with their provenance columns,
-    one row per draw."""
-    recs = read_records(group["path"], group["locations"], fmt=group["format"])
+    one row per draw. Each record's text, extracted with the store's text spec, must be the text the
+    store embedded for the row; a record with a field of the provenance columns' prefix is refused."""
+    path = group["path"]
+    try:
+        recs = read_records(path, group["locations"], fmt=group["format"])
+    except InputError as exc:      # the build read a row at each of these locations
+        raise InputError(f"{exc}; the pool file changed since the store was built; rebuild the store") from None
+    spec = TextSpec(**group["spec"])
     out = []
-    for rec, extra, n in zip(recs, group["extras"], group["times"]):
+    for rec, extra, n, h, loc in zip(recs, group["extras"], group["times"], group["hashes"], group["locations"]):
+        row = extra["_tsds_row"]
+        if h is not None:
+            check_record(spec, rec, h, path, row, loc)
+        clash = next((k for k in rec if isinstance(k, str) and k.startswith(PROVENANCE_PREFIX)), None)
+        if clash is not None:
+            raise InputError(f"{path}: row {row} (location {loc}) has a field {clash!r}; names starting with "
+                             f"{PROVENANCE_PREFIX!r} are the records file's provenance columns; rename or drop it")
         out.extend([{**rec, **extra}] * n)
     return out
 
 
+def _check_drawn(records: int, selection: Selection) -> None:
+    drawn = int(selection.selected_indices.size)
+    if records != drawn:
+        raise RuntimeError(f"fetched {records} records for {drawn} draws")
+
+
 def selected_records(store: PoolStore, selection: Selection, query_texts: list[str]) -> list[dict]:
     """The drawn records (one row per draw) with all original fields plus provenance columns."""
-    return [r for g in record_groups(store, selection, query_texts) for r in fetch_group(g)]
+    records = [r for g in record_groups(store, selection, query_texts) for r in fetch_group(g)]
+    _check_drawn(len(records), selection)
+    return records
 
 
 def write_selected(path: Path, store: PoolStore, selection: Selection, query_texts: list[str],
                    source_field: str) -> dict:
-    """Fetch and write the records file; returns its summary (tsds.io.writers.records_summary).
+    """Fetch and write the records file; returns its summary (tsds.io.writers.records_summary), whose
+    row count is counted in the written file and equals the number of draws (else an error).
 
     An engine that can (Ray: fetched and written by Ray Data tasks) does it; otherwise this process.
     Either way the file has the same bytes.
     """
     groups = record_groups(store, selection, query_texts)
+    drawn = int(selection.selected_indices.size)
     engine = store.engine
     if engine is not None and hasattr(engine, "write_records"):
-        return engine.write_records(path, groups, source_field=source_field)
-    records = [r for g in groups for r in fetch_group(g)]
-    write_records(path, records)
-    return records_summary(records, source_field)
+        summary = engine.write_records(path, groups, source_field=source_field, expected=drawn)
+    else:
+        records = [r for g in groups for r in fetch_group(g)]
+        _check_drawn(len(records), selection)
+        summary = records_summary(records, source_field, rows=write_records(path, records, expected=drawn))
+    if summary["rows"] != drawn:
+        raise RuntimeError(f"{path}: {summary['rows']} rows written for {drawn} draws")
+    return summary
 
 
 def write_text_selection(

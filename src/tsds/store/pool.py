@@ -5,6 +5,7 @@ Layout of a store folder::
     store.json                 embedder identity, text spec, source files with content hashes
     shards/000000.npy          float32 embeddings of one shard (memory-mappable)
     shards/000000.loc.npy      int64 location of each row in its source file (see tsds.io.readers)
+    shards/000000.hash.npy     uint64 hash of each row's embedded text (see tsds.store.provenance)
     shards/000000.json         shard metadata; written last, so its presence marks the shard finished
     index/<metric>.faiss       a single FAISS index (+ .json metadata, .radius.npy list radii for IVF)
     index/<metric>/            or a sharded index: shard-0000.faiss/.json/.radius.npy per row range and
@@ -30,10 +31,10 @@ import faiss
 import numpy as np
 
 from tsds.errors import InputError
-from tsds.io.arrays import file_sha256
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
 from tsds.retrieval.index import build_index
 from tsds.retrieval.mapped import MAPS_PAGES, local_or_none, to_mapped
+from tsds.store.provenance import hash_path, path_sha256, path_state, text_hashes
 from tsds.store.shards import PoolShards
 
 FORMAT_VERSION = 1
@@ -153,6 +154,27 @@ class PoolStore:
             locs.append(np.load(self.root / "shards" / f"{s['shard']:06d}.loc.npy", allow_pickle=False))
             files.append(np.full(s["rows"], s["file_index"], dtype=np.int32))
         return np.concatenate(files), np.concatenate(locs)
+
+    def text_hashes(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """(hash of the embedded text, whether the store has it) of each of ``rows``; shards written
+        before the store kept text hashes have none."""
+        rows = np.asarray(rows, dtype=np.int64)
+        hashes = np.zeros(rows.size, dtype=np.uint64)
+        known = np.zeros(rows.size, dtype=bool)
+        metas = self.shard_meta()
+        starts = np.cumsum([0] + [s["rows"] for s in metas])
+        shard_of = np.searchsorted(starts, rows, side="right") - 1
+        for s in np.unique(shard_of).tolist():
+            path = hash_path(self.shard_path(metas[s]["shard"]))
+            if not path.is_file():
+                continue
+            sel = np.flatnonzero(shard_of == s)
+            values = np.load(path, mmap_mode="r", allow_pickle=False)
+            if values.shape != (metas[s]["rows"],) or values.dtype != np.uint64:
+                raise InputError(f"{path}: not the text hashes of shard {s} ({metas[s]['rows']} uint64 values)")
+            hashes[sel] = values[rows[sel] - starts[s]]
+            known[sel] = True
+        return hashes, known
 
     # ---- index -------------------------------------------------------------------------
     def index(self, metric: str, kind: str = "auto", progress=None, *, engine=None, shards: int | None = None,
@@ -309,17 +331,10 @@ def _file_entry(path: Path, fmt: str | None) -> dict:
     p = path.resolve()
     if not p.exists():
         raise InputError(f"{path}: no such file")
-    if p.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p.rglob("*")):
-            if f.is_file():
-                h.update(str(f.relative_to(p)).encode())
-                h.update(file_sha256(f).encode())
-        digest = h.hexdigest()
-        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    else:
-        digest, size = file_sha256(p), p.stat().st_size
-    return {"path": str(p), "sha256": digest, "bytes": size, "format": fmt or detect_format(p)}
+    size, mtime_ns = path_state(p)
+    # the state is taken before the hash: a file changed while it is hashed then fails the fast check
+    return {"path": str(p), "sha256": path_sha256(p), "bytes": size, "mtime_ns": mtime_ns,
+            "format": fmt or detect_format(p)}
 
 
 class _ShardWrites:
@@ -536,9 +551,15 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
         with ThreadPoolExecutor(2, thread_name_prefix="tsds-shard-write") as helpers:
             locs = helpers.submit(_atomic_npy, root / "shards" / f"{i:06d}.loc.npy",
                                   np.asarray(batch.locations, dtype=np.int64))
+            # the hash of each row's embedded text, checked when its record is fetched (tsds.store.provenance);
+            # an engine that reads in workers sends them (``text_hashes``) instead of the texts
+            hashes = getattr(batch, "text_hashes", None)
+            row_hashes = helpers.submit(_atomic_npy, hash_path(store.shard_path(i)),
+                                        text_hashes(batch.texts) if hashes is None else hashes)
             emb_hash = helpers.submit(lambda: hashlib.sha256(memoryview(vectors).cast("B")).hexdigest())
             _atomic_npy(store.shard_path(i), vectors)
             locs.result()
+            row_hashes.result()
             emb_hash = emb_hash.result()
         _atomic_json(root / "shards" / f"{i:06d}.json", {
             "shard": i, "file_index": batch.file_index, "first_row": batch.row_ids[0], "rows": len(batch),
