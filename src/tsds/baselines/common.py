@@ -189,7 +189,7 @@ def select_baseline(method: str, store, queries, config: SelectionConfig, *, emb
             "parameters": used_parameters(method, config, dsir_options),
             "index": {"kind": "flat" if method == "knn" else "none"},
             "decontamination": elig.decontamination.summary() if elig.decontamination else None,
-            "eligibility": elig.summary(), "query_warnings": warnings}
+            "eligibility": elig.summary(), "excluded_rows": elig.excluded, "query_warnings": warnings}
     return sel, info
 
 

@@ -193,7 +193,8 @@ def select_from_store(
     info = {"query_texts": texts, "query_read": qstats, "query_vectors": np.asarray(q, dtype=np.float32),
             "index": {"kind": ctx.index.kind, **ctx.index.calibration}, "calibration": calibration,
             "decontamination": ctx.decontamination.summary() if ctx.decontamination else None,
-            "eligibility": ctx.eligibility.summary(), "query_warnings": warnings}
+            "eligibility": ctx.eligibility.summary(), "excluded_rows": ctx.eligibility.excluded,
+            "query_warnings": warnings}
     return selection, info
 
 
