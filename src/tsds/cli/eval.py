@@ -88,8 +88,9 @@ def eval_cmd(
     if rows:
         r = rows[0]
         removed = ("decontamination off" if r["decontaminated_rows"] is None else
-                   f"decontamination removed {r['decontaminated_rows']} pool rows ({r['decontaminated_by_exact_text']} "
-                   f"by exact text, the rest within {r['decontamination_radius']} of a query or held-out text)")
+                   f"decontamination removed {r['decontaminated_rows']} pool rows "
+                   f"({r['decontaminated_rows'] - r['decontaminated_by_exact_text']} within {r['decontamination_radius']} "
+                   f"of a query or held-out text, {r['decontaminated_by_exact_text']} more by exact text)")
         out.print(f"every method selected from the same {r['eligible_rows']} eligible rows: {removed}; "
                   f"{r['zero_rows_excluded']} zero-vector rows left out")
     figs = {}

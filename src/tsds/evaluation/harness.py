@@ -245,9 +245,9 @@ def evaluate_methods(view: PoolView, task: Task, size: int, methods: list[Method
     elig = eligibility or task_eligibility(view, task, decontaminate=decontaminate, radius=radius)
     decon = elig.decontamination
     if log and decon is not None:
-        log(f"  {task.name}: decontamination removed {decon.removed.size} pool rows ({decon.by_exact_text} by exact "
-            f"text, {decon.by_radius} within {decon.radius} of the task's {decon.eval_items} query and held-out "
-            f"texts); {elig.zero_rows.size} zero-vector rows left out")
+        log(f"  {task.name}: decontamination removed {decon.removed.size} pool rows ({decon.by_radius} within "
+            f"{decon.radius} of the task's {decon.eval_items} query and held-out texts, {decon.by_exact_text} more by "
+            f"exact text); {elig.zero_rows.size} zero-vector rows left out")
     base = {"task": task.name, "pool_rows": view.store.n_rows, "size": size,
             "budget": size / view.store.n_rows, "mode": mode, "eligible_rows": elig.eligible,
             "decontaminated_rows": None if decon is None else int(decon.removed.size),
