@@ -287,3 +287,43 @@ def test_task_is_named_after_its_folder_or_given_name(pool, static_embedder, tmp
                 embedder=static_embedder, task_name="cookery")
     assert json.loads((tmp_path / "t" / "manifest.json").read_text())["task"] == "cookery"
     assert (tmp_path / "t" / "README.md").read_text().startswith("# Selection for cookery")
+
+
+def test_query_checks_apply_to_every_method(pool, static_embedder, tmp_path):
+    store, _, _, _ = pool
+    q = tmp_path / "queries.jsonl"
+    lines = [json.loads(line) for line in open(FOOD / "queries.jsonl", encoding="utf-8")][:6]
+    with open(q, "w", encoding="utf-8") as f:
+        for r in lines + [lines[0]]:
+            f.write(json.dumps(r) + "\n")
+    for method in METHODS:
+        _, info = select_method(method, store, q, cfg(size=20), embedder=static_embedder)
+        assert any(w["kind"] == "duplicate" for w in info["query_warnings"]), method
+
+
+def test_densities_of_an_older_store_with_zero_rows_are_not_reused(pool):
+    """A store built before zero rows were recorded may hold densities that counted them."""
+    from dataclasses import replace
+
+    from tsds.pipeline.eligibility import pool_eligibility
+
+    store, _, _, _ = pool
+    elig = pool_eligibility(store)
+    assert elig.zero_rows_recorded and elig.full_pool_densities
+    assert not replace(elig, zero_rows_recorded=False).full_pool_densities
+    assert not replace(elig, keep_zero_rows=True).full_pool_densities
+
+
+def test_zero_rows_of_a_store_built_before_they_were_recorded(pool, tmp_path):
+    import shutil
+
+    store, zero, _, _ = pool
+    old = tmp_path / "old"
+    shutil.copytree(store.root, old)
+    for path in (old / "shards").glob("[0-9]*.json"):
+        meta = json.loads(path.read_text())
+        del meta["zero_rows"]
+        path.write_text(json.dumps(meta))
+    old_store = PoolStore(old)
+    assert not old_store.zero_rows_recorded()
+    assert set(old_store.zero_rows().tolist()) == zero  # found by reading the embeddings

@@ -34,6 +34,7 @@ class Eligibility:
     decontamination: Decontamination | None = None
     zero_row_names: list[str] | None = None
     store_root: str | None = None
+    zero_rows_recorded: bool = True
 
     @property
     def excluded(self) -> np.ndarray:
@@ -57,9 +58,12 @@ class Eligibility:
 
     @property
     def full_pool_densities(self) -> bool:
-        """Whether densities over the eligible rows are the store's persisted ones (no decontamination, and
-        zero rows left out as by default)."""
-        return self.decontamination is None and (not self.keep_zero_rows or self.zero_rows.size == 0)
+        """Whether densities over the eligible rows are the store's persisted ones: no decontamination, and
+        zero rows left out as by default, in a store that recorded them at build (densities persisted by a
+        store built before that was recorded may count its zero rows)."""
+        if self.zero_rows.size == 0:
+            return self.decontamination is None
+        return self.decontamination is None and not self.keep_zero_rows and self.zero_rows_recorded
 
     def apply(self, index) -> None:
         """Exclude the ineligible rows from ``index`` (on top of any earlier exclusion)."""
@@ -129,7 +133,8 @@ def pool_eligibility(store, *, embedder=None, index=None, metric: str = "euclide
         decon = contaminated_rows(store, index, texts, vectors, exclude_radius, files=[str(p) for p in paths],
                                   pool_texts=pool_texts)
     return Eligibility(n_rows=store.n_rows, zero_rows=zero, keep_zero_rows=keep_zero_rows, decontamination=decon,
-                       zero_row_names=name_rows(store, zero), store_root=str(store.root))
+                       zero_row_names=name_rows(store, zero), store_root=str(store.root),
+                       zero_rows_recorded=store.zero_rows_recorded())
 
 
 def refuse_zero_queries(texts: list[str], q: np.ndarray, source) -> None:

@@ -169,6 +169,10 @@ class PoolStore:
             start += int(s["rows"])
         return np.concatenate(rows) if rows else np.empty(0, np.int64)
 
+    def zero_rows_recorded(self) -> bool:
+        """Whether every shard recorded its zero rows at build (older stores did not)."""
+        return all("zero_rows" in s for s in self.shard_meta())
+
     # ---- index -------------------------------------------------------------------------
     def index(self, metric: str, kind: str = "auto", progress=None, *, engine=None, shards: int | None = None,
               mapped: bool = True):
