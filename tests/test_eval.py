@@ -77,6 +77,10 @@ def test_eval_cli_fast_mode(small_store, tmp_path):
     assert "tsds" in res.output and "dsir" in res.output
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert {r["method"] for r in rows} == {"none", "tsds", "random", "dsir"}
+    # every method selects from the same decontaminated rows, and the count is said
+    removed = rows[-1]["decontaminated_rows"]
+    assert removed is not None and {r["eligible_rows"] for r in rows} == {small_store.n_rows - removed}
+    assert f"decontamination removed {removed} pool rows" in " ".join(res.output.split())
     bad = CliRunner().invoke(app, ["eval", "--pool", str(small_store.root), "--task", TASK, "--size", "40",
                                    "--methods", "tsds,bogus"])
     assert bad.exit_code == 2 and "bogus" in bad.output

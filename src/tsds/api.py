@@ -49,6 +49,8 @@ def select_embeddings(
         qsrc = as_source(queries)
         check_same_dim(cand, qsrc)
         q = qsrc.read_all()
+        if config.metric == "cosine":
+            _refuse_zero_rows(cand, qsrc, q)
         if config.sampling == "without-replacement" and config.size > cand.n:
             raise InputError(
                 f"size {config.size} is larger than the {cand.n} candidates in {cand.name}; "
@@ -73,6 +75,17 @@ def select_embeddings(
                                    "n_candidates": cand.n, "n_queries": int(q.shape[0]), "dim": cand.dim,
                                    "started": started})
     return selection
+
+
+def _refuse_zero_rows(cand, qsrc, q) -> None:
+    """The cosine metric is undefined for an all-zero vector: name the first one in either input."""
+    from tsds.embed.base import zero_vector_rows
+
+    for name, rows in ((qsrc.name, zero_vector_rows(q)),
+                       *((cand.name, start + zero_vector_rows(c)) for start, c in cand.chunks())):
+        if rows.size:
+            raise InputError(f"{name}: row {int(rows[0])} is all zeros ({rows.size} such rows); "
+                             "the cosine metric needs non-zero vectors")
 
 
 def write_selection(selection: Selection, out, *, overwrite: bool = False, inputs: dict | None = None,

@@ -25,6 +25,9 @@ from tsds.core.solver import Allocation
 from tsds.pipeline.select import DensityCache
 from tsds.retrieval import DensityStats, SearchIndex, prepare
 
+# The pool-scale sample (sigma auto, the C recommendation, the typical distance of the query checks) is
+# drawn with this seed, never the draw's: the same pool gives the same calibration for every --seed.
+CALIBRATION_SEED = 0
 SIGMA_RULE = "sigma = median distance from a sampled pool row to its nearest other row (exact copies left out) / 3"
 C_RULE = "C = median distance between random pairs of pool rows"
 ALPHA_RULE = "largest alpha (bisection to 1/1024) with support of p >= multiple x size"
@@ -41,6 +44,7 @@ class PoolScale:
     nn: np.ndarray
     pairs: np.ndarray
     sample: int
+    seed: int = CALIBRATION_SEED
 
     def typical(self, q: float = 95) -> float:
         """A distance within which most rows have their nearest neighbour (the q-th percentile)."""
@@ -48,14 +52,15 @@ class PoolScale:
 
     def summary(self) -> dict:
         pct = np.percentile(self.nn, [1, 5, 25, 50, 75, 95, 99])
-        return {"sample": self.sample, "nearest_neighbour_percentiles":
+        return {"sample": self.sample, "seed": self.seed, "nearest_neighbour_percentiles":
                 dict(zip(["p1", "p5", "p25", "p50", "p75", "p95", "p99"], [round(float(v), 4) for v in pct])),
                 "exact_copies_in_sample": int(np.count_nonzero(self.nn <= 1e-6)),
                 "random_pair_median": round(float(np.median(self.pairs)), 4)}
 
 
-def pool_scale(index: SearchIndex, sample: int = 1000, seed: int = 0) -> PoolScale:
-    """Nearest-other-row distances for a seeded sample of available rows, and distances of random pairs."""
+def pool_scale(index: SearchIndex, sample: int = 1000, seed: int = CALIBRATION_SEED) -> PoolScale:
+    """Nearest-other-row distances for a seeded sample of available rows, and distances of random pairs
+    (the seed is the calibration's own, ``CALIBRATION_SEED``, not the draw's)."""
     rng = np.random.default_rng(seed)
     n = index.ntotal
     avail = np.arange(n)
@@ -73,7 +78,7 @@ def pool_scale(index: SearchIndex, sample: int = 1000, seed: int = 0) -> PoolSca
     half = pa.size // 2
     pairs = np.linalg.norm(index.reconstruct(pa[:half]).astype(np.float64)
                            - index.reconstruct(pa[half:2 * half]), axis=1)
-    return PoolScale(nn=nn.astype(np.float64), pairs=pairs, sample=int(ids.size))
+    return PoolScale(nn=nn.astype(np.float64), pairs=pairs, sample=int(ids.size), seed=int(seed))
 
 
 def auto_sigma(scale: PoolScale) -> tuple[float, dict]:

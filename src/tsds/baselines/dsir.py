@@ -84,15 +84,21 @@ def _pool_features(pool_texts: list[str], n: int, num_buckets: int):
 
 
 def dsir_log_weights(pool_texts: list[str], target_texts: list[str], *, n: int = 2,
-                     num_buckets: int = NUM_BUCKETS) -> np.ndarray:
-    """Log importance weight of every pool text for the target texts (float64, length len(pool_texts))."""
+                     num_buckets: int = NUM_BUCKETS, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Log importance weight of every pool text for the target texts (float64, length len(pool_texts)).
+
+    ``eligible``: the rows that may be selected (tsds.pipeline.eligibility); the raw distribution is theirs,
+    and every other row gets weight 0 (log weight -inf)."""
     raw = _pool_features(pool_texts, n, num_buckets)
-    raw_counts = np.asarray(raw.sum(axis=0)).ravel()
+    raw_counts = np.asarray((raw if eligible is None else raw[np.flatnonzero(eligible)]).sum(axis=0)).ravel()
     tgt_counts = np.asarray(feature_matrix(target_texts, n, num_buckets).sum(axis=0)).ravel()
     p_raw = raw_counts / max(raw_counts.sum(), 1.0)
     p_tgt = tgt_counts / max(tgt_counts.sum(), 1.0)
     log_diff = np.log(p_tgt + 1e-8) - np.log(p_raw + 1e-8)
-    return np.asarray(raw @ log_diff, dtype=np.float64).ravel()
+    logw = np.asarray(raw @ log_diff, dtype=np.float64).ravel()
+    if eligible is not None:
+        logw[~np.asarray(eligible, dtype=bool)] = -np.inf
+    return logw
 
 
 def store_texts(store) -> list[str]:

@@ -31,6 +31,9 @@ def eval_cmd(
     sigma: float = typer.Option(0.3, help="TSDS sigma (0 disables the density term)."),
     metric: str = typer.Option("cosine", help="TSDS metric: euclidean or cosine."),
     with_replacement: bool = typer.Option(False, "--with-replacement", help="Draw with replacement (the paper) for tsds and random/dsir."),
+    decontaminate_radius: float = typer.Option(0.3, "--decontaminate-radius", help="Pool rows within this embedding distance of a query or held-out text are removed before every method selects (exact copies after normalising whitespace and case always are)."),
+    no_decontaminate: bool = typer.Option(False, "--no-decontaminate", help="Keep the task's query and held-out texts in the pool (a selection holding a held-out text is still refused, not scored)."),
+    task_name: Optional[str] = typer.Option(None, "--task-name", help="Name of the task in the table and rows (default: the task folder's, or the query file's folder)."),
     out_json: Optional[Path] = typer.Option(None, "--out", help="Write every row (JSON) here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the table."),
 ) -> None:
@@ -56,7 +59,9 @@ def eval_cmd(
     if (size is None) == (budget is None):
         raise ParameterError("give exactly one of --size and --budget")
     n = size if size is not None else max(1, int(round(budget * view.store.n_rows)))
-    t = load_task(task, queries=queries, heldout=heldout)
+    if decontaminate_radius < 0:
+        raise ParameterError(f"--decontaminate-radius must be >= 0, got {decontaminate_radius}")
+    t = load_task(task, queries=queries, heldout=heldout, name=task_name)
     sampling = "with-replacement" if with_replacement else "without-replacement"
     tsds_params = {"alpha": alpha, "C": C, "sigma": sigma, "metric": metric, "sampling": sampling}
     specs = [MethodSpec(m, m, tsds_params if m == "tsds" else {"sampling": sampling}) for m in names]
@@ -75,10 +80,19 @@ def eval_cmd(
 
         tiny = TinyRecipe(steps=steps)
     log = None if quiet else (lambda s: err.print(s, highlight=False))
-    rows = evaluate_methods(view, t, n, specs, seed_list, mode=mode, harness=harness, tiny_recipe=tiny, log=log)
+    rows = evaluate_methods(view, t, n, specs, seed_list, mode=mode, harness=harness, tiny_recipe=tiny, log=log,
+                            decontaminate=not no_decontaminate, radius=decontaminate_radius)
     unit = rows[0].get("unit", "token") if rows else "token"
     out.print(f"task {t.name}: budget {n} of {view.store.n_rows} pool rows, mode {mode}, seeds {seed_list}; "
               f"held-out NLL in nats per {unit} (mean ± sd over seeds)")
+    if rows:
+        r = rows[0]
+        removed = ("decontamination off" if r["decontaminated_rows"] is None else
+                   f"decontamination removed {r['decontaminated_rows']} pool rows "
+                   f"({r['decontaminated_rows'] - r['decontaminated_by_exact_text']} within {r['decontamination_radius']} "
+                   f"of a query or held-out text, {r['decontaminated_by_exact_text']} more by exact text)")
+        out.print(f"every method selected from the same {r['eligible_rows']} eligible rows: {removed}; "
+                  f"{r['zero_rows_excluded']} zero-vector rows left out")
     figs = {}
     for key in ("label_share", "near_duplicate_share", "ot_to_heldout", "distinct_share"):
         for s in summarise(rows, keys=("method",), value=key):

@@ -62,6 +62,14 @@ def pool_build(
         m = store.meta
         out.print(f"store {out_dir}: {m['n_rows']} rows, dim {m['dim']}, embedder {m['embedder'].get('model')}; "
                   f"embedded {m['last_build']['embedded_shards']} shard(s), reused {m['last_build']['reused_shards']}; "
-                  f"skipped rows {m['skipped_rows']}, truncated texts {m['truncated_texts']}", highlight=False)
+                  f"skipped rows {m['skipped_rows']}, truncated texts {m['truncated_texts']}, "
+                  f"zero-vector rows {m.get('zero_rows', 0)}", highlight=False)
+        if m.get("zero_rows"):
+            from tsds.pipeline.eligibility import name_rows
+
+            out.print(f"note: {m['zero_rows']} rows embed to an all-zero vector (no token the embedder knows: "
+                      f"emoji, unknown script, over-long word, invisible text); selections leave them out "
+                      f"(--keep-zero-rows keeps them); e.g. {'; '.join(name_rows(store, store.zero_rows(), 3))}",
+                      highlight=False)
 
 

@@ -31,6 +31,8 @@ def select_cmd(
     queries: Optional[List[str]] = typer.Option(None, "--queries", help="Query examples of the target task (any readable format; text mode). Repeat as PATH:WEIGHT for several targets sharing the budget in those proportions."),
     exclude: Optional[List[Path]] = typer.Option(None, "--exclude", help="Evaluation file(s): pool rows within --exclude-radius of any item, or equal to one after normalising whitespace and case, are removed before selection (text mode)."),
     exclude_radius: float = typer.Option(0.0, "--exclude-radius", help="Embedding distance for --exclude; 0 removes exact (normalised) text matches only."),
+    keep_zero_rows: bool = typer.Option(False, "--keep-zero-rows", help="Let pool rows whose embedding is all zeros (texts the embedder cannot represent) be selected; by default every method leaves them out (text mode)."),
+    task_name: Optional[str] = typer.Option(None, "--task-name", help="Name of the target task in the card and manifest (default: the query file's folder, or its name)."),
     report: bool = typer.Option(False, "--report", help="Also write report.html and figures/*.png into --out (text mode)."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Query field holding the text (default: the store's)."),
     template: Optional[str] = typer.Option(None, "--template", help="Query text template over fields, e.g. '{instruction}\\n{output}'."),
@@ -69,14 +71,15 @@ def select_cmd(
                                      "index in its own folder")
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
-                     engine, ray_address)
+                     engine, ray_address, keep_zero_rows, task_name)
         return
     if engine != "local" or ray_address:
         raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
     if method != "tsds":
         raise ParameterError(f"--method {method} needs a pool store (--pool and --queries)")
     for flag, used in (("--alpha auto", "alpha_auto" in params), ("--sigma auto", "sigma_auto" in params),
-                       ("--exclude", bool(exclude)), ("--report", report)):
+                       ("--exclude", bool(exclude)), ("--report", report), ("--keep-zero-rows", keep_zero_rows),
+                       ("--task-name", task_name is not None)):
         if used:
             raise ParameterError(f"{flag} needs a pool store (--pool and --queries)")
     cand = candidate_embeddings or params.pop("candidates", None)
@@ -114,7 +117,8 @@ def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> 
 
 
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
-                 exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None):
+                 exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
+                 keep_zero_rows=False, task_name=None):
     from tsds.config import make_config
     from tsds.errors import ParameterError
     from tsds.pipeline.multi import parse_target, select_multi_text
@@ -135,12 +139,15 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
     if len(targets) > 1 or targets[0][0] != str(queries[0]):
         if method != "tsds":
             raise ParameterError(f"several targets are supported with method tsds, not {method!r}")
+        if keep_zero_rows or task_name:
+            raise ParameterError("--keep-zero-rows and --task-name apply to a single target")
     runner = make_engine(engine, ray_address)
     try:
         store = PoolStore(pool, engine=None if runner.name == "local" else runner)
         with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
             if len(targets) == 1 and targets[0][0] == str(queries[0]):  # one target, no weight
-                sel = select_text(store, Path(targets[0][0]), progress=advance, method=method, **common)
+                sel = select_text(store, Path(targets[0][0]), progress=advance, method=method,
+                                  keep_zero_rows=keep_zero_rows, task_name=task_name, **common)
             else:
                 sel = select_multi_text(store, queries, progress=advance, **common)
     finally:
@@ -159,7 +166,7 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
     manifest = json.loads((out_dir / "manifest.json").read_text())
     res = manifest["result"]
     tail = (f", K={res['k_used']}, objective {res['objective']:.5g}" if res.get("objective") is not None
-            else f", {res.get('targets')} targets")
+            else f", {res['targets']} targets" if res.get("targets") else f", method {manifest.get('method')}")
     out.print(f"[bold]selected[/] {res['drawn']} draws ({res['distinct_drawn']} distinct) from "
               f"{manifest['pool_store']['rows']} pool rows; support {res['support_size']}{tail}", highlight=False)
     for t in manifest.get("targets", []):
@@ -174,6 +181,12 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
     if "alpha" in cal:
         out.print(f"alpha auto = {cal['alpha']['alpha']:.4g} (support {cal['alpha']['support']} >= "
                   f"{cal['alpha']['multiple']} x {cal['alpha']['size']})", highlight=False)
+    e = manifest.get("eligibility")
+    if e and e["zero_rows"]["count"]:
+        z = e["zero_rows"]
+        err.print(f"[yellow]note:[/] {z['count']} pool rows have an all-zero embedding (texts the embedder cannot "
+                  f"represent), {'left out of the selection' if z['excluded'] else 'kept (--keep-zero-rows)'}; "
+                  f"e.g. {'; '.join(z['examples'][:3])}", highlight=False)
     d = manifest.get("decontamination")
     if d:
         out.print(f"decontamination: removed {d['removed']} pool rows ({d['removed_by_radius']} within "

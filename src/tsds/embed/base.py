@@ -144,3 +144,12 @@ def l2_normalise(rows: np.ndarray) -> np.ndarray:
     norms = np.sqrt((r64 * r64).sum(axis=1, keepdims=True))
     norms[norms == 0.0] = 1.0
     return (r64 / norms).astype(np.float32)
+
+
+def zero_vector_rows(rows: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Indices of the all-zero rows: texts the embedder could not represent (no token it knows, e.g.
+    emoji-only text, a single word longer than the tokenizer's word limit, an unknown script, an empty
+    or invisible text). Such a row is at the same distance from every query, so it must not be selected."""
+    out = [start + np.flatnonzero(~np.any(rows[start:start + chunk] != 0, axis=1))
+           for start in range(0, len(rows), chunk)]
+    return np.concatenate(out).astype(np.int64) if out else np.empty(0, np.int64)

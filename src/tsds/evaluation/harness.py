@@ -9,6 +9,11 @@ Modes (the model trained on each selection; the same recipe for every method):
 - ``tiny``: tiny byte-level transformer from scratch (fixed steps, tokens, learning rate);
 - ``model``: finetune a real causal LM (default SmolLM2-135M-Instruct) with a fixed recipe.
 The reference row ``none`` is the model before any training on a selection (untrained / pretrained).
+
+Every method selects from the same eligible rows, decided once per task (tsds.pipeline.eligibility): the
+task's query and held-out texts are removed from the pool (equal after normalising whitespace and case, or
+within ``DECONTAMINATION_RADIUS`` of one's embedding), and rows with an all-zero embedding are left out.
+A selection that still holds a held-out text is refused, never scored.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from tsds.evaluation import metrics
 from tsds.store.pool import PoolStore
 
 NGRAM_ORDER = 4
+# Embedding distance within which a pool row counts as a copy of a query or held-out text. On the demo
+# tasks with the static embedder, a held-out text with a word added or removed lies 0.16-0.31 from the
+# original and distinct held-out texts at least 0.59 from each other.
+DECONTAMINATION_RADIUS = 0.3
 
 
 @dataclass(frozen=True)
@@ -65,8 +74,10 @@ class Task:
     labels: set  # (source, label) pairs of the task; empty when the files carry none
 
 
-def load_task(task_dir=None, *, queries=None, heldout=None, text_field: str = "text") -> Task:
-    """A target task: queries.jsonl and heldout.jsonl(.gz) in `task_dir`, or the two files given."""
+def load_task(task_dir=None, *, queries=None, heldout=None, text_field: str = "text", name: str | None = None) -> Task:
+    """A target task: queries.jsonl and heldout.jsonl(.gz) in `task_dir`, or the two files given. Its name:
+    ``name``, else the folder's, else the query file's (its folder's when the file is named queries.*)."""
+    from tsds.pipeline.text import task_name
     if task_dir is not None:
         d = Path(task_dir)
         queries = queries or d / "queries.jsonl"
@@ -76,7 +87,7 @@ def load_task(task_dir=None, *, queries=None, heldout=None, text_field: str = "t
         raise ValueError("a task needs query examples and a held-out set")
     q, h = read_jsonl(queries), read_jsonl(heldout)
     labels = {(r.get("source"), r.get("label")) for r in q + h if r.get("label") is not None}
-    name = Path(task_dir).name if task_dir is not None else Path(queries).stem
+    name = name or (Path(task_dir).resolve().name if task_dir is not None else task_name(queries))
     return Task(name, Path(queries), [r[text_field] for r in q], [r[text_field] for r in h], labels)
 
 
@@ -116,14 +127,49 @@ class PoolView:
         return self._emb_cache[key]
 
 
-def select(spec: MethodSpec, view: PoolView, task: Task, size: int, seed: int, *, views: dict | None = None):
-    """Run one method; returns (Selection, seconds). `views` maps store paths to PoolViews for spec.store."""
+def task_eligibility(view: PoolView, task: Task, *, decontaminate: bool = True,
+                     radius: float = DECONTAMINATION_RADIUS):
+    """The rows every method may select for ``task`` (see the module docstring), computed once."""
+    from tsds.pipeline.eligibility import pool_eligibility
+
+    texts = task.query_texts + task.heldout if decontaminate else None
+    return pool_eligibility(view.store, embedder=view.embedder, exclude_texts=texts, exclude_radius=radius,
+                            pool_texts=view.texts)
+
+
+def _for_view(eligibility, v: PoolView):
+    """The task's eligibility on another store of the same pool: the same rows, plus that store's zero rows."""
+    from dataclasses import replace
+
+    if eligibility is None or str(v.store.root) == eligibility.store_root:
+        return eligibility
+    if v.store.n_rows != eligibility.n_rows:
+        raise ValueError(f"{v.store.root}: {v.store.n_rows} rows, not the {eligibility.n_rows} of the main store")
+    return replace(eligibility, zero_rows=np.union1d(eligibility.zero_rows, v.store.zero_rows()))
+
+
+def refuse_heldout(view: PoolView, task: Task, counts: np.ndarray, method: str) -> None:
+    """Refuse to score a selection holding a held-out text (equal after normalising whitespace and case)."""
+    from tsds.errors import InputError
+    from tsds.pipeline.decontaminate import normalise
+
+    held = {normalise(t) for t in task.heldout}
+    bad = [int(r) for r in np.flatnonzero(counts) if normalise(view.texts[r]) in held]
+    if bad:
+        raise InputError(f"method {method} selected {len(bad)} pool rows whose text is a held-out text of task "
+                         f"{task.name} (e.g. row {bad[0]}: {view.texts[bad[0]][:60]!r}); refusing to score it")
+
+
+def select(spec: MethodSpec, view: PoolView, task: Task, size: int, seed: int, *, views: dict | None = None,
+           eligibility=None):
+    """Run one method; returns (Selection, seconds). `views` maps store paths to PoolViews for spec.store;
+    ``eligibility``: the task's eligible rows (`task_eligibility`), the same for every method."""
     from tsds.baselines import select_method
 
     v = view if spec.store is None else (views or {}).get(spec.store) or PoolView(spec.store)
     config = make_config(size=size, seed=seed, **spec.params)
     started = time.time()
-    kwargs = {"embedder": v.embedder}
+    kwargs = {"embedder": v.embedder, "eligibility": _for_view(eligibility, v)}
     if spec.method == "dsir":
         kwargs["pool_texts"] = v.texts
     from tsds.errors import ParameterError
@@ -186,15 +232,28 @@ def train_and_score(mode: str, train: list[str], heldout: list[str], seed: int, 
 
 def evaluate_methods(view: PoolView, task: Task, size: int, methods: list[MethodSpec], seeds: list[int], *,
                      mode: str = "ngram", reference: bool = True, harness=None, tiny_recipe=None,
-                     views: dict | None = None, log=None) -> list[dict]:
+                     views: dict | None = None, log=None, decontaminate: bool = True,
+                     radius: float = DECONTAMINATION_RADIUS, eligibility=None) -> list[dict]:
     """One row per (method, seed): selection figures, then held-out NLL after training on the selection.
 
-    Deterministic selections (knn, full) trained by a deterministic model (ngram) are scored once and
-    reported for every seed. With `reference`, a `none` row scores the model before training.
+    Every method selects from the same eligible rows (``task_eligibility``: the task's query and held-out
+    texts removed unless ``decontaminate`` is False, zero-vector rows left out); each row reports how many
+    were removed. Deterministic selections (knn, full) trained by a deterministic model (ngram) are scored
+    once and reported for every seed. With `reference`, a `none` row scores the model before training.
     """
     rows: list[dict] = []
+    elig = eligibility or task_eligibility(view, task, decontaminate=decontaminate, radius=radius)
+    decon = elig.decontamination
+    if log and decon is not None:
+        log(f"  {task.name}: decontamination removed {decon.removed.size} pool rows ({decon.by_radius} within "
+            f"{decon.radius} of the task's {decon.eval_items} query and held-out texts, {decon.by_exact_text} more by "
+            f"exact text); {elig.zero_rows.size} zero-vector rows left out")
     base = {"task": task.name, "pool_rows": view.store.n_rows, "size": size,
-            "budget": size / view.store.n_rows, "mode": mode}
+            "budget": size / view.store.n_rows, "mode": mode, "eligible_rows": elig.eligible,
+            "decontaminated_rows": None if decon is None else int(decon.removed.size),
+            "decontaminated_by_exact_text": None if decon is None else decon.by_exact_text,
+            "decontamination_radius": None if decon is None else decon.radius,
+            "zero_rows_excluded": 0 if elig.keep_zero_rows else int(elig.zero_rows.size)}
     if reference:
         for seed in (seeds if mode != "ngram" else seeds[:1]):
             res = train_and_score(mode, [], task.heldout, seed, harness=harness, tiny_recipe=tiny_recipe)
@@ -205,7 +264,8 @@ def evaluate_methods(view: PoolView, task: Task, size: int, methods: list[Method
             if cache is not None:
                 rows.append({**cache, "seed": seed})
                 continue
-            sel, secs = select(spec, view, task, size, seed, views=views)
+            sel, secs = select(spec, view, task, size, seed, views=views, eligibility=elig)
+            refuse_heldout(view, task, sel.counts, spec.name)
             fig = figures(view, task, sel.counts, seed)
             res = train_and_score(mode, training_texts(view.texts, sel.counts), task.heldout, seed,
                                   harness=harness, tiny_recipe=tiny_recipe)

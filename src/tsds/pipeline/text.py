@@ -18,6 +18,7 @@ from tsds.io.writers import dataset_card, records_format, records_summary, write
 from tsds.pipeline.select import DensityCache, Selection, select_on_index
 from tsds.pipeline.stages import StageLog
 from tsds.pipeline.decontaminate import Decontamination
+from tsds.pipeline.eligibility import Eligibility, pool_eligibility, refuse_zero_queries
 from tsds.store.pool import PoolStore
 from tsds.store.provenance import check_record, check_source
 
@@ -41,13 +42,36 @@ class PoolContext:
     config: SelectionConfig
     scale: object
     calibration: dict = field(default_factory=dict)
-    decontamination: Decontamination | None = None
+    eligibility: Eligibility | None = None
+
+    @property
+    def decontamination(self) -> Decontamination | None:
+        return self.eligibility.decontamination if self.eligibility is not None else None
 
     def save_densities(self, stages: StageLog) -> None:
         # densities over a decontaminated pool differ from the full pool's: never persist those
-        if self.config.sigma > 0 and self.cache.computed and self.decontamination is None:
+        if self.config.sigma > 0 and self.cache.computed and self._persisted_densities:
             with stages.stage("save_densities"):
                 self.store.save_densities(self.config.metric, self.config.sigma, self.cache.values, self.cache.counts)
+
+    @property
+    def _persisted_densities(self) -> bool:
+        return self.eligibility is None or self.eligibility.full_pool_densities
+
+
+_GENERIC_STEMS = ("queries", "query", "train", "examples", "data", "dev", "test", "heldout")
+
+
+def task_name(queries, explicit: str | None = None) -> str:
+    """The target task's name for cards, reports and evaluation rows: ``explicit``, else the query file's
+    name, or its folder's when the file has a generic name (tasks/food/queries.jsonl -> food)."""
+    if explicit:
+        return str(explicit)
+    if not isinstance(queries, (str, Path)):
+        return "queries"
+    path = Path(queries)
+    stem = path.name.split(".")[0]
+    return path.parent.name if stem.lower() in _GENERIC_STEMS and path.parent.name not in ("", ".") else stem
 
 
 def read_query_texts(store: PoolStore, queries, query_spec: TextSpec | None = None):
@@ -72,39 +96,39 @@ def load_store_embedder(store: PoolStore, embedder=None):
 
 
 def prepare_pool(store: PoolStore, config: SelectionConfig, *, embedder, stages: StageLog,
-                 exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None) -> PoolContext:
-    """Index, decontamination, pool scale and sigma calibration: everything that does not depend on the queries."""
+                 exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None,
+                 keep_zero_rows: bool = False, eligibility: Eligibility | None = None) -> PoolContext:
+    """Index, eligible rows (zero rows, decontamination), pool scale and sigma calibration: everything that
+    does not depend on the queries. ``eligibility``: rows already decided (e.g. once for several methods);
+    otherwise computed here from ``exclude`` and ``keep_zero_rows``, as for every other method."""
     from tsds import calibration as cal
-    from tsds.pipeline.decontaminate import decontaminate
 
     with stages.stage("index") as info:
         index = store.index(config.metric, config.index)
         info["kind"] = index.kind
-    decon = None
-    if exclude:
-        with stages.stage("decontaminate") as info:
-            paths = [exclude] if isinstance(exclude, (str, Path)) else list(exclude)
-            texts: list[str] = []
-            for p in paths:
-                texts.extend(read_texts(p, exclude_spec or store.text_spec)[0])
-            vectors = embedder.embed(texts) if texts else np.zeros((0, index.dim), np.float32)
-            decon = decontaminate(store, index, texts, vectors, exclude_radius, files=[str(p) for p in paths])
-            info.update(removed=int(decon.removed.size), eval_items=len(texts))
+    with stages.stage("eligibility") as info:
+        elig = eligibility or pool_eligibility(
+            store, embedder=embedder, index=index, metric=config.metric, index_kind=config.index, exclude=exclude,
+            exclude_radius=exclude_radius, exclude_spec=exclude_spec, keep_zero_rows=keep_zero_rows)
+        elig.apply(index)
+        info.update(excluded=int(elig.excluded.size), zero_rows=int(elig.zero_rows.size))
+        if elig.decontamination is not None:
+            info.update(removed=int(elig.decontamination.removed.size), eval_items=elig.decontamination.eval_items)
     calibration: dict = {}
     with stages.stage("pool_scale"):
-        scale = cal.pool_scale(index, seed=config.seed)
+        scale = cal.pool_scale(index)
     if config.sigma_auto:
         sigma, calibration["sigma"] = cal.auto_sigma(scale)
         config = config.model_copy(update={"sigma": sigma})
     c_rec, calibration["C_recommendation"] = cal.recommend_C(scale)
     calibration["C_recommendation"]["used"] = config.C
     calibration["pool_scale"] = scale.summary()
-    if decon is None and config.sigma > 0:
+    if elig.full_pool_densities and config.sigma > 0:
         rho, count = store.load_densities(config.metric, config.sigma)
         cache = DensityCache(store.n_rows, rho, count)
     else:
         cache = DensityCache(store.n_rows)
-    return PoolContext(store, index, cache, config, scale, calibration, decon)
+    return PoolContext(store, index, cache, config, scale, calibration, elig)
 
 
 def select_queries(ctx: PoolContext, q: np.ndarray, texts: list[str], config: SelectionConfig, *,
@@ -139,11 +163,15 @@ def select_from_store(
     exclude=None,
     exclude_radius: float = 0.0,
     exclude_spec: TextSpec | None = None,
+    keep_zero_rows: bool = False,
+    eligibility: Eligibility | None = None,
 ) -> tuple[Selection, dict]:
     """Embed the queries with the store's embedder and select; densities are read from and saved to the store.
 
     ``exclude``: evaluation file(s) whose items (within ``exclude_radius``, or equal after normalising
-    whitespace and case) are removed from the pool first. ``config.sigma_auto`` / ``config.alpha_auto``
+    whitespace and case) are removed from the pool first. Rows with an all-zero embedding are left out
+    unless ``keep_zero_rows``. ``eligibility``: the rows decided already (tsds.pipeline.eligibility),
+    instead of ``exclude`` and ``keep_zero_rows``. ``config.sigma_auto`` / ``config.alpha_auto``
     calibrate sigma and alpha (see tsds.calibration); the choices are in ``info["calibration"]``.
     """
     store = store if isinstance(store, PoolStore) else PoolStore(store)
@@ -155,8 +183,10 @@ def select_from_store(
     with stages.stage("embed_queries"):
         embedder = load_store_embedder(store, embedder)
         q = embedder.embed(texts)
+        refuse_zero_queries(texts, q, queries)
     ctx = prepare_pool(store, config, embedder=embedder, stages=stages, exclude=exclude,
-                       exclude_radius=exclude_radius, exclude_spec=exclude_spec)
+                       exclude_radius=exclude_radius, exclude_spec=exclude_spec, keep_zero_rows=keep_zero_rows,
+                       eligibility=eligibility)
     selection, alpha_info, warnings = select_queries(ctx, q, texts, ctx.config, stages=stages, progress=progress)
     ctx.save_densities(stages)
     calibration = dict(ctx.calibration)
@@ -165,6 +195,7 @@ def select_from_store(
     info = {"query_texts": texts, "query_read": qstats, "query_vectors": np.asarray(q, dtype=np.float32),
             "index": {"kind": ctx.index.kind, **ctx.index.calibration}, "calibration": calibration,
             "decontamination": ctx.decontamination.summary() if ctx.decontamination else None,
+            "eligibility": ctx.eligibility.summary(), "excluded_rows": ctx.eligibility.excluded,
             "query_warnings": warnings}
     return selection, info
 
@@ -338,8 +369,15 @@ def write_text_selection(
                 "index": info["index"],
                 "records": {"file": records_name, "rows": written["rows"], "sources": sources},
                 "method": info.get("method", "tsds"),
-                **{k: info[k] for k in ("calibration", "decontamination", "query_warnings") if info.get(k) is not None},
+                "task": task_name(queries_path, info.get("task_name")),
+                **{k: info[k] for k in ("calibration", "decontamination", "eligibility", "query_warnings")
+                   if info.get(k) is not None},
             })
+            baseline = manifest["method"] != "tsds"
+            if baseline:
+                # a baseline solves no TSDS problem: its parameters are what it used, and it has no objective
+                manifest["parameters"] = info.get("parameters") or {"method": manifest["method"]}
+                manifest["result"].update({k: None for k in _TSDS_RESULT})
             save_json(tmp / "manifest.json", manifest)
             if info.get("query_vectors") is not None:
                 save_detail(tmp, [selection], info["query_vectors"], info["query_texts"])
@@ -348,24 +386,31 @@ def write_text_selection(
                 "rows written (draws)": written["rows"],
                 "distinct records": selection.distinct_selected,
                 "support of p": res["support_size"],
-                "objective": f"{res['objective']:.6g}",
-                "alignment term (alpha/C x transport cost)": f"{res['alignment_term']:.6g}",
-                "diversity term": f"{res['diversity_term']:.6g}",
-                "level s": f"{res['level_s']:.6g}",
-                "neighbours per query (mean)": f"{res['neighbours_used_per_query']['mean']:.1f}",
-                "K used": res["k_used"],
-                "recall@K of the index": res["recall_at_k"],
             }
+            if not baseline:
+                summary.update({
+                    "objective": f"{res['objective']:.6g}",
+                    "alignment term (alpha/C x transport cost)": f"{res['alignment_term']:.6g}",
+                    "diversity term": f"{res['diversity_term']:.6g}",
+                    "level s": f"{res['level_s']:.6g}",
+                    "neighbours per query (mean)": f"{res['neighbours_used_per_query']['mean']:.1f}",
+                    "K used": res["k_used"],
+                    "recall@K of the index": res["recall_at_k"],
+                })
             card = dataset_card(
-                title=f"Selection for {Path(str(queries_path)).name}",
+                title=f"Selection for {manifest['task']}" + (f" (baseline {manifest['method']})" if baseline else ""),
                 pool={"store": str(store.root.resolve()), "rows": store.n_rows,
                       "embedder": store.meta["embedder"].get("model"), "files": store.files},
                 queries={"path": str(queries_path), "count": len(info["query_texts"])},
-                parameters=selection.config.model_dump(), summary=summary, sources=sources,
+                parameters=manifest["parameters"], summary=summary, sources=sources,
                 records_file=records_name, columns=written["columns"] or PROVENANCE,
             )
             (tmp / "README.md").write_text(card + card_extra(info))
     return Path(out)
+
+
+_TSDS_RESULT = ("objective", "alignment_term", "diversity_term", "transport_cost", "max_weighted_mass", "level_s",
+                "neighbours_used_per_query", "k_used", "k_history", "truncated", "recall_at_k", "densities")
 
 
 def card_extra(info: dict) -> str:
@@ -380,6 +425,12 @@ def card_extra(info: dict) -> str:
     if "C_recommendation" in cal:
         lines.append(f"- C used {cal['C_recommendation']['used']}; recommended from the embedding scale: "
                      f"{cal['C_recommendation']['C']} ({cal['C_recommendation']['rule']})")
+    e = info.get("eligibility")
+    if e:
+        z = e["zero_rows"]
+        lines.append(f"- eligible pool rows: {e['eligible_rows']} of {e['pool_rows']}; rows with an all-zero "
+                     f"embedding: {z['count']} ({'left out' if z['excluded'] else 'kept'})"
+                     + (f", e.g. {'; '.join(z['examples'][:3])}" if z["examples"] else ""))
     d = info.get("decontamination")
     if d:
         lines.append(f"- decontamination: {d['removed']} pool rows removed ({d['removed_by_radius']} within radius "
@@ -396,29 +447,30 @@ def card_extra(info: dict) -> str:
 def select_text(pool, queries, *, out, config: SelectionConfig, query_spec: TextSpec | None = None,
                 records_name: str = "selected.jsonl", overwrite: bool = False, progress=None,
                 embedder=None, exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None,
-                report: bool = False, method: str = "tsds") -> Selection:
+                report: bool = False, method: str = "tsds", keep_zero_rows: bool = False,
+                task_name: str | None = None) -> Selection:
     """One call: pool store + query file -> selected records, arrays, manifest and card in ``out``.
 
-    ``method``: tsds, or a baseline (random, knn, dsir, full; see tsds.baselines) written the same way.
+    ``method``: tsds, or a baseline (random, knn, dsir, full; see tsds.baselines) written the same way,
+    from the same eligible rows (zero-vector rows and ``exclude`` left out for every method).
+    ``task_name``: the target's name in the card and manifest (default: from the query file's path).
     """
-    from tsds.baselines import METHODS, select_baseline
+    from tsds.baselines import METHODS, select_method
 
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method != "tsds" and (exclude or report or config.sigma_auto or config.alpha_auto):
-        raise ParameterError(f"--exclude, --report and auto calibration apply to method tsds, not {method!r}")
+    if method != "tsds" and report:
+        raise ParameterError(f"--report draws the transport plan of method tsds; method {method!r} has none")
     check_output_dir(out, overwrite)
     records_format(records_name)
     store = pool if isinstance(pool, PoolStore) else PoolStore(pool)
     stages = StageLog()
     started = time.time()
-    if method == "tsds":
-        selection, info = select_from_store(store, queries, config, query_spec=query_spec, stages=stages,
-                                            progress=progress, embedder=embedder, exclude=exclude,
-                                            exclude_radius=exclude_radius, exclude_spec=exclude_spec)
-        info["method"] = "tsds"
-    else:
-        selection, info = select_baseline(method, store, queries, config, embedder=embedder, query_spec=query_spec)
+    selection, info = select_method(method, store, queries, config, query_spec=query_spec, stages=stages,
+                                    progress=progress, embedder=embedder, exclude=exclude,
+                                    exclude_radius=exclude_radius, exclude_spec=exclude_spec,
+                                    keep_zero_rows=keep_zero_rows)
+    info["task_name"] = task_name
     write_text_selection(out, store, selection, info, queries_path=queries, records_name=records_name,
                          overwrite=overwrite, stages=stages)
     selection.timings["total_seconds"] = round(time.time() - started, 3)

@@ -103,7 +103,7 @@ def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters
     metric, sigma = params.get("metric", "euclidean"), float(params.get("sigma", 0))
     records = _read_records(out / manifest["records"]["file"])
     multi = "targets" in manifest
-    targets = [t["name"] for t in manifest["targets"]] if multi else ["queries"]
+    targets = [t["name"] for t in manifest["targets"]] if multi else [manifest.get("task", "queries")]
 
     # --- data -------------------------------------------------------------------------------
     rng = np.random.default_rng(seed)

@@ -32,14 +32,18 @@ KMEANS_ITERATIONS = 4
 
 
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
-    """C-contiguous float32 copy-free view where possible; unit rows for the cosine metric."""
+    """C-contiguous float32 copy-free view where possible; unit rows for the cosine metric.
+
+    An all-zero row stays zero under the cosine metric (at distance 1 from every unit vector, as under the
+    euclidean metric for unit-norm embeddings): a pool store keeps such rows out of selections itself
+    (tsds.pipeline.eligibility), and `select_embeddings` refuses them in .npy inputs, naming the row.
+    """
     if metric not in METRICS:
         raise ParameterError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if metric == "cosine":
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        if np.any(norms == 0):
-            raise ParameterError("the cosine metric needs non-zero vectors; found a zero row")
+        norms[norms == 0] = 1.0
         x = np.ascontiguousarray(x / norms, dtype=np.float32)
     return x
 

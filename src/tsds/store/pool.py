@@ -30,6 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from tsds.embed.base import zero_vector_rows
 from tsds.errors import InputError
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
 from tsds.retrieval.index import build_index
@@ -175,6 +176,24 @@ class PoolStore:
             hashes[sel] = values[rows[sel] - starts[s]]
             known[sel] = True
         return hashes, known
+
+    def zero_rows(self) -> np.ndarray:
+        """Rows whose embedding is all zeros (texts the embedder cannot represent), as recorded per shard at
+        build; for shards built before that was recorded, found by reading their embeddings."""
+        rows = []
+        start = 0
+        for s in self.shard_meta():
+            if "zero_rows" in s:
+                local = np.asarray(s["zero_rows"], dtype=np.int64)
+            else:
+                local = zero_vector_rows(np.load(self.shard_path(s["shard"]), mmap_mode="r", allow_pickle=False))
+            rows.append(start + local)
+            start += int(s["rows"])
+        return np.concatenate(rows) if rows else np.empty(0, np.int64)
+
+    def zero_rows_recorded(self) -> bool:
+        """Whether every shard recorded its zero rows at build (older stores did not)."""
+        return all("zero_rows" in s for s in self.shard_meta())
 
     # ---- index -------------------------------------------------------------------------
     def index(self, metric: str, kind: str = "auto", progress=None, *, engine=None, shards: int | None = None,
@@ -564,6 +583,7 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
         _atomic_json(root / "shards" / f"{i:06d}.json", {
             "shard": i, "file_index": batch.file_index, "first_row": batch.row_ids[0], "rows": len(batch),
             "texts_sha256": digest, "truncated": int(truncated), "embeddings_sha256": emb_hash,
+            "zero_rows": zero_vector_rows(vectors).tolist(),  # offsets in the shard of all-zero rows
         })
 
     def finished(i, rows):
@@ -587,6 +607,7 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
     meta.update({"complete": True, "n_rows": n_rows, "skipped_rows": stats.skipped,
                  "bad_row_examples": stats.bad_examples,
                  "truncated_texts": sum(s.get("truncated", 0) for s in PoolStore(root).shard_meta()),
+                 "zero_rows": int(PoolStore(root).zero_rows().size),
                  "last_build": counters})
     _atomic_json(meta_path, meta)
     store = PoolStore(root, engine=engine if engine.name != "local" else None)
