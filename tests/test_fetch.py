@@ -55,6 +55,11 @@ def cfg(**kw):
                           "alpha": 0.5, "metric": "cosine", **kw})
 
 
+def base_cfg(**kw):
+    """A baseline's config: no TSDS-only parameter (baselines refuse them)."""
+    return make_config(**{"size": 40, "seed": 0, "metric": "cosine", **kw})
+
+
 def rows_of(path: Path) -> list[dict]:
     if path.name.endswith(".parquet"):
         return pq.read_table(path).to_pylist()
@@ -85,7 +90,7 @@ def three_formats(tmp_path_factory, static_embedder):
 def test_full_pool_writes_every_row_of_one_pass_files(three_formats, static_embedder, tmp_path, records_name):
     store, records = three_formats
     out = tmp_path / "full"
-    select_text(store, FOOD, out=out, config=cfg(), method="full", embedder=static_embedder,
+    select_text(store, FOOD, out=out, config=base_cfg(), method="full", embedder=static_embedder,
                 records_name=records_name)
     rows = rows_of(out / records_name)
     assert len(rows) == store.n_rows == 3 * PER_FILE
@@ -99,7 +104,7 @@ def test_full_pool_writes_every_row_of_one_pass_files(three_formats, static_embe
 def test_draws_with_repeats_are_all_written(three_formats, static_embedder, tmp_path):
     store, records = three_formats
     out = tmp_path / "rand"
-    sel = select_text(store, FOOD, out=out, config=cfg(size=6900, sampling="with-replacement"), method="random",
+    sel = select_text(store, FOOD, out=out, config=base_cfg(size=6900, sampling="with-replacement"), method="random",
                       embedder=static_embedder, records_name="selected.jsonl.gz")
     rows = rows_of(out / "selected.jsonl.gz")
     assert len(rows) == 6900 and sel.counts.max() > 1
@@ -251,7 +256,7 @@ def mixed_pool(tmp_path, static_embedder):
 def test_mixed_id_types_written_to_parquet(mixed_pool, static_embedder, tmp_path, caplog):
     store, first, second = mixed_pool
     with caplog.at_level("WARNING", logger="tsds"):
-        select_text(store, FOOD, out=tmp_path / "o", config=cfg(), method="full", embedder=static_embedder,
+        select_text(store, FOOD, out=tmp_path / "o", config=base_cfg(), method="full", embedder=static_embedder,
                     records_name="selected.parquet")
     table = pq.read_table(tmp_path / "o" / "selected.parquet")
     assert table.num_rows == 200
@@ -271,7 +276,7 @@ def test_parquet_only_values_written_to_jsonl(mixed_pool, static_embedder, tmp_p
     import base64
 
     store, first, _ = mixed_pool
-    select_text(store, FOOD, out=tmp_path / "o", config=cfg(), method="full", embedder=static_embedder)
+    select_text(store, FOOD, out=tmp_path / "o", config=base_cfg(), method="full", embedder=static_embedder)
     rows = rows_of(tmp_path / "o" / "selected.jsonl")
     assert len(rows) == 200
     r = rows[7]
@@ -327,7 +332,7 @@ def test_every_reader_format_fetches_the_embedded_texts(tmp_path, static_embedde
     names = ["good.jsonl", "good.jsonl.gz", "good.csv", "good.csv.gz", "good.tsv", "good.tsv.gz", "good.txt",
              "good.txt.gz", "good.parquet", "good.arrow", "hf_dataset", "bad.jsonl", "bad.csv", "bad.txt"]
     store = build_store([data / n for n in names], tmp_path / "store", embedder=static_embedder, on_bad_row="skip")
-    select_text(store, FOOD, out=tmp_path / "o", config=cfg(), method="full", embedder=static_embedder)
+    select_text(store, FOOD, out=tmp_path / "o", config=base_cfg(), method="full", embedder=static_embedder)
     rows = rows_of(tmp_path / "o" / "selected.jsonl")
     assert len(rows) == store.n_rows > 30
     assert {Path(r["_tsds_file"]).name for r in rows} == set(names)
@@ -341,7 +346,7 @@ def test_messages_and_template_specs_fetch_the_embedded_texts(tmp_path, static_e
     path = ROOT / "tests" / "data" / "readers" / name
     store = build_store([path], tmp_path / "store", embedder=static_embedder, spec=TextSpec(**spec),
                         on_bad_row="skip")
-    select_text(store, FOOD, out=tmp_path / "o", config=cfg(), method="full", embedder=static_embedder,
+    select_text(store, FOOD, out=tmp_path / "o", config=base_cfg(), method="full", embedder=static_embedder,
                 query_spec=TextSpec())
     assert len(rows_of(tmp_path / "o" / "selected.jsonl")) == store.n_rows >= 2
 
@@ -358,7 +363,7 @@ def test_rows_moved_within_an_unchanged_size_and_mtime_are_refused(small_pool, s
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_size == st.st_size
     with pytest.raises(InputError, match="is not the start of a line; the pool file changed since the store was built"):
-        select_text(small_pool["jsonl_store"], FOOD, out=tmp_path / "o", config=cfg(), method="full",
+        select_text(small_pool["jsonl_store"], FOOD, out=tmp_path / "o", config=base_cfg(), method="full",
                     embedder=static_embedder)
     assert not (tmp_path / "o").exists()
 
