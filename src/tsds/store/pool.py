@@ -31,7 +31,7 @@ import numpy as np
 
 from tsds.errors import InputError
 from tsds.io.arrays import file_sha256
-from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
+from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches, refuse_pipe
 from tsds.retrieval.index import build_index
 from tsds.retrieval.mapped import MAPS_PAGES, local_or_none, to_mapped
 from tsds.store.shards import PoolShards
@@ -306,6 +306,7 @@ def atomic_write_index(path: Path, index) -> None:
 
 
 def _file_entry(path: Path, fmt: str | None) -> dict:
+    refuse_pipe(path, "a pool build needs a regular file it can read again")
     p = path.resolve()
     if not p.exists():
         raise InputError(f"{path}: no such file")
@@ -564,7 +565,7 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
     if n_rows == 0:
         raise InputError(f"{paths[0]}: no usable rows in the pool")
     meta.update({"complete": True, "n_rows": n_rows, "skipped_rows": stats.skipped,
-                 "bad_row_examples": stats.bad_examples,
+                 "bad_row_examples": stats.bad_examples, "clipped_texts": stats.clipped,
                  "truncated_texts": sum(s.get("truncated", 0) for s in PoolStore(root).shard_meta()),
                  "last_build": counters})
     _atomic_json(meta_path, meta)
