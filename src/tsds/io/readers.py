@@ -83,7 +83,6 @@ DEFAULT_MAX_CHARS = 200_000     # texts are clipped to this many characters (emb
 MAX_FORMAT_NUMBER = 10_000      # the largest width or precision a template may ask for
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _READ_ERRORS = (OSError, EOFError, zlib.error)      # gzip.BadGzipFile is an OSError
 
 
@@ -1159,13 +1158,13 @@ def _load_json_array(path: Path) -> list[Any]:
         raise InputError(f"{path}:1: invalid JSON ({_one_line(exc)})") from None
     if not isinstance(value, list):
         raise InputError(f"{path}:1: expected a JSON array of objects, got {_json_kind(value)}")
-    if _SURROGATE_ESCAPE_BYTES.search(data):
-        for index, item in enumerate(value):
-            if isinstance(item, dict):
-                try:
-                    _check_surrogates(item)
-                except RowError as exc:
-                    value[index] = _BadItem(str(exc))
+    # every item is looked at: json.loads of bytes lets even encoded surrogates through ("surrogatepass")
+    for index, item in enumerate(value):
+        if isinstance(item, dict):
+            try:
+                _check_surrogates(item)
+            except RowError as exc:
+                value[index] = _BadItem(str(exc))
     return value
 
 
@@ -1203,7 +1202,7 @@ def _parquet_file(path: Path):
     try:
         return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
 
 
 def _columnar_rows(path: Path, what: str, batches: Iterator) -> Iterator[Row]:
@@ -1287,7 +1286,7 @@ def _arrow_batches(path: Path):
     try:
         reader = pa.ipc.open_file(source)
     except pa.ArrowInvalid as exc:
-        raise InputError(f"{path}: not an Arrow IPC file ({exc})") from None
+        raise InputError(f"{path}: not an Arrow IPC file ({_one_line(exc)})") from None
     for i in range(reader.num_record_batches):
         yield reader.get_batch(i)
 
