@@ -628,6 +628,20 @@ def test_unterminated_quote_is_a_bad_row_not_the_end_of_the_file(tmp_path, sep):
         _ranged([path], on_bad_row="fail")
 
 
+def test_a_quote_open_past_the_row_limit_is_a_bad_row(tmp_path, monkeypatch):
+    """The record is given up once its lines pass MAX_ROW_BYTES (not read to the end of the file), and
+    the read goes on from the line after its first."""
+    monkeypatch.setattr(_readers, "MAX_ROW_BYTES", 1000)
+    path = tmp_path / "open.csv"
+    path.write_text('id,text\n0,"never closed\n' + "".join(f"{i},row {i}\n" for i in range(1, 300)) + '300,"a ""quoted"" end"\n')
+    with pytest.raises(InputError, match=r"open\.csv:2: record longer than 1000 bytes"):
+        read_all(path)
+    batches, stats = read_all(path, on_bad_row="skip")
+    assert flat(batches, "texts") == [f"row {i}" for i in range(1, 300)] + ['a "quoted" end']
+    assert stats.skipped == 1
+    assert _ranged([path], shard_rows=7)[0] == flat(batches, "texts")
+
+
 def test_unterminated_quote_in_the_header_is_named(tmp_path):
     path = tmp_path / "h.csv"
     path.write_text('id,"text\n1,a\n')
@@ -731,6 +745,9 @@ def test_corrupt_columnar_files_are_named(tmp_path):
     garbage.write_bytes(b"not arrow at all" * 10)
     half = tmp_path / "half.arrow"
     half.write_bytes((DATA / "good.arrow").read_bytes()[:-100])
+    with pytest.raises(InputError) as err:
+        read_records(cut, [0])
+    assert str(err.value).startswith(str(cut)) and "\n" not in str(err.value)
     hf = tmp_path / "hf"
     shutil.copytree(DATA / "hf_dataset", hf)
     for f in hf.glob("*.arrow"):

@@ -423,6 +423,7 @@ def read_records(
     if fmt is not None:
         _check_choice("fmt", fmt, FORMATS)
     p = Path(path)
+    refuse_pipe(p)
     f = fmt or detect_format(p)
     wanted = [_as_location(p, loc) for loc in locations]
     if not wanted:
@@ -436,10 +437,14 @@ def read_records(
             if loc >= len(rows):
                 raise InputError(f"{p}: row {loc} is past the end ({len(rows)} rows)")
             found[loc] = _object_or_raise(p, loc + 1, rows[loc])
-    elif f == "parquet":
-        found = _fetch_parquet(p, set(wanted))
     else:
-        found = _fetch_arrow(p, f, set(wanted))
+        try:
+            found = _fetch_parquet(p, set(wanted)) if f == "parquet" else _fetch_arrow(p, f, set(wanted))
+        except InputError:
+            raise
+        except Exception as exc:    # pyarrow raises several unrelated types for unreadable data
+            raise InputError(f"{p}: not a readable {'Parquet' if f == 'parquet' else 'Arrow'} file "
+                             f"({_one_line(exc)})") from None
     return [dict(found[loc]) for loc in wanted]
 
 
