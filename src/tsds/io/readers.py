@@ -15,7 +15,9 @@ formats, or from a directory's layout; ``fmt=`` overrides the detection):
   whole file is loaded into memory, so use JSON Lines for large pools.
 * ``parquet`` - read in record batches with ``pyarrow.parquet``.
 * ``csv`` / ``tsv`` - a header row, then one record per row (quoted fields may
-  span lines); all values are strings.
+  span lines); all values are strings. Parsed as strictly as
+  ``csv.reader(strict=True)``; a record whose quote never closes is a bad row,
+  and the read goes on from the line after the one it starts on.
 * ``txt``     - one example per line, exposed as the field ``"text"``; blank
   lines are not examples and are passed over.
 * ``hf``      - a Hugging Face dataset directory written by ``save_to_disk``
