@@ -855,7 +855,7 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
     starts = np.flatnonzero(a == 10) + 1
     starts = np.concatenate(([0], starts[starts < len(block)]))
     stops = np.append(starts[1:], len(block))
-    if int(np.max(stops - starts)) > MAX_ROW_BYTES or _beyond_python_json(a):
+    if int(np.max(stops - starts)) > MAX_ROW_BYTES or _beyond_python_json(a, starts):
         return None                     # a bad row for Python's json that pyarrow might take: row by row
     first = starts.copy()
     if offset == 0 and block.startswith(_BOM):
@@ -886,10 +886,11 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
 _JSON_SAFE_DEPTH = 200          # brackets open at once in a block below which Python's json never recurses too deep
 
 
-def _beyond_python_json(a) -> bool:
-    """Whether the bytes ``a`` might hold JSON that Python's json refuses and pyarrow takes: an integer
-    of more digits than ``sys.get_int_max_str_digits()`` or nesting deeper than the recursion limit
-    allows. Counted without regard to strings, so it errs only towards reading row by row."""
+def _beyond_python_json(a, starts) -> bool:
+    """Whether the bytes ``a`` (lines starting at ``starts``) might hold JSON that Python's json refuses
+    and pyarrow takes: an integer of more digits than ``sys.get_int_max_str_digits()``, or brackets
+    nested deeper in one line than Python's recursion limit may allow. Counted without regard to
+    strings, so it errs only towards reading row by row."""
     import sys
 
     import numpy as np
@@ -897,9 +898,15 @@ def _beyond_python_json(a) -> bool:
     folded = a | 32                                     # '[' -> '{', ']' -> '}'
     opens, closes = folded == 123, folded == 125
     at = np.flatnonzero(opens | closes)
-    if at.size > _JSON_SAFE_DEPTH and int(np.cumsum(np.where(opens[at], 1, -1)).max()) > _JSON_SAFE_DEPTH:
-        return True
-    width = sys.get_int_max_str_digits() // 2          # a run of 2w digits covers a w-aligned window
+    if at.size > _JSON_SAFE_DEPTH:
+        steps = np.where(opens[at], 1, -1)
+        depth = np.cumsum(steps)
+        line = np.searchsorted(starts, at, side="right")
+        first = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])     # each line's first bracket
+        base = (depth - steps)[first]
+        if int((depth - np.repeat(base, np.diff(np.r_[first, at.size]))).max()) > _JSON_SAFE_DEPTH:
+            return True
+    width = getattr(sys, "get_int_max_str_digits", int)() // 2     # a run of 2w digits covers a w-aligned window
     if width and a.size >= width:
         digit = (a - np.uint8(48)) < 10
         windows = digit[: a.size - a.size % width].reshape(-1, width)
