@@ -869,3 +869,25 @@ def test_parquet_without_the_text_column(tmp_path):
     pq.write_table(pa.table({"body": ["a", "b"]}), path)
     with pytest.raises(InputError, match=r"p\.parquet:1: missing field 'text'"):
         read_all(path)
+
+
+def test_nul_bytes(tmp_path):
+    jsonl = tmp_path / "n.jsonl"
+    jsonl.write_bytes(b'{"text": "raw\x00nul"}\n{"text": "escaped\\u0000nul"}\n')
+    batches, stats = read_all(jsonl, on_bad_row="skip")
+    assert flat(batches, "texts") == ["escaped\x00nul"]
+    assert stats.bad_examples == [f"{jsonl}:1: invalid JSON (Invalid control character at at column 14)"]
+    for name in ("n.txt", "n.csv"):
+        path = tmp_path / name
+        path.write_bytes((b"text\n" if name.endswith(".csv") else b"") + b"a\x00b\n")
+        assert read_texts(path)[0] == ["a\x00b"]
+
+
+def test_brackets_inside_strings_do_not_stop_the_block_reader(tmp_path, monkeypatch):
+    """Nesting is counted per line: a pool whose texts hold many unbalanced brackets is still taken
+    block by block by pyarrow."""
+    path = tmp_path / "brackets.jsonl"
+    path.write_text("".join(json.dumps({"text": f"row {i} [[["}) + "\n" for i in range(2000)))
+    blocks, rows, runs = _read_both(path, TextSpec(), monkeypatch)
+    assert blocks == rows and rows[1][0] == 2000
+    assert runs and all(runs)

@@ -109,7 +109,11 @@ def _is_gzip(path: str) -> bool:
 def _line_rows(path: str, fmt: str, start: int, end: int | None, counter: list) -> Iterator:
     """Rows of a plain line file whose line starts in [start, end), numbered from 1 at the first line
     (``counter[0]`` counts the lines, blank ones included); the same parsing as the readers' jsonl/txt."""
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+    with fh:
         begin = start
         if start > 0:
             fh.seek(start - 1)
