@@ -891,3 +891,11 @@ def test_brackets_inside_strings_do_not_stop_the_block_reader(tmp_path, monkeypa
     blocks, rows, runs = _read_both(path, TextSpec(), monkeypatch)
     assert blocks == rows and rows[1][0] == 2000
     assert runs and all(runs)
+
+
+def test_a_template_that_cannot_format_a_value_is_a_bad_row(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"n": 65}\n{"n": 1000000000000}\n{"n": "x"}\n')
+    texts, stats = read_texts(path, TextSpec(template="{n:c}"), on_bad_row="skip")
+    assert texts == ["A"] and stats.skipped == 2
+    assert stats.bad_examples[0].startswith(f"{path}:2: template cannot be filled")

@@ -214,7 +214,7 @@ class TextSpec:
             values[name] = value
         try:
             return string.Formatter().vformat(self.template or "", (), values)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise RowError(f"template cannot be filled: {exc}") from None
 
     def _from_messages(self, record: dict[str, Any]) -> str:
@@ -800,7 +800,7 @@ class _ArrowTexts:
                 try:
                     return self._finish([fmt.vformat(self.template, (), dict(zip(self.names, row)))
                                          for row in zip(*values)])
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, OverflowError):
                     return None
             parts = []
             for literal, name, _, _ in self.pieces:
