@@ -620,7 +620,8 @@ def test_unterminated_quote_is_a_bad_row_not_the_end_of_the_file(tmp_path, sep):
     batches, stats = read_all(path, on_bad_row="skip")
     assert flat(batches, "texts") == ["ok", "fine too"]
     assert (stats.rows, stats.skipped) == (2, 1)
-    assert read_records(path, flat(batches, "locations")) == [{"id": "2", "text": "ok"}, {"id": "3", "text": "fine too"}]
+    assert read_records(path, flat(batches, "locations")) == [{"id": "2", "text": "ok"},
+                                                              {"id": "3", "text": "fine too"}]
     texts, locations, rstats = _ranged([path], shard_rows=1)
     assert texts == ["ok", "fine too"] and locations == flat(batches, "locations")
     assert (rstats.rows, rstats.skipped, rstats.bad_examples) == (stats.rows, stats.skipped, stats.bad_examples)
@@ -633,7 +634,8 @@ def test_a_quote_open_past_the_row_limit_is_a_bad_row(tmp_path, monkeypatch):
     the read goes on from the line after its first."""
     monkeypatch.setattr(_readers, "MAX_ROW_BYTES", 1000)
     path = tmp_path / "open.csv"
-    path.write_text('id,text\n0,"never closed\n' + "".join(f"{i},row {i}\n" for i in range(1, 300)) + '300,"a ""quoted"" end"\n')
+    path.write_text('id,text\n0,"never closed\n' + "".join(f"{i},row {i}\n" for i in range(1, 300))
+                    + '300,"a ""quoted"" end"\n')
     with pytest.raises(InputError, match=r"open\.csv:2: record longer than 1000 bytes"):
         read_all(path)
     batches, stats = read_all(path, on_bad_row="skip")
@@ -834,7 +836,8 @@ def test_pipes_are_refused_at_once(tmp_path):
         os.close(w)
 
 
-@pytest.mark.parametrize("line", ['{"text": "x", "n": ' + "9" * 5000 + "}", '{"text": "x", "d": ' + "[" * 100000 + "]" * 100000 + "}"])
+@pytest.mark.parametrize("line", ['{"text": "x", "n": ' + "9" * 5000 + "}",
+                                  '{"text": "x", "d": ' + "[" * 100000 + "]" * 100000 + "}"])
 def test_json_values_python_cannot_take_are_bad_rows(tmp_path, line):
     path = tmp_path / "v.jsonl"
     path.write_text('{"text": "ok"}\n' + line + "\n")
