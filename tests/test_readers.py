@@ -717,14 +717,21 @@ def test_truncated_gzip_is_named(tmp_path, name):
         assert "\n" not in str(err.value)
 
 
-def test_corrupt_gzip_is_named(tmp_path):
+@pytest.mark.parametrize("damage", ["zeros", "zlib"])
+def test_corrupt_gzip_is_named(tmp_path, damage):
+    from tsds.io.readers import estimate_rows
+
     path = tmp_path / "c.jsonl.gz"
-    data = bytearray(gzip.compress("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(5000)).encode()))
-    data[len(data) // 2: len(data) // 2 + 40] = b"\x00" * 40
+    data = bytearray(gzip.compress("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(50000)).encode()))
+    if damage == "zeros":
+        data[len(data) // 2: len(data) // 2 + 40] = b"\x00" * 40
+    else:       # zlib.error ("invalid distance too far back"), not a gzip error
+        data[1000:1008] = b"\xff" * 8
     path.write_bytes(bytes(data))
-    with pytest.raises(InputError) as err:
-        read_all(path, on_bad_row="skip")
-    assert str(err.value).startswith(f"{path}:") and "corrupt" in str(err.value)
+    for read in (lambda: read_all(path, on_bad_row="skip"), lambda: estimate_rows(path)):
+        with pytest.raises(InputError) as err:
+            read()
+        assert str(err.value).startswith(f"{path}:") and "corrupt" in str(err.value)
 
 
 def test_truncated_gzip_pool_gives_one_line_from_the_cli(tmp_path):

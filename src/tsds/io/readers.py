@@ -966,7 +966,7 @@ def _jsonl_items(path: Path, spec: TextSpec) -> Iterator[Row | _Run]:
         while True:
             try:
                 chunk = fh.read(_JSONL_BLOCK)
-            except (OSError, EOFError, gzip.BadGzipFile):
+            except _READ_ERRORS:
                 yield from _rows_jsonl(path, resume_at=offset)
                 return
             if chunk:
