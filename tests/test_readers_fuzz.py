@@ -404,12 +404,16 @@ def test_csv_and_tsv_read_exactly_or_fail(folder, limits, drawn, gz):
 
 @FUZZ
 @given(data=st.binary(max_size=300), fmt=st.sampled_from(["jsonl", "json", "csv", "tsv", "txt", "parquet", "arrow"]),
-       wrap=st.sampled_from(["plain", "gzip", "cut gzip", "parquet magic"]))
+       wrap=st.sampled_from(["plain", "gzip", "cut gzip", "damaged gzip", "parquet magic"]))
 def test_random_bytes_never_raise_anything_but_one_line(folder, limits, data, fmt, wrap):
     if wrap == "gzip":
         data = gzip.compress(data, mtime=0)
     elif wrap == "cut gzip":
         data = gzip.compress(data, mtime=0)[: max(2, len(data) // 2)]
+    elif wrap == "damaged gzip":
+        packed = bytearray(gzip.compress(data * 20, mtime=0))
+        packed[len(packed) // 2:len(packed) // 2 + 4] = b"\xff\x00\xff\x00"
+        data = bytes(packed)
     elif wrap == "parquet magic":
         data = b"PAR1" + data + b"PAR1"
     path = write(folder, f"bytes.{fmt}", data)
