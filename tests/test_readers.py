@@ -588,3 +588,324 @@ def test_npy_take_reads_any_rows_in_batches(tmp_path):
     assert src.take(np.array([], dtype=np.int64)).shape == (0, 7)
     with pytest.raises(IndexError):
         src.take(np.array([5000]))
+
+
+# ---- hostile inputs: every one gives the right rows, a counted skipped row, or a one-line error ------
+
+def _ranged(paths, spec=None, on_bad_row="skip", shard_rows=2, range_bytes=1 << 30):
+    """Texts and stats as an engine with workers reads them (store/shards.py: scan, plan, read per shard)."""
+    from tsds.store.shards import PoolShards, read_unit, scan
+
+    spec = spec or TextSpec()
+    stats = ReadStats()
+    shards = PoolShards([(str(p), detect_format(p)) for p in paths], spec, on_bad_row, shard_rows, stats,
+                        jobs=None, seen=None, done={})
+    units = shards.scan_units(range_bytes)
+    plans = shards.read_units(units, [scan(u, spec, on_bad_row == "fail") for u in units])
+    texts, locations = [], []
+    for plan in plans:
+        for shard in read_unit(plan, spec, on_bad_row, shard_rows):
+            texts.extend(shard.texts)
+            locations.extend(shard.locations)
+    return texts, locations, stats
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_unterminated_quote_is_a_bad_row_not_the_end_of_the_file(tmp_path, sep):
+    path = tmp_path / ("x.csv" if sep == "," else "x.tsv")
+    path.write_text(f'id{sep}text\n1{sep}"unterminated quote\n2{sep}ok\n3{sep}fine too\n')
+    with pytest.raises(InputError) as err:
+        read_all(path)
+    assert str(err.value) == f"{path}:2: unterminated quote (the quoted field never ends)"
+    batches, stats = read_all(path, on_bad_row="skip")
+    assert flat(batches, "texts") == ["ok", "fine too"]
+    assert (stats.rows, stats.skipped) == (2, 1)
+    assert read_records(path, flat(batches, "locations")) == [{"id": "2", "text": "ok"},
+                                                              {"id": "3", "text": "fine too"}]
+    texts, locations, rstats = _ranged([path], shard_rows=1)
+    assert texts == ["ok", "fine too"] and locations == flat(batches, "locations")
+    assert (rstats.rows, rstats.skipped, rstats.bad_examples) == (stats.rows, stats.skipped, stats.bad_examples)
+    with pytest.raises(InputError, match=":2: unterminated quote"):
+        _ranged([path], on_bad_row="fail")
+
+
+def test_a_quote_open_past_the_row_limit_is_a_bad_row(tmp_path, monkeypatch):
+    """The record is given up once its lines pass MAX_ROW_BYTES (not read to the end of the file), and
+    the read goes on from the line after its first."""
+    monkeypatch.setattr(_readers, "MAX_ROW_BYTES", 1000)
+    path = tmp_path / "open.csv"
+    path.write_text('id,text\n0,"never closed\n' + "".join(f"{i},row {i}\n" for i in range(1, 300))
+                    + '300,"a ""quoted"" end"\n')
+    with pytest.raises(InputError, match=r"open\.csv:2: record longer than 1000 bytes"):
+        read_all(path)
+    batches, stats = read_all(path, on_bad_row="skip")
+    assert flat(batches, "texts") == [f"row {i}" for i in range(1, 300)] + ['a "quoted" end']
+    assert stats.skipped == 1
+    assert _ranged([path], shard_rows=7)[0] == flat(batches, "texts")
+
+
+def test_unterminated_quote_in_the_header_is_named(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text('id,"text\n1,a\n')
+    with pytest.raises(InputError, match=r"h\.csv:1: cannot read the header: unterminated quote"):
+        read_all(path, on_bad_row="skip")
+
+
+@pytest.mark.parametrize("line", [r'{"text": "lone \ud83d"}', r'{"text": "ok", "meta": {"k": ["\udc00"]}}',
+                                  r'{"text": "ok", "\ud800": 1}'])
+def test_lone_surrogate_is_a_bad_row(tmp_path, line):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "good"}\n' + line + '\n{"text": "pair \\ud83d\\ude00 fine"}\n')
+    with pytest.raises(InputError) as err:
+        read_all(path)
+    assert str(err.value).startswith(f"{path}:2: lone surrogate") and "\n" not in str(err.value)
+    batches, stats = read_all(path, on_bad_row="skip")
+    assert flat(batches, "texts") == ["good", "pair \U0001f600 fine"] and stats.skipped == 1
+    for text in flat(batches, "texts"):
+        text.encode("utf-8")
+    assert _ranged([path])[0] == flat(batches, "texts")
+    array = tmp_path / "s.json"
+    array.write_text("[" + ",".join(['{"text": "good"}', line]) + "]")
+    batches, stats = read_all(array, on_bad_row="skip")
+    assert flat(batches, "texts") == ["good"] and stats.bad_examples[0].startswith(f"{array}:2: lone surrogate")
+
+
+def test_lone_surrogate_in_a_pool_is_skipped_by_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from tsds.cli import app
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": f"row {i} about cooking"}) + "\n" for i in range(20))
+                    + '{"text": "lone \\ud83d"}\n')
+    result = CliRunner().invoke(app, ["pool", "build", str(pool), "--out", str(tmp_path / "store"), "-q",
+                                      "--on-bad-row", "skip"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert (meta["n_rows"], meta["skipped_rows"]) == (20, 1)
+
+
+def _truncated_gz(path, text):
+    data = gzip.compress(text.encode())
+    path.write_bytes(data[: len(data) - 12])
+
+
+@pytest.mark.parametrize("name", ["p.jsonl.gz", "p.json.gz", "p.csv.gz", "p.txt.gz"])
+def test_truncated_gzip_is_named(tmp_path, name):
+    from tsds.io.readers import estimate_rows
+
+    path = tmp_path / name
+    rows = [{"text": f"row number {i} " + "x" * (i % 50)} for i in range(3000)]
+    if name.startswith("p.json."):
+        body = json.dumps(rows)
+    elif name.startswith("p.csv"):
+        body = "text\n" + "".join(r["text"] + "\n" for r in rows)
+    elif name.startswith("p.txt"):
+        body = "".join(r["text"] + "\n" for r in rows)
+    else:
+        body = "".join(json.dumps(r) + "\n" for r in rows)
+    _truncated_gz(path, body)
+    reads = [lambda: read_all(path, on_bad_row="skip")]
+    if name == "p.json.gz":
+        assert estimate_rows(path) is None          # not estimated: JSON arrays are not read for it
+    else:
+        reads.append(lambda: estimate_rows(path))
+    for read in reads:
+        with pytest.raises(InputError) as err:
+            read()
+        assert str(err.value).startswith(f"{path}:") and "truncated" in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["zeros", "zlib"])
+def test_corrupt_gzip_is_named(tmp_path, damage):
+    from tsds.io.readers import estimate_rows
+
+    path = tmp_path / "c.jsonl.gz"
+    data = bytearray(gzip.compress("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(50000)).encode()))
+    if damage == "zeros":
+        data[len(data) // 2: len(data) // 2 + 40] = b"\x00" * 40
+    else:       # zlib.error ("invalid distance too far back"), not a gzip error
+        data[1000:1008] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    for read in (lambda: read_all(path, on_bad_row="skip"), lambda: estimate_rows(path)):
+        with pytest.raises(InputError) as err:
+            read()
+        assert str(err.value).startswith(f"{path}:") and "corrupt" in str(err.value)
+
+
+def test_truncated_gzip_pool_gives_one_line_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from tsds.cli import app
+
+    pool = tmp_path / "pool.jsonl.gz"
+    _truncated_gz(pool, "".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3000)))
+    result = CliRunner().invoke(app, ["pool", "build", str(pool), "--out", str(tmp_path / "store")])
+    assert result.exit_code == 2, result.output
+    assert "Aborted" not in result.output and "truncated" in result.output and str(pool.name) in result.output
+
+
+def test_corrupt_columnar_files_are_named(tmp_path):
+    good = DATA / "good.parquet"
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    garbage = tmp_path / "g.arrow"
+    garbage.write_bytes(b"not arrow at all" * 10)
+    half = tmp_path / "half.arrow"
+    half.write_bytes((DATA / "good.arrow").read_bytes()[:-100])
+    with pytest.raises(InputError) as err:
+        read_records(cut, [0])
+    assert str(err.value).startswith(str(cut)) and "\n" not in str(err.value)
+    hf = tmp_path / "hf"
+    shutil.copytree(DATA / "hf_dataset", hf)
+    for f in hf.glob("*.arrow"):
+        f.write_bytes(f.read_bytes()[:50])
+    for path in (cut, garbage, half, hf):
+        with pytest.raises(InputError) as err:
+            read_all(path, on_bad_row="skip")
+        assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("template", ["{text:>999999999}", "{text:.50000000}", "{text:0999999999}"])
+def test_absurd_template_widths_are_refused(template):
+    with pytest.raises(ParameterError) as err:
+        TextSpec(template=template)
+    assert template in str(err.value)
+
+
+def test_texts_are_clipped_and_counted(tmp_path, monkeypatch):
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["short", "y" * 50, "z" * 10]))
+    spec = TextSpec(max_chars=10)
+    assert spec.extract({"text": "y" * 50}) == "y" * 10
+    batches, stats = read_all(path, spec)
+    assert flat(batches, "texts") == ["short", "y" * 10, "z" * 10] and stats.clipped == 1
+    blocks, rows, _ = _read_both(path, spec, monkeypatch)
+    assert blocks == rows
+    texts, _, rstats = _ranged([path], spec)
+    assert texts == flat(batches, "texts") and rstats.clipped == 1
+    assert TextSpec(template="{text}!", max_chars=4).extract({"text": "abcdef"}) == "abcd"
+    assert TextSpec().max_chars >= 100_000
+    with pytest.raises(ParameterError, match="max_chars"):
+        TextSpec(max_chars=0)
+
+
+def test_clipped_texts_are_recorded_in_the_store(tmp_path, static_embedder):
+    from tsds.store import build_store
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": f"row {i} " + "word " * (5 if i % 3 else 40)}) + "\n"
+                            for i in range(30)))
+    store = build_store([pool], tmp_path / "store", embedder=static_embedder, spec=TextSpec(max_chars=100))
+    assert store.meta["clipped_texts"] == 10
+
+
+def test_a_line_longer_than_the_row_limit_is_a_bad_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(_readers, "MAX_ROW_BYTES", 1000)
+    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 256)
+    monkeypatch.setattr(_readers, "_JSONL_MIN_SPLIT", 64)
+    lines = [json.dumps({"text": f"row {i}"}) for i in range(40)]
+    lines[20] = json.dumps({"text": "w" * 5000})
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"big\.jsonl:21: line longer than 1000 bytes"):
+        read_all(path)
+    blocks, rows, _ = _read_both(path, TextSpec(), monkeypatch)
+    assert blocks == rows and rows[1][:2] == (39, 1)
+    assert _ranged([path], range_bytes=300)[0] == [f"row {i}" for i in range(40) if i != 20]
+    csv_path = tmp_path / "big.csv"
+    csv_path.write_text("text\n" + "".join(f"row {i}\n" if i != 5 else "v" * 3000 + "\n" for i in range(10)))
+    batches, stats = read_all(csv_path, on_bad_row="skip")
+    assert flat(batches, "texts") == [f"row {i}" for i in range(10) if i != 5] and stats.skipped == 1
+    assert "longer than 1000 bytes" in stats.bad_examples[0]
+
+
+def test_pipes_are_refused_at_once(tmp_path):
+    import os
+
+    from tsds.io.readers import estimate_rows
+    from tsds.store import build_store
+
+    fifo = tmp_path / "pool.jsonl"
+    os.mkfifo(fifo)
+    r, w = os.pipe()
+    try:
+        for path in (fifo, Path(f"/dev/fd/{r}")):
+            for read in (lambda: read_all(path, fmt="jsonl"), lambda: estimate_rows(path, "jsonl"),
+                         lambda: read_texts(path, fmt="jsonl")):
+                with pytest.raises(InputError, match="is a pipe"):
+                    read()
+            with pytest.raises(InputError, match="is a pipe; a pool build needs a regular file"):
+                build_store([path], tmp_path / "store", embedder="unused", fmt="jsonl")
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("line", ['{"text": "x", "n": ' + "9" * 5000 + "}",
+                                  '{"text": "x", "d": ' + "[" * 100000 + "]" * 100000 + "}"])
+def test_json_values_python_cannot_take_are_bad_rows(tmp_path, line):
+    path = tmp_path / "v.jsonl"
+    path.write_text('{"text": "ok"}\n' + line + "\n")
+    batches, stats = read_all(path, on_bad_row="skip")
+    assert flat(batches, "texts") == ["ok"] and stats.skipped == 1
+    assert stats.bad_examples[0].startswith(f"{path}:2: ")
+    array = tmp_path / "v.json"
+    array.write_text("[" + line + "]")
+    with pytest.raises(InputError) as err:
+        read_all(array, on_bad_row="skip")
+    assert str(err.value).startswith(f"{array}:") and "\n" not in str(err.value)
+
+
+def test_a_directory_or_an_empty_file_where_a_file_is_expected(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        read_all(tmp_path, fmt="jsonl")
+    for name in ("e.jsonl", "e.csv", "e.txt", "e.tsv"):
+        (tmp_path / name).write_bytes(b"")
+        assert read_all(tmp_path / name) == ([], ReadStats())
+    (tmp_path / "e.json").write_bytes(b"")
+    with pytest.raises(InputError, match=r"e\.json:1: invalid JSON"):
+        read_all(tmp_path / "e.json")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbftext\r\nfirst\r\n\"two\r\nlines\"\r\n")
+    assert read_texts(tmp_path / "bom.csv")[0] == ["first", "two\r\nlines"]
+
+
+def test_parquet_without_the_text_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"body": ["a", "b"]}), path)
+    with pytest.raises(InputError, match=r"p\.parquet:1: missing field 'text'"):
+        read_all(path)
+
+
+def test_nul_bytes(tmp_path):
+    jsonl = tmp_path / "n.jsonl"
+    jsonl.write_bytes(b'{"text": "raw\x00nul"}\n{"text": "escaped\\u0000nul"}\n')
+    batches, stats = read_all(jsonl, on_bad_row="skip")
+    assert flat(batches, "texts") == ["escaped\x00nul"]
+    assert stats.bad_examples == [f"{jsonl}:1: invalid JSON (Invalid control character at at column 14)"]
+    for name in ("n.txt", "n.csv"):
+        path = tmp_path / name
+        path.write_bytes((b"text\n" if name.endswith(".csv") else b"") + b"a\x00b\n")
+        assert read_texts(path)[0] == ["a\x00b"]
+
+
+def test_brackets_inside_strings_do_not_stop_the_block_reader(tmp_path, monkeypatch):
+    """Nesting is counted per line: a pool whose texts hold many unbalanced brackets is still taken
+    block by block by pyarrow."""
+    path = tmp_path / "brackets.jsonl"
+    path.write_text("".join(json.dumps({"text": f"row {i} [[["}) + "\n" for i in range(2000)))
+    blocks, rows, runs = _read_both(path, TextSpec(), monkeypatch)
+    assert blocks == rows and rows[1][0] == 2000
+    assert runs and all(runs)
+
+
+def test_a_template_that_cannot_format_a_value_is_a_bad_row(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"n": 65}\n{"n": 1000000000000}\n{"n": "x"}\n')
+    texts, stats = read_texts(path, TextSpec(template="{n:c}"), on_bad_row="skip")
+    assert texts == ["A"] and stats.skipped == 2
+    assert stats.bad_examples[0].startswith(f"{path}:2: template cannot be filled")

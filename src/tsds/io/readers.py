@@ -15,7 +15,9 @@ formats, or from a directory's layout; ``fmt=`` overrides the detection):
   whole file is loaded into memory, so use JSON Lines for large pools.
 * ``parquet`` - read in record batches with ``pyarrow.parquet``.
 * ``csv`` / ``tsv`` - a header row, then one record per row (quoted fields may
-  span lines); all values are strings.
+  span lines); all values are strings. Parsed as strictly as
+  ``csv.reader(strict=True)``; a record whose quote never closes is a bad row,
+  and the read goes on from the line after the one it starts on.
 * ``txt``     - one example per line, exposed as the field ``"text"``; blank
   lines are not examples and are passed over.
 * ``hf``      - a Hugging Face dataset directory written by ``save_to_disk``
@@ -26,6 +28,14 @@ Malformed rows are reported as ``path:N: reason`` where N is the 1-based line
 number for line formats (jsonl, csv, tsv, txt) and the 1-based row number for
 the others. Locations are 0-based: a byte offset into the (uncompressed) file,
 or a row index.
+
+What one row may cost is bounded: a line (or a CSV record) longer than
+``MAX_ROW_BYTES`` is a bad row, and the text of a row is clipped to
+``TextSpec.max_chars`` characters (``DEFAULT_MAX_CHARS``, far more than any
+embedder reads), counted in ``ReadStats.clipped``. A string holding a lone UTF-16
+surrogate (``"\\ud83d"`` escaped in JSON) is not valid Unicode: its row is a bad
+row. Inputs must be regular files (or dataset directories): a pipe is refused,
+since tsds may read a file more than once.
 """
 
 from __future__ import annotations
@@ -35,7 +45,10 @@ import gzip
 import io
 import json
 import os
+import re
+import stat
 import string
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +80,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 _CSV_FIELD_LIMIT = 2**31 - 1
 _ARROW_READ_ROWS = 4096
+MAX_ROW_BYTES = 64 << 20        # a longer line (CSV: record) is a bad row, never read whole into memory
+DEFAULT_MAX_CHARS = 200_000     # texts are clipped to this many characters (embedders read far fewer)
+MAX_FORMAT_NUMBER = 10_000      # the largest width or precision a template may ask for
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_READ_ERRORS = (OSError, EOFError, zlib.error)      # gzip.BadGzipFile is an OSError
 
 
 class RowError(ValueError):
@@ -81,11 +100,15 @@ class TextSpec:
     (``str.format`` syntax with plain field names only), or a field holding a
     list of chat turns ``{"role": ..., "content": ...}`` rendered as
     ``role: content`` lines. With none given the field ``"text"`` is used.
+
+    ``max_chars``: a longer text is clipped to its first ``max_chars`` characters
+    (`extract` does it, so the text embedded is always the one it returns).
     """
 
     text_field: str | None = None
     template: str | None = None
     messages_field: str | None = None
+    max_chars: int = DEFAULT_MAX_CHARS
 
     def __post_init__(self) -> None:
         given = [
@@ -105,6 +128,8 @@ class TextSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ParameterError(f"{name} must be a non-empty string, got {value!r}")
+        if type(self.max_chars) is not int or self.max_chars < 1:
+            raise ParameterError(f"max_chars must be a positive integer, got {self.max_chars!r}")
         if self.template is not None:
             object.__setattr__(self, "_fields", self.template_fields())
 
@@ -136,6 +161,9 @@ class TextSpec:
                 )
             if spec and ("{" in spec):
                 raise ParameterError(f"template field {{{name}}} may not nest fields in its format spec")
+            if spec and any(int(n) > MAX_FORMAT_NUMBER for n in re.findall(r"\d+", spec)):
+                raise ParameterError(f"template {self.template!r}: the width or precision in {{{name}:{spec}}} "
+                                     f"is larger than {MAX_FORMAT_NUMBER}")
             if name not in names:
                 names.append(name)
         if not names:
@@ -143,7 +171,12 @@ class TextSpec:
         return tuple(names)
 
     def extract(self, record: dict[str, Any]) -> str:
-        """The text for one record; raises `RowError` when it cannot be made."""
+        """The text embedded for one record (clipped to ``max_chars``); raises `RowError` when it cannot
+        be made. The one function that makes it: every reader's texts are exactly its results."""
+        return self.extract_clipped(record)[0]
+
+    def extract_clipped(self, record: dict[str, Any]) -> tuple[str, bool]:
+        """`extract`'s text, and whether it was clipped."""
         mode = self.mode
         if mode == "template":
             text = self._from_template(record)
@@ -156,9 +189,19 @@ class TextSpec:
             text = record[name]
             if not isinstance(text, str):
                 raise RowError(f"field {name!r} is {_kind(text)}, not a string")
+        clipped = len(text) > self.max_chars
+        if clipped:
+            text = self.clip(text)
         if not text.strip():
             raise RowError("empty text")
-        return text
+        match = _SURROGATE.search(text)
+        if match:
+            raise RowError(_surrogate_reason(match.group()))
+        return text, clipped
+
+    def clip(self, text: str) -> str:
+        """The clipping rule of `extract`: the first ``max_chars`` characters."""
+        return text[: self.max_chars]
 
     def _from_template(self, record: dict[str, Any]) -> str:
         values: dict[str, Any] = {}
@@ -171,7 +214,7 @@ class TextSpec:
             values[name] = value
         try:
             return string.Formatter().vformat(self.template or "", (), values)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise RowError(f"template cannot be filled: {exc}") from None
 
     def _from_messages(self, record: dict[str, Any]) -> str:
@@ -198,11 +241,13 @@ class TextSpec:
 
 @dataclass
 class ReadStats:
-    """What a read did: good rows, skipped rows, and the first few bad-row messages."""
+    """What a read did: good rows, skipped rows, the first few bad-row messages, and how many good
+    rows' texts were clipped to the spec's ``max_chars``."""
 
     rows: int = 0
     skipped: int = 0
     bad_examples: list[str] = field(default_factory=list)
+    clipped: int = 0
 
     def _add_bad(self, message: str) -> None:
         self.skipped += 1
@@ -294,6 +339,7 @@ def _batches(
         for item in items:
             if type(item) is _Run:
                 # good rows whose texts were extracted block-wise (see _jsonl_items): cut into batches
+                stats.clipped += item.clipped
                 pos, n = 0, len(item.texts)
                 while pos < n:
                     take = min(batch_size - len(texts), n - pos)
@@ -309,7 +355,8 @@ def _batches(
             location, number, record, reason = item
             if reason is None:
                 try:
-                    text = spec.extract(record)  # type: ignore[arg-type]
+                    text, clipped = spec.extract_clipped(record)  # type: ignore[arg-type]
+                    stats.clipped += clipped
                 except RowError as exc:
                     reason = str(exc)
             if reason is not None:
@@ -341,7 +388,10 @@ def estimate_rows(paths: PathLike | Sequence[PathLike], fmt: str | None = None) 
             total += _parquet_file(p).metadata.num_rows
         elif f in LINE_FORMATS:
             with _open_binary(p) as fh:
-                total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 22), b""))
+                try:
+                    total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 22), b""))
+                except _READ_ERRORS as exc:
+                    raise InputError(f"{p}:1: {_read_problem(exc)}") from None
             total -= 1 if f in ("csv", "tsv") else 0
         else:
             return None
@@ -375,6 +425,7 @@ def read_records(
     if fmt is not None:
         _check_choice("fmt", fmt, FORMATS)
     p = Path(path)
+    refuse_pipe(p)
     f = fmt or detect_format(p)
     wanted = [_as_location(p, loc) for loc in locations]
     if not wanted:
@@ -388,10 +439,14 @@ def read_records(
             if loc >= len(rows):
                 raise InputError(f"{p}: row {loc} is past the end ({len(rows)} rows)")
             found[loc] = _object_or_raise(p, loc + 1, rows[loc])
-    elif f == "parquet":
-        found = _fetch_parquet(p, set(wanted))
     else:
-        found = _fetch_arrow(p, f, set(wanted))
+        try:
+            found = _fetch_parquet(p, set(wanted)) if f == "parquet" else _fetch_arrow(p, f, set(wanted))
+        except InputError:
+            raise
+        except Exception as exc:    # pyarrow raises several unrelated types for unreadable data
+            raise InputError(f"{p}: not a readable {'Parquet' if f == 'parquet' else 'Arrow'} file "
+                             f"({_one_line(exc)})") from None
     return [dict(found[loc]) for loc in wanted]
 
 
@@ -418,6 +473,7 @@ def _as_path_list(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     out = []
     for item in items:
         p = Path(item)
+        refuse_pipe(p)
         if not p.exists():
             raise InputError(f"{p}: no such file or directory")
         out.append(p)
@@ -463,7 +519,33 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[Row]:
     return _rows_arrow(path, fmt)
 
 
+def refuse_pipe(path: PathLike, needs: str = "tsds needs a regular file it can read again") -> None:
+    """Raise at once for a named pipe, ``/dev/fd/N`` or other special file (opening or reading one could
+    wait forever, and it cannot be read twice)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return                          # the caller says what is missing
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode) or stat.S_ISBLK(mode):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise InputError(f"{path}: is {kind}; {needs}: save it to a file first")
+
+
+def _read_problem(exc: BaseException) -> str:
+    """What a read error means, in words (truncated or corrupt compressed data, an I/O error)."""
+    if isinstance(exc, EOFError):
+        return "truncated gzip data (the compressed stream ends early)"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return f"corrupt gzip data ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read ({exc.strerror})"
+    return f"cannot read ({exc})"
+
+
 def _open_binary(path: Path) -> IO[bytes]:
+    refuse_pipe(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a file")
     try:
         raw = open(path, "rb")
     except OSError as exc:
@@ -475,19 +557,51 @@ def _open_binary(path: Path) -> IO[bytes]:
     return raw
 
 
+class _LongLine(bytes):
+    """Stands for a line longer than ``MAX_ROW_BYTES`` (which is not kept): its row is a bad row."""
+
+    reason = ""
+
+
+def _long_line(size: int) -> _LongLine:
+    line = _LongLine(b"<line too long>\n")
+    line.reason = f"line longer than {MAX_ROW_BYTES} bytes ({size} bytes)"
+    return line
+
+
+def _skip_line(fh) -> int:
+    """Read past the end of the current line, a piece at a time; the number of bytes passed."""
+    passed = 0
+    while True:
+        piece = fh.readline(1 << 20)
+        passed += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return passed
+
+
 def _iter_lines(fh: IO[bytes], start: int = 0, first_line: int = 1) -> Iterator[tuple[int, int, bytes]]:
-    """(byte offset, 1-based line number, raw line) for each line, BOM removed at offset 0."""
+    """(byte offset, 1-based line number, raw line) for each line, BOM removed at offset 0; a line longer
+    than ``MAX_ROW_BYTES`` comes as a `_LongLine` without its bytes."""
     offset, number = start, first_line
+    limit = MAX_ROW_BYTES
     try:
-        for line in fh:
-            if offset == 0 and line.startswith(_BOM):
-                yield offset, number, line[len(_BOM):]
-            else:
-                yield offset, number, line
-            offset += len(line)
+        while True:
+            line = fh.readline(limit + 1)
+            if not line:
+                return
+            size = len(line)
+            if size > limit:
+                if not line.endswith(b"\n"):
+                    size += _skip_line(fh)
+                line = _long_line(size)
+            elif offset == 0 and line.startswith(_BOM):
+                line = line[len(_BOM):]
+            yield offset, number, line
+            offset += size
             number += 1
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(f"{getattr(fh, 'name', '?')}: cannot read past line {number - 1}: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise InputError(f"{getattr(fh, 'name', '?')}:{number}: {_read_problem(exc)}; "
+                         f"cannot read past line {number - 1}") from None
 
 
 def _decode(line: bytes) -> str:
@@ -498,13 +612,44 @@ def _decode(line: bytes) -> str:
 
 
 def _parse_json_line(line: bytes) -> dict[str, Any]:
+    if type(line) is _LongLine:
+        raise RowError(line.reason)
+    text = _decode(line.rstrip(b"\r\n"))
     try:
-        value = json.loads(_decode(line.rstrip(b"\r\n")))
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RowError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:     # an integer of too many digits, nesting too deep
+        raise RowError(f"invalid JSON ({_one_line(exc)})") from None
     if not isinstance(value, dict):
         raise RowError(f"expected a JSON object, got {_json_kind(value)}")
+    if _SURROGATE_ESCAPE.search(text):
+        _check_surrogates(value)
     return value
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _surrogate_reason(char: str) -> str:
+    return f"lone surrogate \\u{ord(char):04x} in a string (not valid Unicode)"
+
+
+def _check_surrogates(value: Any) -> None:
+    """Raise `RowError` if a string (key or value) anywhere in ``value`` holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            match = _SURROGATE.search(item)
+            if match:
+                raise RowError(_surrogate_reason(match.group()))
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _json_kind(value: Any) -> str:
@@ -599,6 +744,7 @@ class _Run:
     block: bytes
     starts: Any      # numpy int64 arrays: line content [start, stop) within block
     stops: Any
+    clipped: int = 0
 
 
 class _ArrowTexts:
@@ -614,6 +760,8 @@ class _ArrowTexts:
         import pyarrow.json as pj
 
         self.pa, self.pc, self.pj = pa, pc, pj
+        self.spec = spec
+        self.clipped = 0                # texts clipped by the last `texts` call
         self.mode = spec.mode
         if self.mode == "field":
             self.names = (spec.text_field or DEFAULT_TEXT_FIELD,)
@@ -650,8 +798,9 @@ class _ArrowTexts:
                 values = [col.to_pylist() for col in cols]
                 fmt = string.Formatter()
                 try:
-                    return [fmt.vformat(self.template, (), dict(zip(self.names, row))) for row in zip(*values)]
-                except (ValueError, TypeError):
+                    return self._finish([fmt.vformat(self.template, (), dict(zip(self.names, row)))
+                                         for row in zip(*values)])
+                except (ValueError, TypeError, OverflowError):
                     return None
             parts = []
             for literal, name, _, _ in self.pieces:
@@ -672,7 +821,15 @@ class _ArrowTexts:
                 return None
             lines = pc.binary_join_element_wise(role, content, pa.scalar(": ", pa.string()))
             out = pc.binary_join(pa.ListArray.from_arrays(turns.offsets, lines), pa.scalar("\n", pa.string()))
-        texts = out.to_pylist()
+        return self._finish(out.to_pylist())
+
+    def _finish(self, texts: list[str]) -> list[str] | None:
+        """``texts`` clipped as `TextSpec.extract` clips them; None if one is then blank."""
+        limit = self.spec.max_chars
+        self.clipped = 0
+        if texts and max(map(len, texts)) > limit:
+            self.clipped = sum(len(t) > limit for t in texts)
+            texts = [self.spec.clip(t) if len(t) > limit else t for t in texts]
         return texts if all(map(str.strip, texts)) else None
 
 
@@ -698,6 +855,8 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
     starts = np.flatnonzero(a == 10) + 1
     starts = np.concatenate(([0], starts[starts < len(block)]))
     stops = np.append(starts[1:], len(block))
+    if int(np.max(stops - starts)) > MAX_ROW_BYTES or _beyond_python_json(a, starts):
+        return None                     # a bad row for Python's json that pyarrow might take: row by row
     first = starts.copy()
     if offset == 0 and block.startswith(_BOM):
         first[0] = len(_BOM)
@@ -721,7 +880,39 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
         return None
     if texts is None:
         return None
-    return _Run(texts, (starts[keep] + offset).tolist(), block, first, stops)
+    return _Run(texts, (starts[keep] + offset).tolist(), block, first, stops, arrow.clipped)
+
+
+_JSON_SAFE_DEPTH = 200          # brackets open at once in a block below which Python's json never recurses too deep
+
+
+def _beyond_python_json(a, starts) -> bool:
+    """Whether the bytes ``a`` (lines starting at ``starts``) might hold JSON that Python's json refuses
+    and pyarrow takes: an integer of more digits than ``sys.get_int_max_str_digits()``, or brackets
+    nested deeper in one line than Python's recursion limit may allow. Counted without regard to
+    strings, so it errs only towards reading row by row."""
+    import sys
+
+    import numpy as np
+
+    folded = a | 32                                     # '[' -> '{', ']' -> '}'
+    opens, closes = folded == 123, folded == 125
+    at = np.flatnonzero(opens | closes)
+    if at.size > _JSON_SAFE_DEPTH:
+        steps = np.where(opens[at], 1, -1)
+        depth = np.cumsum(steps)
+        line = np.searchsorted(starts, at, side="right")
+        first = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])     # each line's first bracket
+        base = (depth - steps)[first]
+        if int((depth - np.repeat(base, np.diff(np.r_[first, at.size]))).max()) > _JSON_SAFE_DEPTH:
+            return True
+    width = getattr(sys, "get_int_max_str_digits", int)() // 2     # a run of 2w digits covers a w-aligned window
+    if width and a.size >= width:
+        digit = (a - np.uint8(48)) < 10
+        windows = digit[: a.size - a.size % width].reshape(-1, width)
+        if bool(windows.all(axis=1).any()):
+            return True
+    return False
 
 
 def _block_items(block: bytes, offset: int, number: int, arrow: _ArrowTexts, taken: list) -> Iterator[Row | _Run]:
@@ -775,13 +966,16 @@ def _jsonl_items(path: Path, spec: TextSpec) -> Iterator[Row | _Run]:
         while True:
             try:
                 chunk = fh.read(_JSONL_BLOCK)
-            except (OSError, EOFError, gzip.BadGzipFile):
+            except _READ_ERRORS:
                 yield from _rows_jsonl(path, resume_at=offset)
                 return
             if chunk:
                 cut = chunk.rfind(b"\n") + 1
                 if cut == 0:
                     pending.append(chunk)
+                    if sum(map(len, pending)) > MAX_ROW_BYTES:     # a line too long: the rest row by row
+                        yield from _json_rows(_iter_lines(_Prefixed(pending, fh), offset, number))
+                        return
                     continue
                 block = b"".join(pending) + chunk[:cut] if pending else chunk[:cut]
                 pending = [chunk[cut:]] if cut < len(chunk) else []
@@ -801,7 +995,24 @@ def _jsonl_items(path: Path, spec: TextSpec) -> Iterator[Row | _Run]:
                 return
 
 
+class _Prefixed:
+    """``fh`` read by lines, after the bytes of ``parts`` (already read from it)."""
+
+    def __init__(self, parts: list[bytes], fh):
+        self._head = io.BytesIO(b"".join(parts))
+        self._fh = fh
+        self.name = getattr(fh, "name", "?")
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._head.readline(limit)
+        if line.endswith(b"\n") or (limit >= 0 and len(line) >= limit):
+            return line
+        return line + self._fh.readline(-1 if limit < 0 else limit - len(line))
+
+
 def _txt_record(line: bytes) -> dict[str, Any]:
+    if type(line) is _LongLine:
+        raise RowError(line.reason)
     return {"text": _decode(line).rstrip("\r\n")}
 
 
@@ -816,30 +1027,61 @@ def _rows_txt(path: Path) -> Iterator[Row]:
                 yield offset, number, None, str(exc)
 
 
+class _RecordTooLong(Exception):
+    """A CSV record's lines passed ``MAX_ROW_BYTES`` (most likely a quote that is never closed)."""
+
+
 class _LineFeed:
     """Feeds decoded lines to `csv.reader`, noting where the current record began.
 
     Invalid UTF-8 is replaced and noted in ``error`` so the row can be reported
-    instead of stopping the read.
+    instead of stopping the read. The lines of the current record are kept (at most
+    ``MAX_ROW_BYTES``) so that after a quote that never closes, the read can go on
+    from the line after the one the bad record starts on (`replay_after_start`).
     """
 
     def __init__(self, lines: Iterator[tuple[int, int, bytes]]):
         self._lines = lines
+        self._replay: list[tuple[int, int, bytes]] = []     # lines to feed again, last one first
+        self._kept: list[tuple[int, int, bytes]] = []
+        self._kept_bytes = 0
         self.start: tuple[int, int] = (0, 0)
         self.error: str | None = None
+        self.ended = False
         self._fresh = True
 
     def new_record(self) -> None:
         self._fresh = True
         self.error = None
+        self._kept, self._kept_bytes = [], 0
+
+    def replay_after_start(self) -> None:
+        """Feed again every line of the current record except its first."""
+        self._replay.extend(reversed(self._kept[1:]))
+        self.ended = False
 
     def __iter__(self) -> _LineFeed:
         return self
 
     def __next__(self) -> str:
-        offset, number, raw = next(self._lines)
+        if self._replay:
+            item = self._replay.pop()
+        else:
+            try:
+                item = next(self._lines)
+            except StopIteration:
+                self.ended = True
+                raise
+        offset, number, raw = item
         if self._fresh:
             self.start, self._fresh = (offset, number), False
+        self._kept.append(item)
+        self._kept_bytes += len(raw)
+        if self._kept_bytes > MAX_ROW_BYTES and len(self._kept) > 1:
+            raise _RecordTooLong
+        if type(raw) is _LongLine:
+            self.error = self.error or raw.reason
+            return "<line too long>\n"
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -848,11 +1090,13 @@ class _LineFeed:
 
 
 def _csv_records(lines: Iterator[tuple[int, int, bytes]], delimiter: str):
-    """(offset, line, cells or None, reason or None) per non-blank record."""
+    """(offset, line, cells or None, reason or None) per non-blank record, parsed as strictly as
+    ``csv.reader(strict=True)``. A record whose quote never closes (the file ends, or the record passes
+    ``MAX_ROW_BYTES``, inside it) is a bad row, and the read goes on from the line after its first."""
     feed = _LineFeed(lines)
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
-    reader = csv.reader(feed, delimiter=delimiter)
+    reader = csv.reader(feed, delimiter=delimiter, strict=True)
     kind = "CSV" if delimiter == "," else "TSV"
     while True:
         feed.new_record()
@@ -860,8 +1104,17 @@ def _csv_records(lines: Iterator[tuple[int, int, bytes]], delimiter: str):
             cells = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            yield *feed.start, None, f"malformed {kind} ({exc})"
+        except (csv.Error, _RecordTooLong) as exc:
+            if isinstance(exc, _RecordTooLong):
+                reason = f"record longer than {MAX_ROW_BYTES} bytes (a quote that is never closed?)"
+            elif feed.ended:
+                reason = "unterminated quote (the quoted field never ends)"
+            else:
+                yield *feed.start, None, f"malformed {kind} ({exc})"
+                continue
+            yield *feed.start, None, reason
+            feed.replay_after_start()
+            reader = csv.reader(feed, delimiter=delimiter, strict=True)
             continue
         if cells:
             yield *feed.start, cells, feed.error
@@ -905,30 +1158,56 @@ def _rows_csv(path: Path, delimiter: str) -> Iterator[Row]:
 
 def _load_json_array(path: Path) -> list[Any]:
     with _open_binary(path) as fh:
-        data = fh.read()
+        try:
+            data = fh.read()
+        except _READ_ERRORS as exc:
+            raise InputError(f"{path}:1: {_read_problem(exc)}") from None
     try:
         value = json.loads(data)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise InputError(f"{path}:1: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:     # an integer of too many digits, nesting too deep
+        raise InputError(f"{path}:1: invalid JSON ({_one_line(exc)})") from None
     if not isinstance(value, list):
-        raise InputError(f"{path}: expected a JSON array of objects, got {_json_kind(value)}")
+        raise InputError(f"{path}:1: expected a JSON array of objects, got {_json_kind(value)}")
+    # every item is looked at: json.loads of bytes lets even encoded surrogates through ("surrogatepass")
+    for index, item in enumerate(value):
+        if isinstance(item, dict):
+            try:
+                _check_surrogates(item)
+            except RowError as exc:
+                value[index] = _BadItem(str(exc))
     return value
 
 
-def _object_or_raise(path: Path, number: int, value: Any) -> dict[str, Any]:
+class _BadItem(str):
+    """An item of a JSON array that is a bad row for a reason other than its type."""
+
+
+def _json_item_problem(value: Any) -> str | None:
+    if isinstance(value, _BadItem):
+        return str(value)
     if not isinstance(value, dict):
-        raise InputError(f"{path}:{number}: expected a JSON object, got {_json_kind(value)}")
+        return f"expected a JSON object, got {_json_kind(value)}"
+    return None
+
+
+def _object_or_raise(path: Path, number: int, value: Any) -> dict[str, Any]:
+    problem = _json_item_problem(value)
+    if problem is not None:
+        raise InputError(f"{path}:{number}: {problem}")
     return value
 
 
 def _rows_json(path: Path) -> Iterator[Row]:
     for index, value in enumerate(_load_json_array(path)):
-        if isinstance(value, dict):
+        problem = _json_item_problem(value)
+        if problem is None:
             yield index, index + 1, value, None
         else:
-            yield index, index + 1, None, f"expected a JSON object, got {_json_kind(value)}"
+            yield index, index + 1, None, problem
 
 
 def _parquet_file(path: Path):
@@ -937,16 +1216,31 @@ def _parquet_file(path: Path):
     try:
         return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+
+
+def _columnar_rows(path: Path, what: str, batches: Iterator) -> Iterator[Row]:
+    """Rows of record batches; an error while reading or converting one names the file and row."""
+    index = 0
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            records = batch.to_pylist()
+        except InputError:
+            raise
+        except Exception as exc:    # pyarrow raises several unrelated types for unreadable data
+            raise InputError(f"{path}:{index + 1}: not a readable {what} file past row {index} "
+                             f"({_one_line(exc)})") from None
+        for record in records:
+            yield index, index + 1, record, None
+            index += 1
 
 
 def _rows_parquet(path: Path) -> Iterator[Row]:
     pf = _parquet_file(path)
-    index = 0
-    for batch in pf.iter_batches(batch_size=_ARROW_READ_ROWS):
-        for record in batch.to_pylist():
-            yield index, index + 1, record, None
-            index += 1
+    yield from _columnar_rows(path, "Parquet", pf.iter_batches(batch_size=_ARROW_READ_ROWS))
 
 
 def _fetch_parquet(path: Path, wanted: set[int]) -> dict[int, dict[str, Any]]:
@@ -1006,7 +1300,7 @@ def _arrow_batches(path: Path):
     try:
         reader = pa.ipc.open_file(source)
     except pa.ArrowInvalid as exc:
-        raise InputError(f"{path}: not an Arrow IPC file ({exc})") from None
+        raise InputError(f"{path}: not an Arrow IPC file ({_one_line(exc)})") from None
     for i in range(reader.num_record_batches):
         yield reader.get_batch(i)
 
@@ -1014,11 +1308,11 @@ def _arrow_batches(path: Path):
 def _rows_arrow(path: Path, fmt: str) -> Iterator[Row]:
     index = 0
     for file in _arrow_files(path, fmt):
-        for batch in _arrow_batches(file):
-            for start in range(0, batch.num_rows, _ARROW_READ_ROWS):
-                for record in batch.slice(start, _ARROW_READ_ROWS).to_pylist():
-                    yield index, index + 1, record, None
-                    index += 1
+        pieces = (batch.slice(start, _ARROW_READ_ROWS) for batch in _arrow_batches(file)
+                  for start in range(0, batch.num_rows, _ARROW_READ_ROWS))
+        for _, _, record, _ in _columnar_rows(file, "Arrow", pieces):
+            yield index, index + 1, record, None
+            index += 1
 
 
 def _fetch_arrow(path: Path, fmt: str, wanted: set[int]) -> dict[int, dict[str, Any]]:
@@ -1101,7 +1395,9 @@ def _fetch_plain_line(path: Path, fh: IO[bytes], fmt: str, header, offset: int, 
         if reason is not None:
             raise InputError(f"{where}: {reason}")
         return _line_record(where, fmt, header, cells)
-    line = fh.readline()
+    line = fh.readline(MAX_ROW_BYTES + 1)
+    if len(line) > MAX_ROW_BYTES:
+        raise InputError(f"{where}: line longer than {MAX_ROW_BYTES} bytes")
     if offset == 0 and line.startswith(_BOM):
         line = line[len(_BOM):]
     if not line.strip():

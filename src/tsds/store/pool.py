@@ -32,7 +32,7 @@ import numpy as np
 
 from tsds.embed.base import zero_vector_rows
 from tsds.errors import InputError
-from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches
+from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches, refuse_pipe
 from tsds.retrieval.index import build_index
 from tsds.retrieval.mapped import MAPS_PAGES, local_or_none, to_mapped
 from tsds.store.provenance import hash_path, path_sha256, path_state, text_hashes
@@ -347,6 +347,7 @@ def atomic_write_index(path: Path, index) -> None:
 
 
 def _file_entry(path: Path, fmt: str | None) -> dict:
+    refuse_pipe(path, "a pool build needs a regular file it can read again")
     p = path.resolve()
     if not p.exists():
         raise InputError(f"{path}: no such file")
@@ -605,7 +606,7 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
     if n_rows == 0:
         raise InputError(f"{paths[0]}: no usable rows in the pool")
     meta.update({"complete": True, "n_rows": n_rows, "skipped_rows": stats.skipped,
-                 "bad_row_examples": stats.bad_examples,
+                 "bad_row_examples": stats.bad_examples, "clipped_texts": stats.clipped,
                  "truncated_texts": sum(s.get("truncated", 0) for s in PoolStore(root).shard_meta()),
                  "zero_rows": int(PoolStore(root).zero_rows().size),
                  "last_build": counters})
@@ -624,7 +625,9 @@ def _check_compatible(root, old, entries, identity, spec_dict, on_bad_row, shard
             f"({old.get('embedder', {}).get('weights_sha256', '')[:12]}), not {identity.get('model')!r} "
             f"({identity.get('weights_sha256', '')[:12]}); use a new store folder"
         )
-    if old.get("text_spec") != spec_dict or old.get("on_bad_row") != on_bad_row:
+    old_spec = dict(old.get("text_spec") or {})
+    old_spec.setdefault("max_chars", TextSpec().max_chars)  # stores from before texts were clipped
+    if old_spec != spec_dict or old.get("on_bad_row") != on_bad_row:
         raise InputError(f"{root}: store was built with text spec {old.get('text_spec')} "
                          f"(on_bad_row={old.get('on_bad_row')}); got {spec_dict} (on_bad_row={on_bad_row})")
     if old.get("shard_rows") != shard_rows:

@@ -43,6 +43,7 @@ from tsds.io.readers import (
     _iter_rows,
     _open_binary,
     _parse_json_line,
+    _skip_line,
     _txt_record,
     iter_batches,
 )
@@ -68,6 +69,7 @@ class ScanResult:
     lines: int                          # lines in a byte range (line numbers of a range start at 1)
     bad: list = field(default_factory=list)    # (line or row number, reason), in order
     error: str | None = None            # a file-level error (cannot open, bad header, ...)
+    clipped: int = 0                    # good rows whose text was clipped to the spec's max_chars
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,15 @@ def _is_gzip(path: str) -> bool:
 def _line_rows(path: str, fmt: str, start: int, end: int | None, counter: list) -> Iterator:
     """Rows of a plain line file whose line starts in [start, end), numbered from 1 at the first line
     (``counter[0]`` counts the lines, blank ones included); the same parsing as the readers' jsonl/txt."""
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+    with fh:
         begin = start
         if start > 0:
             fh.seek(start - 1)
-            begin = start - 1 + len(fh.readline())      # the first line that starts at or after ``start``
+            begin = start - 1 + _skip_line(fh)          # the first line that starts at or after ``start``
         fh.seek(begin)
         for offset, number, line in _iter_lines(fh, begin, 1):
             if end is not None and offset >= end:
@@ -146,6 +152,7 @@ def scan(unit: ScanUnit, spec: TextSpec, fail: bool) -> ScanResult:
     locations: list[int] = []
     bad: list = []
     counter = [0]
+    clipped = 0
     try:
         if unit.end is None:
             rows = _iter_rows(Path(unit.path), unit.fmt)
@@ -154,7 +161,7 @@ def scan(unit: ScanUnit, spec: TextSpec, fail: bool) -> ScanResult:
         for location, number, record, reason in rows:
             if reason is None:
                 try:
-                    spec.extract(record)
+                    clipped += spec.extract_clipped(record)[1]
                 except RowError as exc:
                     reason = str(exc)
             if reason is not None:
@@ -164,8 +171,8 @@ def scan(unit: ScanUnit, spec: TextSpec, fail: bool) -> ScanResult:
                 continue
             locations.append(location)
     except InputError as exc:
-        return ScanResult(unit.file_index, np.asarray(locations, np.int64), counter[0], bad, str(exc))
-    return ScanResult(unit.file_index, np.asarray(locations, np.int64), counter[0], bad)
+        return ScanResult(unit.file_index, np.asarray(locations, np.int64), counter[0], bad, str(exc), clipped)
+    return ScanResult(unit.file_index, np.asarray(locations, np.int64), counter[0], bad, clipped=clipped)
 
 
 def read_unit(unit: ReadUnit, spec: TextSpec, on_bad_row: str, shard_rows: int) -> Iterator[ShardText]:
@@ -255,6 +262,7 @@ class PoolShards:
                 self.stats._add_bad(message)
             if res.error is not None:
                 raise InputError(res.error)
+            self.stats.clipped += res.clipped
             line_base[f] = line_base.get(f, 0) + res.lines
             have = counts.get(f, 0)
             # positions (within this result) of the rows that begin a shard
