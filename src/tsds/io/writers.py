@@ -10,6 +10,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from tsds import atomic
 from tsds.errors import ParameterError
 
 RECORD_FORMATS = (".jsonl", ".jsonl.gz", ".parquet")
@@ -36,8 +37,7 @@ def write_records(path: Path, records: list[dict]) -> None:
     """
     path = Path(path)
     fmt = records_format(path.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = atomic.temp_file(path)
     try:
         if fmt == ".parquet":
             import pyarrow as pa
@@ -55,7 +55,7 @@ def write_records(path: Path, records: list[dict]) -> None:
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 for r in records:
                     f.write(encode_jsonl(r))
-        os.replace(tmp, path)
+        atomic.commit(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
