@@ -41,7 +41,7 @@ def select_embeddings(
     """
     config = config or make_config(**params)
     if out is not None:
-        check_output_dir(out, overwrite)
+        check_output_dir(out, overwrite, inputs=[_path_or_none(candidates), _path_or_none(queries), work_dir])
     stages = StageLog()
     started = time.time()
     with stages.stage("read"):
@@ -73,6 +73,10 @@ def select_embeddings(
                                    "n_candidates": cand.n, "n_queries": int(q.shape[0]), "dim": cand.dim,
                                    "started": started})
     return selection
+
+
+def _path_or_none(value):
+    return value if isinstance(value, (str, os.PathLike)) else None
 
 
 def write_selection(selection: Selection, out, *, overwrite: bool = False, inputs: dict | None = None,
