@@ -117,10 +117,23 @@ def write_json(path: str | os.PathLike, data, *, sort_keys: bool = True, default
 
 
 def write_npy(path: str | os.PathLike, array) -> None:
+    with replacing(path, ".npy") as tmp, open(tmp, "wb") as f:
+        save_npy_into(f, array)
+
+
+class _Writes:
+    """Only the write method of a file: numpy then writes through it, and a failed write raises the system's
+    error (EFBIG, ENOSPC) instead of the bare 'n requested and m written' of ndarray.tofile."""
+
+    def __init__(self, f):
+        self.write = f.write
+
+
+def save_npy_into(f, array) -> None:
+    """``np.save`` into the open binary file ``f``, with the system's error when a write fails."""
     import numpy as np
 
-    with replacing(path, ".npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+    np.save(_Writes(f), array, allow_pickle=False)
 
 
 def write_npz(path: str | os.PathLike, **arrays) -> None:
@@ -131,21 +144,28 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
 
 
 def write_index(path: str | os.PathLike, index) -> None:
-    """FAISS writes straight to the temporary file (no in-memory copy of the index); its write errors,
-    RuntimeErrors that carry the system's error text, become OSErrors naming ``path``."""
+    """FAISS streams the index into the temporary file in chunks (no in-memory copy of the whole index).
+    Through a Python writer, not by file name: FAISS's own file writer loses a failed write (a file-size
+    limit, a full disk) and leaves a truncated index behind with only a message on stderr."""
     import faiss
 
-    with replacing(path) as tmp:
+    with replacing(path) as tmp, open(tmp, "wb", buffering=0) as f:
+        def write_all(data) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view):]
+
         try:
-            faiss.write_index(index, tmp)
+            faiss.write_index(index, faiss.PyCallbackIOWriter(write_all))
         except RuntimeError as exc:
             raise _faiss_error(str(exc), path) from None
 
 
 def _faiss_error(message: str, path) -> OSError:
-    m = re.search(r"\b(\d+) \(([^)]*)\)", message)
-    if m and int(m.group(1)) in errno.errorcode:
-        return OSError(int(m.group(1)), m.group(2), str(path))
+    """FAISS reports a failed write as text ('... close error: File too large'): the system error it names."""
+    for code in sorted(errno.errorcode):
+        if os.strerror(code) in message and code not in (0,):
+            return OSError(code, os.strerror(code), str(path))
     return OSError(errno.EIO, f"FAISS could not write the index ({message.strip().splitlines()[-1]})", str(path))
 
 

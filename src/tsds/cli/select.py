@@ -117,11 +117,11 @@ def _check_options(*, records, exclude_radius, support_multiple, index_storage, 
     records_format(check_records_name(records))
     check_number("--exclude-radius", exclude_radius, low=0)
     check_number("--support-multiple", support_multiple, low=1)
-    check_choice("--index-storage", index_storage, STORAGES)
+    check_choice("index storage (--index-storage)", index_storage, STORAGES)
     check_choice("--engine", engine, ENGINES)
     check_choice("--method", method, METHODS)
     if work_dir is not None and not work_dir.is_dir():
-        raise InputError(f"--work-dir {work_dir}: no such folder")
+        raise InputError(f"--work-dir: {work_dir} does not exist or is not a folder")
 
 
 def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import numpy as np
 from tsds import atomic
 from tsds.errors import InputError, ParameterError
 
+_WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 _RECORDS_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
@@ -115,6 +117,13 @@ def check_store_dir(out: str | os.PathLike, inputs=(), flag: str = "--out") -> P
         if names and not names & _STORE_ENTRIES:
             raise ParameterError(f"{flag} {out}: is a folder of other files, not a pool store; choose a new or "
                                  "empty folder")
+    here = out
+    while not here.is_dir() and here != here.parent:
+        here = here.parent
+    try:
+        atomic.temp_dir(here / out.name).rmdir()
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the store in {here} ({exc.strerror or exc})") from None
     return out
 
 
@@ -125,15 +134,20 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, inputs=()):
     tmp = atomic.temp_dir(out)
     try:
         yield tmp
+        atomic.replace_dir(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.filename is not None or exc.errno not in _WRITE_ERRORS:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(out)) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic.replace_dir(tmp, out)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+        atomic.save_npy_into(f, array)
 
 
 def save_json(path: Path, data: dict) -> None:
