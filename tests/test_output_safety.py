@@ -222,19 +222,23 @@ def test_a_killed_writer_leaves_a_temporary_that_the_next_run_removes(npy, tmp_p
     writer.wait()
     left = [p for p in tmp_path.iterdir() if p.name.startswith(".sel.tmp-")]
     assert len(left) == 1 and f"-{writer.pid}-" in left[0].name and (left[0] / "probabilities.npy").is_file()
-    alive = tmp_path / f".sel.tmp-{os.getpid()}-inuse"     # a live writer's temporary is kept
-    alive.mkdir()
-    other = tmp_path / f".selection.tmp-{_dead_pid()}-x"   # another output's is not this run's business
-    other.mkdir()
+    host = left[0].name.split("-")[2]
+    alive = tmp_path / f".sel.tmp-{os.getpid()}-{host}-inuse"         # a live writer's temporary is kept
+    elsewhere = tmp_path / f".sel.tmp-{writer.pid}-0badcafe-x"         # so is one written from another machine
+    other = tmp_path / f".selection.tmp-{_dead_pid()}-{host}-x"       # and another output's
+    for p in (alive, elsewhere, other):
+        p.mkdir()
     r = run(*npy_args(npy), "--out", out)
     assert r.returncode == 0, r.stderr
-    assert not left[0].exists() and alive.is_dir() and other.is_dir()
+    assert not left[0].exists() and alive.is_dir() and elsewhere.is_dir() and other.is_dir()
     assert (out / "manifest.json").is_file()
 
 
 def test_previous_output_moved_aside_by_a_killed_writer_is_put_back(npy, tmp_path):
     out = tmp_path / "sel"
-    aside = tmp_path / f".sel.old-{_dead_pid()}"
+    from tsds.atomic import _owner
+
+    aside = tmp_path / f".sel.old-{_dead_pid()}-{_owner().split('-')[1]}"
     aside.mkdir()
     (aside / "manifest.json").write_text("{}")
     r = run(*npy_args(npy), "--out", out)

@@ -9,10 +9,12 @@ for folders) that the next run recognises, and outputs get the modes the user's 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,12 +173,18 @@ def _faiss_error(message: str, path) -> OSError:
 
 # ---- folders ----------------------------------------------------------------------------------------
 
+def _owner() -> str:
+    """``<pid>-<host>``: who writes a temporary folder (the host, because a shared folder may be written from
+    several machines, and a pid says nothing about another machine's processes)."""
+    return f"{os.getpid()}-{hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]}"
+
+
 def temp_dir(path: str | os.PathLike) -> Path:
-    """An empty temporary folder beside ``path``, named ``.<name>.tmp-<pid>-<chars>`` so that a later run can
-    tell whether its writer is still alive (see ``sweep_stale``); mode from the umask."""
+    """An empty temporary folder beside ``path``, named ``.<name>.tmp-<pid>-<host>-<chars>`` so that a later
+    run can tell whether its writer is still alive (see ``sweep_stale``); mode from the umask."""
     path = Path(path)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{_owner()}-", dir=path.parent))
         os.chmod(tmp, dir_mode())
     except OSError as exc:
         raise _named(exc, path.parent) from None
@@ -187,7 +195,7 @@ def replace_dir(tmp: Path, path: Path) -> None:
     """Put the finished folder ``tmp`` in place of ``path`` (which may exist: it is moved aside, then removed)."""
     old = None
     if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        old = path.parent / f".{path.name}.old-{_owner()}"
         os.replace(path, old)
     os.replace(tmp, path)
     fsync_dir(path.parent)
@@ -209,18 +217,19 @@ def pid_alive(pid: int) -> bool:
 
 
 def sweep_stale(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary folders left beside ``path`` by writers of ``path`` that died (a killed run):
-    ``.<name>.tmp-<pid>-*`` of a dead pid. A ``.<name>.old-<pid>`` of a dead pid is the previous output,
-    moved aside by a writer killed between its two renames: it is put back if ``path`` is missing, else
-    removed. Returns what was removed or restored."""
+    """Remove the temporary folders left beside ``path`` by writers of ``path`` on this machine that died (a
+    killed run): ``.<name>.tmp-<pid>-<host>-*`` of a dead pid. A ``.<name>.old-<pid>-<host>`` of a dead pid is
+    the previous output, moved aside by a writer killed between its two renames: it is put back if ``path``
+    is missing, else removed. Returns what was removed or restored."""
     path = Path(path)
     done = []
     if not path.parent.is_dir():
         return done
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(tmp|old)-(\d+)(-.*)?$")
+    host = _owner().split("-")[1]
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(tmp|old)-(\d+)-([0-9a-f]{{8}})(-.*)?$")
     for entry in path.parent.iterdir():
         m = pattern.match(entry.name)
-        if not m or pid_alive(int(m.group(2))) or entry.is_symlink() or not entry.is_dir():
+        if not m or m.group(3) != host or pid_alive(int(m.group(2))) or entry.is_symlink() or not entry.is_dir():
             continue
         if m.group(1) == "old" and not path.exists():
             os.replace(entry, path)

@@ -142,7 +142,7 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
                  exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
                  config_file=None):
     from tsds.config import make_config
-    from tsds.errors import ParameterError
+    from tsds.errors import InputError, ParameterError
     from tsds.io.output import check_output_dir
     from tsds.pipeline.multi import parse_target, select_multi_text
     from tsds.engines import make_engine
@@ -157,6 +157,9 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
     config = make_config(**params)
     spec = _spec(text_field, template, messages_field)
     targets = [parse_target(q) for q in queries]
+    for path in [*(t[0] for t in targets), *(exclude or [])]:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such file")
     check_output_dir(out_dir, overwrite, inputs=[pool, *(t[0] for t in targets), *(exclude or []), config_file])
     checked = PoolStore(pool)
     checked.require_complete()
