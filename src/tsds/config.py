@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from pathlib import Path
 from typing import Literal
 
@@ -78,8 +79,12 @@ def check_count(flag: str, value, *, low: int = 1, high: int = MAX_INT) -> int |
     """A whole number within [low, high], else a one-line ParameterError naming ``flag``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(f"{flag} must be a whole number, got {value!r}")
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ParameterError(f"{flag} must be a whole number, got {value!r}") from None
     if not low <= value <= high:
         raise ParameterError(f"{flag} must be between {low} and {high}, got {value}")
     return value

@@ -45,9 +45,12 @@ def pool_build(
 
     from tsds.config import check_build_options, check_choice
     from tsds.engines import ENGINES
+    from tsds.errors import ParameterError
 
     _logging(quiet, log_json)
     check_choice("--engine", engine, ENGINES)
+    if engine == "local" and ray_address:
+        raise ParameterError("--ray-address applies to --engine ray only")
     spec = _spec(text_field, template, messages_field)
     check_build_options(files, out_dir, metric=metric, index_kind=index, shard_rows=shard_rows,
                         on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards, embedder_spec=embedder)
