@@ -234,6 +234,44 @@ def test_a_killed_writer_leaves_a_temporary_that_the_next_run_removes(npy, tmp_p
     assert (out / "manifest.json").is_file()
 
 
+def _kill_while_writing(args, parent: Path, name: str, attempts: int = 5):
+    """Start ``tsds select`` and SIGKILL it once its temporary output folder holds a file (mid-write); None if
+    every attempt finished first."""
+    for _ in range(attempts):
+        proc = subprocess.Popen([*TSDS, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None:
+            busy = [e for e in os.scandir(parent) if e.name.startswith(f".{name}.tmp-") and _has_files(e.path)]
+            if busy:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            return proc
+        shutil.rmtree(parent / name, ignore_errors=True)
+    return None
+
+
+def _has_files(folder) -> bool:
+    try:
+        return any(os.scandir(folder))
+    except FileNotFoundError:
+        return False
+
+
+def test_select_killed_mid_write_is_cleaned_by_the_next_run(small_store, tmp_path):
+    out = tmp_path / "sel"
+    args = ["select", "--pool", small_store.root, "--queries", QUERIES, "--size", 1000, "--out", out, "-q"]
+    killed = _kill_while_writing(args, tmp_path, "sel")
+    if killed is None:
+        pytest.skip("every run finished before it could be killed mid-write")
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".sel.tmp-")]
+    assert not out.exists() and len(left) == 1 and f"-{killed.pid}-" in left[0].name
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sel"]
+    assert sum(1 for _ in open(out / "selected.jsonl")) == 1000
+
+
 def test_previous_output_moved_aside_by_a_killed_writer_is_put_back(npy, tmp_path):
     out = tmp_path / "sel"
     from tsds.atomic import _owner
