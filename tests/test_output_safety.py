@@ -74,12 +74,37 @@ def test_records_name_must_be_a_plain_file_name(store_copy, tmp_path, name):
     assert not out.exists() and not (tmp_path / "sub").exists()
 
 
+def test_library_refuses_a_records_path_too(small_store, tmp_path):
+    from tsds.config import make_config
+    from tsds.errors import ParameterError
+    from tsds.pipeline.multi import select_multi_text
+    from tsds.pipeline.text import select_text
+
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text("mine\n")
+    for call, queries in ((select_text, QUERIES), (select_multi_text, [f"{QUERIES}:1", f"{QUERIES}:2"])):
+        with pytest.raises(ParameterError, match="plain file name"):
+            call(small_store, queries, out=tmp_path / "sel", config=make_config(size=5), records_name=str(victim))
+    assert victim.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["victim.jsonl"]
+
+
 # ---- --out over the inputs ---------------------------------------------------------------------
 
 def test_out_is_the_pool_store(store_copy, tmp_path):
     before = _tree(store_copy)
     r = run("select", "--pool", store_copy, "--queries", QUERIES, "--size", 5, "--out", store_copy, "--overwrite")
     one_line_error(r, "--out", "holds the input")
+    assert _tree(store_copy) == before
+
+
+def test_library_never_replaces_a_pool_store(store_copy):
+    from tsds.config import make_config
+    from tsds.errors import ParameterError
+    from tsds.pipeline.text import select_text
+
+    before = _tree(store_copy)
+    with pytest.raises(ParameterError, match="is a pool store"):
+        select_text(store_copy, QUERIES, out=store_copy, config=make_config(size=5), overwrite=True)
     assert _tree(store_copy) == before
 
 

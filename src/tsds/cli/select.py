@@ -110,11 +110,10 @@ def _check_options(*, records, exclude_radius, support_multiple, index_storage, 
     from tsds.config import check_choice, check_number
     from tsds.engines import ENGINES
     from tsds.errors import InputError
-    from tsds.io.output import check_records_name
     from tsds.io.writers import records_format
     from tsds.retrieval.index import STORAGES
 
-    records_format(check_records_name(records))
+    records_format(records)
     check_number("--exclude-radius", exclude_radius, low=0)
     check_number("--support-multiple", support_multiple, low=1)
     check_choice("index storage (--index-storage)", index_storage, STORAGES)

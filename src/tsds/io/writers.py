@@ -12,11 +12,14 @@ from pathlib import Path
 
 from tsds import atomic
 from tsds.errors import ParameterError
+from tsds.io.output import check_records_name
 
 RECORD_FORMATS = (".jsonl", ".jsonl.gz", ".parquet")
 
 
 def records_format(name: str) -> str:
+    """The format of the records file ``name``: a plain file name (no folders), written inside the output."""
+    check_records_name(name)
     lower = name.lower()
     for ext in RECORD_FORMATS:
         if lower.endswith(ext):
