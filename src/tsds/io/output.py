@@ -112,6 +112,8 @@ def check_store_dir(out: str | os.PathLike, inputs=(), flag: str = "--out") -> P
     for path, name in _inputs(inputs):
         if path == where or where in path.parents:
             raise ParameterError(f"{flag} {out}: holds the input {name}; choose another folder for the store")
+        if path in where.parents and path.is_dir():  # a saved dataset's folder: its content hash would change
+            raise ParameterError(f"{flag} {out}: lies inside the input folder {name}; choose another folder")
     if out.exists():
         if not out.is_dir():
             raise InputError(f"{out}: exists and is not a folder")
