@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from functools import wraps
@@ -35,6 +36,8 @@ def _fail_cleanly(fn):
         except TsdsError as exc:
             _error_line(str(exc))
         except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the reader of our output went away (| head): not an error of ours
+                raise
             _error_line(os_error_line(exc))
 
     return wrapper
