@@ -1,7 +1,7 @@
 """Atomic writing: a temporary name in the destination's folder, fsync, permissions from the umask, rename.
 
 Every file and folder tsds writes goes through here, so that a reader never sees half a file, a killed
-writer leaves only temporaries (``.<name>.<8 chars>[.npy|.npz]`` for files, ``.<name>.tmp-<pid>-<chars>``
+writer leaves only temporaries (``.<name>.<8 chars>[.npy|.npz]`` for files, ``.<name>.tmp-<pid>-<host>-<chars>``
 for folders) that the next run recognises, and outputs get the modes the user's umask asks for
 (``tempfile`` alone would make them private: 0600 / 0700).
 """
@@ -69,7 +69,6 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(Path(path).parent)
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -165,9 +164,10 @@ def write_index(path: str | os.PathLike, index) -> None:
 
 def _faiss_error(message: str, path) -> OSError:
     """FAISS reports a failed write as text ('... close error: File too large'): the system error it names."""
-    for code in sorted(errno.errorcode):
-        if os.strerror(code) in message and code not in (0,):
-            return OSError(code, os.strerror(code), str(path))
+    named = [code for code in errno.errorcode if code and os.strerror(code) in message]
+    if named:
+        code = max(named, key=lambda c: len(os.strerror(c)))
+        return OSError(code, os.strerror(code), str(path))
     return OSError(errno.EIO, f"FAISS could not write the index ({message.strip().splitlines()[-1]})", str(path))
 
 
