@@ -92,6 +92,7 @@ def test_one_row_query_file_is_accepted(npy, tmp_path):
     (["--queries", f"{QUERIES}:-1"], "weight"),
     (["--exclude-radius", "nan", "--exclude", QUERIES], "--exclude-radius"),
     (["--size", "1501", "--without-replacement"], "1500 rows"),
+    (["--size", "1501", "--method", "random"], "1500 rows"),
     (["--alpha", "auto", "--support-multiple", "nan"], "--support-multiple"),
 ])
 def test_select_text_options(small_store, tmp_path, extra, needle):

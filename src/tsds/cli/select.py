@@ -163,7 +163,8 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
     checked = PoolStore(pool)
     checked.require_complete()
     n_rows = checked.n_rows
-    if config.sampling == "without-replacement" and config.size > n_rows:
+    distinct = config.sampling == "without-replacement" or method not in ("tsds", "full")
+    if distinct and config.size > n_rows:  # the baselines other than full never draw more than the pool
         raise ParameterError(f"--size {config.size} is larger than the {n_rows} rows of the pool store {pool}; "
                              "cannot draw that many distinct examples")
     common = dict(out=out_dir, config=config, query_spec=spec, records_name=records, overwrite=overwrite,
