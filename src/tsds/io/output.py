@@ -53,19 +53,20 @@ def check_not_over_inputs(out, inputs=(), flag: str = "--out") -> Path:
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool, inputs=(), flag: str = "--out") -> Path:
     """Everything about the output folder that can fail, checked before any work: not over an input (see
-    ``check_not_over_inputs``) nor a pool store, absent unless overwrite, a folder, its parent writable. Temporary folders of
-    earlier runs of the same output that were killed are removed here (``tsds.atomic.sweep_stale``)."""
+    ``check_not_over_inputs``) nor a pool store, absent unless overwrite, a folder, its parent writable.
+    Temporary folders of earlier runs of the same output that were killed are removed first
+    (``tsds.atomic.sweep_stale``)."""
     out = Path(out)
     check_not_over_inputs(out, inputs, flag)
     if (out / "store.json").is_file():
         raise ParameterError(f"{flag} {out}: is a pool store; choose another output folder")
+    atomic.sweep_stale(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out}: output folder exists; choose another or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: parent folder of the output does not exist")
-    atomic.sweep_stale(out)
     try:
         atomic.temp_dir(out).rmdir()
     except OSError as exc:
