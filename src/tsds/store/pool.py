@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from tsds import atomic
