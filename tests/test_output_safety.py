@@ -351,3 +351,5 @@ def test_unwritable_output_folder_is_one_line_before_any_work(npy):
     """/proc refuses new files and folders even to root."""
     one_line_error(run(*npy_args(npy), "--out", "/proc/tsds-selection"), "/proc", "cannot write")
     one_line_error(run("pool", "build", QUERIES, "--out", "/proc/tsds-store"), "/proc/tsds-store", "cannot write")
+    one_line_error(run("sweep", "--pool", ROOT / "no-store", "--queries", QUERIES, "--json", "/proc/sweep.json"),
+                   "--json /proc/sweep.json", "cannot write")

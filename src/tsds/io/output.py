@@ -89,8 +89,14 @@ def check_output_file(path: str | os.PathLike | None, inputs=(), flag: str = "--
             raise ParameterError(f"{flag} {path}: lies inside the pool store {name}; choose another file")
     if path.is_dir():
         raise ParameterError(f"{flag} {path}: is a folder; give a file name")
-    if not parent_made and not path.parent.is_dir():
+    if not path.parent.is_dir():
+        if parent_made:
+            return path
         raise InputError(f"{path.parent}: folder of {flag} does not exist")
+    try:
+        os.unlink(atomic.temp_file(path))
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: cannot write in {path.parent} ({exc.strerror or exc})") from None
     return path
 
 
