@@ -41,7 +41,7 @@ def select_embeddings(
     """
     config = config or make_config(**params)
     if out is not None:
-        check_output_dir(out, overwrite)
+        check_output_dir(out, overwrite, inputs=[_path_or_none(candidates), _path_or_none(queries), work_dir])
     stages = StageLog()
     started = time.time()
     with stages.stage("read"):
@@ -86,6 +86,10 @@ def _refuse_zero_rows(cand, qsrc, q) -> None:
         if rows.size:
             raise InputError(f"{name}: row {int(rows[0])} is all zeros ({rows.size} such rows); "
                              "the cosine metric needs non-zero vectors")
+
+
+def _path_or_none(value):
+    return value if isinstance(value, (str, os.PathLike)) else None
 
 
 def write_selection(selection: Selection, out, *, overwrite: bool = False, inputs: dict | None = None,

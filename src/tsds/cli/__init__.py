@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from functools import wraps
@@ -25,17 +26,38 @@ def _root() -> None:
 
 
 def _fail_cleanly(fn):
-    """Turn user errors into one line on stderr and exit status 2."""
+    """Turn user errors, and the system's refusals to read or write a file (no space, file too large, no
+    permission, read-only), into one line on stderr and exit status 2."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except TsdsError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
+            _error_line(str(exc))
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the reader of our output went away (| head): not an error of ours
+                raise
+            _error_line(os_error_line(exc))
 
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """``path: reason`` for an OSError (both paths of a failed rename)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {reason}"
+
+
+def _error_line(message: str) -> None:
+    from rich.markup import escape
+
+    one_line = " ".join(line.strip() for line in message.strip().splitlines())
+    err.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def _logging(quiet: bool, log_json: bool) -> None:
@@ -58,7 +80,34 @@ def spec_from_options(text_field, template, messages_field):
 
 
 def main():  # pragma: no cover
-    app()
+    """The ``tsds`` program: a bad option value (not a number, not a choice) is one line too, exit status 2."""
+    try:
+        from typer._click import exceptions as cx
+    except ImportError:
+        from click import exceptions as cx
+
+    try:
+        code = app(standalone_mode=False)
+    except cx.NoArgsIsHelpError:
+        app()
+        return
+    except cx.UsageError as exc:
+        _usage_line(exc)
+    except cx.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(exc) -> None:
+    from rich.markup import escape
+
+    hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+    err.print(f"[bold red]error:[/] {escape(' '.join(exc.format_message().splitlines()))}{hint}",
+              highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
 
 
 from tsds.cli import pool as _pool  # noqa: E402,F401  (registers commands)

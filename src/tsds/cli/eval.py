@@ -55,6 +55,8 @@ def eval_cmd(
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise ParameterError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    from tsds.io.output import check_output_file
+    check_output_file(out_json, inputs=[pool, task, queries, heldout], parent_made=True)
     view = PoolView(pool)
     if (size is None) == (budget is None):
         raise ParameterError("give exactly one of --size and --budget")

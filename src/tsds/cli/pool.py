@@ -43,7 +43,17 @@ def pool_build(
     from tsds.progress import progress_bar
     from tsds.store import build_store
 
+    from tsds.config import check_build_options, check_choice
+    from tsds.engines import ENGINES
+    from tsds.errors import ParameterError
+
     _logging(quiet, log_json)
+    check_choice("--engine", engine, ENGINES)
+    if engine == "local" and ray_address:
+        raise ParameterError("--ray-address applies to --engine ray only")
+    spec = _spec(text_field, template, messages_field)
+    check_build_options(files, out_dir, metric=metric, index_kind=index, shard_rows=shard_rows,
+                        on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards, embedder_spec=embedder)
     log = logging.getLogger("tsds.stage")
     from tsds.io.readers import estimate_rows
 
@@ -52,7 +62,7 @@ def pool_build(
     try:
         with progress_bar("embedding pool", total, quiet=quiet) as advance:
             store = build_store(files, out_dir, embedder_spec=embedder,
-                                spec=_spec(text_field, template, messages_field),
+                                spec=spec,
                                 on_bad_row=on_bad_row, fmt=fmt, metric=metric, index_kind=index,
                                 shard_rows=shard_rows, progress=advance, engine=runner, index_shards=index_shards,
                                 on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i})))

@@ -20,9 +20,12 @@ def report_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Write SELECTION/report.html (self-contained) and SELECTION/figures/*.png."""
+    from tsds.config import MAX_INT, check_count
     from tsds.report import build_report
 
     _logging(quiet, False)
+    check_count("--sample", sample, high=10_000_000)
+    check_count("--seed", seed, low=0, high=MAX_INT)
     path = build_report(selection, sample=sample, seed=seed)
     if not quiet:
         out.print(f"report: {path} (figures in {path.parent / 'figures'})", highlight=False)
@@ -49,8 +52,11 @@ def sweep_cmd(
     """For each alpha: support of p, objective terms and OT distance to the queries, from one neighbour fetch."""
     from rich.table import Table
 
+    from tsds import atomic
     from tsds import calibration as cal
+    from tsds.config import MAX_SIZE, check_choice, check_count, check_number
     from tsds.errors import ParameterError
+    from tsds.io.output import check_output_file
     from tsds.pipeline.select import DensityCache
     from tsds.pipeline.text import load_store_embedder, read_query_texts
     from tsds.store import PoolStore
@@ -62,6 +68,16 @@ def sweep_cmd(
         raise ParameterError(f"--alpha must be comma-separated numbers, got {alpha!r}") from None
     if not alphas or any(not 0 <= a <= 1 for a in alphas):
         raise ParameterError("--alpha values must lie in [0, 1]")
+    check_number("--C", C, low=0, low_open=True)
+    sigma_auto = sigma.strip().lower() == "auto"
+    if not sigma_auto:
+        check_number("--sigma", sigma, low=0)
+    check_choice("--metric", metric, ("euclidean", "cosine"))
+    check_count("--size", size, high=MAX_SIZE)
+    for flag, path in (("--json", json_out), ("--figure", figure)):
+        check_output_file(path, inputs=[pool, queries], flag=flag)
+    if json_out is not None and figure is not None and json_out.resolve() == figure.resolve():
+        raise ParameterError(f"--json and --figure name the same file {json_out}")
     store = PoolStore(pool)
     store.require_complete()
     texts, _ = read_query_texts(store, queries, _spec(text_field, template, messages_field))
@@ -69,13 +85,10 @@ def sweep_cmd(
     index = store.index(metric)
     scale = cal.pool_scale(index)
     c_rec, c_info = cal.recommend_C(scale)
-    if sigma.strip().lower() == "auto":
+    if sigma_auto:
         s, s_info = cal.auto_sigma(scale)
     else:
-        try:
-            s, s_info = float(sigma), None
-        except ValueError:
-            raise ParameterError(f"--sigma must be a number or 'auto', got {sigma!r}") from None
+        s, s_info = float(sigma), None
     c = C if C is not None else c_rec
     cache = None
     if s > 0:
@@ -88,11 +101,11 @@ def sweep_cmd(
     data = {"C": c, "C_recommendation": c_info, "sigma": s, "sigma_auto": s_info, "k_used": result.k_used,
             "neighbour_fetches": result.fetches, "size": size, "rows": rows}
     if json_out:
-        json_out.write_text(json.dumps(data, indent=2))
+        atomic.write_text(json_out, json.dumps(data, indent=2))
     if figure:
         from tsds.report.figures import sweep_figure
 
-        figure.write_bytes(sweep_figure(rows, size))
+        atomic.write_bytes(figure, sweep_figure(rows, size))
     if not quiet:
         t = Table(title=f"alpha sweep (C={c:.3g}{' recommended' if C is None else ''}, sigma={s:.3g}, "
                         f"K={result.k_used}, {result.fetches} neighbour fetch(es))")

@@ -48,10 +48,13 @@ def select_cmd(
 ):
     """Select training data whose distribution matches the query examples."""
     from tsds.api import select_embeddings
-    from tsds.config import read_author_config
+    from tsds.config import make_config, read_author_config
     from tsds.errors import ParameterError
+    from tsds.io.output import check_output_dir
 
     _logging(quiet, log_json)
+    _check_options(records=records, exclude_radius=exclude_radius, support_multiple=support_multiple,
+                   index_storage=index_storage, work_dir=work_dir, engine=engine, method=method)
     params: dict = {}
     if config is not None:
         params.update(read_author_config(config))
@@ -71,7 +74,7 @@ def select_cmd(
                                      "index in its own folder")
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
-                     engine, ray_address, keep_zero_rows, task_name)
+                     engine, ray_address, keep_zero_rows, task_name, config_file=config)
         return
     if engine != "local" or ray_address:
         raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
@@ -90,6 +93,8 @@ def select_cmd(
                         ("--size", params.get("size"))):
         if value is None:
             raise ParameterError(f"{name} is required (on the command line or in --config)")
+    make_config(**params)
+    check_output_dir(target, overwrite, inputs=[cand, qry, config, work_dir])
     sel = select_embeddings(cand, qry, out=target, overwrite=overwrite, index_storage=index_storage,
                             work_dir=work_dir, **params)
     if not quiet:
@@ -100,6 +105,25 @@ def select_cmd(
             f"K={sel.k_used}, level s={a.level:.6g}, objective={a.objective:.6g} -> {target}",
             highlight=False,
         )
+
+
+def _check_options(*, records, exclude_radius, support_multiple, index_storage, work_dir, engine, method) -> None:
+    """The options that need no file read, checked before anything else."""
+    from tsds.baselines import METHODS
+    from tsds.config import check_choice, check_number
+    from tsds.engines import ENGINES
+    from tsds.errors import InputError
+    from tsds.io.writers import records_format
+    from tsds.retrieval.index import STORAGES
+
+    records_format(records)
+    check_number("--exclude-radius", exclude_radius, low=0)
+    check_number("--support-multiple", support_multiple, low=1)
+    check_choice("index storage (--index-storage)", index_storage, STORAGES)
+    check_choice("--engine", engine, ENGINES)
+    check_choice("--method", method, METHODS)
+    if work_dir is not None and not work_dir.is_dir():
+        raise InputError(f"--work-dir: {work_dir} does not exist or is not a folder")
 
 
 def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> dict:
@@ -118,9 +142,10 @@ def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> 
 
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
                  exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
-                 keep_zero_rows=False, task_name=None):
+                 keep_zero_rows=False, task_name=None, config_file=None):
     from tsds.config import make_config
-    from tsds.errors import ParameterError
+    from tsds.errors import InputError, ParameterError
+    from tsds.io.output import check_output_dir
     from tsds.pipeline.multi import parse_target, select_multi_text
     from tsds.engines import make_engine
     from tsds.pipeline.text import select_text
@@ -134,6 +159,17 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
     config = make_config(**params)
     spec = _spec(text_field, template, messages_field)
     targets = [parse_target(q) for q in queries]
+    for path in [*(t[0] for t in targets), *(exclude or [])]:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such file")
+    check_output_dir(out_dir, overwrite, inputs=[pool, *(t[0] for t in targets), *(exclude or []), config_file])
+    checked = PoolStore(pool)
+    checked.require_complete()
+    n_rows = checked.n_rows
+    distinct = config.sampling == "without-replacement" or method not in ("tsds", "full")
+    if distinct and config.size > n_rows:  # the baselines other than full never draw more than the pool
+        raise ParameterError(f"--size {config.size} is larger than the {n_rows} rows of the pool store {pool}; "
+                             "cannot draw that many distinct examples")
     common = dict(out=out_dir, config=config, query_spec=spec, records_name=records, overwrite=overwrite,
                   exclude=list(exclude or []) or None, exclude_radius=exclude_radius, report=report)
     if len(targets) > 1 or targets[0][0] != str(queries[0]):

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tsds.atomic import dir_mode
 from tsds.embed.base import Embedder, l2_normalise, weights_sha256
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def ensure_static_model() -> Path:
             shutil.rmtree(final, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=parent))
         try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared read-only
+            tmp.chmod(dir_mode())  # mkdtemp makes it private; the umask says who may read the cache
             log.warning("building the static embedding model once (about 30 s on 2 idle cores) into %s", final)
             _distill_into(tmp)
             info = {"name": STATIC_NAME, "versions": _versions(), "weights_sha256": weights_sha256(tmp)}

@@ -66,7 +66,8 @@ class NpyVectors:
             raise InputError(f"{self.name}: not a valid .npy file ({exc})") from None
         if not isinstance(mm, np.memmap):
             raise InputError(f"{self.name}: not a .npy file (an .npz archive?)")
-        shape, dtype, fortran, self.offset = mm.shape, mm.dtype, mm.flags.f_contiguous and mm.ndim > 1, mm.offset
+        # a single row (or column) is both C- and Fortran-contiguous: only a layout that is not C order is refused
+        shape, dtype, fortran, self.offset = mm.shape, mm.dtype, not mm.flags.c_contiguous, mm.offset
         del mm
         _check_dtype(dtype, self.name)
         if len(shape) != 2:

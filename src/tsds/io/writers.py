@@ -10,12 +10,12 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from tsds import atomic
 from tsds.errors import InputError, ParameterError, TsdsError
+from tsds.io.output import check_records_name
 
 log = logging.getLogger("tsds")
 
@@ -23,6 +23,8 @@ RECORD_FORMATS = (".jsonl", ".jsonl.gz", ".parquet")
 
 
 def records_format(name: str) -> str:
+    """The format of the records file ``name``: a plain file name (no folders), written inside the output."""
+    check_records_name(name)
     lower = name.lower()
     for ext in RECORD_FORMATS:
         if lower.endswith(ext):
@@ -163,8 +165,7 @@ def write_records(path: Path, records: list[dict], expected: int | None = None) 
     path = Path(path)
     fmt = records_format(path.name)
     expected = len(records) if expected is None else int(expected)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = atomic.temp_file(path)
     nonfinite = [0]
     try:
         if fmt == ".parquet":
@@ -194,7 +195,7 @@ def write_records(path: Path, records: list[dict], expected: int | None = None) 
         if written != expected:
             raise TsdsError(f"{path}: the records file came out with {written} rows, not the {expected} "
                             "drawn; it was not kept")
-        os.replace(tmp, path)
+        atomic.commit(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tsds import atomic
 from tsds.errors import InputError
 
 REPORT_FILE = "report.html"
@@ -168,7 +169,7 @@ def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters
     fig_dir = out / FIGURES_DIR
     fig_dir.mkdir(exist_ok=True)
     for name, png in figs.items():
-        (fig_dir / f"{name}.png").write_bytes(png)
+        atomic.write_bytes(fig_dir / f"{name}.png", png)
 
     # --- near-duplicate clusters ---------------------------------------------------------------
     cluster_rows = []
@@ -204,7 +205,7 @@ def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters
     page = _html(manifest, figs, records, queries, cov, flagged, typical, cluster_rows, targets, spec, rows,
                  sweep, pool_rows.size)
     path = out / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    atomic.write_text(path, page)
     return path
 
 

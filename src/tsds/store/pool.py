@@ -22,14 +22,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from tsds import atomic
+from tsds.config import check_build_options
 from tsds.embed.base import zero_vector_rows
 from tsds.errors import InputError
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches, refuse_pipe
@@ -42,26 +42,8 @@ FORMAT_VERSION = 1
 SHARD_ROWS = 8192
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_atomic_write_bytes, _atomic_json, _atomic_npy = atomic.write_bytes, atomic.write_json, atomic.write_npy
+atomic_write_index = atomic.write_index
 
 
 def texts_sha256(texts: list[str]) -> str:
@@ -308,10 +290,7 @@ class PoolStore:
         folder = self.root / "densities"
         folder.mkdir(exist_ok=True)
         path = self._density_path(metric, sigma)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, rho=rho, count=count)
-        os.replace(tmp, path)
+        atomic.write_npz(path, rho=rho, count=count)
 
 
 def _kind_ok(kind: str, kinds: list[str]) -> bool:
@@ -330,20 +309,6 @@ def build_index_shard(root: str, spec, metric: str, first: int, last: int) -> di
     from tsds.retrieval.sharded import build_shard
 
     return build_shard(ShardVectors(PoolStore(root), first, last), spec, metric)
-
-
-def atomic_write_index(path: Path, index) -> None:
-    """FAISS writes straight to a temporary file (no in-memory copy of the index), then it is renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _file_entry(path: Path, fmt: str | None) -> dict:
@@ -484,6 +449,9 @@ def build_store(
     tsds.engines). ``index_shards``: build a sharded index of that many shards (the Ray engine
     builds a sharded index by default; the local engine a single one).
     """
+    check_build_options(paths, out, metric=metric, index_kind=index_kind, shard_rows=shard_rows,
+                        on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards,
+                        embedder_spec=None if embedder is not None else embedder_spec)
     with _exclusive_build(Path(out)):
         return _build_store(paths, Path(out), embedder_spec=embedder_spec, spec=spec, on_bad_row=on_bad_row,
                             shard_rows=shard_rows, fmt=fmt, metric=metric, index_kind=index_kind, embedder=embedder,
