@@ -162,3 +162,161 @@ def test_verify_cli_prints_a_table_and_exits_non_zero_until_repaired(pristine, t
     assert (root / "shards" / "000002.npy").read_bytes() == (original / "shards" / "000002.npy").read_bytes()
     missing = runner.invoke(app, ["pool", "verify", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "missing" in missing.output
+
+
+def test_a_sharded_index_is_checked_and_repaired(pristine, tmp_path, static_embedder):
+    src, _, _ = pristine
+    root = tmp_path / "store"
+    build_store([src], root, embedder=static_embedder, index_shards=2, **BUILD)
+    probabilities = _select(root, static_embedder)
+    good = (root / "index" / "cosine" / "shard-0001.faiss").read_bytes()
+    _damage(root / "index" / "cosine" / "shard-0001.faiss", "flip")
+    with pytest.raises(InputError, match=r"shard-0001\.faiss: sha256 mismatch"):
+        _select(root, static_embedder)
+    assert [f.file for f in verify_store(root) if f.problem] == ["index/cosine/shard-0001.faiss"]
+    repair_store(root, embedder=static_embedder)
+    assert (root / "index" / "cosine" / "shard-0001.faiss").read_bytes() == good
+    assert np.array_equal(_select(root, static_embedder), probabilities)
+
+
+def test_a_selection_with_another_index_kind_leaves_the_stored_index_alone(pristine, tmp_path, static_embedder):
+    _, original, probabilities = pristine
+    root = tmp_path / "store"
+    shutil.copytree(original, root)
+    before = {p.name: p.read_bytes() for p in (root / "index").iterdir()}
+    for kind in ("ivf", "ivfpq"):
+        _select(root, static_embedder, CONFIG.model_copy(update={"index": kind}))
+    after = {p.name: p.read_bytes() for p in (root / "index").iterdir() if p.is_file()}
+    assert {k: after[k] for k in before} == before
+    assert {"cosine-ivf.faiss", "cosine-ivf.json"} <= set(after) and (root / "index" / "cosine-ivfpq").is_dir()
+    assert not (root / "index" / "cosine").exists()
+    assert PoolStore(root).index("cosine").kind == "flat"
+    assert np.array_equal(_select(root, static_embedder), probabilities)
+    assert [f for f in verify_store(root) if f.status != "ok"] == []
+
+
+def _bad_then_fixed(rows, bad_at):
+    lines = _lines(rows)
+    return "".join(lines[:bad_at] + ["{not json\n"] + lines[bad_at:]), lines
+
+
+def test_a_build_that_never_finished_goes_on_after_its_input_is_fixed(tmp_path, static_embedder):
+    a = tmp_path / "a.jsonl"
+    a.write_text("".join(_lines(1000, 3000)))
+    b = tmp_path / "b.jsonl"
+    broken, fixed = _bad_then_fixed(1600, 1400)
+    b.write_text(broken)
+    root = tmp_path / "store"
+    with pytest.raises(InputError, match="b.jsonl:1401"):
+        build_store([a, b], root, embedder=static_embedder, shard_rows=500)
+    finished = sorted(p.name for p in (root / "shards").glob("*.json"))
+    assert finished[:3] == [f"{i:06d}.json" for i in range(3)]      # a's 2, and b's first at least
+    b.write_text("".join(fixed[:520]))                            # fixed, and shorter than before
+    store = build_store([a, b], root, embedder=static_embedder, shard_rows=500)
+    assert store.meta["last_build"]["reused_shards"] == 2       # a's; b's were discarded
+    fresh = build_store([a, b], tmp_path / "fresh", embedder=static_embedder, shard_rows=500)
+    assert _files(root) == _files(fresh.root)
+    for p in (fresh.root / "shards").iterdir():
+        assert (root / "shards" / p.name).read_bytes() == p.read_bytes()
+    assert store.n_rows == fresh.n_rows and len(store.shard_meta()) == len(fresh.shard_meta())
+    # a finished store whose input changes is still refused, naming the file
+    b.write_text("".join(fixed))
+    with pytest.raises(InputError, match=r"b\.jsonl: content changed since the store was built"):
+        build_store([a, b], root, embedder=static_embedder, shard_rows=500)
+
+
+def test_an_unwritable_density_cache_is_skipped_with_one_warning(pristine, tmp_path, static_embedder, caplog):
+    _, original, _ = pristine
+    root = tmp_path / "store"
+    shutil.copytree(original, root)
+    shutil.rmtree(root / "densities")
+    (root / "densities").write_text("a file where the folder would be")
+    config = CONFIG.model_copy(update={"sigma": 0.25})
+    with caplog.at_level(logging.WARNING, logger="tsds"):
+        got = _select(root, static_embedder, config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "cannot save the density cache" in warnings[0] and "\n" not in warnings[0]
+    writable = tmp_path / "writable"
+    shutil.copytree(original, writable)
+    assert np.array_equal(got, _select(writable, static_embedder, config))
+    assert (root / "densities").read_text() == "a file where the folder would be"
+
+
+def _reseal(path: Path, **changes):
+    from tsds.store.verify import seal
+
+    data = json.loads(path.read_text())
+    data.pop("checksum", None)
+    data.update(changes)
+    path.write_text(json.dumps(seal(data)))
+
+
+def test_a_store_of_a_newer_format_is_refused_and_left_as_it_is(pristine, tmp_path, static_embedder):
+    src, original, _ = pristine
+    root = tmp_path / "store"
+    shutil.copytree(original, root)
+    _reseal(root / "store.json", format=2)
+    before = (root / "store.json").read_bytes()
+    with pytest.raises(InputError, match="store format 2 is newer than this tsds reads"):
+        PoolStore(root)
+    with pytest.raises(InputError, match="store format 2 is newer"):
+        build_store([src], root, embedder=static_embedder, **BUILD)
+    assert (root / "store.json").read_bytes() == before
+
+
+def test_a_shard_json_whose_rows_disagree_with_its_npy_is_found(pristine, tmp_path, static_embedder):
+    _, original, _ = pristine
+    root = tmp_path / "store"
+    shutil.copytree(original, root)
+    _reseal(root / "shards" / "000001.json", rows=499)
+    with pytest.raises(InputError, match=r"000001\.npy: holds float32 \(500, 256\), expected float32 \(499, 256\)"):
+        _select(root, static_embedder)
+
+
+def test_files_of_another_store_are_not_taken_for_this_ones(pristine, tmp_path, static_embedder, caplog):
+    src, original, probabilities = pristine
+    other_src = tmp_path / "other.jsonl"
+    other_src.write_text("".join(_lines(1500, 2000)))
+    other = build_store([other_src], tmp_path / "other", embedder=static_embedder, **BUILD)
+    _select(other.root, static_embedder)
+
+    mixed = tmp_path / "shard"          # a whole shard (.npy, .loc.npy, .json) of the other store
+    shutil.copytree(original, mixed)
+    for suffix in (".npy", ".loc.npy", ".json"):
+        shutil.copy(other.root / "shards" / f"000001{suffix}", mixed / "shards" / f"000001{suffix}")
+    with pytest.raises(InputError, match=r"000001\.json: is not the shard store\.json records"):
+        _select(mixed, static_embedder)
+    assert build_store([src], mixed, embedder=static_embedder, **BUILD).meta["last_build"]["embedded_shards"] == 1
+    assert np.array_equal(_select(mixed, static_embedder), probabilities)
+
+    caches = tmp_path / "caches"        # the other store's index and density cache
+    shutil.copytree(original, caches)
+    for name in ("index/cosine.faiss", "index/cosine.json", "densities/cosine-sigma0.3.npz"):
+        shutil.copy(other.root / name, caches / name)
+    assert {f.file: f.status for f in verify_store(caches) if f.status != "ok"} == {
+        "index/cosine.json": "stale", "densities/cosine-sigma0.3.npz": "stale"}
+    with caplog.at_level(logging.WARNING, logger="tsds"):
+        assert np.array_equal(_select(caches, static_embedder), probabilities)
+    assert any("made from other embeddings" in r.getMessage() for r in caplog.records)
+    assert (caches / "index/cosine.faiss").read_bytes() == (original / "index/cosine.faiss").read_bytes()
+
+
+def test_damaged_locations_stop_the_records_and_a_damaged_ivf_radius_file_the_selection(pristine, tmp_path,
+                                                                                         static_embedder):
+    from tsds.pipeline.text import select_text
+
+    src, original, _ = pristine
+    root = tmp_path / "store"
+    shutil.copytree(original, root)
+    _damage(root / "shards" / "000002.loc.npy", "flip")
+    with pytest.raises(InputError, match=r"000002\.loc\.npy: sha256 mismatch"):
+        select_text(root, FOOD, out=tmp_path / "sel", config=CONFIG, embedder=static_embedder)
+    assert not (tmp_path / "sel").exists()
+
+    ivf = tmp_path / "ivf"
+    build_store([src], ivf, embedder=static_embedder, index_kind="ivf", **BUILD)
+    _damage(ivf / "index" / "cosine.radius.npy", "flip")
+    with pytest.raises(InputError, match=r"cosine\.radius\.npy: sha256 mismatch"):
+        _select(ivf, static_embedder, CONFIG.model_copy(update={"index": "ivf"}))
+    repair_store(ivf, embedder=static_embedder)
+    assert [f for f in verify_store(ivf) if f.status != "ok"] == []

@@ -610,7 +610,8 @@ def _locked_and_swept(root: Path):
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise InputError(f"{root}: another build of this store is running") from None
-        for folder in (root, root / "shards", root / "index", root / "densities"):
+        index_folders = [p for p in (root / "index").iterdir() if p.is_dir()] if (root / "index").is_dir() else []
+        for folder in (root, root / "shards", root / "index", *index_folders, root / "densities"):
             for path in folder.glob(".*"):
                 if _TEMPORARY.match(path.name) and path.is_file():
                     path.unlink(missing_ok=True)
