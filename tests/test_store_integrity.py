@@ -262,6 +262,13 @@ def test_a_store_of_a_newer_format_is_refused_and_left_as_it_is(pristine, tmp_pa
     with pytest.raises(InputError, match="store format 2 is newer"):
         build_store([src], root, embedder=static_embedder, **BUILD)
     assert (root / "store.json").read_bytes() == before
+    # a newer format may seal its files otherwise: still the format is named, and no shard is discarded
+    data = json.loads(before)
+    (root / "store.json").write_text(json.dumps({**data, "checksum": "sealed some other way"}))
+    for attempt in (lambda: PoolStore(root), lambda: build_store([src], root, embedder=static_embedder, **BUILD)):
+        with pytest.raises(InputError, match="store format 2 is newer"):
+            attempt()
+    assert len(list((root / "shards").glob("*.json"))) == 3
 
 
 def test_a_shard_json_whose_rows_disagree_with_its_npy_is_found(pristine, tmp_path, static_embedder):

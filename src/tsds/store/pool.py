@@ -124,8 +124,7 @@ class PoolStore:
         meta_path = self.root / "store.json"
         if not meta_path.is_file():
             raise InputError(f"{self.root}: not a tsds pool store (no store.json); build one with `tsds pool build`")
-        self.meta = read_sealed(meta_path, self.root)
-        _check_format(self.root, self.meta)
+        self.meta = _read_store_meta(self.root)
         self._checked = False
 
     # ---- layout ------------------------------------------------------------------------
@@ -438,6 +437,8 @@ def _read_density_cache(path: Path):
                 raise Damaged(path, "no checksum (written by an older tsds)")
             rho, count = z["rho"], z["count"]
             digest, fp = str(z["sha256"]), str(z["fingerprint"])
+    except Damaged:
+        raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise Damaged(path, f"unreadable ({type(exc).__name__})") from None
     if rho.dtype != np.float64 or count.dtype != np.int64 or rho.shape != count.shape or rho.ndim != 1 \
@@ -457,6 +458,22 @@ def check_index_shard(spec, metric: str, root=None, *, full: bool = False) -> di
     check_file(Path(spec.path), files.get("faiss"), full=full, root=root)
     if spec.radius_path:
         check_file(Path(spec.radius_path), files.get("radius"), full=full, root=root)
+    return meta
+
+
+def _read_store_meta(root: Path) -> dict:
+    """store.json, checked (``Damaged``) and of this format (``InputError``)."""
+    try:
+        meta = read_sealed(root / "store.json", root)
+    except Damaged as damaged:
+        try:      # a store of another format may seal its files otherwise: say so, rather than "damaged"
+            plain = json.loads((root / "store.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            plain = None
+        if isinstance(plain, dict):
+            _check_format(root, plain)
+        raise damaged
+    _check_format(root, meta)
     return meta
 
 
@@ -793,7 +810,7 @@ def _previous_meta(root: Path) -> dict | None:
     shard_jsons = list((root / "shards").glob("[0-9][0-9][0-9][0-9][0-9][0-9].json"))
     try:
         if meta_path.is_file() or shard_jsons:
-            return read_sealed(meta_path, root)
+            return _read_store_meta(root)
     except Damaged as exc:
         if shard_jsons:
             log.warning("%s: %s; the store's %d finished shard(s) are embedded again", exc.path, exc.reason,

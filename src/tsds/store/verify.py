@@ -54,12 +54,17 @@ class Damaged(InputError):
 
     def __init__(self, path, reason: str, root=None):
         self.path, self.reason = Path(path), reason
-        where = f" {root}" if root is not None else ""
-        super().__init__(f"{path}: {reason}; the pool store is damaged: repair it with `tsds pool verify --repair{where}`")
+        if self.path.name == "store.json":      # it alone records how the store was built
+            hint = "run the store's `tsds pool build` command again (same files and options, same --out)"
+        else:
+            hint = f"repair it with `tsds pool verify --repair{f' {root}' if root is not None else ''}`"
+        super().__init__(f"{path}: {reason}; the pool store is damaged: {hint}")
 
 
 def _canonical(data: dict) -> bytes:
-    return json.dumps({k: v for k, v in data.items() if k != SEAL}, sort_keys=True).encode()
+    """The content as it reads back from the file (tuples as lists, keys as strings), in one spelling."""
+    plain = json.loads(json.dumps({k: v for k, v in data.items() if k != SEAL}))
+    return json.dumps(plain, sort_keys=True).encode()
 
 
 def seal(data: dict) -> dict:
@@ -192,7 +197,7 @@ def check_file(path: Path, record: dict | None, *, full: bool = False, root=None
 
 
 # ---- tsds pool verify ----------------------------------------------------------------------
-PROBLEMS = ("damaged", "missing", "unfinished", "incomplete")
+PROBLEMS = ("damaged", "missing", "unfinished", "incomplete", "unsupported")
 
 
 @dataclass
@@ -235,7 +240,7 @@ def verify_store(root) -> list[Finding]:
     except Damaged as exc:
         return [Finding("store.json", "missing" if exc.reason == "missing" else "damaged", exc.reason)]
     except InputError as exc:
-        return [Finding("store.json", "missing" if not (root / "store.json").exists() else "damaged",
+        return [Finding("store.json", "missing" if not (root / "store.json").exists() else "unsupported",
                         str(exc).split(": ", 1)[-1])]
     found.append(Finding("store.json", "ok" if store.complete else "incomplete",
                          "" if store.complete else "the build did not finish"))
@@ -323,7 +328,8 @@ def _verify_density(store, path: Path, found: list[Finding]) -> None:
     try:
         rho, _, _, fp = _read_density_cache(path)
     except Damaged as exc:
-        found.append(Finding(_rel(store.root, path), "damaged", exc.reason))
+        old = exc.reason.startswith("no checksum")       # dropped and recomputed on use, like a stale one
+        found.append(Finding(_rel(store.root, path), "stale" if old else "damaged", exc.reason))
         return
     if fp != store.fingerprint or rho.shape != (store.n_rows,):
         found.append(Finding(_rel(store.root, path), "stale", "made from other content; recomputed on use"))
@@ -343,6 +349,8 @@ def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, 
     bad = [f for f in findings if f.problem]
     if not bad:
         return findings
+    if any(f.file == "store.json" and f.status == "unsupported" for f in bad):
+        raise InputError(f"{root / 'store.json'}: {next(f.detail for f in bad if f.file == 'store.json')}")
     if any(f.file == "store.json" and f.status != "incomplete" for f in bad):
         raise InputError(f"{root / 'store.json'}: {next(f.detail for f in bad if f.file == 'store.json')}; "
                          "it alone records how the store was built: run the store's `tsds pool build` command "
