@@ -278,6 +278,10 @@ def test_a_shard_json_whose_rows_disagree_with_its_npy_is_found(pristine, tmp_pa
     _reseal(root / "shards" / "000001.json", rows=499)
     with pytest.raises(InputError, match=r"000001\.npy: holds float32 \(500, 256\), expected float32 \(499, 256\)"):
         _select(root, static_embedder)
+    shutil.copy(original / "shards" / "000001.json", root / "shards" / "000001.json")
+    _reseal(root / "shards" / "000002.json", file_index=3)
+    with pytest.raises(InputError, match=r"000002\.json: says rows from 1000 of pool file 3"):
+        _select(root, static_embedder)
 
 
 def test_files_of_another_store_are_not_taken_for_this_ones(pristine, tmp_path, static_embedder, caplog):

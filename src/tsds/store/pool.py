@@ -163,6 +163,9 @@ class PoolStore:
                 raise Damaged(json_path, f"says it is shard {s.get('shard')}", self.root)
             if recorded is not None and (i >= len(recorded) or recorded[i] != s.get("embeddings_sha256")):
                 raise Damaged(json_path, "is not the shard store.json records (a file of another store?)", self.root)
+            if s.get("first_row") != total or not 0 <= s.get("file_index", -1) < len(self.files):
+                raise Damaged(json_path, f"says rows from {s.get('first_row')} of pool file {s.get('file_index')}; "
+                              f"expected rows from {total} of one of {len(self.files)} file(s)", self.root)
             rows = int(s["rows"])
             check_npy(self.shard_path(i), (rows, dim), np.float32, self.root)
             check_npy(self.loc_path(i), (rows,), np.int64, self.root)
@@ -232,7 +235,10 @@ class PoolStore:
         """
         self.require_complete()
         engine = engine or self.engine
-        (self.root / "index").mkdir(exist_ok=True)
+        try:
+            (self.root / "index").mkdir(exist_ok=True)
+        except OSError:
+            pass                # a read-only store: an index built here is used from memory
         remote = engine is not None and engine.name != "local"
         want_sharded = shards is not None or remote or kind == "ivfpq"
         recorded = self.meta.get("index") or {}
