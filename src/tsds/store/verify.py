@@ -5,22 +5,24 @@ What is recorded when a file is written:
 - every metadata .json (store.json, shard and index .json, index.json) carries ``checksum``, the sha256 of
   its own content without that key (``seal``), so a flipped byte or a truncated file never passes as data;
 - a shard's .json has ``embeddings_sha256`` and ``locations_sha256`` (of the arrays' bytes) and its row count;
-- store.json, once complete, has ``fingerprint``: the sha256 of every shard's row count and embeddings hash,
-  the identity of the store's content. Index .json files and density caches record the fingerprint they were
-  made from, so a file of another store (or of this store before an append) is never taken for this one's;
+- store.json, once complete, has ``shard_hashes`` (each shard's embeddings hash, so a shard of another store
+  is not taken for this one's) and ``fingerprint``: the sha256 of every shard's row count and embeddings
+  hash, the identity of the store's content. Index .json files and density caches record the fingerprint they
+  were made from, so one of another store (or of this store before an append) is never used as this one's;
 - an index .json has each index file's size, sha256 and a sampled sha256 (``file_record``);
 - a density cache (.npz) holds the sha256 of its two arrays beside them.
 
-What is checked, and when (measured on the project's 2-core machine: sha256 hashes ~1.2 GB/s, so a 300 MB
-index costs ~0.25 s, a 10M-row store's 10 GB of embeddings ~10 s):
+What is checked, and when (measured on the project's 2-core machine, files in the page cache: sha256 of a
+64 MB file 48 ms, of a 300 MB index 0.25-0.35 s; a 10M-row store's 10 GB of embeddings ~10 s):
 
 - opening a complete store (``PoolStore.check``, once per instance, before any use): store.json's and every
   shard .json's checksum and recorded embeddings hash, and each shard .npy / .loc.npy's header (dtype,
   shape) and size: 0.17 s per 1,000 shards (8M rows at the default 8,192 rows a shard; 0.04 s of it reading
   the shard .json files, which every use does anyway); no embedding is read;
 - loading an index: its .json's checksum and fingerprint, each file's size, and its full sha256 up to
-  ``FULL_HASH_UP_TO`` bytes (~55 ms), above that a sampled hash (``SAMPLES`` blocks at fixed places, ~5 ms):
-  loading reads the whole file anyway, but a selection should not pay a second full pass on every run;
+  ``FULL_HASH_UP_TO`` bytes (48 ms at 64 MB), above that a sampled hash (``SAMPLES`` blocks of 64 KB at fixed
+  places: 7 ms at 300 MB): loading reads the whole file anyway, but a selection should not pay a second full
+  pass on every run; a flipped byte between the samples of a large index is left to `tsds pool verify`;
 - reading locations (writing records): the locations' sha256 (8 bytes a row; they are read in full anyway);
 - loading a density cache: its arrays' sha256 (a damaged or foreign cache is dropped with a warning and
   recomputed: it only saves time);
