@@ -126,6 +126,7 @@ class PoolStore:
             raise InputError(f"{self.root}: not a tsds pool store (no store.json); build one with `tsds pool build`")
         self.meta = _read_store_meta(self.root)
         self._checked = False
+        self._fingerprint: str | None = None
 
     # ---- layout ------------------------------------------------------------------------
     def shard_path(self, i: int) -> Path:
@@ -145,7 +146,9 @@ class PoolStore:
     @property
     def fingerprint(self) -> str:
         """The identity of the store's content (tsds.store.verify.fingerprint)."""
-        return self.meta.get("fingerprint") or fingerprint(self.shard_meta())
+        if self._fingerprint is None:
+            self._fingerprint = self.meta.get("fingerprint") or fingerprint(self.shard_meta())
+        return self._fingerprint
 
     def check(self) -> None:
         """The checks of a complete store that read no embedding (see tsds.store.verify), once per instance:
