@@ -35,8 +35,11 @@ def pool_verify(
         if not quiet or f.problem:
             style = "red" if f.problem else ("yellow" if f.status != "ok" else "")
             table.add_row(f.file, f.status, f.detail, style=style or None)
-    out.print(table)
     problems = sum(f.problem for f in findings)
+    if table.row_count:
+        out.print(table)
+    if not problems:
+        out.print(f"{store}: {len(findings)} file(s) checked, no problem", highlight=False)
     if problems:
         out.print(f"{problems} problem(s); repair with `tsds pool verify --repair {store}`", highlight=False)
         raise typer.Exit(1)
