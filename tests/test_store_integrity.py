@@ -160,6 +160,9 @@ def test_verify_cli_prints_a_table_and_exits_non_zero_until_repaired(pristine, t
     assert fixed.exit_code == 0, fixed.output
     assert "repaired" in next(l for l in fixed.output.splitlines() if "shards/000002.npy" in l)
     assert (root / "shards" / "000002.npy").read_bytes() == (original / "shards" / "000002.npy").read_bytes()
+    (root / "shards" / "000007.npy").write_bytes(b"left by a write that never finished")
+    extra = runner.invoke(app, ["pool", "verify", str(root)])
+    assert extra.exit_code == 0 and "extra" in next(l for l in extra.output.splitlines() if "000007.npy" in l)
     missing = runner.invoke(app, ["pool", "verify", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "missing" in missing.output
 

@@ -24,7 +24,6 @@ Store layout (see tsds.store.pool)::
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from dataclasses import dataclass

@@ -43,10 +43,13 @@ from tsds.store.verify import (
     Damaged,
     array_sha256,
     check_file,
+    check_index_shard,
     check_npy,
+    density_digest,
     file_record,
     fingerprint,
     npy_sha256,
+    read_density_cache,
     read_sealed,
     seal,
 )
@@ -400,7 +403,7 @@ class PoolStore:
         if not path.exists():
             return fresh
         try:
-            rho, count, digest, fp = _read_density_cache(path)
+            rho, count, digest, fp = read_density_cache(path)
         except Damaged as exc:
             log.warning("%s: %s; the densities are computed again", path, exc.reason)
             return fresh
@@ -422,7 +425,7 @@ class PoolStore:
             folder.mkdir(exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=folder)
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, rho=rho, count=count, sha256=np.array(_density_digest(rho, count)),
+                np.savez(f, rho=rho, count=count, sha256=np.array(density_digest(rho, count)),
                          fingerprint=np.array(self.fingerprint))
             os.replace(tmp, path)
         except OSError as exc:
@@ -430,44 +433,6 @@ class PoolStore:
                 Path(tmp).unlink(missing_ok=True)
             log.warning("%s: cannot save the density cache (%s); the selection is not affected",
                         path, exc.strerror or exc)
-
-
-def _density_digest(rho: np.ndarray, count: np.ndarray) -> str:
-    return hashlib.sha256(bytes.fromhex(array_sha256(rho)) + bytes.fromhex(array_sha256(count))).hexdigest()
-
-
-def _read_density_cache(path: Path):
-    """(rho, count, digest, fingerprint) of a density cache, its digest checked; raises Damaged."""
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not {"rho", "count", "sha256", "fingerprint"} <= set(z.files):
-                raise Damaged(path, "no checksum (written by an older tsds)")
-            rho, count = z["rho"], z["count"]
-            digest, fp = str(z["sha256"]), str(z["fingerprint"])
-    except Damaged:
-        raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise Damaged(path, f"unreadable ({type(exc).__name__})") from None
-    if rho.dtype != np.float64 or count.dtype != np.int64 or rho.shape != count.shape or rho.ndim != 1 \
-            or _density_digest(rho, count) != digest:
-        raise Damaged(path, "sha256 mismatch")
-    return rho, count, digest, fp
-
-
-def check_index_shard(spec, metric: str, root=None, *, full: bool = False) -> dict:
-    """An index shard's .json (sealed, of ``spec``) and its files against the sizes and hashes it records."""
-    meta_path = Path(spec.path).with_suffix(".json")
-    meta = read_sealed(meta_path, root)
-    if (meta.get("start"), meta.get("rows"), meta.get("kind"), meta.get("metric")) != \
-            (spec.start, spec.rows, spec.kind, metric):
-        raise Damaged(meta_path, f"describes another index shard than index.json lists", root)
-    files = meta.get("files", {})
-    check_file(Path(spec.path), files.get("faiss"), full=full, root=root)
-    if spec.radius_path:
-        check_file(Path(spec.radius_path), files.get("radius"), full=full, root=root)
-    return meta
 
 
 def _read_store_meta(root: Path) -> dict:

@@ -198,6 +198,45 @@ def check_file(path: Path, record: dict | None, *, full: bool = False, root=None
         raise Damaged(path, "sha256 mismatch (sampled)", root)
 
 
+def density_digest(rho: np.ndarray, count: np.ndarray) -> str:
+    """What a density cache records of its two arrays."""
+    return hashlib.sha256(bytes.fromhex(array_sha256(rho)) + bytes.fromhex(array_sha256(count))).hexdigest()
+
+
+def read_density_cache(path: Path):
+    """(rho, count, digest, fingerprint) of a density cache, its digest checked; raises Damaged."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not {"rho", "count", "sha256", "fingerprint"} <= set(z.files):
+                raise Damaged(path, "no checksum (written by an older tsds)")
+            rho, count = z["rho"], z["count"]
+            digest, fp = str(z["sha256"]), str(z["fingerprint"])
+    except Damaged:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise Damaged(path, f"unreadable ({type(exc).__name__})") from None
+    if rho.dtype != np.float64 or count.dtype != np.int64 or rho.shape != count.shape or rho.ndim != 1 \
+            or density_digest(rho, count) != digest:
+        raise Damaged(path, "sha256 mismatch")
+    return rho, count, digest, fp
+
+
+def check_index_shard(spec, metric: str, root=None, *, full: bool = False) -> dict:
+    """An index shard's .json (sealed, of ``spec``) and its files against the sizes and hashes it records."""
+    meta_path = Path(spec.path).with_suffix(".json")
+    meta = read_sealed(meta_path, root)
+    if (meta.get("start"), meta.get("rows"), meta.get("kind"), meta.get("metric")) != \
+            (spec.start, spec.rows, spec.kind, metric):
+        raise Damaged(meta_path, "describes another index shard than index.json lists", root)
+    files = meta.get("files", {})
+    check_file(Path(spec.path), files.get("faiss"), full=full, root=root)
+    if spec.radius_path:
+        check_file(Path(spec.radius_path), files.get("radius"), full=full, root=root)
+    return meta
+
+
 # ---- tsds pool verify ----------------------------------------------------------------------
 PROBLEMS = ("damaged", "missing", "unfinished", "incomplete", "unsupported")
 
@@ -256,8 +295,10 @@ def verify_store(root) -> list[Finding]:
 def _verify_shards(store, found: list[Finding], attempt) -> None:
     root, dim = store.root, int(store.meta["dim"])
     recorded = store.meta.get("shard_hashes")
-    names = [p.name for p in (root / "shards").glob("[0-9]*") if p.name[:6].isdigit()]
-    count = max([int(n[:6]) + 1 for n in names] + [len(recorded or [])])
+    names = sorted(p.name for p in (root / "shards").glob("[0-9]*") if p.name[:6].isdigit())
+    count = max([int(n[:6]) + 1 for n in names if n.endswith(".json")] + [0])
+    if store.complete and recorded is not None:
+        count = len(recorded)
     total = 0
     for i in range(count):
         json_path = root / "shards" / f"{i:06d}.json"
@@ -285,13 +326,15 @@ def _verify_shards(store, found: list[Finding], attempt) -> None:
 
         attempt(npy, lambda: check_npy_file(npy, (rows, dim), np.float32, "embeddings_sha256"))
         attempt(loc, lambda: check_npy_file(loc, (rows,), np.int64, "locations_sha256"))
+    for name in names:
+        if int(name[:6]) >= count:
+            found.append(Finding(f"shards/{name}", "extra", "not part of the store (an unfinished write's)"))
     if store.complete and total != store.n_rows and not any(f.problem for f in found if f.file.startswith("shards")):
         found.append(Finding("store.json", "damaged", f"says {store.n_rows} rows, the shards hold {total}"))
 
 
 def _verify_indexes(store, found: list[Finding], attempt) -> None:
     from tsds.retrieval.sharded import ShardSpec
-    from tsds.store.pool import check_index_shard
 
     root, folder = store.root, store.root / "index"
     for info_path in sorted(folder.glob("*.json")):
@@ -325,10 +368,8 @@ def _verify_indexes(store, found: list[Finding], attempt) -> None:
 
 
 def _verify_density(store, path: Path, found: list[Finding]) -> None:
-    from tsds.store.pool import _read_density_cache
-
     try:
-        rho, _, _, fp = _read_density_cache(path)
+        rho, _, _, fp = read_density_cache(path)
     except Damaged as exc:
         old = exc.reason.startswith("no checksum")       # dropped and recomputed on use, like a stale one
         found.append(Finding(_rel(store.root, path), "stale" if old else "damaged", exc.reason))
