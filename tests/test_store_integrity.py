@@ -334,3 +334,21 @@ def test_damaged_locations_stop_the_records_and_a_damaged_ivf_radius_file_the_se
         _select(ivf, static_embedder, CONFIG.model_copy(update={"index": "ivf"}))
     repair_store(ivf, embedder=static_embedder)
     assert [f for f in verify_store(ivf) if f.status != "ok"] == []
+
+
+def test_verify_repair_finishes_a_build_that_did_not_finish(pristine, tmp_path, static_embedder):
+    _, original, probabilities = pristine
+    root = tmp_path / "store"
+    shutil.copytree(original, root)
+    data = json.loads((root / "store.json").read_text())
+    keep = {k: data[k] for k in ("format", "embedder", "embedder_spec", "text_spec", "on_bad_row", "shard_rows",
+                                 "files", "dim")}
+    (root / "store.json").write_text(json.dumps({**keep, "complete": False}))
+    (root / "shards" / "000002.json").unlink()
+    _reseal(root / "store.json")
+    found = {f.file: f.status for f in verify_store(root) if f.status != "ok"}
+    assert found == {"store.json": "incomplete", "shards/000002.npy": "extra", "shards/000002.loc.npy": "extra"}
+    repaired = repair_store(root, embedder=static_embedder)
+    assert [f for f in repaired if f.status != "ok"] == []
+    assert PoolStore(root).meta["last_build"]["reused_shards"] == 2
+    assert np.array_equal(_select(root, static_embedder), probabilities)

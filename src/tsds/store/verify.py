@@ -286,6 +286,12 @@ def verify_store(root) -> list[Finding]:
     found.append(Finding("store.json", "ok" if store.complete else "incomplete",
                          "" if store.complete else "the build did not finish"))
     _verify_shards(store, found, attempt)
+    try:
+        store.fingerprint                # what the indexes and caches must have been made from
+    except Damaged:
+        store = None
+    if store is None or not store.complete:     # rebuilt once the store is whole again
+        return found
     _verify_indexes(store, found, attempt)
     for path in sorted((root / "densities").glob("*.npz")):
         _verify_density(store, path, found)
