@@ -314,6 +314,15 @@ def test_files_of_another_store_are_not_taken_for_this_ones(pristine, tmp_path, 
     assert any("made from other embeddings" in r.getMessage() for r in caplog.records)
     assert (caches / "index/cosine.faiss").read_bytes() == (original / "index/cosine.faiss").read_bytes()
 
+    metrics = tmp_path / "metrics"      # this store's euclidean index under the cosine index's name
+    shutil.copytree(original, metrics)
+    PoolStore(metrics).index("euclidean")
+    for suffix in (".faiss", ".json"):
+        shutil.copy(metrics / "index" / f"euclidean{suffix}", metrics / "index" / f"cosine{suffix}")
+    assert {f.file: f.status for f in verify_store(metrics) if f.status != "ok"} == {"index/cosine.json": "stale"}
+    assert np.array_equal(_select(metrics, static_embedder), probabilities)
+    assert (metrics / "index/cosine.faiss").read_bytes() == (original / "index/cosine.faiss").read_bytes()
+
 
 def test_damaged_locations_stop_the_records_and_a_damaged_ivf_radius_file_the_selection(pristine, tmp_path,
                                                                                          static_embedder):

@@ -281,7 +281,7 @@ class PoolStore:
         try:
             if manifest_path.is_file():
                 manifest = read_sealed(manifest_path, self.root)
-                if self._fresh(manifest) and _kind_ok(kind, manifest["kinds"]) \
+                if self._fresh(manifest, metric) and _kind_ok(kind, manifest["kinds"]) \
                         and shards in (None, len(manifest["shards"])):
                     specs = [ShardSpec.from_json(folder / base, d) for d in manifest["shards"]]
                     for spec in specs:
@@ -297,7 +297,7 @@ class PoolStore:
             return None
         try:
             info = read_sealed(info_path, self.root)
-            if not (self._fresh(info) and kind in ("auto", info["kind"])):
+            if not (self._fresh(info, metric) and kind in ("auto", info["kind"])):
                 return None
             spec = ShardSpec(shard=0, start=0, rows=self.n_rows, kind=info["kind"],
                              path=str(folder / f"{base}.faiss"),
@@ -318,9 +318,11 @@ class PoolStore:
             return load_shard(spec, metric)
         return None
 
-    def _fresh(self, info: dict) -> bool:
-        """An index's .json is of this store's content (not of the store before an append, nor of another)."""
-        return info.get("n_rows") == self.n_rows and info.get("fingerprint", self.fingerprint) == self.fingerprint
+    def _fresh(self, info: dict, metric: str) -> bool:
+        """An index's .json is of this store's content (not of the store before an append, nor of another)
+        and of ``metric`` (not a file of another metric's index under this one's name)."""
+        return info.get("n_rows") == self.n_rows and info.get("metric", metric) == metric \
+            and info.get("fingerprint", self.fingerprint) == self.fingerprint
 
     def _save_index(self, base: Path, metric: str, built) -> None:
         """Write a single index under ``base`` (.json last: it marks the index finished and records its files);

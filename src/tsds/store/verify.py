@@ -348,7 +348,7 @@ def _verify_indexes(store, found: list[Finding], attempt) -> None:
         info = {}
         if not attempt(info_path, lambda: info.update(read_sealed(info_path, root))):
             continue
-        if not store._fresh(info):
+        if not store._fresh(info, base.partition("-")[0]):
             found[-1] = Finding(_rel(root, info_path), "stale", "made from other content; rebuilt on use")
             continue
         files = info.get("files", {})
@@ -365,7 +365,7 @@ def _verify_indexes(store, found: list[Finding], attempt) -> None:
         manifest = {}
         if not attempt(manifest_path, lambda: manifest.update(read_sealed(manifest_path, root))):
             continue
-        if not store._fresh(manifest):
+        if not store._fresh(manifest, sub.name.partition("-")[0]):
             found[-1] = Finding(_rel(root, manifest_path), "stale", "made from other content; rebuilt on use")
             continue
         for d in manifest.get("shards", []):
