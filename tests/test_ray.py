@@ -359,11 +359,13 @@ def test_ivfpq_store_index_on_ray_selects_like_exact(ray_store, engine, tmp_path
     shutil.copytree(ray_store.root, root)
     index = PoolStore(root, engine=engine).index("euclidean", "ivfpq", shards=2)
     assert index.kind == "ivfpq" and type(index.backend).__name__ == "RayShards"
-    manifest = json.loads((root / "index" / "euclidean" / "index.json").read_text())
+    # kept beside the store's own (flat) index, under its kind
+    manifest = json.loads((root / "index" / "euclidean-ivfpq" / "index.json").read_text())
     assert manifest["kinds"] == ["ivfpq"] and manifest["shards"][0]["vectors"][0] == "../../shards/000000.npy"
     config = make_config(size=40, alpha=0.5, C=1.0, sigma=0.3, sampling="without-replacement", seed=7,
                          initial_k=8, recall_target=1.0)
-    a = select_text(PoolStore(root, engine=engine), FOOD, out=tmp_path / "pq", config=config, embedder=static_embedder)
+    a = select_text(PoolStore(root, engine=engine), FOOD, out=tmp_path / "pq",
+                    config=config.model_copy(update={"index": "ivfpq"}), embedder=static_embedder)
     b = select_text(PoolStore(ray_store.root), FOOD, out=tmp_path / "flat",
                     config=config.model_copy(update={"index": "flat"}), embedder=static_embedder)
     assert a.recall == 1.0 and np.array_equal(a.neighbour_ids, b.neighbour_ids)

@@ -111,6 +111,7 @@ def _usage_line(exc) -> None:
 
 
 from tsds.cli import pool as _pool  # noqa: E402,F401  (registers commands)
+from tsds.cli import verify as _verify  # noqa: E402,F401
 from tsds.cli import select as _select  # noqa: E402,F401
 from tsds.cli import report as _report  # noqa: E402,F401
 from tsds.cli import eval as _eval  # noqa: E402,F401

@@ -24,7 +24,6 @@ Store layout (see tsds.store.pool)::
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -127,15 +126,18 @@ def load_shard(spec: ShardSpec, metric: str) -> SearchIndex:
 def build_shard(source, spec: ShardSpec, metric: str, seed: int = 0) -> dict:
     """Build one index shard from ``source`` (its rows only) and write it atomically; returns its json."""
     from tsds.store.pool import _atomic_json, _atomic_npy, atomic_write_index
+    from tsds.store.verify import file_record, seal
 
     if spec.kind == "ivfpq":
         built = build_ivfpq(source, metric=metric, seed=seed + spec.shard)
     else:
         built = build_index(source, metric=metric, kind=spec.kind, seed=seed + spec.shard, storage="memory")
     atomic_write_index(Path(spec.path), built.index)
+    files = {"faiss": file_record(Path(spec.path)), "radius": None}
     if built.list_radius is not None:
         _atomic_npy(Path(spec.radius_path), built.list_radius)
-    meta = {**spec.to_json(), "metric": metric}
+        files["radius"] = file_record(Path(spec.radius_path))
+    meta = seal({**spec.to_json(), "metric": metric, "files": files})
     _atomic_json(Path(spec.path).with_suffix(".json"), meta)
     return meta
 
@@ -645,8 +647,10 @@ def merge_topk(parts, starts: np.ndarray, k: int):
 
 
 def read_manifest(folder: Path) -> dict | None:
+    from tsds.store.verify import read_sealed
+
     path = folder / "index.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_sealed(path) if path.is_file() else None
 
 
 def default_shards(n_rows: int, workers: int, max_rows: int = 2_000_000) -> int:
