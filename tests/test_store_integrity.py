@@ -52,12 +52,13 @@ def _files(root):
 def test_the_store_holds_the_files_the_matrix_covers(pristine):
     _, root, _ = pristine
     assert _files(root) == ["densities/cosine-sigma0.3.npz", "index/cosine.faiss", "index/cosine.json",
-                            *[f"shards/{i:06d}{s}" for i in range(3) for s in (".json", ".loc.npy", ".npy")],
+                            *[f"shards/{i:06d}{s}" for i in range(3)
+                              for s in (".hash.npy", ".json", ".loc.npy", ".npy")],
                             "store.json"]
     assert all(f.status == "ok" for f in verify_store(root))
 
 
-FILES = ["store.json", *[f"shards/{i:06d}{s}" for i in range(3) for s in (".npy", ".loc.npy", ".json")],
+FILES = ["store.json", *[f"shards/{i:06d}{s}" for i in range(3) for s in (".npy", ".loc.npy", ".hash.npy", ".json")],
          "index/cosine.faiss", "index/cosine.json", "densities/cosine-sigma0.3.npz"]
 
 
@@ -76,7 +77,8 @@ def _damage(path: Path, how: str) -> None:
 # unfinished index); `tsds pool verify` finds each of them
 UNNOTICED = {("shards/000000.npy", "flip"), ("shards/000001.npy", "flip"), ("shards/000002.npy", "flip"),
              ("shards/000000.loc.npy", "flip"), ("shards/000001.loc.npy", "flip"),
-             ("shards/000002.loc.npy", "flip"), ("index/cosine.json", "delete")}
+             ("shards/000002.loc.npy", "flip"), ("index/cosine.json", "delete"),
+             *((f"shards/{i:06d}.hash.npy", "flip") for i in range(3))}
 
 
 @pytest.mark.parametrize("how", ["truncate", "flip", "delete"])
@@ -118,7 +120,8 @@ def test_corruption_is_found_and_repaired(pristine, tmp_path, static_embedder, n
     assert np.array_equal(_select(root, static_embedder), probabilities)
 
 
-@pytest.mark.parametrize("name", ["shards/000001.npy", "shards/000001.loc.npy", "shards/000001.json"])
+@pytest.mark.parametrize("name", ["shards/000001.npy", "shards/000001.loc.npy", "shards/000001.hash.npy",
+                                  "shards/000001.json"])
 def test_a_plain_build_embeds_a_damaged_shard_again(pristine, tmp_path, static_embedder, name):
     src, original, probabilities = pristine
     root = tmp_path / "store"
@@ -324,8 +327,8 @@ def test_files_of_another_store_are_not_taken_for_this_ones(pristine, tmp_path, 
     assert (metrics / "index/cosine.faiss").read_bytes() == (original / "index/cosine.faiss").read_bytes()
 
 
-def test_damaged_locations_stop_the_records_and_a_damaged_ivf_radius_file_the_selection(pristine, tmp_path,
-                                                                                         static_embedder):
+def test_damaged_locations_or_text_hashes_stop_the_records_and_a_damaged_ivf_radius_file_the_selection(
+        pristine, tmp_path, static_embedder):
     from tsds.pipeline.text import select_text
 
     src, original, _ = pristine
@@ -333,6 +336,14 @@ def test_damaged_locations_stop_the_records_and_a_damaged_ivf_radius_file_the_se
     shutil.copytree(original, root)
     _damage(root / "shards" / "000002.loc.npy", "flip")
     with pytest.raises(InputError, match=r"000002\.loc\.npy: sha256 mismatch"):
+        select_text(root, FOOD, out=tmp_path / "sel", config=CONFIG, embedder=static_embedder)
+    assert not (tmp_path / "sel").exists()
+
+    shutil.rmtree(root)
+    shutil.copytree(original, root)
+    for i in range(3):
+        _damage(root / "shards" / f"{i:06d}.hash.npy", "flip")
+    with pytest.raises(InputError, match=r"\.hash\.npy: sha256 mismatch"):
         select_text(root, FOOD, out=tmp_path / "sel", config=CONFIG, embedder=static_embedder)
     assert not (tmp_path / "sel").exists()
 
@@ -356,7 +367,8 @@ def test_verify_repair_finishes_a_build_that_did_not_finish(pristine, tmp_path, 
     (root / "shards" / "000002.json").unlink()
     _reseal(root / "store.json")
     found = {f.file: f.status for f in verify_store(root) if f.status != "ok"}
-    assert found == {"store.json": "incomplete", "shards/000002.npy": "extra", "shards/000002.loc.npy": "extra"}
+    assert found == {"store.json": "incomplete", "shards/000002.npy": "extra", "shards/000002.loc.npy": "extra",
+                     "shards/000002.hash.npy": "extra"}
     repaired = repair_store(root, embedder=static_embedder)
     assert [f for f in repaired if f.status != "ok"] == []
     assert PoolStore(root).meta["last_build"]["reused_shards"] == 2

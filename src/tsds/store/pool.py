@@ -159,6 +159,8 @@ class PoolStore:
             rows = int(s["rows"])
             check_npy(self.shard_path(i), (rows, dim), np.float32, self.root)
             check_npy(self.loc_path(i), (rows,), np.int64, self.root)
+            if "text_hashes_sha256" in s:
+                check_npy(hash_path(self.shard_path(i)), (rows,), np.uint64, self.root)
             total += rows
         if total != self.n_rows or (recorded is not None and len(recorded) != len(shards)):
             missing = self.root / "shards" / f"{len(shards):06d}.json"
@@ -215,12 +217,14 @@ class PoolStore:
         shard_of = np.searchsorted(starts, rows, side="right") - 1
         for s in np.unique(shard_of).tolist():
             path = hash_path(self.shard_path(metas[s]["shard"]))
-            if not path.is_file():
+            recorded = metas[s].get("text_hashes_sha256")
+            if recorded is None and not path.is_file():
                 continue
             sel = np.flatnonzero(shard_of == s)
-            values = np.load(path, mmap_mode="r", allow_pickle=False)
-            if values.shape != (metas[s]["rows"],) or values.dtype != np.uint64:
-                raise InputError(f"{path}: not the text hashes of shard {s} ({metas[s]['rows']} uint64 values)")
+            check_npy(path, (metas[s]["rows"],), np.uint64, self.root)
+            values = np.load(path, allow_pickle=False)
+            if recorded is not None and array_sha256(values) != recorded:
+                raise Damaged(path, "sha256 mismatch", self.root)
             hashes[sel] = values[rows[sel] - starts[s]]
             known[sel] = True
         return hashes, known
@@ -731,8 +735,8 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
             # the hash of each row's embedded text, checked when its record is fetched (tsds.store.provenance);
             # an engine that reads in workers sends them (``text_hashes``) instead of the texts
             hashes = getattr(batch, "text_hashes", None)
-            row_hashes = helpers.submit(_atomic_npy, hash_path(store.shard_path(i)),
-                                        text_hashes(batch.texts) if hashes is None else hashes)
+            hashes = text_hashes(batch.texts) if hashes is None else np.asarray(hashes, dtype=np.uint64)
+            row_hashes = helpers.submit(_atomic_npy, hash_path(store.shard_path(i)), hashes)
             emb_hash = helpers.submit(lambda: hashlib.sha256(memoryview(vectors).cast("B")).hexdigest())
             _atomic_npy(store.shard_path(i), vectors)
             locs.result()
@@ -742,6 +746,7 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
             "shard": i, "file_index": batch.file_index, "first_row": batch.row_ids[0], "rows": len(batch),
             "texts_sha256": digest, "truncated": int(truncated), "embeddings_sha256": emb_hash,
             "locations_sha256": array_sha256(np.asarray(batch.locations, dtype=np.int64)),
+            "text_hashes_sha256": array_sha256(hashes),
             "zero_rows": zero_vector_rows(vectors).tolist(),  # offsets in the shard of all-zero rows
         }))
 
@@ -827,6 +832,11 @@ def _finished_shards(root: Path, dim: int, keep_files: int, recorded: list | Non
                 raise Damaged(npy, "sha256 mismatch")
             if "locations_sha256" in m and npy_sha256(loc) != m["locations_sha256"]:
                 raise Damaged(loc, "sha256 mismatch")
+            if "text_hashes_sha256" in m:
+                hp = hash_path(npy)
+                check_npy(hp, (rows,), np.uint64)
+                if npy_sha256(hp) != m["text_hashes_sha256"]:
+                    raise Damaged(hp, "sha256 mismatch")
             if recorded is not None and (i >= len(recorded) or recorded[i] != m["embeddings_sha256"]):
                 raise Damaged(path, "is not the shard store.json records")
             return m

@@ -4,7 +4,8 @@ What is recorded when a file is written:
 
 - every metadata .json (store.json, shard and index .json, index.json) carries ``checksum``, the sha256 of
   its own content without that key (``seal``), so a flipped byte or a truncated file never passes as data;
-- a shard's .json has ``embeddings_sha256`` and ``locations_sha256`` (of the arrays' bytes) and its row count;
+- a shard's .json has ``embeddings_sha256``, ``locations_sha256`` and ``text_hashes_sha256`` (of the arrays'
+  bytes) and its row count;
 - store.json, once complete, has ``shard_hashes`` (each shard's embeddings hash, so a shard of another store
   is not taken for this one's) and ``fingerprint``: the sha256 of every shard's row count and embeddings
   hash, the identity of the store's content. Index .json files and density caches record the fingerprint they
@@ -23,7 +24,7 @@ What is checked, and when (measured on the project's 2-core machine, files in th
   ``FULL_HASH_UP_TO`` bytes (48 ms at 64 MB), above that a sampled hash (``SAMPLES`` blocks of 64 KB at fixed
   places: 7 ms at 300 MB): loading reads the whole file anyway, but a selection should not pay a second full
   pass on every run; a flipped byte between the samples of a large index is left to `tsds pool verify`;
-- reading locations (writing records): the locations' sha256 (8 bytes a row; they are read in full anyway);
+- reading locations and text hashes (writing records): their sha256 (8 bytes a row; read in full anyway);
 - loading a density cache: its arrays' sha256 (a damaged or foreign cache is dropped with a warning and
   recomputed: it only saves time);
 - resuming or re-running a build: every finished shard's full hashes, since the build reads the whole
@@ -318,7 +319,7 @@ def _verify_shards(store, found: list[Finding], attempt) -> None:
                 raise Damaged(json_path, "is not the shard store.json records (a file of another store?)")
 
         if not attempt(json_path, check_json):
-            for suffix in (".npy", ".loc.npy"):
+            for suffix in (".npy", ".loc.npy", ".hash.npy"):
                 found.append(Finding(f"shards/{i:06d}{suffix}", "unchecked", "its .json is damaged"))
             continue
         rows = int(meta["rows"])
@@ -332,6 +333,9 @@ def _verify_shards(store, found: list[Finding], attempt) -> None:
 
         attempt(npy, lambda: check_npy_file(npy, (rows, dim), np.float32, "embeddings_sha256"))
         attempt(loc, lambda: check_npy_file(loc, (rows,), np.int64, "locations_sha256"))
+        if "text_hashes_sha256" in meta:
+            hashes = npy.with_name(f"{i:06d}.hash.npy")
+            attempt(hashes, lambda: check_npy_file(hashes, (rows,), np.uint64, "text_hashes_sha256"))
     for name in names:
         if int(name[:6]) >= count:
             found.append(Finding(f"shards/{name}", "extra", "not part of the store (an unfinished write's)"))
