@@ -340,3 +340,15 @@ def test_a_build_that_fails_on_its_input_leaves_no_folder(tmp_path, static_embed
     with pytest.raises(InputError, match="no such file"):
         build_store([tmp_path / "missing.jsonl"], out, embedder=static_embedder)
     assert not out.exists()
+
+
+def test_a_store_from_before_texts_were_clipped_resumes(small_pool, tmp_path, static_embedder):
+    """store.json of an older store has no max_chars in its text spec (nor checksums): the same command
+    goes on with it instead of refusing a "different" text spec."""
+    out = tmp_path / "s"
+    build_store([small_pool[0]], out, embedder=static_embedder, shard_rows=500)
+    meta = json.loads((out / "store.json").read_text())
+    del meta["text_spec"]["max_chars"], meta["checksum"]
+    (out / "store.json").write_text(json.dumps(meta))
+    grown = build_store(list(small_pool), out, embedder=static_embedder, shard_rows=500)
+    assert grown.n_rows == 6000 and grown.meta["last_build"]["reused_shards"] == 8
