@@ -181,6 +181,16 @@ def test_jsonl_edited_in_place_is_refused(small_pool, static_embedder, tmp_path,
     assert not (tmp_path / "after").exists()
 
 
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_dsir_reading_a_changed_pool_file_is_refused(small_pool, static_embedder, tmp_path, keep_mtime):
+    """DSIR reads every pool text again: a file edited since the build is refused, not scored."""
+    store = small_pool["jsonl_store"]
+    edit_in_place(small_pool["jsonl"], small_pool["records"][7]["text"], keep_mtime)
+    with pytest.raises(InputError, match="row 7 of the pool files" if keep_mtime else "sha256 differs"):
+        select_text(store, FOOD, out=tmp_path / "o", config=base_cfg(), method="dsir", embedder=static_embedder)
+    assert not (tmp_path / "o").exists()
+
+
 def test_parquet_rewritten_without_its_first_row_is_refused(small_pool, static_embedder, tmp_path):
     store = small_pool["parquet_store"]
     pq.write_table(pa.Table.from_pylist(small_pool["records"][1:]), small_pool["parquet"])

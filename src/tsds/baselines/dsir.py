@@ -102,20 +102,15 @@ def dsir_log_weights(pool_texts: list[str], target_texts: list[str], *, n: int =
 
 
 def store_texts(store) -> list[str]:
-    """The pool's texts in store row order, read with the store's text spec (cached per store)."""
-    from tsds.io.readers import read_texts
+    """The pool's embedded texts in store row order (tsds.store.provenance.pool_texts), cached per store
+    content."""
+    from tsds.store.provenance import pool_texts
 
-    key = ("texts", str(store.root))
-    if key in _TEXT_CACHE:
-        return _TEXT_CACHE[key]
-    texts: list[str] = []
-    for entry in store.files:
-        t, _ = read_texts(entry["path"], store.text_spec, fmt=entry.get("format"))
-        texts.extend(t)
-    if len(texts) != store.n_rows:
-        raise ValueError(f"{store.root}: read {len(texts)} texts but the store holds {store.n_rows} rows")
-    _TEXT_CACHE[key] = texts
-    return texts
+    key = ("texts", str(store.root), store.meta.get("fingerprint"))
+    if key not in _TEXT_CACHE:
+        _TEXT_CACHE.clear()
+        _TEXT_CACHE[key] = pool_texts(store)
+    return _TEXT_CACHE[key]
 
 
 _TEXT_CACHE: dict = {}

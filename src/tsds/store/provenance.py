@@ -83,3 +83,26 @@ def check_record(spec: TextSpec, record: dict, expected: int, path: str, row: in
 def hash_path(shard_file: Path) -> Path:
     """shards/NNNNNN.hash.npy beside shards/NNNNNN.npy."""
     return shard_file.with_name(shard_file.name[:-len(".npy")] + HASH_SUFFIX)
+
+
+def pool_texts(store) -> list[str]:
+    """Every row's embedded text, in store row order: read again from the pool files with the store's text
+    spec and bad-row policy, each file checked as for a fetch and each text against its stored hash, so a
+    method that reads the texts (DSIR) sees exactly what was embedded, or gets a one-line error."""
+    from tsds.io.readers import read_texts
+
+    texts: list[str] = []
+    for entry in store.files:
+        check_source(entry, full=False)
+        t, _ = read_texts(entry["path"], store.text_spec, fmt=entry.get("format"),
+                          on_bad_row=store.meta.get("on_bad_row", "fail"))
+        texts.extend(t)
+    if len(texts) != store.n_rows:
+        raise InputError(f"{store.files[0]['path']}: the pool files hold {len(texts)} texts, the store "
+                         f"{store.root} {store.n_rows} rows; the files changed since the build: rebuild the store")
+    expected, known = store.text_hashes(np.arange(store.n_rows))
+    wrong = np.flatnonzero(known & (text_hashes(texts) != expected))
+    if wrong.size:
+        raise InputError(f"{store.root}: row {int(wrong[0])} of the pool files is not the text the store embedded "
+                         f"({wrong.size} such rows); the pool files changed since the build: rebuild the store")
+    return texts
