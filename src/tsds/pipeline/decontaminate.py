@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tsds.io.readers import iter_batches
 from tsds.retrieval import SearchIndex
 
 _SPACE = re.compile(r"\s+")
@@ -51,24 +50,12 @@ def within_radius(index, vectors: np.ndarray, radius: float) -> tuple[np.ndarray
 
 def exact_text_matches(store, texts: list[str], pool_texts: list[str] | None = None) -> np.ndarray:
     """Pool rows whose text equals one of ``texts`` after normalising whitespace and case (one pass over the
-    pool, or over ``pool_texts``, the pool's texts in row order, when the caller holds them)."""
+    pool's embedded texts, checked against the store, or over ``pool_texts`` when the caller holds them)."""
+    from tsds.store.provenance import pool_texts as checked_pool_texts
+
     wanted = {normalise(t) for t in texts}
-    if pool_texts is not None:
-        return np.array([r for r, t in enumerate(pool_texts) if normalise(t) in wanted], dtype=np.int64)
-    hits: list[tuple[int, int]] = []
-    paths = [f["path"] for f in store.files]
-    fmts = {f.get("format") for f in store.files}
-    fmt = fmts.pop() if len(fmts) == 1 else None
-    for batch in iter_batches(paths, store.text_spec, batch_size=8192, fmt=fmt, on_bad_row="skip"):
-        for t, loc in zip(batch.texts, batch.locations):
-            if normalise(t) in wanted:
-                hits.append((batch.file_index, loc))
-    if not hits:
-        return np.empty(0, np.int64)
-    file_idx, locs = store.locations()
-    hitset = set(hits)
-    key = {(f, l): r for r, (f, l) in enumerate(zip(file_idx.tolist(), locs.tolist())) if (f, l) in hitset}
-    return np.array(sorted(key[h] for h in set(hits) if h in key), dtype=np.int64)
+    pool_texts = checked_pool_texts(store) if pool_texts is None else pool_texts
+    return np.array([r for r, t in enumerate(pool_texts) if normalise(t) in wanted], dtype=np.int64)
 
 
 def contaminated_rows(store, index: SearchIndex, texts: list[str], vectors: np.ndarray, radius: float,
