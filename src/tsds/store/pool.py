@@ -498,7 +498,13 @@ def build_index_shard(root: str, spec, metric: str, first: int, last: int) -> di
     """Build index shard ``spec`` from embedding shards [first, last) of the store at ``root``."""
     from tsds.retrieval.sharded import build_shard
 
-    return build_shard(ShardVectors(PoolStore(root), first, last), spec, metric)
+    meta = build_shard(ShardVectors(PoolStore(root), first, last), spec, metric)
+    files = {"faiss": file_record(Path(spec.path)), "radius": None}
+    if spec.radius_path is not None:
+        files["radius"] = file_record(Path(spec.radius_path))
+    meta = seal({**meta, "files": files})
+    _atomic_json(Path(spec.path).with_suffix(".json"), meta)
+    return meta
 
 
 def _file_entry(path: Path, fmt: str | None) -> dict:
