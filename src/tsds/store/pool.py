@@ -27,6 +27,7 @@ import logging
 import os
 import re
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +40,8 @@ from tsds.errors import InputError
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches, refuse_pipe
 from tsds.retrieval.index import build_index
 from tsds.retrieval.mapped import MAPS_PAGES, local_or_none, to_mapped
-from tsds.store.provenance import hash_path, path_sha256, path_state, text_hashes
+from tsds.store.embedding import embed_shards
+from tsds.store.provenance import hash_path, path_sha256, path_state, text_hashes, texts_sha256
 from tsds.store.shards import PoolShards
 from tsds.store.verify import (
     Damaged,
@@ -64,15 +66,6 @@ SHARD_ROWS = 8192
 
 _atomic_write_bytes, _atomic_json, _atomic_npy = atomic.write_bytes, atomic.write_json, atomic.write_npy
 atomic_write_index = atomic.write_index
-
-
-def texts_sha256(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
 
 
 class ShardVectors:
@@ -412,7 +405,7 @@ class PoolStore:
                     pass
                 meta_path.unlink()
             jobs.append((spec, first, last))
-        engine.build_index_shards(str(self.root), jobs, metric)
+        engine.map(partial(_index_shard_job, str(self.root), metric), jobs)
         _atomic_json(folder / "index.json", seal({
             "layout": "sharded", "metric": metric, "n_rows": self.n_rows, "fingerprint": self.fingerprint,
             "kinds": sorted({s.kind for s in specs}), "shards": [s.to_json() for s in specs]}))
@@ -489,9 +482,17 @@ def _kind_ok(kind: str, kinds: list[str]) -> bool:
 
 def _backend(engine, specs, metric):
     """Where the shards of an index are served: the engine's backend, or this process."""
+    from tsds.retrieval.sharded import ShardWorker
+
     if engine is None or engine.name == "local":
         return None
-    return engine.shard_backend(specs, metric)
+    return engine.serve(partial(ShardWorker, metric=metric), specs, [s.shard for s in specs])
+
+
+def _index_shard_job(root: str, metric: str, job) -> dict:
+    """`build_index_shard` of one (spec, first, last) job, as an engine task."""
+    spec, first, last = job
+    return build_index_shard(root, spec, metric, first, last)
 
 
 def build_index_shard(root: str, spec, metric: str, first: int, last: int) -> dict:
@@ -770,7 +771,7 @@ def _build_store(paths, root: Path, *, embedder_spec, spec, on_bad_row, shard_ro
         writes.submit(lambda: write(i, batch, digest, vectors, truncated), lambda: finished(i, len(batch)))
 
     with writes:
-        engine.embed_shards(source, embedder, finish, embedder_spec=embedder_spec)
+        embed_shards(engine, source, embedder, finish, embedder_spec=embedder_spec)
     n_rows = counters["rows"]
     if n_rows == 0:
         raise InputError(f"{paths[0]}: no usable rows in the pool")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tsds.errors import InputError
-from tsds.io.readers import limits
+import tsds.io.readers.limits as limits
 from tsds.io.readers.limits import _CSV_FIELD_LIMIT
 from tsds.io.readers.lines import Row, _iter_lines, _LongLine, _open_binary
 from tsds.io.readers.spec import RowError

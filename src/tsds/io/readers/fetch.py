@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tsds.errors import InputError
-from tsds.io.readers import limits
+import tsds.io.readers.limits as limits
 from tsds.io.readers.delimited import _csv_header, _csv_records, _csv_row
 from tsds.io.readers.jsonl import _parse_json_line
 from tsds.io.readers.limits import _BOM

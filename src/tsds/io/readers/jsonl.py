@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tsds.io.readers import limits
+import tsds.io.readers.limits as limits
 from tsds.io.readers.limits import _BOM, _JSON_SAFE_DEPTH, _JSONL_GIVE_UP, _READ_ERRORS, DEFAULT_TEXT_FIELD
 from tsds.io.readers.lines import (
     Row,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tsds.errors import InputError
-from tsds.io.readers import limits
+import tsds.io.readers.limits as limits
 from tsds.io.readers.limits import _BOM, _GZIP_MAGIC, _READ_ERRORS, PathLike
 from tsds.io.readers.spec import _SURROGATE, RowError, _surrogate_reason
 
