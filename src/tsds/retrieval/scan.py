@@ -11,6 +11,7 @@ from tsds.retrieval.ivf import list_sizes, list_vectors
 from tsds.retrieval.mapped import PageWindow
 from tsds.retrieval.threads import in_threads
 
+
 _SCAN_FROM_K = 256  # below this FAISS's heap of k is cheap, and its search of few lists faster than a scan
 _SCAN_BUDGET = 1 << 23  # candidate distances `scan_lists` holds at once (32 MB); more queries go in turns
 _SCAN_LISTS = 8  # lists per distance task of `scan_lists`

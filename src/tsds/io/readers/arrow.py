@@ -30,6 +30,7 @@ def _columnar_rows(path: Path, what: str, batches: Iterator) -> Iterator[Row]:
             yield index, index + 1, record, None
             index += 1
 
+
 def _arrow_files(path: Path, fmt: str) -> list[Path]:
     """The .arrow files of a save_to_disk directory, in the order the dataset lists them."""
     if fmt == "arrow":

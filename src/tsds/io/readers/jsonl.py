@@ -25,6 +25,7 @@ from tsds.io.readers.lines import (
 )
 from tsds.io.readers.spec import RowError, TextSpec
 
+
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -44,6 +45,7 @@ def _parse_json_line(line: bytes) -> dict[str, Any]:
         _check_surrogates(value)
     return value
 
+
 def _rows_jsonl(path: Path, resume_at: int = 0) -> Iterator[Row]:
     """Rows line by line; ``resume_at``: yield only rows from that byte offset on (the file is still read
     from its start, so a read error happens exactly where it does for a whole read)."""
@@ -60,6 +62,7 @@ def _json_rows(lines: Iterator[tuple[int, int, bytes]], resume_at: int = 0) -> I
             yield offset, number, _parse_json_line(line), None
         except RowError as exc:
             yield offset, number, None, str(exc)
+
 
 class _LineRecords(Sequence):
     """The records of a batch, parsed from their lines only when asked for.

@@ -18,6 +18,7 @@ BAD_ROW_POLICIES = ("fail", "skip")
 MAX_BAD_EXAMPLES = 5
 DEFAULT_TEXT_FIELD = "text"
 
+
 _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",

@@ -19,6 +19,7 @@ from tsds.io.readers.spec import _SURROGATE, RowError, _surrogate_reason
 
 Row = tuple[int, int, "dict[str, Any] | None", "str | None"]
 
+
 def refuse_pipe(path: PathLike, needs: str = "tsds needs a regular file it can read again") -> None:
     """Raise at once for a named pipe, ``/dev/fd/N`` or other special file (opening or reading one could
     wait forever, and it cannot be read twice)."""
@@ -110,8 +111,10 @@ def _decode(line: bytes) -> str:
     except UnicodeDecodeError as exc:
         raise RowError(f"invalid UTF-8 at byte {exc.start}") from None
 
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
 
 def _check_surrogates(value: Any) -> None:
     """Raise `RowError` if a string (key or value) anywhere in ``value`` holds a lone surrogate."""

@@ -20,6 +20,7 @@ def _parquet_file(path: Path):
     except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
         raise InputError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
 
+
 def _rows_parquet(path: Path) -> Iterator[Row]:
     pf = _parquet_file(path)
     yield from _columnar_rows(path, "Parquet", pf.iter_batches(batch_size=_ARROW_READ_ROWS))

@@ -285,6 +285,7 @@ def _as_location(path: Path, loc: Any) -> int:
         raise InputError(f"{path}: location {loc!r} is not a non-negative integer")
     return value
 
+
 def _iter_rows(path: Path, fmt: str) -> Iterator[Row]:
     """(location, 1-based number for messages, record or None, reason or None) per row."""
     if fmt == "jsonl":

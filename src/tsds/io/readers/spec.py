@@ -13,6 +13,7 @@ from tsds.io.readers.limits import DEFAULT_MAX_CHARS, DEFAULT_TEXT_FIELD, MAX_FO
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+
 class RowError(ValueError):
     """One row that cannot be used; carries the reason, the caller adds ``path:line``."""
 
@@ -163,10 +164,12 @@ class TextSpec:
             lines.append(f"{role}: {content}")
         return "\n".join(lines)
 
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
     return type(value).__name__
+
 
 def _surrogate_reason(char: str) -> str:
     return f"lone surrogate \\u{ord(char):04x} in a string (not valid Unicode)"

@@ -31,6 +31,7 @@ def _pq_shape(d: int, n: int) -> tuple[int, int]:
     m = max(k for k in range(1, max(1, min(64, d // 2)) + 1) if d % k == 0)
     return m, int(min(8, max(1, math.floor(math.log2(max(2, n / 39))))))   # FAISS wants 39 points a centroid
 
+
 def build_ivfpq(source, *, metric: str = "euclidean", nlist: int | None = None, seed: int = 0) -> SearchIndex:
     """IVF-PQ over ``source`` (2 sqrt(N) lists, the count its recall was measured with; IVF-Flat has sqrt(N)),
     with each list's radius measured on the exact vectors, so range searches can prune lists exactly; the codes

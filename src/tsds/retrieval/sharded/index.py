@@ -9,6 +9,7 @@ from tsds.retrieval.index import calibrate, prepare
 from tsds.retrieval.sharded.specs import ShardSpec
 from tsds.retrieval.sharded.worker import LocalShards
 
+
 _RESULT_BUDGET = 1 << 25
 
 
@@ -153,6 +154,7 @@ class ShardedIndex:
 
     def close(self) -> None:
         self.backend.close()
+
 
 def merge_topk(parts, starts: np.ndarray, k: int):
     """Merge per-shard (distances, local ids) into the global k nearest per query, ordered by (distance, id)."""

@@ -10,6 +10,7 @@ import numpy as np
 from tsds.retrieval.index import SearchIndex, prepare
 from tsds.retrieval.ivf import list_members
 
+
 RERANK = 4               # an IVF-PQ search fetches RERANK x k candidates, re-ranked with exact distances
 
 
@@ -35,6 +36,7 @@ class StoredRows:
     def chunks(self):
         for start, mm in zip(self.starts, self._maps):
             yield int(start), np.asarray(mm, dtype=np.float32)
+
 
 class PQShard(SearchIndex):
     """An IVF-PQ shard whose answers carry exact distances.

@@ -13,6 +13,7 @@ import numpy as np
 from tsds.errors import ParameterError
 from tsds.retrieval.index import EXACT_UP_TO
 
+
 PQ_ABOVE = 1_000_000     # shards with more rows get IVF-PQ (64-byte codes) instead of IVF-Flat under "auto"
 
 
@@ -56,6 +57,7 @@ def shard_kind(rows: int, kind: str, pq_above: int = PQ_ABOVE) -> str:
         return "flat" if rows <= EXACT_UP_TO else ("ivf" if rows <= pq_above else "ivfpq")
     return kind
 
+
 def plan_shards(shard_rows: list[int], n_shards: int) -> list[tuple[int, int]]:
     """Group consecutive embedding shards into ``n_shards`` index shards of about equal rows.
 
@@ -73,6 +75,7 @@ def plan_shards(shard_rows: list[int], n_shards: int) -> list[tuple[int, int]]:
         cuts.append(c)
     cuts.append(len(shard_rows))
     return [(int(bounds[a]), int(bounds[b] - bounds[a])) for a, b in itertools.pairwise(cuts)]
+
 
 def default_shards(n_rows: int, workers: int, max_rows: int = 2_000_000) -> int:
     """Index shards for a pool: at least one per worker, at most ``max_rows`` rows each."""

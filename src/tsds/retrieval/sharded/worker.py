@@ -34,6 +34,7 @@ def load_shard(spec: ShardSpec, metric: str) -> SearchIndex:
         faiss.extract_index_ivf(index).make_direct_map()
     return SearchIndex(index=index, kind=spec.kind, metric=metric, list_radius=radius)
 
+
 class ShardWorker:
     """The per-shard operations, run where the shards are held (this process or a Ray actor).
 
@@ -113,6 +114,7 @@ class ShardWorker:
             out.append((np.asarray(new_lims), np.concatenate(terms) if terms else np.empty(0)))
         return out
 
+
 def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float, with_labels: bool = False):
     """Range search of one shard, the distances recomputed in float64 from the stored vectors.
 
@@ -149,6 +151,7 @@ def _exact_range(idx: SearchIndex, x: np.ndarray, radius2: float, sigma: float, 
     if with_labels:
         return lims, d2, labels
     return lims, d2, scanned
+
 
 class LocalShards:
     """Backend holding every shard in this process; calls visit the shards one after another."""
