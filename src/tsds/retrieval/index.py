@@ -449,7 +449,7 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     """
     key = (hashlib.sha256(q.tobytes()).hexdigest(), q.shape,
            None if index.excluded is None else hashlib.sha256(index.excluded.tobytes()).hexdigest())
-    cached = getattr(index, "_truth_cache", None)
+    cached = index._truth_cache
     if cached is not None and cached[0] == key and cached[1].shape[1] >= k:
         return cached[1][:, :k]
     ahead = min(index.available, max(k, _TRUTH_AHEAD))
