@@ -2,9 +2,9 @@
 
 ``ShardedIndex`` has the interface of ``SearchIndex`` (search, exact_search, reconstruct, exclude,
 available, calibrate) plus ``densities``. Its shards are served by a *backend*: ``LocalShards`` holds
-them in this process and visits them one after another; the Ray engine's backend holds them in actors
-and fans the same calls out (tsds.engines.ray). Both run the per-shard code in ``ShardWorker``, so a
-store's index gives the same lists and densities whichever engine serves it.
+them in this process and visits them one after another; a distributed engine's backend (its ``serve``,
+set up by tsds.store.indexes) holds them in actors and fans the same calls out. Both run the per-shard
+code in ``ShardWorker``, so a store's index gives the same lists and densities whichever engine serves it.
 
 Exactness. Each shard returns its own top-k (k capped at what the shard holds) with shard-local ids;
 they are shifted to global ids and merged by (distance, id), so with exact (flat) shards the merged

@@ -48,7 +48,7 @@ class PQShard(SearchIndex):
     calibration (which doubles the breadth up to ``self.nlist``) can always reach its target, at worst
     by re-ranking the whole shard, even where the codes misorder close neighbours.
     ``reconstruct`` returns the stored vectors (not the PQ approximation), and range searches use the IVF
-    lists only to prune (tsds.retrieval.sharded._exact_range), so densities stay exact.
+    lists only to prune (`members`), so densities stay exact.
     """
 
     def __init__(self, *, stored: StoredRows, **kw):
