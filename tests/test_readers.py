@@ -386,7 +386,8 @@ def test_hf_dataset_follows_state_json_order(tmp_path):
 
 # ---- JSON Lines read in blocks by pyarrow, against the row-by-row reader ----------------------------
 
-from tsds.io import readers as _readers  # noqa: E402
+from tsds.io.readers import jsonl as _readers  # noqa: E402
+from tsds.io.readers import limits as _limits  # noqa: E402
 
 TRICKY_LINES = [
     b'{"text": "a", "id": 1}',
@@ -493,8 +494,8 @@ def _pool_lines(seed, n=400):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_block_reader_matches_row_reader_on_tricky_lines(tmp_path, monkeypatch, seed, gz):
     # small blocks, so that a file is many blocks and bad rows force halving down to row-by-row pieces
-    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 4096)
-    monkeypatch.setattr(_readers, "_JSONL_MIN_SPLIT", 512)
+    monkeypatch.setattr(_limits, "_JSONL_BLOCK", 4096)
+    monkeypatch.setattr(_limits, "_JSONL_MIN_SPLIT", 512)
     lines = _pool_lines(seed)
     data = (b"\xef\xbb\xbf" if seed == 1 else b"") + b"\n".join(lines) + (b"\n" if seed != 2 else b"")
     path = tmp_path / ("pool.jsonl.gz" if gz else "pool.jsonl")
@@ -531,7 +532,7 @@ def test_block_reader_matches_row_reader_on_test_files(name, monkeypatch):
 
 
 def test_block_reader_takes_clean_blocks_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 4096)
+    monkeypatch.setattr(_limits, "_JSONL_BLOCK", 4096)
     path = tmp_path / "clean.jsonl"
     path.write_bytes(b"".join(GOOD_LINE % (i, i, i, b"y" * (i % 50)) + b"\n" for i in range(300)))
     for spec in SPECS:
@@ -542,8 +543,8 @@ def test_block_reader_takes_clean_blocks_whole(tmp_path, monkeypatch):
 
 
 def test_block_reader_gives_up_on_files_pyarrow_cannot_take(tmp_path, monkeypatch):
-    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 1024)
-    monkeypatch.setattr(_readers, "_JSONL_MIN_SPLIT", 256)
+    monkeypatch.setattr(_limits, "_JSONL_BLOCK", 1024)
+    monkeypatch.setattr(_limits, "_JSONL_MIN_SPLIT", 256)
     path = tmp_path / "numbers.jsonl"
     path.write_bytes(b"".join(b'{"a": "row %d", "b": %d}\n' % (i, i) for i in range(2000)))
     blocks, rows, runs = _read_both(path, TextSpec(template="{a} {b}"), monkeypatch)
@@ -555,7 +556,7 @@ def test_block_reader_gives_up_on_files_pyarrow_cannot_take(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("cut", [0.5, 0.97])
 def test_block_reader_truncated_gzip_fails_as_the_row_reader(tmp_path, monkeypatch, cut):
-    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 4096)
+    monkeypatch.setattr(_limits, "_JSONL_BLOCK", 4096)
     data = gzip.compress(b"".join(GOOD_LINE % (i, i, i, b"z" * (i % 70)) + b"\n" for i in range(3000)))
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(data[: int(len(data) * cut)])
@@ -632,7 +633,7 @@ def test_unterminated_quote_is_a_bad_row_not_the_end_of_the_file(tmp_path, sep):
 def test_a_quote_open_past_the_row_limit_is_a_bad_row(tmp_path, monkeypatch):
     """The record is given up once its lines pass MAX_ROW_BYTES (not read to the end of the file), and
     the read goes on from the line after its first."""
-    monkeypatch.setattr(_readers, "MAX_ROW_BYTES", 1000)
+    monkeypatch.setattr(_limits, "MAX_ROW_BYTES", 1000)
     path = tmp_path / "open.csv"
     path.write_text('id,text\n0,"never closed\n' + "".join(f"{i},row {i}\n" for i in range(1, 300))
                     + '300,"a ""quoted"" end"\n')
@@ -802,9 +803,9 @@ def test_clipped_texts_are_recorded_in_the_store(tmp_path, static_embedder):
 
 
 def test_a_line_longer_than_the_row_limit_is_a_bad_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(_readers, "MAX_ROW_BYTES", 1000)
-    monkeypatch.setattr(_readers, "_JSONL_BLOCK", 256)
-    monkeypatch.setattr(_readers, "_JSONL_MIN_SPLIT", 64)
+    monkeypatch.setattr(_limits, "MAX_ROW_BYTES", 1000)
+    monkeypatch.setattr(_limits, "_JSONL_BLOCK", 256)
+    monkeypatch.setattr(_limits, "_JSONL_MIN_SPLIT", 64)
     lines = [json.dumps({"text": f"row {i}"}) for i in range(40)]
     lines[20] = json.dumps({"text": "w" * 5000})
     path = tmp_path / "big.jsonl"

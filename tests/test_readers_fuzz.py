@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tsds.errors import InputError
-from tsds.io import readers as R
+from tsds.io.readers import limits as R
 from tsds.io.readers import ReadStats, TextSpec, iter_batches
 
 ROW_LIMIT = 3000        # MAX_ROW_BYTES during these tests, so that "huge" stays small

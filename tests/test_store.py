@@ -124,7 +124,7 @@ def test_failed_shard_write_stops_the_build_and_resume_finishes_it(small_pool, s
                                                                      monkeypatch):
     """A write that fails in the background thread fails the build (no later shard is written), and the
     same command then resumes from the shards that were finished."""
-    from tsds.store import pool
+    from tsds.store import build as pool
 
     out = tmp_path / "failing"
     real = pool._atomic_npy

@@ -124,36 +124,3 @@ def read_author_config(path: str | Path) -> dict:
     if unknown:
         raise InputError(f"{p}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(AUTHOR_KEYS)}")
     return {AUTHOR_KEYS[k]: v for k, v in data.items()}
-
-
-STORE_INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq")
-MAX_SHARD_ROWS = 10_000_000  # rows of one shard are held in memory while it is embedded
-
-
-def check_build_options(paths, out, *, metric: str = "euclidean", index_kind: str = "auto",
-                        shard_rows: int = 8192, on_bad_row: str = "fail", fmt: str | None = None,
-                        index_shards: int | None = None, embedder_spec: str | None = None) -> None:
-    """Every option of a store build that can be checked without reading the pool, checked before the pool
-    files are hashed or embedded: a bad --metric or --index must not wait for the whole pool to be embedded."""
-    import os
-
-    from tsds.io.output import check_store_dir
-    from tsds.io.readers import BAD_ROW_POLICIES, FORMATS
-
-    check_choice("--metric", metric, ("euclidean", "cosine"))
-    check_choice("--index", index_kind, STORE_INDEX_KINDS)
-    check_choice("--on-bad-row", on_bad_row, BAD_ROW_POLICIES)
-    check_choice("--format", fmt, FORMATS)
-    check_count("--shard-rows", shard_rows, high=MAX_SHARD_ROWS)
-    check_count("--index-shards", index_shards, high=65_536)
-    if embedder_spec is not None:
-        key = str(embedder_spec).strip()
-        if key.lower() not in ("static", "minilm") and not Path(os.path.expanduser(key)).is_dir():
-            raise ParameterError(f"--embedder {key!r}: not static, minilm, or an existing model folder")
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if not paths:
-        raise InputError("no pool files given")
-    for p in paths:
-        if not Path(p).exists():
-            raise InputError(f"{p}: no such file")
-    check_store_dir(out, inputs=paths)

@@ -43,7 +43,8 @@ def pool_build(
     from tsds.progress import progress_bar
     from tsds.store import build_store
 
-    from tsds.config import check_build_options, check_choice
+    from tsds.config import check_choice
+    from tsds.store.options import check_build_options
     from tsds.engines import ENGINES
     from tsds.errors import ParameterError
 

@@ -1,4 +1,4 @@
-"""Execution engines that run the pipeline: local (this process) and Ray (a cluster).
+"""Execution engines for plain functions: local (this process) and Ray (a cluster).
 
     engine = make_engine("ray", address=None)     # starts a local Ray instance; "auto" or "ray://..." to join
     store = build_store(paths, out, engine=engine)
@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from tsds.engines.local import LocalEngine
+from tsds.engines.local import LocalEngine, read_ahead
 from tsds.errors import ParameterError
 
 ENGINES = ("local", "ray")
@@ -26,4 +26,4 @@ def make_engine(name: str = "local", address: str | None = None, **kwargs):
     raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
 
 
-__all__ = ["ENGINES", "LocalEngine", "make_engine"]
+__all__ = ["ENGINES", "LocalEngine", "make_engine", "read_ahead"]

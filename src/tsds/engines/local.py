@@ -1,15 +1,18 @@
-"""The local engine: runs the pipeline's per-shard work in this process, in order.
+"""The local engine: runs plain functions in this process, in order.
 
-An engine is an adapter with the operations the pipeline needs; the pipeline itself (tsds.store,
-tsds.pipeline) is the same for every engine:
+Every engine offers the same small set of operations over plain (picklable) functions and items, and knows
+nothing of what they do (the store and the pipeline pass their own work in):
 
-- ``embed_shards(source, embedder, finish, embedder_spec=...)``: embed the pool's shards
-  (tsds.store.shards.PoolShards: read here in order with ``source.jobs()``, or planned and read by
-  workers) and hand (shard, rows, digest, vectors, truncated) to ``finish``, which writes the shard;
-- ``build_index_shards(root, jobs, metric)``: build each (ShardSpec, first, last) index shard from the
-  store's embedding shards [first, last);
-- ``shard_backend(specs, metric)``: what serves a ShardedIndex's shards (search, range search);
-- ``workers``: how many shards it works on at once (the default number of index shards).
+- ``map(fn, items)``: ``[fn(item) for item in items]``, as independent tasks (retried where the engine can);
+- ``imap(fn, items)``: the same results lazily, in order (a consumer that stops early cancels the rest);
+- ``map_stateful(factory, items)``: workers that each build ``state = factory()`` once (say, load a model)
+  and yield the outputs of ``state(item)`` for their items; the outputs come in any order;
+- ``map_reduce(fn, items, reduce)``: ``reduce([fn(item) for item in items])`` with ``reduce`` run in one task;
+- ``serve(factory, items, keys)``: long-lived holders of ``factory(part)`` for parts of ``items``; the
+  returned backend's ``call(method, per_item_args, **kwargs)`` runs ``obj.method(keys_of_part, ...)`` on
+  each holder and returns one result per item, in item order.
+
+``distributed`` tells whether the work leaves this process; ``workers`` how many items run at once.
 """
 
 from __future__ import annotations
@@ -20,16 +23,16 @@ import threading
 _DONE = object()
 
 
-def _prefetch(jobs, depth: int = 2):
-    """Iterate ``jobs`` in a background thread, ``depth`` items ahead, so that reading and parsing the
-    next shard overlaps embedding this one (the tokenizer and BLAS release the GIL). Errors are re-raised
-    here, in order."""
+def read_ahead(items, depth: int = 2):
+    """Iterate ``items`` in a background thread, ``depth`` items ahead, so that producing the next item
+    (reading and parsing a shard) overlaps the caller's work on this one (embedding it). Errors are
+    re-raised here, in order."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce():
         try:
-            for job in jobs:
+            for job in items:
                 while not stop.is_set():
                     try:
                         q.put(job, timeout=0.1)
@@ -57,26 +60,48 @@ def _prefetch(jobs, depth: int = 2):
         thread.join()
 
 
+class LocalServed:
+    """``factory(items)`` held in this process; calls run on it directly."""
+
+    def __init__(self, factory, items, keys):
+        self.obj = factory(list(items))
+        self.keys = list(keys)
+
+    def call(self, method: str, per_item_args=None, **kwargs) -> list:
+        fn = getattr(self.obj, method)
+        if per_item_args is None:
+            return fn(self.keys, **kwargs)
+        return fn(self.keys, per_item_args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
 class LocalEngine:
     name = "local"
+    distributed = False
     workers = 1
+    gpus = 0
 
-    def embed_shards(self, source, embedder, finish, **_) -> None:
-        """Read the shards here, in order (one read ahead), embed each and hand the result to ``finish``."""
-        for i, batch, digest in _prefetch(source.jobs()):
-            before = embedder.truncated
-            vectors = embedder.embed(batch.texts)
-            finish(i, batch, digest, vectors, embedder.truncated - before)
+    def map(self, fn, items, *, retries: int = 0) -> list:
+        return [fn(item) for item in items]
 
-    def build_index_shards(self, root: str, jobs, metric: str) -> list[dict]:
-        from tsds.store.pool import build_index_shard
+    def imap(self, fn, items, *, retries: int = 0):
+        return (fn(item) for item in items)
 
-        return [build_index_shard(root, spec, metric, first, last) for spec, first, last in jobs]
+    def map_stateful(self, factory, items, *, gpu: bool = False):
+        state = factory()
+        for item in items:
+            yield from state(item)
 
-    def shard_backend(self, specs, metric: str):
-        from tsds.retrieval.sharded import LocalShards
+    def map_reduce(self, fn, items, reduce):
+        return reduce([fn(item) for item in items])
 
-        return LocalShards(specs, metric)
+    def serve(self, factory, items, keys) -> LocalServed:
+        return LocalServed(factory, items, keys)
+
+    def release(self) -> None:
+        """Nothing is held between calls here."""
 
     def close(self) -> None:
         pass

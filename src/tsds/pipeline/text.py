@@ -324,8 +324,10 @@ def write_selected(path: Path, store: PoolStore, selection: Selection, query_tex
     groups = record_groups(store, selection, query_texts)
     drawn = int(selection.selected_indices.size)
     engine = store.engine
-    if engine is not None and hasattr(engine, "write_records"):
-        summary = engine.write_records(path, groups, source_field=source_field, expected=drawn)
+    if engine is not None and getattr(engine, "distributed", False):
+        from tsds.pipeline.records_ray import write_records_on
+
+        summary = write_records_on(engine, path, groups, fetch_group, source_field=source_field, expected=drawn)
     else:
         records = [r for g in groups for r in fetch_group(g)]
         _check_drawn(len(records), selection)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from tsds.retrieval.index import SearchIndex, list_sizes, list_vectors
+from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
+from tsds.retrieval.ivf import list_sizes, list_vectors
 from tsds.retrieval.threads import Scratch, in_threads
 
 DEFAULT_CAP = 100_000

@@ -15,8 +15,9 @@ import numpy as np
 
 from tsds.errors import ParameterError
 from tsds.memory import return_freed_memory
+from tsds.retrieval.ivf import list_members, list_vectors
 from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, work_folder
-from tsds.retrieval.threads import in_threads
+from tsds.retrieval.scan import _SCAN_FROM_K, exact_top, scan_lists
 
 METRICS = ("euclidean", "cosine")
 INDEX_KINDS = ("auto", "flat", "ivf")
@@ -69,6 +70,11 @@ class SearchIndex:
     _selector: object = field(default=None, repr=False)
     _members: tuple | None = field(default=None, repr=False)
     _position: np.ndarray | None = field(default=None, repr=False)
+    # caches kept with the index: the list norms of `scan_lists`, the exact lists of `calibrate`, the
+    # density shells of `tsds.retrieval.density`
+    _list_norms: object = field(default=None, repr=False)
+    _truth_cache: tuple | None = field(default=None, repr=False)
+    _density_shells: object = field(default=None, repr=False)
 
     def exclude(self, ids) -> None:
         """Remove candidates from every later search and range search (decontamination)."""
@@ -443,7 +449,7 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     """
     key = (hashlib.sha256(q.tobytes()).hexdigest(), q.shape,
            None if index.excluded is None else hashlib.sha256(index.excluded.tobytes()).hexdigest())
-    cached = getattr(index, "_truth_cache", None)
+    cached = index._truth_cache
     if cached is not None and cached[0] == key and cached[1].shape[1] >= k:
         return cached[1][:, :k]
     ahead = min(index.available, max(k, _TRUTH_AHEAD))
@@ -457,189 +463,6 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
         ids = ids.astype(np.int32)  # kept through every round: half the memory
     index._truth_cache = (key, ids)
     return ids[:, :k]
-
-
-def list_vectors(ivf, lst: int, pages: PageWindow | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 vectors, ids) of one IVF-Flat list, views of FAISS's storage (no copy); counted against
-    ``pages`` when the storage is mapped."""
-    size = int(ivf.invlists.list_size(int(lst)))
-    if size == 0:
-        return np.empty((0, ivf.d), np.float32), np.empty(0, np.int64)
-    codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(int(lst)), size * ivf.code_size)
-    if pages is not None:
-        pages.touched_range(codes.ctypes.data, size * (ivf.code_size + 8))
-    return codes.view(np.float32).reshape(size, ivf.d), faiss.rev_swig_ptr(ivf.invlists.get_ids(int(lst)), size)
-
-
-_SCAN_FROM_K = 256  # below this FAISS's heap of k is cheap, and its search of few lists faster than a scan
-_SCAN_BUDGET = 1 << 23  # candidate distances `scan_lists` holds at once (32 MB); more queries go in turns
-_SCAN_LISTS = 8  # lists per distance task of `scan_lists`
-_SCAN_QUERIES = 64  # queries per selection task of `scan_lists`
-
-
-def scan_lists(index: SearchIndex, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-    """(squared distances float32, ids int64) of each query's k nearest members of its ``nprobe`` nearest
-    IVF-Flat lists, rows ascending by distance then id; (inf, -1) fills rows whose lists hold fewer.
-
-    FAISS's IVF search keeps a heap of k per query, and with k in the thousands maintaining it costs
-    far more than the distances (its issue #4570). Here each probed list is read once and multiplied
-    against all the queries that probe it (BLAS, the vectors read in place; tasks of a few lists), then
-    each query's k nearest are picked by a partial sort (tasks of a few queries). Reading each list once
-    for all queries, rather than once per block of 64 queries, made the scan faster at 200k x 384, 500
-    queries, 32 lists each: k = 512 0.19 -> 0.12 s, k = 8192 0.25-0.35 -> 0.17-0.24 s (each product has
-    about 36 rows instead of 5, and a mapped index's pages are read back less often). A list's product
-    does not depend on which task runs it, so the result does not depend on the thread count; queries go
-    in turns only when their distances would exceed ``_SCAN_BUDGET``.
-    """
-    ivf = faiss.extract_index_ivf(index.index)
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    m = q.shape[0]
-    nprobe = max(1, min(int(nprobe), ivf.nlist))
-    _, probes = ivf.quantizer.search(q, nprobe)
-    sizes = list_sizes(ivf)
-    out_d = np.full((m, k), np.inf, dtype=np.float32)
-    out_i = np.full((m, k), -1, dtype=np.int64)
-    if m == 0 or k == 0:
-        return out_d, out_i
-    lists = _ListNorms.of(index, ivf)
-    qn = np.einsum("ij,ij->i", q, q)
-    per_query = np.cumsum(sizes[probes].sum(axis=1))
-    first = 0
-    while first < m:
-        before = per_query[first - 1] if first else 0
-        last = max(first + 1, int(np.searchsorted(per_query, before + _SCAN_BUDGET, side="right")))
-        _scan_turn(ivf, lists, q[first:last], qn[first:last], probes[first:last], sizes, k, index.excluded,
-                   out_d[first:last], out_i[first:last])
-        first = last
-    return out_d, out_i
-
-
-def _scan_turn(ivf, lists: _ListNorms, q, qn, probes, sizes, k, excluded, out_d, out_i) -> None:
-    """`scan_lists` for the queries of one turn: every probed (query, list) block of distances laid end to
-    end per query in one buffer, list by list; then each query's k smallest, whose ids alone are looked up."""
-    m, nprobe = probes.shape
-    block = sizes[probes]
-    ends = np.cumsum(block.ravel()).reshape(m, nprobe)
-    starts = ends - block
-    d2 = np.empty(int(ends[-1, -1]), dtype=np.float32)
-    flat = probes.ravel()
-    order = np.argsort(flat, kind="stable")
-    groups = [g for g in np.split(order, np.flatnonzero(np.diff(flat[order])) + 1)
-              if flat[g[0]] >= 0 and sizes[flat[g[0]]] > 0]
-
-    def distances(task, scratch):
-        for group in task:
-            y, member, yn = lists.get(int(flat[group[0]]))
-            rows, cols = np.divmod(group, nprobe)
-            part = np.matmul(q[rows], y.T, out=scratch.array("product", (rows.size, y.shape[0]), np.float32))
-            part *= -2.0
-            part += qn[rows, None]
-            part += yn[None, :]
-            np.maximum(part, 0.0, out=part)
-            if excluded is not None:
-                part[:, np.isin(member, excluded)] = np.inf
-            d2[starts[rows, cols][:, None] + np.arange(y.shape[0])] = part
-
-    def select(rows, scratch):
-        for r in rows:
-            _select(d2, starts[r], ends[r], probes[r], lists, k, out_d[r], out_i[r])
-
-    in_threads([groups[a:a + _SCAN_LISTS] for a in range(0, len(groups), _SCAN_LISTS)], distances)
-    in_threads([np.arange(a, min(m, a + _SCAN_QUERIES)) for a in range(0, m, _SCAN_QUERIES)], select)
-
-
-def _select(d2, starts, ends, probes, lists: _ListNorms, k, out_d, out_i) -> None:
-    """One query's k smallest of its distances ``d2[starts[0]:ends[-1]]`` (one block per probed list), by
-    distance then id, into ``out_d`` and ``out_i``.
-
-    Query by query: each is one partial sort over thousands of candidates, so the loop's own cost is small,
-    while a padded (queries x longest row) matrix partitioned at once measured 20-30% slower (rows differ
-    in length by up to 50%, and the argpartition indices are as large as the matrix).
-    """
-    a, b = starts[0], ends[-1]
-    seg = d2[a:b]
-    pick = np.argpartition(seg, k - 1)[:k] if seg.size > k else np.arange(seg.size)
-    pick = pick[np.isfinite(seg[pick])]
-    c = np.searchsorted(ends, a + pick, side="right")  # which probed list each pick came from
-    ids = lists.ids(probes[c], a + pick - starts[c])
-    if pick.size and seg.size > k:
-        kth = seg[pick].max()
-        ties = np.flatnonzero(seg == kth)
-        less = pick.size - np.count_nonzero(seg[pick] == kth)
-        if less + ties.size > k:  # ties straddle the cut: the smallest ids among them, as exact search
-            c = np.searchsorted(ends, a + ties, side="right")
-            tie_ids = lists.ids(probes[c], a + ties - starts[c])
-            keep = np.argsort(tie_ids, kind="stable")[:k - less]
-            below = seg[pick] < kth
-            pick = np.concatenate([pick[below], ties[keep]])
-            ids = np.concatenate([ids[below], tie_ids[keep]])
-    dist = seg[pick]
-    first = by_distance_then_id(dist, ids)
-    out_d[:pick.size] = dist[first]
-    out_i[:pick.size] = ids[first]
-
-
-def list_sizes(ivf) -> np.ndarray:
-    """The number of members of each IVF list (int64)."""
-    return np.array([ivf.invlists.list_size(lst) for lst in range(ivf.nlist)], dtype=np.int64)
-
-
-def list_members(ivf) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ids): every IVF list's member ids laid end to end (int64), list l's at ids[starts[l]:starts[l + 1]].
-    Any IVF index (the codes are not read)."""
-    sizes = list_sizes(ivf)
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    ids = np.empty(int(starts[-1]), dtype=np.int64)
-    for lst in np.flatnonzero(sizes).tolist():
-        ids[starts[lst]:starts[lst + 1]] = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), int(sizes[lst]))
-    return starts, ids
-
-
-class _ListNorms:
-    """Squared norms of each IVF list's members (computed once per index, kept on it)."""
-
-    def __init__(self, ivf, members, pages: PageWindow | None = None):
-        self.ivf = ivf
-        self.members = members
-        self.pages = pages
-        self.norms: dict[int, np.ndarray] = {}
-
-    @staticmethod
-    def of(index: SearchIndex, ivf) -> _ListNorms:
-        cached = getattr(index, "_list_norms", None)
-        if cached is None or cached.ivf is not ivf:
-            cached = index._list_norms = _ListNorms(ivf, index.members, index.pages)
-        return cached
-
-    def ids(self, lst: np.ndarray, position: np.ndarray) -> np.ndarray:
-        """Ids of the members at ``position`` in lists ``lst`` (arrays of one shape)."""
-        starts, ids = self.members()
-        return ids[starts[lst] + position]
-
-    def get(self, lst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        y, ids = list_vectors(self.ivf, lst, self.pages)
-        norms = self.norms.get(lst)
-        if norms is None:
-            norms = self.norms[lst] = np.einsum("ij,ij->i", y, y)
-        return y, ids, norms
-
-
-def by_distance_then_id(dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The order of non-negative float32 ``dist`` ascending, equal distances by id: one sort of 64-bit
-    keys (the distance's bits, then the id's rank). Equal float32 distances are common among thousands
-    of neighbours, and np.lexsort on two keys is several times slower."""
-    rank = np.empty(ids.size, dtype=np.uint64)
-    rank[np.argsort(ids)] = np.arange(ids.size, dtype=np.uint64)
-    key = dist.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64) << np.uint64(32)
-    key |= rank
-    return np.argsort(key)
-
-
-def exact_top(index: SearchIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(squared distances, ids) of each query's k nearest (not excluded) candidates: the truth that recall
-    is measured against (an IVF-Flat index scans every list, see `scan_lists`)."""
-    k = min(int(k), index.available)
-    return index._search_all(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
 _MARKER_MAX = 1 << 26

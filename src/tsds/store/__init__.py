@@ -1,5 +1,7 @@
 """The persistent pool store: embeddings, indexes and densities computed once and reused per task."""
 
-from tsds.store.pool import PoolStore, build_store
+from tsds.store.build import build_store
+from tsds.store.options import BuildOptions
+from tsds.store.pool import PoolStore
 
-__all__ = ["PoolStore", "build_store"]
+__all__ = ["BuildOptions", "PoolStore", "build_store"]

@@ -21,6 +21,17 @@ from tsds.io.readers import RowError, TextSpec
 HASH_SUFFIX = ".hash.npy"
 
 
+def texts_sha256(texts: list[str]) -> str:
+    """One hash of a shard's texts in order (each length-prefixed): tells whether a finished shard holds
+    the text the pool holds now."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
 def text_hash(text: str) -> int:
     """8 bytes of blake2b of the text's UTF-8 (lone surrogates, which JSON can carry, passed through)."""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()

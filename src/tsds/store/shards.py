@@ -28,25 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from tsds.errors import InputError
-from tsds.io.readers import (
-    BAD_ROW_POLICIES,
-    FORMATS,
-    _GZIP_MAGIC,
-    ReadStats,
-    RowError,
-    TextSpec,
-    _check_choice,
-    _csv_header,
-    _csv_records,
-    _csv_row,
-    _iter_lines,
-    _iter_rows,
-    _open_binary,
-    _parse_json_line,
-    _skip_line,
-    _txt_record,
-    iter_batches,
-)
+from tsds.io.readers import BAD_ROW_POLICIES, FORMATS, ReadStats, RowError, TextSpec, iter_batches
+from tsds.io.readers.delimited import _csv_header, _csv_records, _csv_row
+from tsds.io.readers.jsonl import _parse_json_line
+from tsds.io.readers.limits import _GZIP_MAGIC
+from tsds.io.readers.lines import _iter_lines, _open_binary, _skip_line
+from tsds.io.readers.read import _check_choice, _iter_rows
+from tsds.io.readers.txt import _txt_record
 
 SCAN_BYTES = 64 << 20          # a plain JSON Lines / text file is scanned in byte ranges of this size
 _RANGED = frozenset({"jsonl", "txt"})      # formats whose rows are single lines: safe to cut anywhere
