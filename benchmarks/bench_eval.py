@@ -293,7 +293,8 @@ def report(rows, meta):
         "# Does the selection help? Downstream results",
         "",
         f"Produced by `{meta['command']}` (about {meta['expected_min']} min expected on a 2-core CPU; this run: "
-        f"{meta['seconds'] / 60:.1f} min on {meta['date']}). Raw rows: `benchmarks/results/eval.json`.",
+        f"{meta['seconds'] / 60:.1f} min on {meta['date']}). Raw rows: `benchmarks/results/eval.json`."
+        + (f" Carried over: {meta['carried']}." if meta.get("carried") else ""),
         "",
         "**Which model produced which rows.** Every table below except the last two comes from the fast mode: a "
         "byte-level 4-gram language model (interpolated Witten-Bell) trained from scratch on the selection and "
