@@ -53,12 +53,12 @@ def sweep_cmd(
     from rich.table import Table
 
     from tsds import atomic
-    from tsds import calibration as cal
+    from tsds.pipeline import autoparams as cal
     from tsds.config import MAX_SIZE, check_choice, check_count, check_number
     from tsds.errors import ParameterError
     from tsds.io.output import check_output_file
     from tsds.pipeline.select import DensityCache
-    from tsds.pipeline.text import load_store_embedder, read_query_texts
+    from tsds.pipeline.queries import load_store_embedder, read_query_texts
     from tsds.store import PoolStore
 
     _logging(quiet, False)
@@ -94,7 +94,8 @@ def sweep_cmd(
     if s > 0:
         rho, count = store.load_densities(metric, s)
         cache = DensityCache(store.n_rows, rho, count)
-    result = cal.sweep(index, q, alphas, C=c, sigma=s, metric=metric, cache=cache, with_ot=not no_ot)
+    nb = cal.Neighbours(index, q, metric=metric, sigma=s, cache=cache)
+    result = cal.sweep(index, q, alphas, C=c, sigma=s, metric=metric, neighbours=nb, with_ot=not no_ot)
     if cache is not None and cache.computed:
         store.save_densities(metric, s, cache.values, cache.counts)
     rows = [r.as_dict() for r in result.rows]
