@@ -10,12 +10,13 @@ from tsds.errors import InputError, ParameterError
 from tsds.io.readers import TextSpec
 
 
-def _is_dataset(data) -> bool:
-    return type(data).__module__.startswith("datasets.") and hasattr(data, "column_names")
+def is_dataset(data) -> bool:
+    """Whether ``data`` is a datasets.Dataset (without importing that library)."""
+    return type(data).__module__.split(".")[0] == "datasets" and hasattr(data, "column_names")
 
 
 def _is_frame(data) -> bool:
-    return type(data).__module__.startswith("pandas.") and hasattr(data, "to_dict")
+    return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "to_json")
 
 
 def in_memory_rows(data) -> list[dict] | None:
@@ -23,7 +24,7 @@ def in_memory_rows(data) -> list[dict] | None:
     for files. A list of strings becomes records {"text": ...}."""
     if isinstance(data, (str, os.PathLike)):
         return None
-    if _is_dataset(data):
+    if is_dataset(data):
         return [dict(row) for row in data]
     if _is_frame(data):
         return json.loads(data.to_json(orient="records", force_ascii=False))
@@ -67,6 +68,11 @@ class Pool:
     """A pool of texts embedded into a store folder: built once, then selected from for any number of tasks.
 
     Build one with ``Pool.build`` (files, or texts in memory), open one with ``Pool.open``.
+
+    Parameters
+    ----------
+    store : PoolStore
+        An open store (``Pool.build`` and ``Pool.open`` make one).
 
     Attributes
     ----------

@@ -200,6 +200,7 @@ def _array(x, name: str) -> np.ndarray:
 def query_input(pool, queries, spec: TextSpec | None):
     """What the method runner takes: a path or a list of texts as given; a Dataset's texts read with
     ``spec`` (default the pool's); an array as embedded queries (checked against the pool's dimension)."""
+    from tsds.api.pool import is_dataset
     from tsds.pipeline.queries import QuerySet
 
     if isinstance(queries, (str, Path)):
@@ -211,7 +212,7 @@ def query_input(pool, queries, spec: TextSpec | None):
             raise InputError(f"queries: expected an array of shape (M, {dim}) from the pool's embedder, "
                              f"got shape {q.shape}")
         return QuerySet([f"query {j}" for j in range(q.shape[0])], q, None, None)
-    if type(queries).__module__.startswith("datasets.") and hasattr(queries, "column_names"):
+    if is_dataset(queries):
         spec = spec or pool.store.text_spec
         return [spec.extract(dict(row)) for row in queries]
     texts = list(queries)

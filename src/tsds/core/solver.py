@@ -28,11 +28,12 @@ So the cost follows the answer's depth, not the list length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from tsds.core.allocation import Allocation, allocation_to_probabilities, check_parameters
 from tsds.errors import ParameterError
+
+__all__ = ["Allocation", "allocation_to_probabilities", "check_parameters", "solve"]
 
 _FIRST_PREFIX = 32  # columns examined first
 _GROWTH_MIN, _GROWTH_MAX = 1.1, 2.0  # bounds on the factor by which the prefix grows while the answer lies beyond it
@@ -41,38 +42,6 @@ _BRACKET = 4096  # breakpoints around the crossing that are sorted and walked ex
 _SPARSE = 4  # at most 1/_SPARSE of the columns used: the arithmetic runs on those columns only
 _ROUNDING = 2.3e-16  # > 2 unit round-offs per addition: the slack of the certified comparisons
 _SCRATCH = 1 << 16  # about as many steps computed at a time when the prefix grows (cache-sized, 512 KB)
-
-
-@dataclass(frozen=True)
-class Allocation:
-    """The optimal transport plan restricted to the queries' neighbour lists.
-
-    weights[j, k] is the mass query j sends to its k-th neighbour; each row sums to 1/M.
-    """
-
-    weights: np.ndarray
-    level: float
-    support: np.ndarray
-    alignment: float
-    diversity: float
-    objective: float
-    truncated: bool
-    alpha: float
-    C: float
-
-    @property
-    def max_support(self) -> int:
-        return int(self.support.max())
-
-
-def check_parameters(alpha: float, C: float, sigma: float | None = None) -> None:
-    """Raise a one-line ParameterError for values outside the method's domain."""
-    if not np.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
-        raise ParameterError(f"alpha must lie in [0, 1], got {alpha}")
-    if not np.isfinite(C) or C <= 0:
-        raise ParameterError(f"C must be a positive number, got {C}")
-    if sigma is not None and (not np.isfinite(sigma) or sigma < 0):
-        raise ParameterError(f"sigma must be >= 0, got {sigma}")
 
 
 class _Densities:
@@ -141,18 +110,42 @@ def _checked_steps(steps: np.ndarray, last: np.ndarray) -> np.ndarray:
 
 def solve(distances, densities=None, *, alpha: float, C: float, complete: bool = False,
           neighbours=None) -> Allocation:
-    """Solve the TSDS problem on neighbour lists.
+    """Solve the TSDS problem exactly on neighbour lists.
 
-    distances: M x K, row j the ascending distances from query j to its K nearest candidates.
-    densities: M x K, the density rho of each of those candidates (None: KNN-Uniform, all ones). Only
-        the columns the answer depends on are read, and checked (finite, positive) as they are read.
-    neighbours: M x K candidate ids; given, ``densities`` holds one density per candidate (length N)
-        and each list's are looked up as read: the same answer without an M x K array of densities.
-    complete: the lists hold every candidate (K = N), so reaching their end is the true optimum.
+    Parameters
+    ----------
+    distances : ndarray of shape (M, K)
+        Row j: the ascending distances from query j to its K nearest candidates (embedding distance units).
+    densities : ndarray of shape (M, K) or (N,), optional
+        The kernel density rho >= 1 of each of those candidates (None: KNN-Uniform, all ones). Only the
+        columns the answer depends on are read, and checked (finite, positive) as they are read.
+    alpha : float in [0, 1]
+        Weight of alignment (1) against diversity (0).
+    C : float > 0
+        Scale of the distances in the objective (distance units).
+    complete : bool
+        The lists hold every candidate (K = N), so reaching their end is the true optimum.
+    neighbours : ndarray of shape (M, K), optional
+        Candidate ids; given, ``densities`` holds one density per candidate (length N) and each list's are
+        looked up as read: the same answer without an M x K array of densities.
 
-    When an allocation would need to go past the end of a list and ``complete`` is False,
-    the result is the optimum of the truncated problem and ``truncated`` is True: fetch more
-    neighbours and solve again.
+    Returns
+    -------
+    Allocation
+        ``weights`` (M, K), each row summing to 1/M, the level s, the support per query and the objective
+        terms. When an allocation would need to go past the end of a list and ``complete`` is False, it is
+        the optimum of the truncated problem and ``truncated`` is True: fetch more neighbours and solve again.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tsds import solve
+    >>> D = np.array([[0.1, 0.2, 0.9], [0.3, 0.4, 0.5]])
+    >>> a = solve(D, alpha=0.5, C=1.0, complete=True)
+    >>> a.weights.sum(axis=1)
+    array([0.5, 0.5])
+    >>> a.support.tolist(), a.truncated
+    ([3, 3], False)
     """
     check_parameters(alpha, C)
     D, R = _validate(distances, densities, neighbours)
@@ -504,18 +497,3 @@ def _walk(S, delta, holds_last, alpha, threshold, bound):
         return None
     first = int(np.argmax(stop))
     return v[ends[first]], bool(met[first])
-
-
-def allocation_to_probabilities(neighbours, allocation: Allocation, n_candidates: int) -> np.ndarray:
-    """Sum the plan over queries: p_i = sum_j gamma_{j,i}, a length-N vector summing to 1."""
-    ids = np.asarray(neighbours)
-    if ids.shape != allocation.weights.shape:
-        raise ParameterError(f"neighbour ids {ids.shape} do not match the allocation {allocation.weights.shape}")
-    used = min(ids.shape[1], int(allocation.support.max()))  # no weight lies past the longest support
-    w = allocation.weights[:, :used]
-    nz = w > 0
-    flat, w = ids[:, :used][nz], w[nz]  # row by row, whatever the layout: each p_i summed in query order
-    if np.any(flat < 0) or np.any(flat >= n_candidates):
-        raise ParameterError("an allocated neighbour id lies outside [0, N)")
-    p = np.bincount(flat, weights=w, minlength=n_candidates).astype(np.float64)
-    return p / p.sum()
