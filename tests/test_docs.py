@@ -33,3 +33,13 @@ def test_public_names_have_numpydoc_sections(module, name):
         needed.append("Returns")
     missing = [s for s in needed if s not in doc]
     assert not missing, f"{module}.{name}: docstring lacks {', '.join(missing)}"
+
+
+def test_docs_api_md_is_generated_from_the_docstrings():
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    render = runpy.run_path(str(root / "scripts" / "api_docs.py"))["render"]
+    assert (root / "docs" / "api.md").read_text(encoding="utf-8") == render(), \
+        "docs/api.md is stale: run python scripts/api_docs.py"
