@@ -118,3 +118,13 @@ def test_the_report_refuses_a_pool_file_changed_after_the_selection(pool, tmp_pa
     with pytest.raises(InputError, match="pool file changed since the store was built"):
         build_report(out)
     assert not (out / "report.html").exists()
+
+
+def test_cli_report_of_a_baseline_selection(pool, tmp_path):
+    res = CliRunner().invoke(app, ["select", "--pool", str(pool.path), "--queries", str(TASKS / "food" / "queries.jsonl"),
+                                   "--size", "25", "--method", "random", "--report", "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "random (baseline)" in html and "solves no TSDS problem" in html
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "drawn uniformly at random" in card and "selected with tsds (TSDS" not in card

@@ -9,7 +9,6 @@ from tsds.io.output import check_output_dir
 from tsds.methods import get_method
 from tsds.methods.run import run_method, split_options
 from tsds.pipeline.multi import MultiSelection, select_multi, write_multi_selection
-from tsds.pipeline.prepare import Preparation
 from tsds.pipeline.select import Selection
 from tsds.pipeline.stages import StageLog
 from tsds.pipeline.write import Output, write_text_selection
@@ -77,4 +76,4 @@ def select_multi_text(pool, targets, *, out, config: SelectionConfig, **options)
     return multi
 
 
-__all__ = ["Preparation", "select_multi_text", "select_text"]
+__all__ = ["select_multi_text", "select_text"]

@@ -95,7 +95,7 @@ class _Run:
     progress: object = None
 
 
-def _solve_with_lazy_densities(run: _Run, D, ids, *, complete):
+def _solve_with_lazy_densities(run, D, ids, *parts, complete):
     """Solve with densities computed only along the prefix of each list that the optimum reads.
 
     The closed form reads row j's densities up to its last supported neighbour plus one (the breakpoint
@@ -108,8 +108,10 @@ def _solve_with_lazy_densities(run: _Run, D, ids, *, complete):
     its known prefix, the walk up to the level touched only true densities, so the answer is the answer
     with every density known (the estimates only steer how far to compute). The solver reads the densities
     per candidate through the lists' ids where the pool is no larger than the lists (see
-    ``DensityCache.estimates``). Returns the allocation.
+    ``DensityCache.estimates``). ``run``: a ``_Run``, or the index followed in ``parts`` by the config, the
+    cache, the statistics, the stage log and the progress callback. Returns the allocation.
     """
+    run = _Run(run, *parts) if parts else run  # (index, D, ids, config, cache, stats, stages, progress) spelled out
     index, config, cache, stats, stages, progress = run.index, run.config, run.cache, run.stats, run.stages, run.progress
     M, K = ids.shape
     if not complete:
