@@ -17,6 +17,7 @@ ENTRIES = [
     ("The facade", "tsds.Pool", ["build", "open"]),
     (None, "tsds.Selector", ["select", "select_targets", "get_params"]),
     (None, "tsds.SelectionResult", ["records", "save", "report"]),
+    (None, "tsds.api.sweep_alpha", []),
     ("Arrays", "tsds.select", []),
     (None, "tsds.select_embeddings", []),
     (None, "tsds.write_selection", []),

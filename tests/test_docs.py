@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["tsds.api.arrays", "tsds.api.pool", "tsds.api.selector", "tsds.api.result", "tsds.core.solver",
-           "tsds.core.allocation", "tsds.core.sampling"]
+           "tsds.core.allocation", "tsds.core.sampling", "tsds.api.sweep"]
 
 
 @pytest.mark.parametrize("name", MODULES)

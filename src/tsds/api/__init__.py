@@ -15,7 +15,8 @@ from tsds.api.arrays import select, select_embeddings, write_selection
 from tsds.api.pool import Pool
 from tsds.api.result import SelectionResult
 from tsds.api.selector import Selector
+from tsds.api.sweep import sweep_alpha
 from tsds.api.text import select_multi_text, select_text
 
 __all__ = ["Pool", "SelectionResult", "Selector", "select", "select_embeddings", "select_multi_text", "select_text",
-           "write_selection"]
+           "sweep_alpha", "write_selection"]
