@@ -98,6 +98,9 @@ def test_a_pool_from_a_dataset_and_a_dataframe_keeps_every_field(rows, tmp_path,
 
 
 def test_swapping_the_method_keeps_the_interface(text_pool):
+    from tsds.methods import METHODS, Method
+
+    assert all(isinstance(m, Method) and m.name == name and m.description for name, m in METHODS.items())
     for method in ("random", "knn", "dsir", "full"):
         result = tsds.Selector(size=20, method=method).select(text_pool, _food_texts())
         assert result.method_ == method and result.objective_ is None and result.alpha_ is None
