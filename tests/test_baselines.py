@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from tsds.baselines import METHODS, select_baseline, select_method
-from tsds.baselines.dsir import dsir_log_weights, ngram_features, wordpunct
-from tsds.baselines.knn import round_robin
+from tsds.methods import METHODS, select_baseline, select_method
+from tsds.methods.dsir import dsir_log_weights, ngram_features, wordpunct
+from tsds.methods.knn import round_robin
 from tsds.config import make_config
 from tsds.errors import ParameterError
 
@@ -67,7 +67,7 @@ def test_dsir_features_and_weights_hand_checked():
     assert f.sum() == 5  # 3 unigrams + 2 bigrams
     # pool {"a b", "c d"}, target {"a b"}: p_raw = 1/6 on each of a, b, "a b", c, d, "c d"; p_target = 1/3 on
     # a, b, "a b". Weight of "a b" = 3 (log 1/3 - log 1/6); of "c d" = 3 (log 1e-8 - log 1/6).
-    from tsds.baselines.dsir import _bucket
+    from tsds.methods.dsir import _bucket
 
     assert len({_bucket(t, 100_003) for t in ["a", "b", "c", "d", "a b", "c d"]}) == 6  # no collision
     w = dsir_log_weights(["a b", "c d"], ["a b"], num_buckets=100_003)
@@ -106,7 +106,7 @@ def test_full_pool_and_dispatch(small_store, static_embedder):
 
 
 def test_baseline_writes_the_same_output_format(small_store, static_embedder, tmp_path):
-    from tsds.pipeline.text import write_text_selection
+    from tsds.pipeline.write import write_text_selection
 
     sel, info = select_baseline("knn", small_store, FOOD, cfg(size=30), embedder=static_embedder)
     out = write_text_selection(tmp_path / "sel", small_store, sel, info, queries_path=FOOD)

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsds import calibration as cal
+from tsds.pipeline import autoparams as cal
 from tsds.config import make_config
-from tsds.hygiene import query_warnings
+from tsds.pipeline.hygiene import query_warnings
 from tsds.pipeline.select import DensityCache, select_on_index
-from tsds.pipeline.text import select_text
+from tsds.api import select_text
 from tsds.store import build_store
 
 ROOT = Path(__file__).resolve().parent.parent

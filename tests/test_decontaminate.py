@@ -10,7 +10,7 @@ import pytest
 
 from tsds.config import make_config
 from tsds.pipeline.decontaminate import normalise
-from tsds.pipeline.text import select_text
+from tsds.api import select_text
 from tsds.store import build_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsds.baselines import METHODS, select_method
+from tsds.methods import METHODS, select_method
 from tsds.config import make_config
 from tsds.errors import InputError, ParameterError
 from tsds.pipeline.decontaminate import normalise
@@ -254,7 +254,7 @@ def test_sigma_auto_does_not_move_with_the_seed(pool, static_embedder):
 
 
 def test_baselines_record_what_they_used_and_refuse_tsds_parameters(pool, static_embedder, tmp_path):
-    from tsds.pipeline.text import select_text
+    from tsds.api import select_text
 
     store, _, _, _ = pool
     for name, kw in (("alpha", {"alpha": 0.9}), ("sigma", {"sigma": 0.1}), ("C", {"C": 2.0}),
@@ -278,7 +278,7 @@ def test_baselines_record_what_they_used_and_refuse_tsds_parameters(pool, static
 
 def test_task_is_named_after_its_folder_or_given_name(pool, static_embedder, tmp_path):
     from tsds.evaluation.harness import load_task
-    from tsds.pipeline.text import select_text
+    from tsds.api import select_text
 
     store, _, _, _ = pool
     assert load_task(queries=FOOD / "queries.jsonl", heldout=FOOD / "heldout.jsonl.gz").name == "food"

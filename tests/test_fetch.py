@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from tsds.config import make_config
 from tsds.errors import InputError, TsdsError
 from tsds.io.writers import write_records
-from tsds.pipeline.text import select_text
+from tsds.api import select_text
 from tsds.store import PoolStore, build_store
 
 ROOT = Path(__file__).resolve().parent.parent

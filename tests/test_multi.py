@@ -9,7 +9,8 @@ import pytest
 
 from tsds.config import make_config
 from tsds.errors import ParameterError
-from tsds.pipeline.multi import TARGET_COLUMN, parse_target, select_multi_text, split_budget
+from tsds.api import select_multi_text
+from tsds.pipeline.multi import TARGET_COLUMN, parse_target, split_budget
 from tsds.store import build_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -77,8 +77,8 @@ def test_records_name_must_be_a_plain_file_name(store_copy, tmp_path, name):
 def test_library_refuses_a_records_path_too(small_store, tmp_path):
     from tsds.config import make_config
     from tsds.errors import ParameterError
-    from tsds.pipeline.multi import select_multi_text
-    from tsds.pipeline.text import select_text
+    from tsds.api import select_multi_text
+    from tsds.api import select_text
 
     victim = tmp_path / "victim.jsonl"
     victim.write_text("mine\n")
@@ -100,7 +100,7 @@ def test_out_is_the_pool_store(store_copy, tmp_path):
 def test_library_never_replaces_a_pool_store(store_copy):
     from tsds.config import make_config
     from tsds.errors import ParameterError
-    from tsds.pipeline.text import select_text
+    from tsds.api import select_text
 
     before = _tree(store_copy)
     with pytest.raises(ParameterError, match="is a pool store"):
@@ -198,7 +198,7 @@ def test_outputs_and_stores_follow_the_umask(mask, tmp_path, small_store, static
     from tsds import atomic
     from tsds.api import select_embeddings
     from tsds.config import make_config
-    from tsds.pipeline.text import select_text
+    from tsds.api import select_text
     from tsds.store import build_store
 
     rng = np.random.default_rng(1)

@@ -27,7 +27,7 @@ ray = pytest.importorskip("ray")
 from tsds.config import make_config
 from tsds.engines import LocalEngine, make_engine
 from tsds.errors import InputError
-from tsds.pipeline.text import select_text
+from tsds.api import select_text
 from tsds.retrieval.sharded import ShardedIndex
 from tsds.store import PoolStore, build_store
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tsds.config import make_config
-from tsds.pipeline.text import select_text
+from tsds.api import select_text
 from tsds.report import SECTIONS
 from tsds.store import build_store
 

@@ -14,7 +14,8 @@ import pytest
 
 from tsds.config import make_config
 from tsds.errors import InputError
-from tsds.pipeline.text import PROVENANCE, select_text
+from tsds.api import select_text
+from tsds.pipeline.text import PROVENANCE
 from tsds.store import PoolStore, build_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tsds.config import make_config
 from tsds.errors import InputError
-from tsds.pipeline.text import select_from_store
+from tsds.methods import select_from_store
 from tsds.store import PoolStore, build_store
 from tsds.store.verify import repair_store, verify_store
 
@@ -329,7 +329,7 @@ def test_files_of_another_store_are_not_taken_for_this_ones(pristine, tmp_path, 
 
 def test_damaged_locations_or_text_hashes_stop_the_records_and_a_damaged_ivf_radius_file_the_selection(
         pristine, tmp_path, static_embedder):
-    from tsds.pipeline.text import select_text
+    from tsds.api import select_text
 
     src, original, _ = pristine
     root = tmp_path / "store"

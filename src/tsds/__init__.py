@@ -1,7 +1,10 @@
 """tsds: task-specific data selection by optimal transport with near-duplicate-aware diversity.
 
     import tsds
-    sel = tsds.select_embeddings("pool.npy", "task.npy", size=1000, out="selection")
+    pool = tsds.Pool.build(texts_or_files, out="store")
+    result = tsds.Selector(size=1000).select(pool, "task/queries.jsonl")
+    result.records()                        # the selected records (a datasets.Dataset)
+    sel = tsds.select(X, Q, size=1000)      # on embedding arrays
 """
 
 import os as _os
@@ -10,7 +13,7 @@ import os as _os
 # shared machines; set before faiss or torch load their runtime. A user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tsds.api import select_embeddings, write_selection  # noqa: E402
+from tsds.api import Pool, SelectionResult, Selector, select, select_embeddings, write_selection  # noqa: E402
 from tsds.config import SelectionConfig  # noqa: E402
 from tsds.core import Allocation, solve  # noqa: E402
 from tsds.errors import InputError, ParameterError, TsdsError  # noqa: E402
@@ -21,8 +24,12 @@ __all__ = [
     "Allocation",
     "InputError",
     "ParameterError",
+    "Pool",
     "SelectionConfig",
+    "SelectionResult",
+    "Selector",
     "TsdsError",
+    "select",
     "select_embeddings",
     "solve",
     "write_selection",

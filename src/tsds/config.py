@@ -34,9 +34,9 @@ class SelectionConfig(BaseModel):
     recall_target: float = Field(0.95, gt=0.0, le=1.0)
     density_cap: int = Field(100_000, gt=0, le=MAX_INT, description="most neighbours counted per point in a density")
     sigma_auto: bool = Field(False, description="choose sigma from the pool's nearest-neighbour distances "
-                                                "(tsds.calibration.auto_sigma); replaces sigma")
+                                                "(tsds.pipeline.autoparams.auto_sigma); replaces sigma")
     alpha_auto: float | None = Field(None, ge=1.0, description="choose alpha so that the support of p holds at "
-                                                               "least this multiple of size (tsds.calibration.auto_alpha)")
+                                                               "least this multiple of size (tsds.pipeline.autoparams.auto_alpha)")
 
     @field_validator("size", "seed", "initial_k", "density_cap", mode="before")
     @classmethod

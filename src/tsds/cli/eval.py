@@ -38,11 +38,23 @@ def eval_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the table."),
 ) -> None:
     """Does the selection help? Held-out loss after training on each method's selection."""
-    from tsds.baselines import METHODS
+    from tsds.config import MAX_SIZE, check_choice, check_count, check_number
     from tsds.errors import ParameterError
     from tsds.evaluation.harness import MethodSpec, PoolView, evaluate_methods, load_task, summarise
+    from tsds.methods import METHODS
 
     _logging(quiet, False)
+    # every option checked before the pool is read: the same rules as `tsds select`
+    check_number("--alpha", alpha, low=0, high=1)
+    check_number("--C", C, low=0, low_open=True)
+    check_number("--sigma", sigma, low=0)
+    check_number("--budget", budget, low=0, high=1, low_open=True)
+    check_count("--size", size, high=MAX_SIZE)
+    check_count("--steps", steps)
+    check_choice("--metric", metric, ("euclidean", "cosine"))
+    check_number("--decontaminate-radius", decontaminate_radius, low=0)
+    if (size is None) == (budget is None):
+        raise ParameterError("give exactly one of --size and --budget")
     names = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in names if m not in METHODS]
     if bad:
@@ -58,11 +70,9 @@ def eval_cmd(
     from tsds.io.output import check_output_file
     check_output_file(out_json, inputs=[pool, task, queries, heldout], parent_made=True)
     view = PoolView(pool)
-    if (size is None) == (budget is None):
-        raise ParameterError("give exactly one of --size and --budget")
-    n = size if size is not None else max(1, int(round(budget * view.store.n_rows)))
-    if decontaminate_radius < 0:
-        raise ParameterError(f"--decontaminate-radius must be >= 0, got {decontaminate_radius}")
+    n = size if size is not None else int(round(budget * view.store.n_rows))
+    if n < 1:
+        raise ParameterError(f"--budget {budget:g} of the {view.store.n_rows} pool rows is less than one row")
     t = load_task(task, queries=queries, heldout=heldout, name=task_name)
     sampling = "with-replacement" if with_replacement else "without-replacement"
     tsds_params = {"alpha": alpha, "C": C, "sigma": sigma, "metric": metric, "sampling": sampling}
@@ -109,5 +119,7 @@ def eval_cmd(
 
         out.print(f"{s['method']:10s} {s['mean']:9.4f} ± {s['std']:.4f} {math.exp(s['mean']):8.3f} {cells} {dist}")
     if out_json:
+        from tsds import atomic
+
         out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(rows, indent=1, default=str) + "\n")
+        atomic.write_text(out_json, json.dumps(rows, indent=1, default=str) + "\n")

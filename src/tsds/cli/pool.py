@@ -39,9 +39,9 @@ def pool_build(
     """Embed a pool once into a reusable store (resumable; appends embed only new rows)."""
     import json as _json
 
+    from tsds.api import Pool
     from tsds.engines import make_engine
     from tsds.progress import progress_bar
-    from tsds.store import build_store
 
     from tsds.config import check_choice
     from tsds.store.options import check_build_options
@@ -52,7 +52,7 @@ def pool_build(
     check_choice("--engine", engine, ENGINES)
     if engine == "local" and ray_address:
         raise ParameterError("--ray-address applies to --engine ray only")
-    spec = _spec(text_field, template, messages_field)
+    _spec(text_field, template, messages_field)  # checked before any work
     check_build_options(files, out_dir, metric=metric, index_kind=index, shard_rows=shard_rows,
                         on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards, embedder_spec=embedder)
     log = logging.getLogger("tsds.stage")
@@ -62,11 +62,11 @@ def pool_build(
     runner = make_engine(engine, ray_address)
     try:
         with progress_bar("embedding pool", total, quiet=quiet) as advance:
-            store = build_store(files, out_dir, embedder_spec=embedder,
-                                spec=spec,
-                                on_bad_row=on_bad_row, fmt=fmt, metric=metric, index_kind=index,
-                                shard_rows=shard_rows, progress=advance, engine=runner, index_shards=index_shards,
-                                on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i})))
+            store = Pool.build(files, out_dir, embedder=embedder, text_field=text_field, template=template,
+                               messages_field=messages_field, on_bad_row=on_bad_row, fmt=fmt, metric=metric,
+                               index_kind=index, shard_rows=shard_rows, progress=advance, engine=runner,
+                               index_shards=index_shards,
+                               on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i}))).store
     finally:
         runner.close()
     if not quiet:

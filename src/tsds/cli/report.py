@@ -53,13 +53,10 @@ def sweep_cmd(
     from rich.table import Table
 
     from tsds import atomic
-    from tsds import calibration as cal
+    from tsds.api import Pool, sweep_alpha
     from tsds.config import MAX_SIZE, check_choice, check_count, check_number
     from tsds.errors import ParameterError
     from tsds.io.output import check_output_file
-    from tsds.pipeline.select import DensityCache
-    from tsds.pipeline.text import load_store_embedder, read_query_texts
-    from tsds.store import PoolStore
 
     _logging(quiet, False)
     try:
@@ -78,28 +75,12 @@ def sweep_cmd(
         check_output_file(path, inputs=[pool, queries], flag=flag)
     if json_out is not None and figure is not None and json_out.resolve() == figure.resolve():
         raise ParameterError(f"--json and --figure name the same file {json_out}")
-    store = PoolStore(pool)
-    store.require_complete()
-    texts, _ = read_query_texts(store, queries, _spec(text_field, template, messages_field))
-    q = load_store_embedder(store).embed(texts)
-    index = store.index(metric)
-    scale = cal.pool_scale(index)
-    c_rec, c_info = cal.recommend_C(scale)
-    if sigma_auto:
-        s, s_info = cal.auto_sigma(scale)
-    else:
-        s, s_info = float(sigma), None
-    c = C if C is not None else c_rec
-    cache = None
-    if s > 0:
-        rho, count = store.load_densities(metric, s)
-        cache = DensityCache(store.n_rows, rho, count)
-    result = cal.sweep(index, q, alphas, C=c, sigma=s, metric=metric, cache=cache, with_ot=not no_ot)
-    if cache is not None and cache.computed:
-        store.save_densities(metric, s, cache.values, cache.counts)
-    rows = [r.as_dict() for r in result.rows]
-    data = {"C": c, "C_recommendation": c_info, "sigma": s, "sigma_auto": s_info, "k_used": result.k_used,
-            "neighbour_fetches": result.fetches, "size": size, "rows": rows}
+    swept = sweep_alpha(Pool.open(pool), queries, alphas, C=C, sigma="auto" if sigma_auto else float(sigma),
+                        metric=metric, query_spec=_spec(text_field, template, messages_field), with_ot=not no_ot)
+    rows = swept.pop("rows")
+    data = {**swept, "size": size, "rows": rows}
+    c, s, c_info, s_info = swept["C"], swept["sigma"], swept["C_recommendation"], swept["sigma_auto"]
+    c_rec = c_info["C"]
     if json_out:
         atomic.write_text(json_out, json.dumps(data, indent=2))
     if figure:
@@ -108,7 +89,7 @@ def sweep_cmd(
         atomic.write_bytes(figure, sweep_figure(rows, size))
     if not quiet:
         t = Table(title=f"alpha sweep (C={c:.3g}{' recommended' if C is None else ''}, sigma={s:.3g}, "
-                        f"K={result.k_used}, {result.fetches} neighbour fetch(es))")
+                        f"K={swept['k_used']}, {swept['neighbour_fetches']} neighbour fetch(es))")
         for h in ("alpha", "support", "neighbours/query", "alignment term", "diversity term", "objective",
                   "level s", "OT distance"):
             t.add_column(h, justify="right")

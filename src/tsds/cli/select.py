@@ -74,7 +74,8 @@ def select_cmd(
                                      "index in its own folder")
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
-                     engine, ray_address, keep_zero_rows, task_name, config_file=config)
+                     engine, ray_address, keep_zero_rows, task_name, config_file=config,
+                     support_multiple=support_multiple)
         return
     if engine != "local" or ray_address:
         raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
@@ -109,7 +110,7 @@ def select_cmd(
 
 def _check_options(*, records, exclude_radius, support_multiple, index_storage, work_dir, engine, method) -> None:
     """The options that need no file read, checked before anything else."""
-    from tsds.baselines import METHODS
+    from tsds.methods import METHODS
     from tsds.config import check_choice, check_number
     from tsds.engines import ENGINES
     from tsds.errors import InputError
@@ -140,15 +141,26 @@ def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> 
         raise ParameterError(f"{flag} must be a number or 'auto', got {value!r}") from None
 
 
+def _selector(params: dict, method: str, support_multiple: float):
+    """The facade's Selector for the parsed options (``alpha_auto`` / ``sigma_auto`` mean "auto")."""
+    from tsds.api import Selector
+
+    p = dict(params)
+    alpha = "auto" if p.pop("alpha_auto", None) is not None else p.pop("alpha", None)
+    sigma = "auto" if p.pop("sigma_auto", False) else p.pop("sigma", None)
+    return Selector(size=p.pop("size", None), alpha=alpha, sigma=sigma, C=p.pop("C", None), method=method,
+                    support_multiple=support_multiple, **p)
+
+
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
                  exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
-                 keep_zero_rows=False, task_name=None, config_file=None):
-    from tsds.config import make_config
+                 keep_zero_rows=False, task_name=None, config_file=None, support_multiple=2.0):
+    """Text mode through the facade: Pool.open, Selector.select (or select_targets), save, report."""
+    from tsds.api import Pool
     from tsds.errors import InputError, ParameterError
     from tsds.io.output import check_output_dir
-    from tsds.pipeline.multi import parse_target, select_multi_text
+    from tsds.pipeline.multi import parse_target
     from tsds.engines import make_engine
-    from tsds.pipeline.text import select_text
     from tsds.progress import progress_bar
     from tsds.store import PoolStore
 
@@ -156,7 +168,8 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
                         ("--size", params.get("size"))):
         if value is None:
             raise ParameterError(f"{name} is required for selecting from a pool store")
-    config = make_config(**params)
+    selector = _selector(params, method, support_multiple)
+    config = selector.config_
     spec = _spec(text_field, template, messages_field)
     targets = [parse_target(q) for q in queries]
     for path in [*(t[0] for t in targets), *(exclude or [])]:
@@ -170,26 +183,30 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
     if distinct and config.size > n_rows:  # the baselines other than full never draw more than the pool
         raise ParameterError(f"--size {config.size} is larger than the {n_rows} rows of the pool store {pool}; "
                              "cannot draw that many distinct examples")
-    common = dict(out=out_dir, config=config, query_spec=spec, records_name=records, overwrite=overwrite,
-                  exclude=list(exclude or []) or None, exclude_radius=exclude_radius, report=report)
-    if len(targets) > 1 or targets[0][0] != str(queries[0]):
+    single = len(targets) == 1 and targets[0][0] == str(queries[0])  # one target, no weight
+    if not single:
         if method != "tsds":
             raise ParameterError(f"several targets are supported with method tsds, not {method!r}")
-        if keep_zero_rows or task_name:
-            raise ParameterError("--keep-zero-rows and --task-name apply to a single target")
+        if task_name:
+            raise ParameterError("--task-name applies to a single target")
+    eligible = dict(exclude=list(exclude or []) or None, exclude_radius=exclude_radius,
+                    keep_zero_rows=keep_zero_rows, query_spec=spec)
     runner = make_engine(engine, ray_address)
     try:
-        store = PoolStore(pool, engine=None if runner.name == "local" else runner)
+        opened = Pool.open(pool, engine=None if runner.name == "local" else runner)
         with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
-            if len(targets) == 1 and targets[0][0] == str(queries[0]):  # one target, no weight
-                sel = select_text(store, Path(targets[0][0]), progress=advance, method=method,
-                                  keep_zero_rows=keep_zero_rows, task_name=task_name, **common)
+            if single:
+                result = selector.select(opened, Path(targets[0][0]), progress=advance, task_name=task_name,
+                                         **eligible)
             else:
-                sel = select_multi_text(store, queries, progress=advance, **common)
+                result = selector.select_targets(opened, queries, progress=advance, **eligible)
+            result.save(out_dir, records_name=records, overwrite=overwrite)
+        if report:
+            result.report(out_dir)
     finally:
         runner.close()
     if not quiet:
-        _print_text_summary(out_dir, records, sel)
+        _print_text_summary(out_dir, records, result.selection)
         if report:
             out.print(f"report: {out_dir / 'report.html'} (figures in {out_dir / 'figures'})", highlight=False)
 

@@ -1,5 +1,5 @@
-"""The solver's result (the transport plan on the neighbour lists), its parameters' domain, and the
-sampling probabilities it gives."""
+"""The result of the TSDS solver (an allocation over neighbour lists), its parameters' domain, and the
+selection distribution p it defines."""
 
 from __future__ import annotations
 
@@ -14,7 +14,24 @@ from tsds.errors import ParameterError
 class Allocation:
     """The optimal transport plan restricted to the queries' neighbour lists.
 
-    weights[j, k] is the mass query j sends to its k-th neighbour; each row sums to 1/M.
+    Attributes
+    ----------
+    weights : ndarray of shape (M, K)
+        ``weights[j, k]``: the mass query j sends to its k-th neighbour; each row sums to 1/M.
+    level : float
+        The common level s of the closed form.
+    support : ndarray of shape (M,)
+        How many neighbours each query sends mass to.
+    alignment : float
+        Transport cost sum_jk weights * distances (distance units).
+    diversity : float
+        M x max over candidates of rho x mass.
+    objective : float
+        alpha / C x alignment + (1 - alpha) x diversity.
+    truncated : bool
+        The optimum needs longer lists than given.
+    alpha, C : float
+        The parameters solved with.
     """
 
     weights: np.ndarray
@@ -33,7 +50,26 @@ class Allocation:
 
 
 def check_parameters(alpha: float, C: float, sigma: float | None = None) -> None:
-    """Raise a one-line ParameterError for values outside the method's domain."""
+    """Raise a one-line ParameterError for values outside the method's domain.
+
+    Parameters
+    ----------
+    alpha : float
+        Must lie in [0, 1].
+    C : float
+        Must be positive (distance units).
+    sigma : float, optional
+        Must be >= 0 (distance units).
+
+    Examples
+    --------
+    >>> from tsds.core.allocation import check_parameters
+    >>> check_parameters(0.5, 1.0, 0.2)
+    >>> check_parameters(1.5, 1.0)
+    Traceback (most recent call last):
+    ...
+    tsds.errors.ParameterError: alpha must lie in [0, 1], got 1.5
+    """
     if not np.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise ParameterError(f"alpha must lie in [0, 1], got {alpha}")
     if not np.isfinite(C) or C <= 0:
@@ -43,7 +79,31 @@ def check_parameters(alpha: float, C: float, sigma: float | None = None) -> None
 
 
 def allocation_to_probabilities(neighbours, allocation: Allocation, n_candidates: int) -> np.ndarray:
-    """Sum the plan over queries: p_i = sum_j gamma_{j,i}, a length-N vector summing to 1."""
+    """Sum the plan over queries: p_i = sum_j gamma_{j,i}.
+
+    Parameters
+    ----------
+    neighbours : ndarray of shape (M, K)
+        The candidate ids of the lists the allocation was solved on.
+    allocation : Allocation
+        What ``solve`` returned on those lists.
+    n_candidates : int
+        N, the pool size.
+
+    Returns
+    -------
+    ndarray of shape (N,)
+        The selection distribution p (float64, sums to 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tsds import solve
+    >>> from tsds.core import allocation_to_probabilities
+    >>> a = solve(np.array([[0.1, 0.2], [0.1, 0.3]]), alpha=0.5, C=1.0, complete=True)
+    >>> allocation_to_probabilities(np.array([[0, 1], [2, 1]]), a, 4).round(3)
+    array([0.25, 0.5 , 0.25, 0.  ])
+    """
     ids = np.asarray(neighbours)
     if ids.shape != allocation.weights.shape:
         raise ParameterError(f"neighbour ids {ids.shape} do not match the allocation {allocation.weights.shape}")

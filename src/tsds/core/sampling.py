@@ -22,7 +22,29 @@ def _check(p, n: int) -> np.ndarray:
 
 
 def draw_with_replacement(p, n: int, seed: int) -> np.ndarray:
-    """The paper's draw: n independent draws from p. Returns the count drawn per candidate."""
+    """The paper's draw: n independent draws from p.
+
+    Parameters
+    ----------
+    p : array_like of shape (N,)
+        Non-negative weights (normalised here).
+    n : int
+        Number of draws.
+    seed : int
+        Seed of numpy's default generator: the same seed gives the same draw.
+
+    Returns
+    -------
+    ndarray of shape (N,)
+        The count drawn per candidate (int64, sums to n).
+
+    Examples
+    --------
+    >>> from tsds.core import draw_with_replacement
+    >>> c = draw_with_replacement([0.5, 0.5, 0.0], 10, seed=0)
+    >>> int(c.sum()), int(c[2])
+    (10, 0)
+    """
     p = _check(p, n)
     return np.random.default_rng(seed).multinomial(int(n), p)
 
@@ -30,7 +52,26 @@ def draw_with_replacement(p, n: int, seed: int) -> np.ndarray:
 def draw_without_replacement(p, n: int, seed: int) -> np.ndarray:
     """n distinct candidates, drawn one after another in proportion to p (Gumbel top-k).
 
-    Returns a 0/1 count per candidate. Raises when fewer than n candidates have p > 0.
+    Parameters
+    ----------
+    p : array_like of shape (N,)
+        Non-negative weights (normalised here); at least n must be positive.
+    n : int
+        Number of distinct candidates.
+    seed : int
+        Seed of numpy's default generator.
+
+    Returns
+    -------
+    ndarray of shape (N,)
+        A 0/1 count per candidate (int64, sums to n). Raises ParameterError when fewer than n candidates
+        have p > 0.
+
+    Examples
+    --------
+    >>> from tsds.core import draw_without_replacement
+    >>> draw_without_replacement([0.2, 0.3, 0.5, 0.0], 3, seed=0).tolist()
+    [1, 1, 1, 0]
     """
     p = _check(p, n)
     positive = np.flatnonzero(p > 0)
@@ -48,6 +89,23 @@ def draw_without_replacement(p, n: int, seed: int) -> np.ndarray:
 
 
 def counts_to_indices(counts) -> np.ndarray:
-    """Expand per-candidate counts into the sorted list of drawn indices (repeats kept)."""
+    """Expand per-candidate counts into the sorted list of drawn indices (repeats kept).
+
+    Parameters
+    ----------
+    counts : array_like of shape (N,)
+        Draws per candidate.
+
+    Returns
+    -------
+    ndarray of shape (sum(counts),)
+        Candidate indices, int64, ascending.
+
+    Examples
+    --------
+    >>> from tsds.core.sampling import counts_to_indices
+    >>> counts_to_indices([0, 2, 1]).tolist()
+    [1, 1, 2]
+    """
     counts = np.asarray(counts)
     return np.repeat(np.arange(counts.size, dtype=np.int64), counts)

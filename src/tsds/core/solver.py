@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tsds.core.allocation import Allocation, check_parameters
+from tsds.core.allocation import Allocation, allocation_to_probabilities, check_parameters
 from tsds.errors import ParameterError
+
+__all__ = ["Allocation", "allocation_to_probabilities", "check_parameters", "solve"]
 
 _FIRST_PREFIX = 32  # columns examined first
 _GROWTH_MIN, _GROWTH_MAX = 1.1, 2.0  # bounds on the factor by which the prefix grows while the answer lies beyond it
@@ -108,18 +110,42 @@ def _checked_steps(steps: np.ndarray, last: np.ndarray) -> np.ndarray:
 
 def solve(distances, densities=None, *, alpha: float, C: float, complete: bool = False,
           neighbours=None) -> Allocation:
-    """Solve the TSDS problem on neighbour lists.
+    """Solve the TSDS problem exactly on neighbour lists.
 
-    distances: M x K, row j the ascending distances from query j to its K nearest candidates.
-    densities: M x K, the density rho of each of those candidates (None: KNN-Uniform, all ones). Only
-        the columns the answer depends on are read, and checked (finite, positive) as they are read.
-    neighbours: M x K candidate ids; given, ``densities`` holds one density per candidate (length N)
-        and each list's are looked up as read: the same answer without an M x K array of densities.
-    complete: the lists hold every candidate (K = N), so reaching their end is the true optimum.
+    Parameters
+    ----------
+    distances : ndarray of shape (M, K)
+        Row j: the ascending distances from query j to its K nearest candidates (embedding distance units).
+    densities : ndarray of shape (M, K) or (N,), optional
+        The kernel density rho >= 1 of each of those candidates (None: KNN-Uniform, all ones). Only the
+        columns the answer depends on are read, and checked (finite, positive) as they are read.
+    alpha : float in [0, 1]
+        Weight of alignment (1) against diversity (0).
+    C : float > 0
+        Scale of the distances in the objective (distance units).
+    complete : bool
+        The lists hold every candidate (K = N), so reaching their end is the true optimum.
+    neighbours : ndarray of shape (M, K), optional
+        Candidate ids; given, ``densities`` holds one density per candidate (length N) and each list's are
+        looked up as read: the same answer without an M x K array of densities.
 
-    When an allocation would need to go past the end of a list and ``complete`` is False,
-    the result is the optimum of the truncated problem and ``truncated`` is True: fetch more
-    neighbours and solve again.
+    Returns
+    -------
+    Allocation
+        ``weights`` (M, K), each row summing to 1/M, the level s, the support per query and the objective
+        terms. When an allocation would need to go past the end of a list and ``complete`` is False, it is
+        the optimum of the truncated problem and ``truncated`` is True: fetch more neighbours and solve again.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tsds import solve
+    >>> D = np.array([[0.1, 0.2, 0.9], [0.3, 0.4, 0.5]])
+    >>> a = solve(D, alpha=0.5, C=1.0, complete=True)
+    >>> a.weights.sum(axis=1)
+    array([0.5, 0.5])
+    >>> a.support.tolist(), a.truncated
+    ([3, 3], False)
     """
     check_parameters(alpha, C)
     D, R = _validate(distances, densities, neighbours)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from tsds.config import make_config
-from tsds.evaluation import metrics
-from tsds.store.pool import PoolStore
+import tsds.evaluation.metrics as metrics
+from tsds.store import PoolStore
 
 NGRAM_ORDER = 4
 # Embedding distance within which a pool row counts as a copy of a query or held-out text. On the demo
@@ -77,7 +77,7 @@ class Task:
 def load_task(task_dir=None, *, queries=None, heldout=None, text_field: str = "text", name: str | None = None) -> Task:
     """A target task: queries.jsonl and heldout.jsonl(.gz) in `task_dir`, or the two files given. Its name:
     ``name``, else the folder's, else the query file's (its folder's when the file is named queries.*)."""
-    from tsds.pipeline.text import task_name
+    from tsds.pipeline.queries import task_name
     if task_dir is not None:
         d = Path(task_dir)
         queries = queries or d / "queries.jsonl"
@@ -95,7 +95,7 @@ class PoolView:
     """A store with its texts, (source, label) per row, embedder and held-out embedding cache."""
 
     def __init__(self, store, embedder=None):
-        from tsds.baselines.dsir import store_texts
+        from tsds.methods.dsir import store_texts
 
         self.store = store if isinstance(store, PoolStore) else PoolStore(store)
         self.store.require_complete()
@@ -130,11 +130,11 @@ class PoolView:
 def task_eligibility(view: PoolView, task: Task, *, decontaminate: bool = True,
                      radius: float = DECONTAMINATION_RADIUS):
     """The rows every method may select for ``task`` (see the module docstring), computed once."""
-    from tsds.pipeline.eligibility import pool_eligibility
+    from tsds.pipeline.eligibility import Exclusion, pool_eligibility
 
     texts = task.query_texts + task.heldout if decontaminate else None
-    return pool_eligibility(view.store, embedder=view.embedder, exclude_texts=texts, exclude_radius=radius,
-                            pool_texts=view.texts)
+    return pool_eligibility(view.store, Exclusion(exclude_texts=texts, exclude_radius=radius, pool_texts=view.texts),
+                            embedder=view.embedder)
 
 
 def _for_view(eligibility, v: PoolView):
@@ -164,7 +164,7 @@ def select(spec: MethodSpec, view: PoolView, task: Task, size: int, seed: int, *
            eligibility=None):
     """Run one method; returns (Selection, seconds). `views` maps store paths to PoolViews for spec.store;
     ``eligibility``: the task's eligible rows (`task_eligibility`), the same for every method."""
-    from tsds.baselines import select_method
+    from tsds.methods import select_method
 
     v = view if spec.store is None else (views or {}).get(spec.store) or PoolView(spec.store)
     config = make_config(size=size, seed=seed, **spec.params)
@@ -230,17 +230,38 @@ def train_and_score(mode: str, train: list[str], heldout: list[str], seed: int, 
     raise ValueError(f"mode must be ngram, tiny or model, got {mode!r}")
 
 
-def evaluate_methods(view: PoolView, task: Task, size: int, methods: list[MethodSpec], seeds: list[int], *,
-                     mode: str = "ngram", reference: bool = True, harness=None, tiny_recipe=None,
-                     views: dict | None = None, log=None, decontaminate: bool = True,
-                     radius: float = DECONTAMINATION_RADIUS, eligibility=None) -> list[dict]:
+@dataclass
+class EvalSettings:
+    """How ``evaluate_methods`` scores: ``mode`` (ngram, tiny or model), ``reference`` (a ``none`` row, the
+    model before training), ``harness`` (mode model) and ``tiny_recipe`` (mode tiny), ``views`` (store paths
+    to PoolViews for MethodSpec.store), ``log`` (a callable for progress lines), ``decontaminate`` and
+    ``radius`` (the task's texts removed from the pool), ``eligibility`` (decided already)."""
+
+    mode: str = "ngram"
+    reference: bool = True
+    harness: object = None
+    tiny_recipe: object = None
+    views: dict | None = None
+    log: object = None
+    decontaminate: bool = True
+    radius: float = DECONTAMINATION_RADIUS
+    eligibility: object = None
+
+
+def evaluate_methods(view: PoolView, task: Task, size: int, methods: list[MethodSpec], seeds: list[int],
+                     settings: EvalSettings | None = None, **options) -> list[dict]:
     """One row per (method, seed): selection figures, then held-out NLL after training on the selection.
 
-    Every method selects from the same eligible rows (``task_eligibility``: the task's query and held-out
-    texts removed unless ``decontaminate`` is False, zero-vector rows left out); each row reports how many
-    were removed. Deterministic selections (knn, full) trained by a deterministic model (ngram) are scored
-    once and reported for every seed. With `reference`, a `none` row scores the model before training.
+    ``options``: the fields of ``EvalSettings`` (or ``settings``). Every method selects from the same
+    eligible rows (``task_eligibility``: the task's query and held-out texts removed unless ``decontaminate``
+    is False, zero-vector rows left out); each row reports how many were removed. Deterministic selections
+    (knn, full) trained by a deterministic model (ngram) are scored once and reported for every seed. With
+    ``reference``, a `none` row scores the model before training.
     """
+    st = settings or EvalSettings(**options)
+    mode, reference, harness, tiny_recipe, views, log = (st.mode, st.reference, st.harness, st.tiny_recipe,
+                                                          st.views, st.log)
+    decontaminate, radius, eligibility = st.decontaminate, st.radius, st.eligibility
     rows: list[dict] = []
     elig = eligibility or task_eligibility(view, task, decontaminate=decontaminate, radius=radius)
     decon = elig.decontamination

@@ -108,7 +108,8 @@ def check_records_name(name: str) -> str:
     return name
 
 
-_STORE_ENTRIES = {"store.json", ".build.lock", "shards"}
+STORE_SOURCE = "source.jsonl"  # the pool file a store built from texts in memory keeps in its own folder
+_STORE_ENTRIES = {"store.json", ".build.lock", "shards", STORE_SOURCE}
 
 
 def check_store_dir(out: str | os.PathLike, inputs=(), flag: str = "--out") -> Path:
@@ -117,6 +118,8 @@ def check_store_dir(out: str | os.PathLike, inputs=(), flag: str = "--out") -> P
     out = Path(out)
     where = _resolved(out)
     for path, name in _inputs(inputs):
+        if path == where / STORE_SOURCE:
+            continue  # the store's own copy of texts given in memory
         if path == where or where in path.parents:
             raise ParameterError(f"{flag} {out}: holds the input {name}; choose another folder for the store")
         if path in where.parents and path.is_dir():  # a saved dataset's folder: its content hash would change

@@ -211,14 +211,19 @@ def records_summary(records: list[dict], source_field: str, rows: int | None = N
     return {"rows": len(records) if rows is None else rows, "sources": sources, "columns": columns}
 
 
-def dataset_card(*, title: str, pool: dict, queries: dict, parameters: dict, summary: dict,
-                 sources: dict | None, records_file: str, columns: list[str]) -> str:
-    """A README.md for the output folder: what was selected, from what, how, and the figures."""
+TSDS_DESCRIPTION = ("Training data selected with tsds (TSDS: optimal-transport alignment to the query examples\n"
+                    "with a near-duplicate-aware diversity term).")
+
+
+def dataset_card(*, title: str, pool: dict, queries: dict, parameters: dict, summary: dict, records: dict,
+                 description: str = TSDS_DESCRIPTION) -> str:
+    """A README.md for the output folder: what was selected, from what, how, and the figures.
+    ``records``: {"file", "columns", "sources"} of the records file; ``description``: how it was selected."""
+    records_file, columns, sources = records["file"], records["columns"], records.get("sources")
     lines = [
         f"# {title}",
         "",
-        "Training data selected with tsds (TSDS: optimal-transport alignment to the query examples",
-        "with a near-duplicate-aware diversity term).",
+        description,
         "",
         "## Files",
         f"- `{records_file}`: the selected records with all their original fields and the provenance columns below.",

@@ -103,17 +103,33 @@ def name_rows(store, rows, limit: int = EXAMPLES) -> list[str]:
     return [f"row {int(r)} ({Path(store.files[int(file_idx[r])]['path']).name} at {int(locs[r])})" for r in rows]
 
 
-def pool_eligibility(store, *, embedder=None, index=None, metric: str = "euclidean", index_kind: str = "auto",
-                     exclude=None, exclude_radius: float = 0.0, exclude_spec=None,
-                     exclude_texts: list[str] | None = None, keep_zero_rows: bool = False,
-                     pool_texts: list[str] | None = None) -> Eligibility:
-    """The eligibility of every pool row for one selection.
+@dataclass(frozen=True)
+class Exclusion:
+    """Which rows to leave out. ``exclude``: evaluation file(s), ``exclude_texts``: evaluation texts in memory
+    (both are used), matched within ``exclude_radius`` (embedding distance) or by normalised text, read with
+    ``exclude_spec``; ``keep_zero_rows``: keep rows with an all-zero embedding; ``pool_texts``: the pool's
+    texts in row order, when the caller holds them (saves a pass)."""
 
-    ``exclude``: evaluation file(s); ``exclude_texts``: evaluation texts in memory (both are used).
+    exclude: object = None
+    exclude_radius: float = 0.0
+    exclude_spec: object = None
+    exclude_texts: list | None = None
+    keep_zero_rows: bool = False
+    pool_texts: list | None = None
+
+
+def pool_eligibility(store, rules: Exclusion | None = None, *, embedder=None, index=None, metric: str = "euclidean",
+                     index_kind: str = "auto") -> Eligibility:
+    """The eligibility of every pool row for one selection, under ``rules``.
+
     ``index``: searched for the radius matches (default: the store's index for ``metric``); it is not
-    changed. ``pool_texts``: the pool's texts in row order, when the caller holds them (saves a pass).
+    changed.
     """
     from tsds.io.readers import read_texts
+
+    rules = rules or Exclusion()
+    exclude, exclude_radius, exclude_spec = rules.exclude, rules.exclude_radius, rules.exclude_spec
+    exclude_texts, keep_zero_rows, pool_texts = rules.exclude_texts, rules.keep_zero_rows, rules.pool_texts
 
     zero = store.zero_rows()
     decon = None

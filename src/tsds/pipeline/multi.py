@@ -9,7 +9,6 @@ are reported.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +19,17 @@ from tsds.config import SelectionConfig
 from tsds.core import draw_without_replacement
 from tsds.core.sampling import counts_to_indices
 from tsds.errors import ParameterError
-from tsds.io.output import atomic_dir, check_output_dir, save_json, save_npy
+from tsds.io.output import atomic_dir, save_json, save_npy
 from tsds.io.readers import TextSpec
-from tsds.io.writers import dataset_card, records_format, write_records
+from tsds.io.writers import dataset_card, write_records
+from tsds.pipeline.eligibility import refuse_zero_queries
+from tsds.pipeline.manifest import build_manifest
+from tsds.pipeline.prepare import Preparation, open_store, prepare_pool, select_queries
+from tsds.pipeline.queries import load_store_embedder, read_query_texts
 from tsds.pipeline.select import Selection
 from tsds.pipeline.stages import StageLog
-from tsds.pipeline.text import (PROVENANCE, card_extra, load_store_embedder, prepare_pool, read_query_texts,
-                                save_detail, select_queries, selected_records)
-from tsds.store.pool import PoolStore
+from tsds.pipeline.text import PROVENANCE, save_detail, selected_records
+from tsds.pipeline.write import Output, card_extra, card_pool
 
 TARGET_COLUMN = "_tsds_target"
 
@@ -124,13 +126,13 @@ def overlaps(names: list[str], selections: list[Selection]) -> list[dict]:
     return out
 
 
-def select_multi(store: PoolStore | str | Path, targets, config: SelectionConfig, *,
-                 query_spec: TextSpec | None = None, embedder=None, stages: StageLog | None = None, progress=None,
-                 exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None,
-                 names: list[str] | None = None) -> tuple[MultiSelection, dict]:
-    """``targets``: ``path:weight`` strings or (queries, weight) pairs, queries a file or a list of texts."""
-    store = store if isinstance(store, PoolStore) else PoolStore(store)
-    store.require_complete()
+def select_multi(store, targets, config: SelectionConfig, *, query_spec: TextSpec | None = None, embedder=None,
+                 stages: StageLog | None = None, progress=None,
+                 preparation: Preparation | None = None) -> tuple[MultiSelection, dict]:
+    """``targets``: ``path:weight`` strings or (queries, weight) pairs, queries a file or a list of texts.
+    ``preparation``: the eligible rows, as for a single target (zero-vector rows left out unless
+    ``keep_zero_rows``; ``exclude``)."""
+    store = open_store(store)
     stages = stages or StageLog()
     parsed = [parse_target(t) if isinstance(t, (str, Path)) else (t[0], float(t[1])) for t in targets]
     if not parsed:
@@ -138,18 +140,18 @@ def select_multi(store: PoolStore | str | Path, targets, config: SelectionConfig
     paths = [p if isinstance(p, (str, Path)) else f"target-{i}" for i, (p, _) in enumerate(parsed)]
     weights = [float(w) for _, w in parsed]
     sizes = split_budget(config.size, weights)
-    names = names or _names([str(p) for p in paths])
+    names = _names([str(p) for p in paths])
     embedder = load_store_embedder(store, embedder)
-    ctx = prepare_pool(store, config, embedder=embedder, stages=stages, exclude=exclude,
-                       exclude_radius=exclude_radius, exclude_spec=exclude_spec)
+    ctx = prepare_pool(store, config, embedder=embedder, stages=stages, preparation=preparation)
     selections, texts_all, vecs, calibs, warns = [], [], [], [], []
     taken = np.zeros(store.n_rows, dtype=bool)
     for t, ((queries, _), n_t) in enumerate(zip(parsed, sizes)):
         with stages.stage(f"target:{names[t]}") as info:
             texts, _ = read_query_texts(store, queries, query_spec)
             q = embedder.embed(texts)
+            refuse_zero_queries(texts, q, queries)
             cfg = ctx.config.model_copy(update={"size": max(1, n_t)})
-            sel, alpha_info, w = select_queries(ctx, q, texts, cfg, stages=stages, progress=progress)
+            sel, alpha_info, w = select_queries(ctx, q, texts, cfg, progress=progress)
             if n_t == 0:
                 sel.counts = np.zeros_like(sel.counts)
             elif cfg.sampling == "without-replacement":
@@ -166,25 +168,24 @@ def select_multi(store: PoolStore | str | Path, targets, config: SelectionConfig
         vecs.append(np.asarray(q, dtype=np.float32))
         calibs.append(alpha_info)
         warns.append(w)
-    ctx.save_densities(stages)
+    ctx.save_densities()
     multi = MultiSelection(names=names, paths=[str(p) for p in paths], weights=weights, sizes=sizes,
                            selections=selections, query_texts=texts_all, query_vectors=vecs,
                            calibration=calibs, warnings=warns, overlaps=overlaps(names, selections),
                            timings=stages.stages)
     info = {"index": {"kind": ctx.index.kind, **ctx.index.calibration}, "calibration": ctx.calibration,
             "decontamination": ctx.decontamination.summary() if ctx.decontamination else None,
+            "eligibility": ctx.eligibility.summary(), "excluded_rows": ctx.eligibility.excluded,
             "query_warnings": [w for ws in warns for w in ws], "config": ctx.config}
     return multi, info
 
 
-def write_multi_selection(out, store: PoolStore, multi: MultiSelection, info: dict, *,
-                          records_name: str = "selected.jsonl", overwrite: bool = False,
-                          stages: StageLog | None = None, source_field: str = "source") -> Path:
-    """The same output format as a single selection, with a ``_tsds_target`` column and per-target results."""
-    from tsds.api import build_manifest
-
-    records_format(records_name)
-    stages = stages or StageLog()
+def write_multi_selection(out, store, multi: MultiSelection, info: dict, **output) -> Path:
+    """The same output format as a single selection, with a ``_tsds_target`` column and per-target results.
+    ``output``: the fields of ``tsds.pipeline.write.Output`` other than ``out``, and ``stages``."""
+    stages = output.pop("stages", None) or StageLog()
+    opts = out if isinstance(out, Output) else Output(out, **output)
+    out, records_name, overwrite, source_field = opts.out, opts.records_name, opts.overwrite, opts.source_field
     with stages.stage("write"):
         records = []
         for name, sel, texts in zip(multi.names, multi.selections, multi.query_texts):
@@ -208,7 +209,7 @@ def write_multi_selection(out, store: PoolStore, multi: MultiSelection, info: di
                             "by_target": dict(Counter(r[TARGET_COLUMN] for r in records))},
                 "targets": targets,
                 "overlaps": multi.overlaps,
-                **{k: info[k] for k in ("calibration", "decontamination", "query_warnings")
+                **{k: info[k] for k in ("calibration", "decontamination", "eligibility", "query_warnings")
                    if info.get(k) is not None},
             })
             manifest["parameters"] = info["config"].model_dump()
@@ -232,32 +233,10 @@ def write_multi_selection(out, store: PoolStore, multi: MultiSelection, info: di
                                                            f"{o['drawn_overlap']} drawn by both")
             card = dataset_card(
                 title="Selection for " + ", ".join(multi.names),
-                pool={"store": str(store.root.resolve()), "rows": store.n_rows,
-                      "embedder": store.meta["embedder"].get("model"), "files": store.files},
+                pool=card_pool(store),
                 queries={"path": ", ".join(multi.paths), "count": sum(len(t) for t in multi.query_texts)},
-                parameters=info["config"].model_dump(), summary=summary, sources=sources,
-                records_file=records_name, columns=list(records[0]) if records else PROVENANCE + [TARGET_COLUMN])
+                parameters=info["config"].model_dump(), summary=summary,
+                records={"file": records_name, "sources": sources,
+                         "columns": list(records[0]) if records else PROVENANCE + [TARGET_COLUMN]})
             (tmp / "README.md").write_text(card + card_extra(info))
     return Path(out)
-
-
-def select_multi_text(pool, targets, *, out, config: SelectionConfig, query_spec: TextSpec | None = None,
-                      records_name: str = "selected.jsonl", overwrite: bool = False, progress=None, embedder=None,
-                      exclude=None, exclude_radius: float = 0.0, exclude_spec: TextSpec | None = None,
-                      report: bool = False) -> MultiSelection:
-    """One call: pool store + several ``path:weight`` targets -> one selection written to ``out``."""
-    check_output_dir(out, overwrite)
-    records_format(records_name)
-    store = pool if isinstance(pool, PoolStore) else PoolStore(pool)
-    stages = StageLog()
-    started = time.time()
-    multi, info = select_multi(store, targets, config, query_spec=query_spec, embedder=embedder, stages=stages,
-                               progress=progress, exclude=exclude, exclude_radius=exclude_radius,
-                               exclude_spec=exclude_spec)
-    write_multi_selection(out, store, multi, info, records_name=records_name, overwrite=overwrite, stages=stages)
-    multi.timings["total_seconds"] = round(time.time() - started, 3)
-    if report:
-        from tsds.report import build_report
-
-        build_report(out, store=store)
-    return multi

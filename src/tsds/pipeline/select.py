@@ -24,7 +24,7 @@ class Selection:
 
     probabilities: np.ndarray
     counts: np.ndarray
-    allocation: Allocation
+    allocation: Allocation | None  # None for a method that solves no TSDS problem (a baseline)
     neighbour_ids: np.ndarray  # int32 for pools under 2^31 rows
     neighbour_distances: np.ndarray
     neighbour_densities: np.ndarray
@@ -35,6 +35,13 @@ class Selection:
     config: SelectionConfig
     timings: dict = field(default_factory=dict)
     density_cache: DensityCache | None = None
+    info: dict = field(default_factory=dict)  # what the method reports beside the arrays (method, warnings, ...)
+
+    def transport_weights(self) -> np.ndarray:
+        """The transport plan over the neighbour lists (M x K); zeros for a method without one."""
+        if self.allocation is None:
+            return np.zeros(self.neighbour_ids.shape)
+        return self.allocation.weights
 
     def density_of(self, candidates) -> tuple[np.ndarray, np.ndarray]:
         """(density, near-duplicate cluster size) of the given candidates; (1, 1) when sigma = 0."""
@@ -75,7 +82,20 @@ _DENSITY_GROWTH = 1.1  # a row's density prefix is grown past the solver's curre
 _DENSITY_SLACK = 8
 
 
-def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, progress, *, complete):
+@dataclass
+class _Run:
+    """What the rounds of one selection share: the index, the config, the density cache and its statistics,
+    the stage log and the progress callback."""
+
+    index: object
+    config: SelectionConfig
+    cache: DensityCache
+    stats: DensityStats
+    stages: object
+    progress: object = None
+
+
+def _solve_with_lazy_densities(run, D, ids, *parts, complete):
     """Solve with densities computed only along the prefix of each list that the optimum reads.
 
     The closed form reads row j's densities up to its last supported neighbour plus one (the breakpoint
@@ -88,8 +108,11 @@ def _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, prog
     its known prefix, the walk up to the level touched only true densities, so the answer is the answer
     with every density known (the estimates only steer how far to compute). The solver reads the densities
     per candidate through the lists' ids where the pool is no larger than the lists (see
-    ``DensityCache.estimates``). Returns the allocation.
+    ``DensityCache.estimates``). ``run``: a ``_Run``, or the index followed in ``parts`` by the config, the
+    cache, the statistics, the stage log and the progress callback. Returns the allocation.
     """
+    run = _Run(run, *parts) if parts else run  # (index, D, ids, config, cache, stats, stages, progress) spelled out
+    index, config, cache, stats, stages, progress = run.index, run.config, run.cache, run.stats, run.stages, run.progress
     M, K = ids.shape
     if not complete:
         # First a solve with 1, the smallest density, in every unknown entry: the largest steps the walk can
@@ -208,7 +231,7 @@ def select_on_index(
             D, ids = index.search(q, k)
             ids = _narrow(ids, n)
         if config.sigma > 0:
-            alloc = _solve_with_lazy_densities(index, D, ids, config, cache, stats, stages, progress,
+            alloc = _solve_with_lazy_densities(_Run(index, config, cache, stats, stages, progress), D, ids,
                                                complete=(k >= available))
         else:
             with stages.stage("solve") as info:

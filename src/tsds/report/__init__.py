@@ -2,7 +2,7 @@
 
 Reads only what the selection folder and the pool store hold: manifest.json, the records with provenance,
 selection_detail.npz and queries.jsonl (written by the selection), a seeded sample of pool vectors
-(``store.vectors().take``) and their records (``read_records`` at ``store.locations()``).
+(``store.vectors().take``) and their records (read back and checked as the records file is: tsds.pipeline.text.fetch_rows).
 """
 
 from __future__ import annotations
@@ -80,10 +80,31 @@ def coverage(detail, counts: np.ndarray, probabilities_by_part: list[np.ndarray]
                                               ("farthest", farthest), ("nearest", nearest))}
 
 
+def nearest_coverage(detail, counts: np.ndarray) -> dict:
+    """Per query, for a selection without a transport plan (a baseline): the draws of the rows whose nearest
+    query it is, how many such rows, the farthest of them, and its nearest drawn row."""
+    ids, d = detail["ids_0"], detail["distances_0"]
+    m = ids.shape[0]
+    if ids.shape[1] == 0:
+        zero = np.zeros(m)
+        return {"credited": zero, "neighbours": zero, "farthest": zero, "nearest": zero}
+    owner = np.argmin(d, axis=0)                     # each drawn row's nearest query
+    mine = owner[None, :] == np.arange(m)[:, None]   # M x rows
+    drawn = counts[ids[0]]
+    return {"credited": (mine * drawn[None, :]).sum(1).astype(np.float64), "neighbours": mine.sum(1),
+            "farthest": np.where(mine, d, 0).max(1), "nearest": d.min(1)}
+
+
+def _checked_records(store, rows) -> list[dict]:
+    """Records of pool rows read with the records file's checked fetch (tsds.pipeline.text.fetch_rows)."""
+    from tsds.pipeline.text import fetch_rows
+
+    return fetch_rows(store, rows)
+
+
 def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters: int = 8, rows: int = 15,
                  sweep: list[dict] | None = None) -> Path:
     """Write ``out/report.html`` and ``out/figures/*.png`` for the selection folder ``out``."""
-    from tsds.io.readers import read_records
     from tsds.report import figures as fg
     from tsds.store import PoolStore
 
@@ -112,12 +133,7 @@ def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters
     pool_rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
     vec = store.vectors()
     pool_x = vec.take(pool_rows)
-    file_idx, locs = store.locations()
-    pool_recs: list[dict] = []
-    for fi in np.unique(file_idx[pool_rows]):
-        members = pool_rows[file_idx[pool_rows] == fi]
-        entry = store.files[int(fi)]
-        pool_recs += read_records(entry["path"], locs[members].tolist(), fmt=entry["format"])
+    pool_recs = _checked_records(store, pool_rows)
     counts = np.zeros(n, dtype=np.int64)
     for r in records:
         counts[int(r["_tsds_row"])] += 1
@@ -152,6 +168,8 @@ def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters
             np.add.at(p, ids.ravel(), w.ravel())
             part_probs.append(p)
         cov = coverage(detail, part_counts, part_probs)
+    elif manifest.get("method", "tsds") != "tsds":
+        cov = nearest_coverage(detail, counts)
     else:
         cov = coverage(detail, counts, [probs])
     pool_scale = (manifest.get("calibration") or {}).get("pool_scale", {})
@@ -195,15 +213,14 @@ def build_report(out, *, store=None, sample: int = 3000, seed: int = 0, clusters
             seen.update(i for i, _ in members)
             seen.add(row)
             texts = []
-            for i, dd in members[:3]:
-                entry = store.files[int(file_idx[i])]
-                rec = read_records(entry["path"], [int(locs[i])], fmt=entry["format"])[0]
+            for (i, dd), rec in zip(members[:3], _checked_records(store, [i for i, _ in members[:3]])):
                 texts.append((i, dd, _text(spec, rec)))
             cluster_rows.append({"row": row, "size": size, "density": r.get("_tsds_density"),
                                  "text": _text(spec, r), "members": texts})
 
-    page = _html(manifest, figs, records, queries, cov, flagged, typical, cluster_rows, targets, spec, rows,
-                 sweep, pool_rows.size)
+    page = _html(manifest, figs, {"records": records, "queries": queries, "cov": cov, "flagged": flagged,
+                                  "typical": typical, "clusters": cluster_rows, "targets": targets, "spec": spec,
+                                  "n_rows": rows, "sweep": sweep, "pool_sample": pool_rows.size})
     path = out / REPORT_FILE
     atomic.write_text(path, page)
     return path
@@ -270,9 +287,14 @@ def _fmt(v, digits: int = 5) -> str:
     return "" if v is None else str(v)
 
 
-def _html(manifest, figs, records, queries, cov, flagged, typical, clusters, targets, spec, n_rows, sweep,
-          pool_sample) -> str:
+def _html(manifest, figs, page: dict) -> str:
+    """The report page; ``page``: records, queries, cov, flagged, typical, clusters, targets, spec, n_rows,
+    sweep, pool_sample."""
+    records, queries, cov, flagged, typical = (page[k] for k in ("records", "queries", "cov", "flagged", "typical"))
+    clusters, targets, spec, n_rows = (page[k] for k in ("clusters", "targets", "spec", "n_rows"))
+    sweep, pool_sample = page["sweep"], page["pool_sample"]
     params, res = manifest["parameters"], manifest["result"]
+    method = manifest.get("method", "tsds")
     cal = manifest.get("calibration") or {}
     decon = manifest.get("decontamination")
     warns = manifest.get("query_warnings") or []
@@ -284,11 +306,16 @@ def _html(manifest, figs, records, queries, cov, flagged, typical, clusters, tar
          "<nav>" + "".join(f"<a href='#{_anchor(x)}'>{x}</a>" for x in SECTIONS) + "</nav><main>"]
 
     # summary
-    summary = [("budget n / sampling", f"{params['size']} / {params['sampling']}"),
-               ("alpha", _fmt(params["alpha"]) + (" (auto)" if params.get("alpha_auto") else "")),
-               ("C", _fmt(params["C"])), ("sigma", _fmt(params["sigma"]) + (" (auto)" if params.get("sigma_auto") else "")),
-               ("metric", params["metric"]), ("support of p", res["support_size"]),
-               ("queries", manifest["queries"]["count"])]
+    if method == "tsds":
+        summary = [("budget n / sampling", f"{params['size']} / {params['sampling']}"),
+                   ("alpha", _fmt(params["alpha"]) + (" (auto)" if params.get("alpha_auto") else "")),
+                   ("C", _fmt(params["C"])), ("sigma", _fmt(params["sigma"]) + (" (auto)" if params.get("sigma_auto") else "")),
+                   ("metric", params["metric"]), ("support of p", res["support_size"]),
+                   ("queries", manifest["queries"]["count"])]
+    else:  # a baseline: the parameters it used, no TSDS parameter
+        summary = [("method", f"{method} (baseline)"), ("budget n", params.get("size"))]
+        summary += [(k, v) for k, v in params.items() if k not in ("method", "size")]
+        summary += [("support of p", res["support_size"]), ("queries", manifest["queries"]["count"])]
     if "sigma" in cal:
         summary.append(("sigma rule", f"{cal['sigma']['rule']}; median NN distance {cal['sigma']['median_nearest_neighbour']}"))
     if "alpha" in cal:
@@ -353,7 +380,10 @@ def _html(manifest, figs, records, queries, cov, flagged, typical, clusters, tar
     s.append(f"<section id='near-duplicate-clusters'><h2>Near-duplicate clusters</h2>{body}</section>")
 
     # objective
-    if manifest.get("targets"):
+    if method != "tsds":
+        obj = (f"<p class='muted'>Method {_esc(method)} is a baseline: it solves no TSDS problem, so there is no "
+               "objective, transport plan or level. Coverage above credits each drawn row to its nearest query.</p>")
+    elif manifest.get("targets"):
         trs = "".join(f"<tr><td>{_esc(t['name'])}</td><td class='num'>{t['share']:.3f}</td><td class='num'>{t['drawn']}</td>"
                       f"<td class='num'>{t['support_size']}</td><td class='num'>{_fmt(t['alpha'], 4)}</td>"
                       f"<td class='num'>{_fmt(t['alignment_term'])}</td><td class='num'>{_fmt(t['diversity_term'])}</td>"

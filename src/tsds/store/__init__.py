@@ -3,5 +3,6 @@
 from tsds.store.build import build_store
 from tsds.store.options import BuildOptions
 from tsds.store.pool import PoolStore
+from tsds.store.provenance import check_record, check_source
 
-__all__ = ["BuildOptions", "PoolStore", "build_store"]
+__all__ = ["BuildOptions", "PoolStore", "build_store", "check_record", "check_source"]

@@ -1,4 +1,7 @@
-"""Choosing sigma, C and alpha from the data, and sweeping alpha cheaply.
+"""Automatic parameters: choosing sigma, C and alpha from the data, and sweeping alpha cheaply.
+
+(Not to be confused with the recall tuning of an approximate index, tsds.retrieval's ``calibrate``. The
+manifest keeps the section name ``calibration`` for the choices made here.)
 
 Rules (documented in docs/report.md and reported in the manifest's ``calibration`` section):
 
@@ -30,6 +33,7 @@ from tsds.retrieval import DensityStats, SearchIndex, prepare
 CALIBRATION_SEED = 0
 SIGMA_RULE = "sigma = median distance from a sampled pool row to its nearest other row (exact copies left out) / 3"
 C_RULE = "C = median distance between random pairs of pool rows"
+ALPHA_STEPS = 10  # bisection steps of alpha auto: 1/1024
 ALPHA_RULE = "largest alpha (bisection to 1/1024) with support of p >= multiple x size"
 
 
@@ -170,11 +174,12 @@ class Sweep:
 
 
 def sweep(index: SearchIndex, queries: np.ndarray, alphas, *, C: float, sigma: float, metric: str = "euclidean",
-          initial_k: int = 64, cache: DensityCache | None = None, with_ot: bool = True) -> Sweep:
+          neighbours: Neighbours | None = None, with_ot: bool = True) -> Sweep:
     """Solve for every alpha on one set of neighbour lists: K is grown for the smallest alpha (the widest
-    support), and every other alpha reuses those lists and densities."""
+    support), and every other alpha reuses those lists and densities. ``neighbours``: lists fetched already
+    (with the first K and the density cache of the caller's choice); default from K = 64."""
     alphas = sorted({float(a) for a in alphas})
-    nb = Neighbours(index, queries, metric=metric, sigma=sigma, initial_k=initial_k, cache=cache)
+    nb = neighbours or Neighbours(index, queries, metric=metric, sigma=sigma)
     nb.solve(alphas[0], C)  # grows K once, to what the widest support needs
     rows = []
     for a in alphas:
@@ -189,15 +194,16 @@ def sweep(index: SearchIndex, queries: np.ndarray, alphas, *, C: float, sigma: f
 
 
 def auto_alpha(index: SearchIndex, queries: np.ndarray, *, size: int, C: float, sigma: float,
-               multiple: float = 2.0, metric: str = "euclidean", initial_k: int = 64,
-               cache: DensityCache | None = None, steps: int = 10) -> tuple[float, dict]:
-    """The largest alpha whose support of p holds at least ``multiple`` x ``size`` candidates."""
+               multiple: float = 2.0, metric: str = "euclidean",
+               neighbours: Neighbours | None = None) -> tuple[float, dict]:
+    """The largest alpha whose support of p holds at least ``multiple`` x ``size`` candidates.
+    ``neighbours``: lists fetched already (see ``sweep``)."""
     target = int(np.ceil(multiple * size))
     note = None
     if target > index.available:
         note = f"target support {target} exceeds the {index.available} available candidates; aiming for all of them"
         target = index.available
-    nb = Neighbours(index, queries, metric=metric, sigma=sigma, initial_k=initial_k, cache=cache)
+    nb = neighbours or Neighbours(index, queries, metric=metric, sigma=sigma)
 
     def support(a: float) -> int:
         return int(np.count_nonzero(nb.probabilities(nb.solve(a, C))))
@@ -209,7 +215,7 @@ def auto_alpha(index: SearchIndex, queries: np.ndarray, *, size: int, C: float, 
         best, best_support = 1.0, s1
     else:
         lo, hi, lo_support = 0.0, 1.0, None
-        for _ in range(steps):
+        for _ in range(ALPHA_STEPS):
             mid = (lo + hi) / 2
             s = support(mid)
             tried.append((mid, s))

@@ -1,0 +1,170 @@
+"""``tsds.Pool``: a pool of texts embedded once into a store folder, built from files or from texts in memory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tsds.errors import InputError, ParameterError
+from tsds.io.readers import TextSpec
+
+
+def is_dataset(data) -> bool:
+    """Whether ``data`` is a datasets.Dataset (without importing that library)."""
+    return type(data).__module__.split(".")[0] == "datasets" and hasattr(data, "column_names")
+
+
+def _is_frame(data) -> bool:
+    return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "to_json")
+
+
+def in_memory_rows(data) -> list[dict] | None:
+    """The records of an in-memory pool (a list of strings, a datasets.Dataset, a pandas.DataFrame), or None
+    for files. A list of strings becomes records {"text": ...}."""
+    if isinstance(data, (str, os.PathLike)):
+        return None
+    if is_dataset(data):
+        return [dict(row) for row in data]
+    if _is_frame(data):
+        return json.loads(data.to_json(orient="records", force_ascii=False))
+    items = list(data)
+    if items and all(isinstance(x, str) for x in items):
+        return [{"text": x} for x in items]
+    if items and all(isinstance(x, (str, os.PathLike)) for x in items):
+        return None
+    if not items:
+        raise InputError("the pool is empty: no texts given")
+    raise InputError("a pool is a path, a list of paths, a list of strings, a datasets.Dataset or a "
+                     f"pandas.DataFrame; got a list of {type(items[0]).__name__}")
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    try:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    except TypeError as exc:
+        raise InputError(f"a pool record cannot be written as JSON ({exc})") from None
+
+
+def _write_source(out: Path, rows: list[dict]) -> Path:
+    """The store's own pool file for texts given in memory: written once, atomically; a store that holds
+    other texts is refused (its rows would no longer match them)."""
+    from tsds import atomic
+    from tsds.io.output import STORE_SOURCE, check_store_dir
+
+    check_store_dir(out)
+    path = out / STORE_SOURCE
+    data = _jsonl(rows)
+    if path.exists():
+        if path.read_bytes() != data:
+            raise ParameterError(f"{out}: holds a store of other texts; choose another folder for this pool")
+        return path
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(path, data)
+    return path
+
+
+class Pool:
+    """A pool of texts embedded into a store folder: built once, then selected from for any number of tasks.
+
+    Build one with ``Pool.build`` (files, or texts in memory), open one with ``Pool.open``.
+
+    Parameters
+    ----------
+    store : PoolStore
+        An open store (``Pool.build`` and ``Pool.open`` make one).
+
+    Attributes
+    ----------
+    store : PoolStore
+        The store (embeddings, index, densities; tsds.store).
+    path : Path
+        The store folder.
+
+    Examples
+    --------
+    >>> import tempfile, os, tsds
+    >>> texts = [f"recipe {i}: bake the bread for {i} minutes" for i in range(40)]
+    >>> pool = tsds.Pool.build(texts, out=os.path.join(tempfile.mkdtemp(), "store"))
+    >>> len(pool)
+    40
+    >>> tsds.Pool.open(pool.path).embedder
+    'static'
+    """
+
+    def __init__(self, store):
+        self.store = store
+
+    @classmethod
+    def build(cls, data, out, *, embedder: str = "static", text_field: str | None = None,
+              template: str | None = None, messages_field: str | None = None, **options) -> "Pool":
+        """Embed a pool into the store folder ``out`` (resuming or extending a store built there).
+
+        Parameters
+        ----------
+        data : path, list of paths, list of str, datasets.Dataset or pandas.DataFrame
+            Pool files (jsonl, json, parquet, csv, tsv, txt, a saved HF dataset), or records in memory. Records
+            in memory are written to ``out/source.jsonl`` first (a list of strings as {"text": ...}), so that
+            hashing, provenance and the records' fetch work as for files.
+        out : path
+            The store folder: absent, empty, or a store.
+        embedder : str
+            "static" (CPU default), "minilm", or a local model folder.
+        text_field, template, messages_field : str, optional
+            Where the text of a record is (at most one; default: the field ``text``).
+        **options
+            More options of ``tsds.store.build_store`` (metric, index_kind, on_bad_row, shard_rows, fmt,
+            engine, progress, index_shards, embedder=an Embedder object, ...).
+
+        Returns
+        -------
+        Pool
+        """
+        from tsds.store import build_store
+
+        spec = None
+        if (text_field, template, messages_field) != (None, None, None):
+            spec = TextSpec(text_field=text_field, template=template, messages_field=messages_field)
+        rows = in_memory_rows(data)
+        paths = data if rows is None else _write_source(Path(out), rows)
+        if isinstance(embedder, str):
+            options["embedder_spec"] = embedder
+        else:
+            options["embedder"] = embedder
+        return cls(build_store(paths, out, spec=spec, **options))
+
+    @classmethod
+    def open(cls, path, *, engine=None) -> "Pool":
+        """Open a complete store folder built before (``engine``: where its index shards are served).
+
+        Parameters
+        ----------
+        path : path
+            The store folder.
+        engine : Engine, optional
+            tsds.engines (default: this process).
+
+        Returns
+        -------
+        Pool
+        """
+        from tsds.store import PoolStore
+
+        store = PoolStore(path, engine=engine)
+        store.require_complete()
+        return cls(store)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.store.root)
+
+    @property
+    def embedder(self) -> str:
+        """The embedder's spec ("static", "minilm" or a model folder)."""
+        return self.store.meta["embedder_spec"]
+
+    def __len__(self) -> int:
+        return int(self.store.n_rows)
+
+    def __repr__(self) -> str:
+        return f"Pool({str(self.path)!r}, rows={len(self)}, embedder={self.embedder!r})"

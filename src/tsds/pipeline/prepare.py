@@ -1,0 +1,147 @@
+"""The pool side of a selection, prepared once and shared by every method and every target: the index,
+the eligible rows (one code path for every method: tsds.pipeline.eligibility), the pool's distance scale,
+the automatic parameters that depend on the pool only (sigma auto, the C recommendation) and the density
+cache."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tsds.config import SelectionConfig
+from tsds.pipeline import autoparams
+from tsds.pipeline.decontaminate import Decontamination
+from tsds.pipeline.eligibility import Eligibility, Exclusion, pool_eligibility
+from tsds.pipeline.hygiene import query_warnings
+from tsds.pipeline.select import DensityCache, Selection, select_on_index
+from tsds.pipeline.stages import StageLog
+
+log = logging.getLogger("tsds")
+
+
+@dataclass(frozen=True)
+class Preparation(Exclusion):
+    """Which pool rows a selection may take, the same for every method.
+
+    exclude : path or list of paths, optional
+        Evaluation file(s): pool rows within ``exclude_radius`` (embedding distance) of an item, or equal to
+        one after normalising whitespace and case, are left out.
+    exclude_radius : float
+        Embedding distance for ``exclude``; 0 removes exact (normalised) text matches only.
+    exclude_spec : TextSpec, optional
+        How to read text from the ``exclude`` files (default: the store's).
+    keep_zero_rows : bool
+        Let rows whose embedding is all zeros be selected (left out by default).
+    exclude_texts : list of str, optional
+        Evaluation texts in memory, used like ``exclude``.
+    eligibility : Eligibility, optional
+        Rows decided already (e.g. once for several methods), instead of the fields above.
+    pool_texts : list of str, optional
+        The pool's texts in row order, when the caller holds them (saves a pass over the pool files).
+    """
+
+    eligibility: Eligibility | None = None
+
+
+@dataclass
+class PreparedPool:
+    """The pool side of a selection, shared by every target: store, embedder, index (after the eligible rows
+    were applied), density cache, the config with pool-level automatic parameters resolved, the pool's
+    distance scale, the parameter choices made (``calibration``) and the eligible rows."""
+
+    store: object
+    index: object
+    cache: DensityCache
+    config: SelectionConfig
+    scale: autoparams.PoolScale
+    calibration: dict = field(default_factory=dict)
+    eligibility: Eligibility | None = None
+    embedder: object = None
+    progress: object = None
+    stages: StageLog = field(default_factory=StageLog)
+    preparation: Preparation = field(default_factory=Preparation)
+
+    @property
+    def decontamination(self) -> Decontamination | None:
+        return self.eligibility.decontamination if self.eligibility is not None else None
+
+    def save_densities(self) -> None:
+        """Persist the densities computed, unless the pool was decontaminated (they differ from the full
+        pool's then)."""
+        if self.config.sigma > 0 and self.cache.computed and self._persisted_densities:
+            with self.stages.stage("save_densities"):
+                self.store.save_densities(self.config.metric, self.config.sigma, self.cache.values, self.cache.counts)
+
+    @property
+    def _persisted_densities(self) -> bool:
+        return self.eligibility is None or self.eligibility.full_pool_densities
+
+
+# the older name, kept for readers of the code that knew it
+PoolContext = PreparedPool
+
+
+def prepare_pool(store, config: SelectionConfig, *, embedder, stages: StageLog | None = None,
+                 preparation: Preparation | None = None, densities: bool = True) -> PreparedPool:
+    """Index, eligible rows (zero rows, decontamination), pool scale and sigma auto: everything that does not
+    depend on the queries. ``densities``: load the store's persisted densities for ``config.sigma``."""
+    prep = preparation or Preparation()
+    stages = stages or StageLog()
+    with stages.stage("index") as info:
+        index = store.index(config.metric, config.index)
+        info["kind"] = index.kind
+    with stages.stage("eligibility") as info:
+        elig = prep.eligibility or pool_eligibility(store, prep, embedder=embedder, index=index,
+                                                    metric=config.metric, index_kind=config.index)
+        elig.apply(index)
+        info.update(excluded=int(elig.excluded.size), zero_rows=int(elig.zero_rows.size))
+        if elig.decontamination is not None:
+            info.update(removed=int(elig.decontamination.removed.size), eval_items=elig.decontamination.eval_items)
+    calibration: dict = {}
+    with stages.stage("pool_scale"):
+        scale = autoparams.pool_scale(index)
+    if config.sigma_auto:
+        sigma, calibration["sigma"] = autoparams.auto_sigma(scale)
+        config = config.model_copy(update={"sigma": sigma})
+    c_rec, calibration["C_recommendation"] = autoparams.recommend_C(scale)
+    calibration["C_recommendation"]["used"] = config.C
+    calibration["pool_scale"] = scale.summary()
+    if densities and elig.full_pool_densities and config.sigma > 0:
+        rho, count = store.load_densities(config.metric, config.sigma)
+        cache = DensityCache(store.n_rows, rho, count)
+    else:
+        cache = DensityCache(store.n_rows)
+    return PreparedPool(store, index, cache, config, scale, calibration, elig, embedder, stages=stages,
+                        preparation=prep)
+
+
+def select_queries(pool: PreparedPool, q: np.ndarray, texts: list[str], config: SelectionConfig, *,
+                   progress=None) -> tuple[Selection, dict, list[dict]]:
+    """TSDS for one target on a prepared pool: alpha auto if asked, select, query warnings.
+    Returns (selection, the alpha choice or {}, warnings)."""
+    stages = pool.stages
+    calib = {}
+    if config.alpha_auto is not None:
+        with stages.stage("alpha_auto"):
+            nb = autoparams.Neighbours(pool.index, q, metric=config.metric, sigma=config.sigma,
+                                       initial_k=config.initial_k, cache=pool.cache)
+            alpha, calib = autoparams.auto_alpha(pool.index, q, size=config.size, C=config.C, sigma=config.sigma,
+                                                 multiple=config.alpha_auto, neighbours=nb)
+        config = config.model_copy(update={"alpha": alpha})
+    selection = select_on_index(pool.index, q, config, stages=stages, density_cache=pool.cache, progress=progress)
+    warnings = query_warnings(texts, q, selection.neighbour_distances[:, 0], pool.scale.typical(95))
+    for w in warnings:
+        log.warning("query warning: %s", w["message"])
+    return selection, calib, warnings
+
+
+def open_store(store):
+    """A complete pool store from a store or its folder."""
+    from tsds.store import PoolStore
+
+    store = store if isinstance(store, PoolStore) else PoolStore(Path(store))
+    store.require_complete()
+    return store
