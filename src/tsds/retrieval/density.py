@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from tsds.retrieval.density_plan import DensityPlan, bounded_pairs, plan_for
 from tsds.retrieval.index import SearchIndex, list_sizes, list_vectors
 from tsds.retrieval.threads import Scratch, in_threads
 
@@ -29,6 +30,15 @@ class DensityStats:
     capped: int = 0
     pairs: int = 0
     lists_scanned: float = 0.0
+    sieved: int = 0  # (point, member) pairs the sieve looked at (pruned chunks)
+    multiplied: int = 0  # pairs multiplied in full (both paths)
+    pruned_multiplied: int = 0  # of those, in pruned chunks
+    brute_points: int = 0  # points whose sums came from a product with every stored vector (IVF)
+
+    def add(self, other: "DensityStats") -> None:
+        for name in ("points", "capped", "pairs", "lists_scanned", "sieved", "multiplied", "pruned_multiplied",
+                     "brute_points"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def densities(
@@ -40,11 +50,13 @@ def densities(
     stats: DensityStats | None = None,
     progress=None,
     return_counts: bool = False,
+    path: str = "auto",
 ):
     """Density (float64, >= 1) of the candidates ``ids`` over every candidate in ``index``.
 
     With ``return_counts``, also the number of candidates within sigma of each (itself included):
-    the size of its near-duplicate cluster.
+    the size of its near-duplicate cluster. ``path`` (IVF-Flat indexes): "pruned", "brute" (every list
+    against every point) or "auto", the cheaper by counted work (tsds.retrieval.density_plan).
     """
     stats = stats if stats is not None else DensityStats()
     radius2 = float(sigma) ** 2
@@ -55,10 +67,21 @@ def densities(
 
     ids = np.asarray(ids, dtype=np.int64)
     order = _by_list(index, ids)
+    plan = plan_for(index, sigma, path) if index.list_radius is not None else None
+
+    def sums_and_counts(x):
+        if plan is None:
+            return parallel_kernel_sums(index, x, sigma, stats)
+        batch = DensityStats()
+        out = parallel_kernel_sums(index, x, sigma, batch, plan=plan)
+        plan.learn(batch.sieved, batch.pruned_multiplied)  # between batches: the next batch's chunks see it
+        stats.add(batch)
+        return out
+
     out = batched_densities(
         ids[order], sigma,
         batch=4096 if index.list_radius is not None else max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
-        reconstruct=index.reconstruct, sums_and_counts=lambda x: parallel_kernel_sums(index, x, sigma, stats),
+        reconstruct=index.reconstruct, sums_and_counts=sums_and_counts,
         capped_sums=capped_sums, cap=cap, stats=stats, progress=progress, return_counts=return_counts)
     back = np.empty_like(order)
     back[order] = np.arange(order.size)
@@ -112,7 +135,7 @@ _CHUNK = 512  # points per task: results do not depend on how many threads run t
 
 
 def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
-                         workers: int | None = None):
+                         workers: int | None = None, plan: DensityPlan | None = None):
     """``kernel_sums`` over fixed chunks of points, run by one thread per core with single-threaded BLAS (IVF).
 
     The per-list products are small; a multi-threaded BLAS splits each one across cores and spends its
@@ -122,7 +145,7 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     stats = stats if stats is not None else DensityStats()
     if index.list_radius is None:  # a flat index: few large products, which BLAS threads well itself
         return kernel_sums(index, x, sigma, stats)
-    parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch),
+    parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch, plan),
                          stats, workers)
     if not parts:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
@@ -137,8 +160,7 @@ def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, wor
     parts_stats = [DensityStats() for _ in chunks]
     parts = in_threads(list(zip(chunks, parts_stats)), lambda job, scratch: fn(*job, scratch), workers)
     for st in parts_stats:
-        stats.pairs += st.pairs
-        stats.lists_scanned += st.lists_scanned
+        stats.add(st)
     return parts
 
 
@@ -182,10 +204,11 @@ def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: Den
 
 
 def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
-                scratch: Scratch | None = None):
+                scratch: Scratch | None = None, plan: DensityPlan | None = None):
     """Per point of ``x``: the kernel sum over every (not excluded) candidate, and the count within sigma.
 
-    Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard.
+    Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard. With a ``plan``
+    (IVF-Flat), the chunk is pruned or multiplied against every list, as the plan chooses.
     """
     stats = stats if stats is not None else DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -195,7 +218,8 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     excluded = index.excluded
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     scratch = scratch or Scratch()
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch):
+    brute_before, multiplied = stats.brute_points, 0
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch, plan):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
@@ -205,6 +229,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
         centred = long_vectors and centre is not None
         yc = y - centre if centred else y
         yn = np.einsum("ij,ij->i", yc, yc)
+        multiplied += pts.size * yc.shape[0]
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
@@ -219,10 +244,14 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
             sums[p] += k.sum(axis=1, dtype=np.float64)
             counts[p] += np.greater(k, 0.0, out=scratch.array("within", k.shape, np.bool_)).sum(axis=1)
     stats.pairs += int(counts.sum())
+    stats.multiplied += multiplied
+    if stats.brute_points == brute_before:
+        stats.pruned_multiplied += multiplied
     return sums, counts
 
 
-def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch):
+def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch,
+            plan: DensityPlan | None = None):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
@@ -252,6 +281,18 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     reach -= index.list_radius[None, :]
     need = reach <= tolerance
     need &= _shell_bound(shells, x64, full2, need, scratch) <= tolerance
+    sizes = np.diff(shells.starts)
+    bounded = bounded_pairs(need, sizes)
+    if plan is not None and plan.brute(bounded, x.shape[0], index.ntotal, ivf.d, shells.basis.shape[0]):
+        # every list against every point: the same lists in the same order, full blocks instead of sieved ones
+        stats.brute_points += x.shape[0]
+        stats.lists_scanned += float(x.shape[0] * np.count_nonzero(sizes))
+        every = np.arange(x.shape[0])
+        for lst in np.flatnonzero(sizes):
+            y, member_ids = list_vectors(ivf, lst, index.pages)
+            yield y, member_ids, every, shells.centroids[lst]
+        return
+    stats.sieved += bounded
     stats.lists_scanned += float(need.sum())
     sieve = _Sieve(shells, x, sigma, scratch)
     for lst in np.flatnonzero(need.any(axis=0)):
