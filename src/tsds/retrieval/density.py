@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from tsds.retrieval.density_flat import flat_vectors, tiled_kernel_sums
 from tsds.retrieval.density_plan import DensityPlan, bounded_pairs, plan_for
 from tsds.retrieval.index import SearchIndex, list_sizes, list_vectors
 from tsds.retrieval.threads import Scratch, in_threads
 
 DEFAULT_CAP = 100_000
-_RESULT_BUDGET = 1 << 25
 
 
 @dataclass
@@ -80,7 +80,7 @@ def densities(
 
     out = batched_densities(
         ids[order], sigma,
-        batch=4096 if index.list_radius is not None else max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
+        batch=4096,
         reconstruct=index.reconstruct, sums_and_counts=sums_and_counts,
         capped_sums=capped_sums, cap=cap, stats=stats, progress=progress, return_counts=return_counts)
     back = np.empty_like(order)
@@ -143,8 +143,11 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     its own products, and since the chunks are fixed, the sums are the same for any number of threads.
     """
     stats = stats if stats is not None else DensityStats()
-    if index.list_radius is None:  # a flat index: few large products, which BLAS threads well itself
-        return kernel_sums(index, x, sigma, stats)
+    if index.list_radius is None:  # a flat index: cache-sized tiles, one thread per core (tsds.retrieval.density_flat)
+        sums, counts = tiled_kernel_sums(flat_vectors(index), x, sigma, index.excluded, workers)
+        stats.pairs += int(counts.sum())
+        stats.multiplied += int(x.shape[0]) * index.available
+        return sums, counts
     parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch, plan),
                          stats, workers)
     if not parts:
