@@ -80,7 +80,7 @@ def densities(
 
     out = batched_densities(
         ids[order], sigma,
-        batch=4096,
+        batch=4096, first_batch=_PROBE if plan is not None and plan.keep is None else None,
         reconstruct=index.reconstruct, sums_and_counts=sums_and_counts,
         capped_sums=capped_sums, cap=cap, stats=stats, progress=progress, return_counts=return_counts)
     back = np.empty_like(order)
@@ -101,11 +101,12 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
 
 
 def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_counts, capped_sums, cap: int,
-                      stats: DensityStats, progress=None, return_counts: bool = False):
+                      stats: DensityStats, progress=None, return_counts: bool = False, first_batch: int | None = None):
     """The loop every index kind shares: points in batches, kernel sums, the cap, the floor at 1.
 
     ``sums_and_counts(x)`` gives each point's kernel sum and count within sigma (and records pairs and
     lists scanned in ``stats``); ``capped_sums(x)`` the sum of each point's ``cap`` largest terms.
+    ``first_batch``: a smaller first batch (the density path chooser measures on it).
     """
     ids = np.asarray(ids, dtype=np.int64)
     if sigma == 0 or ids.size == 0:
@@ -113,8 +114,10 @@ def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_co
         return (ones, np.ones(ids.size, dtype=np.int64)) if return_counts else ones
     out = np.empty(ids.size, dtype=np.float64)
     counts = np.empty(ids.size, dtype=np.int64)
-    for start in range(0, ids.size, batch):
-        chunk = ids[start:start + batch]
+    starts = [0, *range(min(first_batch, ids.size), ids.size, batch)] if first_batch else range(0, ids.size, batch)
+    starts = list(starts)
+    for start, end in zip(starts, [*starts[1:], ids.size]):
+        chunk = ids[start:end]
         x = reconstruct(chunk)
         sums, cnt = sums_and_counts(x)
         over = np.flatnonzero(cnt > cap)
@@ -130,6 +133,7 @@ def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_co
 
 
 _BLOCK = 1 << 22
+_PROBE = 1024  # the first batch while the chooser has measured nothing (two chunks: one per core)
 _SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
 _CHUNK = 512  # points per task: results do not depend on how many threads run the tasks
 
