@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from tsds.retrieval.density_flat import flat_vectors, tiled_kernel_sums
+from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
 from tsds.retrieval.density_plan import DensityPlan, bounded_pairs, plan_for
 from tsds.retrieval.index import SearchIndex, list_sizes, list_vectors
 from tsds.retrieval.threads import Scratch, in_threads
@@ -133,6 +133,7 @@ def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_co
 
 
 _BLOCK = 1 << 22
+_BRUTE_TILE = 2048
 _PROBE = 1024  # the first batch while the chooser has measured nothing (two chunks: one per core)
 _SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
 _CHUNK = 512  # points per task: results do not depend on how many threads run the tasks
@@ -237,6 +238,14 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
         yc = y - centre if centred else y
         yn = np.einsum("ij,ij->i", yc, yc)
         multiplied += pts.size * yc.shape[0]
+        if stats.brute_points != brute_before:  # every list against the whole chunk: one compare per pair
+            xc = x - centre if centred else x
+            for b in range(0, yc.shape[0], _BRUTE_TILE):
+                s, c = block_sums(xc, np.einsum("ij,ij->i", xc, xc), yc[b:b + _BRUTE_TILE], yn[b:b + _BRUTE_TILE],
+                                  r2, scratch)
+                sums += s
+                counts += c
+            continue
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]

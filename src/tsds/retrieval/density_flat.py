@@ -63,30 +63,37 @@ def _chunk_sums(x: np.ndarray, blocks: list, sigma: float, scratch: Scratch):
     for yc_block, yn_block, centre in blocks:
         xc = x - centre if centre is not None else x
         xn = np.einsum("ij,ij->i", xc, xc)
-        xn64 = xn.astype(np.float64)
         for b in range(0, yc_block.shape[0], _TILE):
-            yc, yn = yc_block[b:b + _TILE], yn_block[b:b + _TILE]
-            # within sigma: xn + yn - 2 g < r2, i.e. g - yn / 2 > (xn - r2) / 2; the margin covers the rounding
-            margin = 1e-5 * (xn64 + float(yn.max()) + float(r2)) + 1e-6
-            floor = ((xn64 - float(r2)) / 2 - margin).astype(np.float32)
-            g = np.matmul(xc, yc.T, out=scratch.array("product", (x.shape[0], yc.shape[0]), np.float32))
-            near = scratch.array("near", g.shape, np.bool_)
-            low, high = float(yn.min()), float(yn.max())
-            if high - low <= 0.05 * float(r2):  # (near-)equal norms, e.g. unit vectors: one compare per pair
-                np.greater(g, (floor + np.float32(0.5 * low))[:, None], out=near)
-            else:
-                h = np.subtract(g, 0.5 * yn, out=scratch.array("shifted", g.shape, np.float32))
-                np.greater(h, floor[:, None], out=near)
-            i, j = np.nonzero(near)
-            if i.size == 0:
-                continue
-            k = g[i, j]
-            k *= -2.0
-            k += xn[i]
-            k += yn[j]
-            k /= -r2
-            k += 1.0
-            np.clip(k, 0.0, 1.0, out=k)
-            sums += np.bincount(i, weights=k.astype(np.float64), minlength=x.shape[0])
-            counts += np.bincount(i[k > 0.0], minlength=x.shape[0])
+            s, c = block_sums(xc, xn, yc_block[b:b + _TILE], yn_block[b:b + _TILE], r2, scratch)
+            sums += s
+            counts += c
     return sums, counts
+
+
+def block_sums(xc: np.ndarray, xn: np.ndarray, yc: np.ndarray, yn: np.ndarray, r2, scratch: Scratch):
+    """Kernel sums (float64) and counts within sigma of the points ``xc`` over the vectors ``yc`` (one tile;
+    ``xn``, ``yn``: their float32 squared norms; ``r2``: sigma squared, float32)."""
+    xn64 = xn.astype(np.float64)
+    # within sigma: xn + yn - 2 g < r2, i.e. g - yn / 2 > (xn - r2) / 2; the margin covers the rounding
+    margin = 1e-5 * (xn64 + float(yn.max()) + float(r2)) + 1e-6
+    floor = ((xn64 - float(r2)) / 2 - margin).astype(np.float32)
+    g = np.matmul(xc, yc.T, out=scratch.array("product", (xc.shape[0], yc.shape[0]), np.float32))
+    near = scratch.array("near", g.shape, np.bool_)
+    low, high = float(yn.min()), float(yn.max())
+    if high - low <= 0.05 * float(r2):  # (near-)equal norms, e.g. unit vectors: one compare per pair
+        np.greater(g, (floor + np.float32(0.5 * low))[:, None], out=near)
+    else:
+        h = np.subtract(g, 0.5 * yn, out=scratch.array("shifted", g.shape, np.float32))
+        np.greater(h, floor[:, None], out=near)
+    i, j = np.nonzero(near)
+    if i.size == 0:
+        return 0.0, 0
+    k = g[i, j]
+    k *= -2.0
+    k += xn[i]
+    k += yn[j]
+    k /= -r2
+    k += 1.0
+    np.clip(k, 0.0, 1.0, out=k)
+    return (np.bincount(i, weights=k.astype(np.float64), minlength=xc.shape[0]),
+            np.bincount(i[k > 0.0], minlength=xc.shape[0]))
