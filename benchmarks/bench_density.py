@@ -11,8 +11,10 @@ Two pools, each with an IVF-Flat index built as `tsds select` builds it (tsds.re
 
 * ``clustered``: benchmarks/bench_select.py's data (tight clusters, near-duplicates; N x 384, sigma 0.75),
   where the list bounds and the sieve prune most pairs;
-* ``diffuse``: unit vectors around 40 wide, overlapping topics (N x 256, sigma 0.75), where a point's
-  sigma-ball meets most lists and the bounds prune little, as on real text embeddings.
+* ``diffuse``: unit vectors around 40 wide, overlapping topics (N x 256, sigma ``--diffuse-sigma``),
+  where a point's sigma-ball meets most lists and the list bounds prune little;
+* ``text`` (with ``--store PATH``): the vectors of a pool store of real texts (its shards' .npy files), at
+  sigma 0.259 (what ``--sigma auto`` picked on the demo store), 0.5 and 0.75; the queries are 20 pool rows.
 
 The density points are those a selection computes: the nearest neighbours of M = 500 queries (their
 first ``--points`` distinct ones). For each path, the densities of those points (a fresh plan per run, so
@@ -58,14 +60,14 @@ def diffuse(n: int, d: int, m: int, seed: int = 7):
     return x.astype(np.float32), q.astype(np.float32)
 
 
-def run_pool(name, x, q, sigma, points, repeats, rate):
+def run_pool(name, x, q, sigma, points, repeats, rate, index=None):
     x = prepare(x, "euclidean")
     t = time.perf_counter()
-    index = build_index(x, kind="ivf")
+    index = index or build_index(x, kind="ivf")
     build_s = time.perf_counter() - t
     index.nprobe = max(1, index.nlist // 8)
-    _, nb = index.search(prepare(q, "euclidean"), 64)
-    ids = np.unique(nb[:, :64].ravel())[:points]
+    _, nb = index.search(prepare(q, "euclidean"), max(64, 8 * points // q.shape[0]))
+    ids = np.unique(nb.ravel())[:points]
     densities(index, ids[:16], sigma, path="pruned")  # the shells (once per index, kept on it) before timing
     runs, values = [], {}
     for r in range(repeats):
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--points", type=int, default=8000)
     ap.add_argument("--diffuse-sigma", type=float, default=1.1)
+    ap.add_argument("--store", type=Path, help="a pool store of real texts (read only)")
     args = ap.parse_args(argv)
     n = 50_000 if args.quick else 200_000
     load = [os.getloadavg()]
@@ -106,6 +109,14 @@ def main(argv=None) -> int:
     pools.append(run_pool("clustered", np.load(cpath), np.load(qpath), 0.75, args.points, args.repeats, rate))
     x, q = diffuse(n, 256, 500)
     pools.append(run_pool("diffuse", x, q, args.diffuse_sigma, args.points, args.repeats, rate))
+    if args.store:
+        shards = sorted(f for f in args.store.joinpath("shards").glob("*.npy")
+                        if not f.name.endswith((".hash.npy", ".loc.npy")))
+        x = prepare(np.concatenate([np.load(f) for f in shards]), "euclidean")
+        q = x[np.random.default_rng(0).choice(x.shape[0], 20, replace=False)]
+        index = build_index(x, kind="ivf")
+        for sigma in (0.259, 0.5, 0.75):
+            pools.append(run_pool(f"text sigma {sigma}", x, q, sigma, args.points, args.repeats, rate, index))
     load.append(os.getloadavg())
     result = {"benchmark": "density stage: pruned IVF scan, brute force, the chooser (auto)",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "pools": pools,
