@@ -13,7 +13,7 @@ class SearchIndexProtocol(Protocol):
 
     ``list_radius``: each IVF list's largest member-to-centroid distance (None for flat); ``excluded``:
     candidates no search returns; ``pages``: the resident window of a mapped IVF index's vectors, or None.
-    The last three fields are caches kept with the index by the scan and the densities."""
+    The last fields are caches kept with the index by the scan and the densities."""
 
     index: Any
     kind: str
@@ -23,6 +23,7 @@ class SearchIndexProtocol(Protocol):
     pages: Any
     _list_norms: Any
     _density_shells: Any
+    _density_plans: dict
 
     @property
     def ntotal(self) -> int: ...

@@ -11,25 +11,18 @@ their ``cap`` nearest terms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import faiss
 import numpy as np
 
 from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
+from tsds.retrieval.density_batches import PointSums, DensityStats, batched_densities
+from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
+from tsds.retrieval.density_plan import DensityPlan, bounded_pairs, plan_for
 from tsds.retrieval.ivf import list_sizes, list_vectors
 from tsds.retrieval.threads import Scratch, in_threads
 
 DEFAULT_CAP = 100_000
-_RESULT_BUDGET = 1 << 25
-
-
-@dataclass
-class DensityStats:
-    points: int = 0
-    capped: int = 0
-    pairs: int = 0
-    lists_scanned: float = 0.0
+__all__ = ["DEFAULT_CAP", "DensityStats", "PointSums", "batched_densities", "densities"]
 
 
 def densities(
@@ -41,11 +34,13 @@ def densities(
     stats: DensityStats | None = None,
     progress=None,
     return_counts: bool = False,
+    path: str = "auto",
 ):
     """Density (float64, >= 1) of the candidates ``ids`` over every candidate in ``index``.
 
     With ``return_counts``, also the number of candidates within sigma of each (itself included):
-    the size of its near-duplicate cluster.
+    the size of its near-duplicate cluster. ``path`` (IVF-Flat indexes): "pruned", "brute" (every list
+    against every point) or "auto", the cheaper by counted work (tsds.retrieval.density_plan).
     """
     stats = stats if stats is not None else DensityStats()
     radius2 = float(sigma) ** 2
@@ -56,11 +51,21 @@ def densities(
 
     ids = np.asarray(ids, dtype=np.int64)
     order = _by_list(index, ids)
+    plan = plan_for(index, sigma, path) if index.list_radius is not None else None
+
+    def sums_and_counts(x):
+        if plan is None:
+            return parallel_kernel_sums(index, x, sigma, stats)
+        batch = DensityStats()
+        out = parallel_kernel_sums(index, x, sigma, batch, plan=plan)
+        plan.learn(batch.sieved, batch.pruned_multiplied)  # between batches: the next batch's chunks see it
+        stats.add(batch)
+        return out
+
     out = batched_densities(
-        ids[order], sigma,
-        batch=4096 if index.list_radius is not None else max(64, min(4096, _RESULT_BUDGET // max(1, index.ntotal))),
-        reconstruct=index.reconstruct, sums_and_counts=lambda x: parallel_kernel_sums(index, x, sigma, stats),
-        capped_sums=capped_sums, cap=cap, stats=stats, progress=progress, return_counts=return_counts)
+        ids[order], sigma, PointSums(index.reconstruct, sums_and_counts, capped_sums, cap),
+        batch=4096, first_batch=_PROBE if plan is not None and plan.keep is None else None,
+        stats=stats, progress=progress, return_counts=return_counts)
     back = np.empty_like(order)
     back[order] = np.arange(order.size)
     return (out[0][back], out[1][back]) if return_counts else out[back]
@@ -78,42 +83,15 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
     return np.lexsort((ids, lists))
 
 
-def batched_densities(ids, sigma: float, *, batch: int, reconstruct, sums_and_counts, capped_sums, cap: int,
-                      stats: DensityStats, progress=None, return_counts: bool = False):
-    """The loop every index kind shares: points in batches, kernel sums, the cap, the floor at 1.
-
-    ``sums_and_counts(x)`` gives each point's kernel sum and count within sigma (and records pairs and
-    lists scanned in ``stats``); ``capped_sums(x)`` the sum of each point's ``cap`` largest terms.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    if sigma == 0 or ids.size == 0:
-        ones = np.ones(ids.size, dtype=np.float64)
-        return (ones, np.ones(ids.size, dtype=np.int64)) if return_counts else ones
-    out = np.empty(ids.size, dtype=np.float64)
-    counts = np.empty(ids.size, dtype=np.int64)
-    for start in range(0, ids.size, batch):
-        chunk = ids[start:start + batch]
-        x = reconstruct(chunk)
-        sums, cnt = sums_and_counts(x)
-        over = np.flatnonzero(cnt > cap)
-        if over.size:
-            stats.capped += int(over.size)
-            sums[over] = capped_sums(x[over])
-        out[start:start + chunk.size] = np.maximum(sums, 1.0)
-        counts[start:start + chunk.size] = np.maximum(cnt, 1)
-        if progress is not None:
-            progress(chunk.size)
-    stats.points += int(ids.size)
-    return (out, counts) if return_counts else out
-
-
 _BLOCK = 1 << 22
+_BRUTE_TILE = 2048
+_PROBE = 1024  # the first batch while the chooser has measured nothing (two chunks: one per core)
 _SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
 _CHUNK = 512  # points per task: results do not depend on how many threads run the tasks
 
 
 def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
-                         workers: int | None = None):
+                         workers: int | None = None, plan: DensityPlan | None = None):
     """``kernel_sums`` over fixed chunks of points, run by one thread per core with single-threaded BLAS (IVF).
 
     The per-list products are small; a multi-threaded BLAS splits each one across cores and spends its
@@ -121,9 +99,12 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     its own products, and since the chunks are fixed, the sums are the same for any number of threads.
     """
     stats = stats if stats is not None else DensityStats()
-    if index.list_radius is None:  # a flat index: few large products, which BLAS threads well itself
-        return kernel_sums(index, x, sigma, stats)
-    parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch),
+    if index.list_radius is None:  # a flat index: cache-sized tiles, one thread per core (tsds.retrieval.density_flat)
+        sums, counts = tiled_kernel_sums(flat_vectors(index), x, sigma, index.excluded, workers)
+        stats.pairs += int(counts.sum())
+        stats.multiplied += int(x.shape[0]) * index.available
+        return sums, counts
+    parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch, plan),
                          stats, workers)
     if not parts:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
@@ -138,8 +119,7 @@ def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, wor
     parts_stats = [DensityStats() for _ in chunks]
     parts = in_threads(list(zip(chunks, parts_stats)), lambda job, scratch: fn(*job, scratch), workers)
     for st in parts_stats:
-        stats.pairs += st.pairs
-        stats.lists_scanned += st.lists_scanned
+        stats.add(st)
     return parts
 
 
@@ -183,10 +163,11 @@ def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: Den
 
 
 def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
-                scratch: Scratch | None = None):
+                scratch: Scratch | None = None, plan: DensityPlan | None = None):
     """Per point of ``x``: the kernel sum over every (not excluded) candidate, and the count within sigma.
 
-    Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard.
+    Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard. With a ``plan``
+    (IVF-Flat), the chunk is pruned or multiplied against every list, as the plan chooses.
     """
     stats = stats if stats is not None else DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -196,7 +177,8 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     excluded = index.excluded
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     scratch = scratch or Scratch()
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch):
+    brute_before, multiplied = stats.brute_points, 0
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch, plan):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
@@ -206,6 +188,15 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
         centred = long_vectors and centre is not None
         yc = y - centre if centred else y
         yn = np.einsum("ij,ij->i", yc, yc)
+        multiplied += pts.size * yc.shape[0]
+        if stats.brute_points != brute_before:  # every list against the whole chunk: one compare per pair
+            xc = x - centre if centred else x
+            for b in range(0, yc.shape[0], _BRUTE_TILE):
+                s, c = block_sums(xc, np.einsum("ij,ij->i", xc, xc), yc[b:b + _BRUTE_TILE], yn[b:b + _BRUTE_TILE],
+                                  r2, scratch)
+                sums += s
+                counts += c
+            continue
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
@@ -220,10 +211,14 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
             sums[p] += k.sum(axis=1, dtype=np.float64)
             counts[p] += np.greater(k, 0.0, out=scratch.array("within", k.shape, np.bool_)).sum(axis=1)
     stats.pairs += int(counts.sum())
+    stats.multiplied += multiplied
+    if stats.brute_points == brute_before:
+        stats.pruned_multiplied += multiplied
     return sums, counts
 
 
-def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch):
+def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch,
+            plan: DensityPlan | None = None):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
@@ -253,6 +248,18 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     reach -= index.list_radius[None, :]
     need = reach <= tolerance
     need &= _shell_bound(shells, x64, full2, need, scratch) <= tolerance
+    sizes = np.diff(shells.starts)
+    bounded = bounded_pairs(need, sizes)
+    if plan is not None and plan.brute(bounded, x.shape[0], index.ntotal, ivf.d, shells.basis.shape[0]):
+        # every list against every point: the same lists in the same order, full blocks instead of sieved ones
+        stats.brute_points += x.shape[0]
+        stats.lists_scanned += float(x.shape[0] * np.count_nonzero(sizes))
+        every = np.arange(x.shape[0])
+        for lst in np.flatnonzero(sizes):
+            y, member_ids = list_vectors(ivf, lst, index.pages)
+            yield y, member_ids, every, shells.centroids[lst]
+        return
+    stats.sieved += bounded
     stats.lists_scanned += float(need.sum())
     sieve = _Sieve(shells, x, sigma, scratch)
     for lst in np.flatnonzero(need.any(axis=0)):

@@ -71,10 +71,11 @@ class SearchIndex:
     _members: tuple | None = field(default=None, repr=False)
     _position: np.ndarray | None = field(default=None, repr=False)
     # caches kept with the index: the list norms of `scan_lists`, the exact lists of `calibrate`, the
-    # density shells of `tsds.retrieval.density`
+    # density shells and path plans of `tsds.retrieval.density`
     _list_norms: object = field(default=None, repr=False)
     _truth_cache: tuple | None = field(default=None, repr=False)
     _density_shells: object = field(default=None, repr=False)
+    _density_plans: dict = field(default_factory=dict, repr=False)  # tsds.retrieval.density_plan, per sigma
 
     def exclude(self, ids) -> None:
         """Remove candidates from every later search and range search (decontamination)."""

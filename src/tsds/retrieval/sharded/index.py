@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tsds.retrieval.density import DEFAULT_CAP, DensityStats, batched_densities
+from tsds.retrieval.density import DEFAULT_CAP, DensityStats, PointSums, batched_densities
 from tsds.retrieval.index import calibrate, prepare
 from tsds.retrieval.sharded.specs import ShardSpec
 from tsds.retrieval.sharded.worker import LocalShards
@@ -134,9 +134,9 @@ class ShardedIndex:
             return out
 
         return batched_densities(
-            ids, sigma, batch=max(64, min(4096, _RESULT_BUDGET // max(1, int(self.rows.max())))),
-            reconstruct=self.reconstruct, sums_and_counts=sums_and_counts, capped_sums=capped_sums,
-            cap=cap, stats=stats, progress=progress, return_counts=return_counts)
+            ids, sigma, PointSums(self.reconstruct, sums_and_counts, capped_sums, cap),
+            batch=max(64, min(4096, _RESULT_BUDGET // max(1, int(self.rows.max())))),
+            stats=stats, progress=progress, return_counts=return_counts)
 
     def within_radius(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
         """(pool rows, the vector each is within ``radius`` of) over every shard, exact (decontamination).

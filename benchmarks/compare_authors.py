@@ -1,0 +1,188 @@
+"""Benchmark: `tsds select` against the authors' own tsds.py on the same .npy data, alternating, in one run.
+
+How to run
+----------
+    .venv/bin/python benchmarks/compare_authors.py PATH/TO/authors/tsds.py              # 200k x 384
+    .venv/bin/python benchmarks/compare_authors.py PATH/TO/authors/tsds.py --n 50000 --d 256
+
+The authors' script is public (github.com/ZifanL/TSDS, tsds.py with faiss_helper.py next to it) and is
+not part of this repository: pass the path of a checkout's tsds.py. It is never copied into the repository;
+this script writes a patched copy into a temporary folder, with the two float64 fixes it needs to run on
+current numpy/FAISS (without them its own asserts fail on float32 rounding, e.g. "AssertionError:
+1.0416..." at 50k x 256):
+
+1. the neighbour distances are widened to float64 right after the search
+   (``top_dists, top_indices = index.search(xq, MAX_K)`` is followed by ``top_dists = top_dists.astype(np.float64)``);
+2. the kernel is computed in float64 (``kernel = 1 - D2 / (SIGMA ** 2)`` becomes
+   ``kernel = 1 - D2.astype(np.float64) / (SIGMA ** 2)``).
+
+Nothing else changes: its config (max_K 5000, kde_K 1000, IVF-Flat with nprobe 10) and its approximations
+(densities from each point's 1000 nearest among the neighbour lists' points only, lists cut at 5000) stay.
+tsds runs with exact densities over the whole pool and untruncated lists. Same data (benchmarks/bench_select.py's
+generator, benchmarks/work/), M = 500 queries, size 2000, alpha 0.5, C 5, sigma 0.75, euclidean.
+
+Each run is a fresh process under /usr/bin/time (wall time, peak RSS); the two programs alternate,
+``--repeats`` pairs, and each pair's ratio tsds / authors is recorded, so that load from other work on the
+machine hits both sides of a ratio alike. Also recorded: the load average before and after, this machine's
+GEMM rate (float32, measured in the same run on all cores), the multiply-adds the exact densities need
+(density points x N x d) and the time they take at that rate: the physical floor of the density stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_select  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXES = [
+    ("top_dists, top_indices = index.search(xq, MAX_K)",
+     "top_dists, top_indices = index.search(xq, MAX_K); top_dists = top_dists.astype(np.float64)"),
+    ("kernel = 1 - D2 / (SIGMA ** 2)", "kernel = 1 - D2.astype(np.float64) / (SIGMA ** 2)"),
+]
+PARAMS = bench_select.PARAMS
+
+
+def patched_copy(authors: Path, into: Path) -> Path:
+    """The authors' tsds.py with the two float64 fixes, and their faiss_helper.py, in ``into``."""
+    text = authors.read_text()
+    for old, new in FIXES:
+        if text.count(old) != 1:
+            raise SystemExit(f"{authors}: expected the line {old!r} once (is this the authors' tsds.py?)")
+        text = text.replace(old, new)
+    helper = authors.with_name("faiss_helper.py")
+    if not helper.is_file():
+        raise SystemExit(f"{helper}: missing (the authors' tsds.py imports it from its own folder)")
+    (into / "tsds.py").write_text(text)
+    shutil.copy(helper, into / "faiss_helper.py")
+    return into / "tsds.py"
+
+
+def timed(cmd: list[str], cwd: Path, env: dict, timeout: float) -> dict:
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", *cmd], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timed_out": True, "wall_s": timeout}
+    wall = time.perf_counter() - t
+    m = re.search(r"TIME ([\d.]+) (\d+)", proc.stderr)
+    if proc.returncode != 0 or not m:
+        raise RuntimeError(f"{cmd[:3]} failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return {"timed_out": False, "wall_s": round(wall, 3), "peak_rss_mb": round(int(m.group(2)) / 1024, 1)}
+
+
+def run_authors(script: Path, cpath: Path, qpath: Path, work: Path, timeout: float) -> dict:
+    cfg = {"query_embedding_path": str(qpath), "candidate_embedding_path": str(cpath),
+           "output_folder": str(work / "out"), "sample_size": PARAMS["size"], "alpha": PARAMS["alpha"],
+           "C": PARAMS["C"], "sigma": PARAMS["sigma"], "max_K": 5000, "kde_K": 1000}
+    (work / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.items()))
+    return timed([sys.executable, str(script)], work, dict(os.environ), timeout)
+
+
+def run_tsds(cpath: Path, qpath: Path, out: Path, timeout: float) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "tsds.cli", "select", "--candidate-embeddings", str(cpath),
+           "--query-embeddings", str(qpath), "--size", str(PARAMS["size"]), "--alpha", str(PARAMS["alpha"]),
+           "--C", str(PARAMS["C"]), "--sigma", str(PARAMS["sigma"]), "--metric", PARAMS["metric"],
+           "--seed", str(PARAMS["seed"]), "--out", str(out), "--overwrite", "-q"]
+    res = timed(cmd, ROOT, env, timeout)
+    if not res["timed_out"]:
+        man = json.loads((out / "manifest.json").read_text())
+        res["stages_s"] = {k: round(v["seconds"], 3) for k, v in man["timings"].items()}
+        res["density_points"] = man["result"]["densities"]["points"]
+        res["index_kind"] = man["index"].get("kind")
+        res["k_used"] = man["result"]["k_used"]
+    return res
+
+
+def gemm_rate(d: int, seconds: float = 2.0) -> float:
+    """Float32 multiply-adds per second of one large product on every core (BLAS threads)."""
+    a = np.random.default_rng(0).random((2048, d), dtype=np.float32)
+    b = np.random.default_rng(1).random((16384, d), dtype=np.float32)
+    a @ b.T
+    t, reps = time.perf_counter(), 0
+    while time.perf_counter() - t < seconds:
+        a @ b.T
+        reps += 1
+    return reps * a.shape[0] * b.shape[0] * d / (time.perf_counter() - t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("authors", type=Path, help="path of the authors' tsds.py (faiss_helper.py next to it)")
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--d", type=int, default=384)
+    ap.add_argument("--m", type=int, default=500)
+    ap.add_argument("--repeats", type=int, default=2, help="alternating pairs (authors, tsds)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.authors.is_file():
+        raise SystemExit(f"{args.authors}: no such file")
+    cpath, qpath, data = bench_select.ensure_data(args.n, args.d, args.m)
+    emb_mb = args.n * args.d * 4 / 2**20
+    load = [os.getloadavg()]
+    rate = gemm_rate(args.d)
+    pairs = []
+    with tempfile.TemporaryDirectory(prefix="tsds-authors-") as tmp:
+        work = Path(tmp)
+        script = patched_copy(args.authors, work)
+        for r in range(args.repeats):
+            a = run_authors(script, cpath, qpath, work, args.timeout)
+            t = run_tsds(cpath, qpath, work / "tsds-out", args.timeout)
+            pair = {"authors": a, "tsds": t}
+            if not a["timed_out"] and not t["timed_out"]:
+                pair["time_ratio"] = round(t["wall_s"] / a["wall_s"], 3)
+                pair["peak_ratio"] = round(t["peak_rss_mb"] / a["peak_rss_mb"], 3)
+            pairs.append(pair)
+            print(json.dumps(pair), flush=True)
+    load.append(os.getloadavg())
+    ratios = [p["time_ratio"] for p in pairs if "time_ratio" in p]
+    last = next((p["tsds"] for p in reversed(pairs) if not p["tsds"]["timed_out"]), None)
+    floor = None
+    if last is not None:
+        madds = last["density_points"] * args.n * args.d
+        floor = {"density_points": last["density_points"], "density_multiply_adds": madds,
+                 "density_floor_s": round(madds / rate, 3), "density_stage_s": last["stages_s"].get("density")}
+    result = {
+        "benchmark": "tsds select against the authors' tsds.py (two float64 fixes), same data, alternating",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "problem": {"n": args.n, "d": args.d, "m": args.m, **PARAMS, "data": data,
+                    "embedding_matrix_mb": round(emb_mb, 1)},
+        "authors_fixes": [new for _, new in FIXES],
+        "pairs": pairs,
+        "time_ratio_median": float(np.median(ratios)) if ratios else None,
+        "time_ratio_range": [min(ratios), max(ratios)] if ratios else None,
+        "tsds_peak_over_embeddings": [round(p["tsds"]["peak_rss_mb"] / emb_mb, 3) for p in pairs
+                                      if not p["tsds"]["timed_out"]],
+        "gemm_multiply_adds_per_s": round(rate / 1e9, 1) * 1e9,
+        "exact_density_floor": floor,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before_after": [list(map(float, x)) for x in load],
+                    "note": "a shared machine: other work ran during the measurement (see the load averages)"},
+    }
+    print(json.dumps({k: result[k] for k in ("time_ratio_median", "time_ratio_range", "tsds_peak_over_embeddings",
+                                             "exact_density_floor")}, indent=1))
+    if not args.no_write:
+        out = ROOT / "benchmarks" / "results" / f"authors_{args.n // 1000}k_d{args.d}.json"
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
