@@ -11,11 +11,13 @@ their ``cap`` nearest terms.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import faiss
 import numpy as np
 
 from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
-from tsds.retrieval.density_batches import PointSums, DensityStats, batched_densities
+from tsds.retrieval.density_batches import DensityStats, PointSums, batched_densities
 from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
 from tsds.retrieval.density_plan import DensityPlan, bounded_pairs, plan_for
 from tsds.retrieval.ivf import list_sizes, list_vectors
