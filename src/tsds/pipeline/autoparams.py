@@ -296,9 +296,8 @@ def select_auto_alpha(index, queries: np.ndarray, config: SelectionConfig, *, ca
         selection = first
         selection.counts = draw_counts(first.probabilities, selection.config)
     else:
-        first = None
         with stages.stage("alpha_auto") as info:
-            nb = Neighbours(index, queries, metric=config.metric, sigma=config.sigma, initial_k=config.initial_k,
+            nb = Neighbours(index, queries, metric=config.metric, sigma=config.sigma, initial_k=first.k_used,
                             cache=cache, cap=config.density_cap, recall=(config.recall_target, config.seed))
             alpha, support = _bisect(lambda a: int(np.count_nonzero(nb.probabilities(nb.solve(a, config.C)))),
                                      target, upper, tried)
@@ -306,6 +305,7 @@ def select_auto_alpha(index, queries: np.ndarray, config: SelectionConfig, *, ca
         if alpha == 0.0:
             notes.append("no alpha above 0 reached the target: alpha 0, the widest support (every eligible row "
                          "the lists reach)" + ("" if support >= target else f", only {support} candidates"))
+        first = None
         selection = _selection_on(nb, config.model_copy(update={"alpha": alpha}), stages)
     info = {"alpha": alpha, "rule": ALPHA_RULE if upper == 1.0 else ALPHA_RULE_CAPPED, "alpha_max": upper,
             "multiple": config.alpha_auto, "size": size, "target_support": target, "support": support,
