@@ -43,7 +43,9 @@ robustness result, measured downstream. DSIR also takes copies (0.17).
 
 **Recommendation from this evidence:** cosine metric, sigma = 0.3 (free on a clean pool, essential with
 duplicates), n distinct draws, C = 1 with alpha = 0.5 for budgets up to ~1% of the pool; for larger
-budgets lower alpha (or `--alpha auto`) so that the support holds the budget. Where the pool is clean and
+budgets lower alpha so that the support holds the budget. This is tsds's default setting for a pool store
+(alpha 0.5 lowered automatically, by bisection, until the support holds the budget; `--paper` for the published
+defaults). Where the pool is clean and
 deduplicated, knn is as good as TSDS at these budgets and cheaper; TSDS's advantage is robustness to
 duplicated or templated content.
 

@@ -77,7 +77,8 @@ def test_the_build_counts_every_junk_row(hostile):
     assert "zero-vector rows 40" in summary, summary
 
 
-@pytest.mark.parametrize("extra", [[], ["--without-replacement"], ["--alpha", "auto", "--sigma", "auto"],
+@pytest.mark.parametrize("extra", [[], ["--paper"], ["--paper", "--without-replacement"],
+                                   ["--alpha", "auto", "--sigma", "auto"],
                                    ["--method", "knn"], ["--method", "random"], ["--method", "dsir"]])
 def test_a_selection_at_the_defaults_holds_no_junk(hostile, tmp_path, extra):
     out = tmp_path / "sel"
@@ -92,7 +93,9 @@ def test_a_selection_at_the_defaults_holds_no_junk(hostile, tmp_path, extra):
     share_pool = len(hostile["copies"]) / json.loads((hostile["store"] / "store.json").read_text())["n_rows"]
     copies = sum(row.get("id") in hostile["copies"] for row in rows)
     distinct = len({row["_tsds_row"] for row in rows})
-    if extra in ([], ["--without-replacement"]):     # at the defaults tsds keeps the copies from crowding it
+    if extra and extra[0] == "--paper":              # the published defaults keep the copies from crowding it
         assert copies / distinct <= 2 * share_pool, (copies, distinct)
+    elif extra == []:  # the default (C 1) aligns harder: on-target copies take more, still under what knn takes
+        assert copies / distinct <= 4 * share_pool, (copies, distinct)
     elif extra == ["--method", "knn"]:               # where plain nearest neighbours spend the budget on them
         assert copies / distinct > 4 * share_pool, (copies, distinct)

@@ -18,7 +18,9 @@ MAX_INT = 2**31 - 1        # neighbour counts and seeds reach FAISS and numpy as
 
 
 class SelectionConfig(BaseModel):
-    """Parameters of one selection. Defaults follow the authors' public configuration."""
+    """Parameters of one selection. The field defaults follow the authors' public configuration (the
+    ``paper`` preset, what the .npy path and the authors' config file get); a pool store's selection
+    starts from the ``default`` preset instead (``PRESETS``, ``make_config``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -37,6 +39,9 @@ class SelectionConfig(BaseModel):
                                                 "(tsds.pipeline.autoparams.auto_sigma); replaces sigma")
     alpha_auto: float | None = Field(None, ge=1.0, description="choose alpha so that the support of p holds at "
                                                                "least this multiple of size (tsds.pipeline.autoparams.auto_alpha)")
+    alpha_auto_max: float = Field(1.0, gt=0.0, le=1.0, description="with alpha_auto: the largest alpha considered")
+    preset: Literal["default", "paper"] | None = Field(None, description="the preset that filled the parameters "
+                                                                          "not given (None: the field defaults)")
 
     @field_validator("size", "seed", "initial_k", "density_cap", mode="before")
     @classmethod
@@ -46,10 +51,37 @@ class SelectionConfig(BaseModel):
         return v
 
 
-def make_config(**params) -> SelectionConfig:
-    """Build a SelectionConfig, turning pydantic's report into one line that names the parameter."""
+# The evidence-backed setting (docs/results.md): cosine distance, sigma 0.3 (merges light edits of a text;
+# on unit vectors), C 1, n distinct draws, and alpha 0.5 lowered as far as needed for the support of p
+# to hold the n draws (alpha_auto 1.0, capped at 0.5). "paper": the published defaults (the authors'
+# config.yaml), which are also SelectionConfig's field defaults.
+PRESETS = {
+    "default": {"metric": "cosine", "C": 1.0, "sigma": 0.3, "alpha": 0.5, "alpha_auto": 1.0,
+                "alpha_auto_max": 0.5, "sampling": "without-replacement"},
+    "paper": {"metric": "euclidean", "C": 5.0, "sigma": 0.75, "alpha": 0.5, "sampling": "with-replacement"},
+}
+
+
+def apply_preset(params: dict, preset: str | None) -> dict:
+    """``params`` with the preset's value for every parameter not given (None counts as not given). An
+    explicit alpha or alpha_auto replaces the preset's automatic alpha."""
+    given = {k: v for k, v in params.items() if v is not None}
+    if preset is None:
+        return given
+    if preset not in PRESETS:
+        raise ParameterError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    fill = dict(PRESETS[preset])
+    if "alpha" in given or "alpha_auto" in given:
+        fill.pop("alpha_auto", None), fill.pop("alpha_auto_max", None)
+    return {**fill, **given, "preset": preset}
+
+
+def make_config(preset: str | None = None, **params) -> SelectionConfig:
+    """Build a SelectionConfig from the parameters given and the ``preset``'s values for the others (None:
+    the field defaults), turning pydantic's report into one line that names the parameter."""
+    params = apply_preset(params, preset)
     try:
-        return SelectionConfig(**{k: v for k, v in params.items() if v is not None})
+        return SelectionConfig(**params)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"]) or "config"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsds.config import SelectionConfig, make_config
+from tsds.config import PRESETS, SelectionConfig, make_config
 from tsds.errors import InputError, ParameterError
 from tsds.io.readers import TextSpec
 
@@ -33,17 +33,24 @@ class Selector:
     size : int
         Budget n: how many examples to draw.
     alpha : float in [0, 1] or "auto", optional
-        Alignment (1) versus diversity (0); default 0.5. "auto": the largest alpha whose support of p holds
-        ``support_multiple`` x size candidates.
+        Alignment (1) versus diversity (0). "auto": the largest alpha whose support of p holds
+        ``support_multiple`` x size candidates. Default (preset "default"): 0.5, lowered as far as needed for
+        the support of p to hold the n distinct draws (reported in the manifest's ``calibration``).
     sigma : float >= 0 or "auto", optional
         Near-duplicate kernel radius, in embedding distance units; 0 disables the diversity term's densities;
-        default 0.75. "auto": the median nearest-neighbour distance in the pool / 3.
+        default 0.3 (cosine distance). "auto": the median nearest-neighbour distance in the pool / 3.
     C : float > 0, optional
-        Scale of distances in the objective (embedding distance units); default 5.
+        Scale of distances in the objective (embedding distance units); default 1.
     method : str
         "tsds", or a baseline with the same output: "random", "knn", "dsir", "full" (tsds.methods).
-    support_multiple : float >= 1
-        With ``alpha="auto"``: the support of p must hold at least this multiple of ``size``.
+    support_multiple : float >= 1, optional
+        With an automatic alpha: the support of p must hold at least this multiple of ``size`` (default 2
+        for ``alpha="auto"``, 1 for the default setting's alpha).
+    preset : {"default", "paper"}, optional
+        Values of the parameters not given. "default" (for a pool store): cosine, C 1, sigma 0.3, n distinct
+        draws, alpha 0.5 lowered as needed (tsds.config.PRESETS). "paper": the published defaults (euclidean,
+        C 5, sigma 0.75, alpha 0.5, draws with replacement), which is also what pool *embeddings* (arrays)
+        get when no preset is given, as with the authors' script.
     **params
         Other fields of ``tsds.SelectionConfig``: metric ("euclidean" or "cosine"), sampling
         ("with-replacement" or "without-replacement"), seed, index, initial_k, ...
@@ -56,23 +63,38 @@ class Selector:
     >>> sel = tsds.Selector(size=100, alpha="auto", sigma=0.3)
     >>> sel.config_.alpha_auto, sel.config_.sigma
     (2.0, 0.3)
+    >>> c = tsds.Selector(size=100).config_
+    >>> c.preset, c.metric, c.C, c.sigma, c.sampling, c.alpha_auto, c.alpha_auto_max
+    ('default', 'cosine', 1.0, 0.3, 'without-replacement', 1.0, 0.5)
+    >>> c = tsds.Selector(size=100, preset="paper").config_
+    >>> c.metric, c.C, c.sigma, c.alpha, c.sampling, c.alpha_auto
+    ('euclidean', 5.0, 0.75, 0.5, 'with-replacement', None)
     >>> tsds.Selector(size=10, method="knn").method
     'knn'
     """
 
     def __init__(self, size: int, *, alpha=None, sigma=None, C=None, method: str = "tsds",
-                 support_multiple: float = 2.0, **params):
+                 support_multiple: float | None = None, preset: str | None = None, **params):
         from tsds.methods import get_method
 
         self.size, self.alpha, self.sigma, self.C = size, alpha, sigma, C
-        self.method, self.support_multiple, self.params = method, support_multiple, dict(params)
+        self.method, self.support_multiple, self.preset, self.params = method, support_multiple, preset, dict(params)
         get_method(method)
-        self.config_: SelectionConfig = make_config(**self._config_params())
+        # a baseline takes no TSDS parameter, so no preset fills them in
+        chosen = (preset or "default") if method == "tsds" else None
+        self.config_: SelectionConfig = make_config(preset=chosen, **self._config_params(chosen))
 
-    def _config_params(self) -> dict:
+    def _array_config(self) -> SelectionConfig:
+        """The config for pool embeddings: the published defaults unless a preset was asked for."""
+        return self.config_ if self.preset else make_config(preset="paper", **self._config_params("paper"))
+
+    def _config_params(self, preset: str | None) -> dict:
         params = {**self.params, "size": self.size, "C": self.C}
+        automatic = PRESETS.get(preset, {})
+        if self.alpha is None and self.support_multiple is not None and "alpha_auto" in automatic:
+            params.update(alpha_auto=self.support_multiple, alpha_auto_max=automatic["alpha_auto_max"])
         if _is_auto(self.alpha):
-            params["alpha_auto"] = self.support_multiple
+            params["alpha_auto"] = self.support_multiple or 2.0
         elif self.alpha is not None:
             params["alpha"] = _number("alpha", self.alpha)
         if _is_auto(self.sigma):
@@ -84,12 +106,11 @@ class Selector:
     def get_params(self) -> dict:
         """The parameters as given (scikit-learn's convention)."""
         return {"size": self.size, "alpha": self.alpha, "sigma": self.sigma, "C": self.C, "method": self.method,
-                "support_multiple": self.support_multiple, **self.params}
+                "support_multiple": self.support_multiple, "preset": self.preset, **self.params}
 
     def __repr__(self) -> str:
         given = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()
-                          if v is not None and not (k == "method" and v == "tsds")
-                          and not (k == "support_multiple" and v == 2.0))
+                          if v is not None and not (k == "method" and v == "tsds"))
         return f"Selector({given})"
 
     def select(self, pool, queries, *, exclude=None, exclude_radius: float = 0.0, keep_zero_rows: bool = False,
@@ -128,12 +149,13 @@ class Selector:
         if isinstance(pool, np.ndarray):
             if self.method != "tsds":
                 raise ParameterError(f"method {self.method!r} needs a pool store (tsds.Pool); arrays select with tsds")
-            for flag, used in (("alpha auto", self.config_.alpha_auto is not None),
-                               ("sigma auto", self.config_.sigma_auto), ("exclude", exclude is not None),
+            config = self._array_config()
+            for flag, used in (("alpha auto", config.alpha_auto is not None),
+                               ("sigma auto", config.sigma_auto), ("exclude", exclude is not None),
                                ("keep_zero_rows", keep_zero_rows)):
                 if used:
                     raise ParameterError(f"{flag} needs a pool store (tsds.Pool)")
-            selection = select_embeddings(pool, _array(queries, "queries"), config=self.config_, progress=progress)
+            selection = select_embeddings(pool, _array(queries, "queries"), config=config, progress=progress)
             return SelectionResult(selection, None, None, {"method": "tsds"})
         pool = pool if isinstance(pool, Pool) else Pool.open(pool)
         return self._select_text(pool, queries, dict(exclude=exclude, exclude_radius=exclude_radius,

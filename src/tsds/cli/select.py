@@ -15,13 +15,15 @@ def select_cmd(
     candidate_embeddings: Optional[Path] = typer.Option(None, "--candidate-embeddings", help="N x d .npy of candidate embeddings."),
     query_embeddings: Optional[Path] = typer.Option(None, "--query-embeddings", help="M x d .npy of query embeddings."),
     size: Optional[int] = typer.Option(None, "--size", "-n", help="Budget: how many examples to draw."),
-    alpha: Optional[str] = typer.Option(None, help="Alignment (1) versus diversity (0), or 'auto' (text mode): the largest alpha whose support of p holds --support-multiple x size candidates. Default 0.5."),
-    support_multiple: float = typer.Option(2.0, "--support-multiple", help="With --alpha auto: the support of p must hold at least this multiple of --size."),
-    C: Optional[float] = typer.Option(None, "--C", "-C", help="Scale of distances in the objective. Default 5."),
-    sigma: Optional[str] = typer.Option(None, help="Near-duplicate kernel radius; 0 disables; 'auto' (text mode): median nearest-neighbour distance in the pool / 3. Default 0.75."),
-    metric: Optional[str] = typer.Option(None, help="euclidean (the paper) or cosine."),
+    alpha: Optional[str] = typer.Option(None, help="Alignment (1) versus diversity (0), or 'auto' (text mode): the largest alpha whose support of p holds --support-multiple x size candidates. Default (text mode): 0.5, lowered as far as needed for the support of p to hold the n distinct draws (the run says what it chose); with --paper and .npy embeddings: 0.5."),
+    support_multiple: Optional[float] = typer.Option(None, "--support-multiple", help="With an automatic alpha: the support of p must hold at least this multiple of --size (default 2 with --alpha auto, 1 for the default alpha)."),
+    C: Optional[float] = typer.Option(None, "--C", "-C", help="Scale of distances in the objective. Default 1 (text mode); 5 with --paper and .npy embeddings."),
+    sigma: Optional[str] = typer.Option(None, help="Near-duplicate kernel radius; 0 disables; 'auto' (text mode): median nearest-neighbour distance in the pool / 3. Default 0.3 (text mode, cosine distance); 0.75 with --paper and .npy embeddings."),
+    metric: Optional[str] = typer.Option(None, help="cosine (default in text mode) or euclidean (the paper; default with --paper and .npy embeddings)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the draw. Default 0."),
-    without_replacement: bool = typer.Option(False, "--without-replacement", help="Draw n distinct examples instead of the paper's n draws with replacement."),
+    without_replacement: bool = typer.Option(False, "--without-replacement", help="Draw n distinct examples (the default in text mode)."),
+    with_replacement: bool = typer.Option(False, "--with-replacement", help="Draw n times with replacement (the paper; the default with --paper and .npy embeddings)."),
+    paper: bool = typer.Option(False, "--paper", help="The published defaults for every parameter not given: euclidean, alpha 0.5, C 5, sigma 0.75, draws with replacement (what .npy embeddings and the authors' config file get anyway)."),
     index: Optional[str] = typer.Option(None, help="auto, flat (exact), ivf, or ivfpq (pool stores only)."),
     initial_k: Optional[int] = typer.Option(None, "--initial-k", help="First neighbour-list length (grown as needed)."),
     index_storage: str = typer.Option("auto", "--index-storage", help="Where an IVF index keeps the vectors (.npy mode): disk (what auto picks on Linux: a temporary file in --work-dir, mapped, so memory holds a window of them) or memory. Results are the same."),
@@ -63,10 +65,12 @@ def select_cmd(
             err.print(f"note: kde_K={kde_k} ignored: densities are computed exactly over the whole pool")
     cli = {"size": size, "C": C, "metric": metric, "seed": seed, "index": index, "initial_k": initial_k}
     params.update({k: v for k, v in cli.items() if v is not None})
-    params.update(_auto_or_number("--alpha", alpha, "alpha", "alpha_auto", support_multiple))
+    params.update(_auto_or_number("--alpha", alpha, "alpha", "alpha_auto", support_multiple or 2.0))
     params.update(_auto_or_number("--sigma", sigma, "sigma", "sigma_auto", True))
-    if without_replacement:
-        params["sampling"] = "without-replacement"
+    if without_replacement and with_replacement:
+        raise ParameterError("give --without-replacement or --with-replacement, not both")
+    if without_replacement or with_replacement:
+        params["sampling"] = "without-replacement" if without_replacement else "with-replacement"
     if pool is not None or queries:
         for flag, used in (("--index-storage", index_storage != "auto"), ("--work-dir", work_dir is not None)):
             if used:
@@ -75,13 +79,14 @@ def select_cmd(
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
                      engine, ray_address, keep_zero_rows, task_name, config_file=config,
-                     support_multiple=support_multiple)
+                     support_multiple=support_multiple, preset="paper" if paper else None)
         return
     if engine != "local" or ray_address:
         raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
     if method != "tsds":
         raise ParameterError(f"--method {method} needs a pool store (--pool and --queries)")
     for flag, used in (("--alpha auto", "alpha_auto" in params), ("--sigma auto", "sigma_auto" in params),
+                       ("--support-multiple", support_multiple is not None),
                        ("--exclude", bool(exclude)), ("--report", report), ("--keep-zero-rows", keep_zero_rows),
                        ("--task-name", task_name is not None)):
         if used:
@@ -94,6 +99,7 @@ def select_cmd(
                         ("--size", params.get("size"))):
         if value is None:
             raise ParameterError(f"{name} is required (on the command line or in --config)")
+    params["preset"] = "paper"  # the authors' defaults, so that numbers compare with their script
     make_config(**params)
     check_output_dir(target, overwrite, inputs=[cand, qry, config, work_dir])
     sel = select_embeddings(cand, qry, out=target, overwrite=overwrite, index_storage=index_storage,
@@ -119,7 +125,8 @@ def _check_options(*, records, exclude_radius, support_multiple, index_storage, 
 
     records_format(records)
     check_number("--exclude-radius", exclude_radius, low=0)
-    check_number("--support-multiple", support_multiple, low=1)
+    if support_multiple is not None:
+        check_number("--support-multiple", support_multiple, low=1)
     check_choice("index storage (--index-storage)", index_storage, STORAGES)
     check_choice("--engine", engine, ENGINES)
     check_choice("--method", method, METHODS)
@@ -141,7 +148,7 @@ def _auto_or_number(flag: str, value, name: str, auto_name: str, auto_value) -> 
         raise ParameterError(f"{flag} must be a number or 'auto', got {value!r}") from None
 
 
-def _selector(params: dict, method: str, support_multiple: float):
+def _selector(params: dict, method: str, support_multiple: float | None, preset: str | None = None):
     """The facade's Selector for the parsed options (``alpha_auto`` / ``sigma_auto`` mean "auto")."""
     from tsds.api import Selector
 
@@ -149,12 +156,12 @@ def _selector(params: dict, method: str, support_multiple: float):
     alpha = "auto" if p.pop("alpha_auto", None) is not None else p.pop("alpha", None)
     sigma = "auto" if p.pop("sigma_auto", False) else p.pop("sigma", None)
     return Selector(size=p.pop("size", None), alpha=alpha, sigma=sigma, C=p.pop("C", None), method=method,
-                    support_multiple=support_multiple, **p)
+                    support_multiple=support_multiple, preset=preset, **p)
 
 
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
                  exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
-                 keep_zero_rows=False, task_name=None, config_file=None, support_multiple=2.0):
+                 keep_zero_rows=False, task_name=None, config_file=None, support_multiple=None, preset=None):
     """Text mode through the facade: Pool.open, Selector.select (or select_targets), save, report."""
     from tsds.api import Pool
     from tsds.errors import InputError, ParameterError
@@ -168,7 +175,9 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
                         ("--size", params.get("size"))):
         if value is None:
             raise ParameterError(f"{name} is required for selecting from a pool store")
-    selector = _selector(params, method, support_multiple)
+    if method != "tsds" and (preset or support_multiple is not None):
+        raise ParameterError(f"{'--paper' if preset else '--support-multiple'} applies to method tsds, not {method!r}")
+    selector = _selector(params, method, support_multiple, preset)
     config = selector.config_
     spec = _spec(text_field, template, messages_field)
     targets = [parse_target(q) for q in queries]
@@ -216,6 +225,8 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
 
     from rich.table import Table
 
+    from tsds.pipeline.autoparams import describe_alpha, describe_parameters
+
     manifest = json.loads((out_dir / "manifest.json").read_text())
     res = manifest["result"]
     tail = (f", K={res['k_used']}, objective {res['objective']:.5g}" if res.get("objective") is not None
@@ -229,11 +240,13 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
         out.print(f"  overlap {o['a']} / {o['b']}: {o['support_overlap']} rows in both supports, "
                   f"{o['drawn_overlap']} drawn by both", highlight=False)
     cal = manifest.get("calibration") or {}
+    if manifest.get("method", "tsds") == "tsds":
+        out.print(f"parameters: {describe_parameters(manifest['parameters'])}", highlight=False)
     if "sigma" in cal:
         out.print(f"sigma auto = {cal['sigma']['sigma']} ({cal['sigma']['rule']})", highlight=False)
     if "alpha" in cal:
-        out.print(f"alpha auto = {cal['alpha']['alpha']:.4g} (support {cal['alpha']['support']} >= "
-                  f"{cal['alpha']['multiple']} x {cal['alpha']['size']})", highlight=False)
+        out.print(f"{'alpha auto' if cal['alpha'].get('alpha_max', 1.0) == 1.0 else 'alpha'}: "
+                  f"{describe_alpha(cal['alpha'])}", highlight=False)
     e = manifest.get("eligibility")
     if e and e["zero_rows"]["count"]:
         z = e["zero_rows"]

@@ -12,9 +12,13 @@ Rules (documented in docs/report.md and reported in the manifest's ``calibration
   neighbour, fall inside sigma. Being a median, the rule holds as long as fewer than half the rows are near-duplicates.
 - ``recommend_C``: C = median distance between random pairs of pool rows (the embedding's scale), so the
   alignment term alpha/C x transport cost is of order alpha.
-- ``alpha auto``: the largest alpha (to 1/1024) for which the support of p holds at least ``multiple`` x n
-  candidates, found by bisection (the support only grows as alpha falls), so that n distinct examples can be
-  drawn without scraping the tail of p.
+- ``alpha auto``: the largest alpha up to ``alpha_auto_max`` (to 1/1024 of it) for which the support of p
+  holds at least ``multiple`` x n candidates, found by bisection (the support only grows as alpha falls), so
+  that n distinct examples can be drawn without scraping the tail of p. The supports are measured on the
+  neighbour lists the selection itself uses (searched at the nprobe calibrated for each K, as the selection
+  searches), and the selection is solved on those very lists (``select_auto_alpha``). The default setting is
+  this rule with multiple 1 and alpha at most 0.5; alpha 0 spreads p over every eligible row, so any budget
+  up to the eligible rows is reached.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import numpy as np
 
 from tsds.core import allocation_to_probabilities, solve
 from tsds.core.solver import Allocation
-from tsds.pipeline.select import DensityCache
+from tsds.config import SelectionConfig
+from tsds.errors import ParameterError
+from tsds.pipeline.select import DensityCache, Selection, _narrow, draw_counts, select_on_index
 from tsds.retrieval import DensityStats, SearchIndex, prepare
 
 # The pool-scale sample (sigma auto, the C recommendation, the typical distance of the query checks) is
@@ -35,6 +41,8 @@ SIGMA_RULE = "sigma = median distance from a sampled pool row to its nearest oth
 C_RULE = "C = median distance between random pairs of pool rows"
 ALPHA_STEPS = 10  # bisection steps of alpha auto: 1/1024
 ALPHA_RULE = "largest alpha (bisection to 1/1024) with support of p >= multiple x size"
+ALPHA_RULE_CAPPED = ("largest alpha <= alpha_max (bisection to alpha_max/1024) with support of p >= multiple x size, "
+                     "on the selection's own neighbour lists")
 
 
 def _sig(x: float, digits: int = 3) -> float:
@@ -101,20 +109,30 @@ def recommend_C(scale: PoolScale) -> tuple[float, dict]:
 
 
 class Neighbours:
-    """Neighbour lists and densities fetched once and grown (K doubled) only when a solve needs more."""
+    """Neighbour lists and densities fetched once and grown (K doubled) only when a solve needs more.
+
+    An approximate index is searched as a selection searches it: at each K, the search breadth is first
+    calibrated to ``recall`` = (recall target, seed) (tsds.retrieval's ``calibrate``)."""
 
     def __init__(self, index: SearchIndex, queries: np.ndarray, *, metric: str, sigma: float,
-                 initial_k: int = 64, cache: DensityCache | None = None, cap: int = 100_000):
+                 initial_k: int = 64, cache: DensityCache | None = None, cap: int = 100_000,
+                 recall: tuple[float, int] = (0.95, 0)):
         self.index, self.sigma, self.cap = index, sigma, cap
+        self.recall_target, self.seed = recall
         self.q = prepare(queries, metric)
         self.cache = cache or DensityCache(index.ntotal)
         self.stats = DensityStats()
         self.fetches = 0
         self.k = 0
+        self.history: list[int] = []
+        self.recall = 1.0
         self._fetch(min(index.available, initial_k))
 
     def _fetch(self, k: int) -> None:
+        if not self.index.exact:
+            self.recall = self.index.calibrate(self.q, k, target=self.recall_target, seed=self.seed)
         self.D, self.ids = self.index.search(self.q, k)
+        self.history.append(k)
         self.k = k
         self.fetches += 1
         if self.sigma > 0:
@@ -208,30 +226,110 @@ def auto_alpha(index: SearchIndex, queries: np.ndarray, *, size: int, C: float, 
     def support(a: float) -> int:
         return int(np.count_nonzero(nb.probabilities(nb.solve(a, C))))
 
-    tried = []
-    s1 = support(1.0)
-    tried.append((1.0, s1))
-    if s1 >= target:
-        best, best_support = 1.0, s1
+    tried = [(1.0, support(1.0))]
+    if tried[0][1] >= target:
+        best, best_support = tried[0]
     else:
-        lo, hi, lo_support = 0.0, 1.0, None
-        for _ in range(ALPHA_STEPS):
-            mid = (lo + hi) / 2
-            s = support(mid)
-            tried.append((mid, s))
-            if s >= target:
-                lo, lo_support = mid, s
-            else:
-                hi = mid
-        if lo_support is None:
-            lo_support = support(0.0)
-            tried.append((0.0, lo_support))
-            if lo_support < target:
-                note = (note or "") + f"; even alpha=0 reaches only {lo_support} candidates"
-        best, best_support = lo, lo_support
+        best, best_support = _bisect(support, target, 1.0, tried)
+        if best_support < target:
+            note = (note or "") + f"; even alpha=0 reaches only {best_support} candidates"
     info = {"alpha": best, "rule": ALPHA_RULE, "multiple": multiple, "size": size, "target_support": target,
             "support": best_support, "C": C, "sigma": sigma, "k_used": nb.k,
             "evaluations": [{"alpha": round(a, 6), "support": s} for a, s in tried]}
     if note:
         info["note"] = note.lstrip("; ")
     return best, info
+
+
+def _bisect(support, target: int, upper: float, tried: list) -> tuple[float, int]:
+    """The largest alpha in [0, upper) (to upper / 2^ALPHA_STEPS) whose support reaches ``target``, and its
+    support; alpha 0 when none of the bisection's does. ``tried`` collects (alpha, support)."""
+    lo, hi, lo_support = 0.0, upper, None
+    for _ in range(ALPHA_STEPS):
+        mid = (lo + hi) / 2
+        s = support(mid)
+        tried.append((mid, s))
+        if s >= target:
+            lo, lo_support = mid, s
+        else:
+            hi = mid
+    if lo_support is None:
+        lo, lo_support = 0.0, support(0.0)
+        tried.append((0.0, lo_support))
+    return lo, lo_support
+
+
+def _selection_on(nb: Neighbours, config: SelectionConfig, stages) -> Selection:
+    """The selection at ``config.alpha`` solved on the lists and densities of ``nb``, and its draw."""
+    alloc = nb.solve(config.alpha, config.C)
+    with stages.stage("sample"):
+        p = nb.probabilities(alloc)
+        counts = draw_counts(p, config)
+    return Selection(probabilities=p, counts=counts, allocation=alloc, neighbour_ids=_narrow(nb.ids, nb.index.ntotal),
+                     neighbour_distances=nb.D, neighbour_densities=nb.R if nb.R is not None else np.ones_like(nb.D),
+                     k_used=nb.k, k_history=list(nb.history), recall=nb.recall, density_stats=nb.stats,
+                     config=config, timings=stages.stages, density_cache=nb.cache)
+
+
+def select_auto_alpha(index, queries: np.ndarray, config: SelectionConfig, *, cache: DensityCache, stages,
+                      progress=None) -> tuple[Selection, dict]:
+    """Select with the largest alpha <= ``config.alpha_auto_max`` whose support of p holds
+    ``config.alpha_auto`` x size candidates (every eligible row at most). First the selection at the largest
+    alpha (what an explicit alpha would give); only when its support is too small, the bisection, on
+    neighbour lists searched as the selection searches them, and the selection solved on those same lists,
+    so that its support is the one measured. Never fails on a budget up to the eligible rows: alpha 0
+    spreads p over all of them. Returns (selection, the report of the choice)."""
+    upper, size = float(config.alpha_auto_max), config.size
+    wanted = int(np.ceil(config.alpha_auto * size))
+    target = min(wanted, index.available)
+    if config.sampling == "without-replacement" and size > index.available:
+        raise ParameterError(f"size {size} is larger than the {index.available} eligible pool rows; "
+                             "cannot draw that many distinct examples")
+    first = select_on_index(index, queries, config.model_copy(update={"alpha": upper}), stages=stages,
+                            density_cache=cache, progress=progress, draw=False)
+    tried = [(upper, int(np.count_nonzero(first.probabilities)))]
+    notes = []
+    if wanted > target:
+        notes.append(f"target support {wanted} exceeds the {index.available} eligible candidates; aiming for all of them")
+    if tried[0][1] >= target:
+        alpha, support = tried[0]
+        selection = first
+        selection.counts = draw_counts(first.probabilities, selection.config)
+    else:
+        with stages.stage("alpha_auto") as info:
+            nb = Neighbours(index, queries, metric=config.metric, sigma=config.sigma, initial_k=first.k_used,
+                            cache=cache, cap=config.density_cap, recall=(config.recall_target, config.seed))
+            alpha, support = _bisect(lambda a: int(np.count_nonzero(nb.probabilities(nb.solve(a, config.C)))),
+                                     target, upper, tried)
+            info.update(alpha=alpha, support=support, k=nb.k)
+        if alpha == 0.0:
+            notes.append("no alpha above 0 reached the target: alpha 0, the widest support (every eligible row "
+                         "the lists reach)" + ("" if support >= target else f", only {support} candidates"))
+        first = None
+        selection = _selection_on(nb, config.model_copy(update={"alpha": alpha}), stages)
+    info = {"alpha": alpha, "rule": ALPHA_RULE if upper == 1.0 else ALPHA_RULE_CAPPED, "alpha_max": upper,
+            "multiple": config.alpha_auto, "size": size, "target_support": target, "support": support,
+            "widened": alpha < upper, "C": config.C, "sigma": config.sigma, "k_used": selection.k_used,
+            "evaluations": [{"alpha": round(a, 6), "support": s} for a, s in tried]}
+    if alpha < upper:
+        info["widening"] = (f"lowered from {upper:g}, whose support of p held only {tried[0][1]} candidates, "
+                            f"to reach {target}")
+    if notes:
+        info["note"] = "; ".join(notes)
+    return selection, info
+
+
+def describe_alpha(info: dict) -> str:
+    """One line saying which alpha was chosen and why (the CLI summary, the dataset card)."""
+    extra = [x for x in (info.get("widening"), info.get("note")) if x]
+    return (f"alpha {info['alpha']:.4g} (support of p {info['support']} >= {info['multiple']:g} x {info['size']}"
+            + "".join(f"; {x}" for x in extra) + ")")
+
+
+def describe_parameters(params: dict) -> str:
+    """The resolved TSDS parameters in one line, with the preset that filled those not given."""
+    preset = params.get("preset")
+    origin = {"default": "the default setting", "paper": "the published defaults (--paper)"}.get(preset, "as given")
+    sampling = "n distinct draws" if params["sampling"] == "without-replacement" else "draws with replacement"
+    return (f"{params['metric']}, alpha {params['alpha']:.4g}, C {params['C']:g}, sigma {params['sigma']:g}, "
+            f"{sampling} ({origin})")

@@ -120,18 +120,16 @@ def prepare_pool(store, config: SelectionConfig, *, embedder, stages: StageLog |
 
 def select_queries(pool: PreparedPool, q: np.ndarray, texts: list[str], config: SelectionConfig, *,
                    progress=None) -> tuple[Selection, dict, list[dict]]:
-    """TSDS for one target on a prepared pool: alpha auto if asked, select, query warnings.
+    """TSDS for one target on a prepared pool: select (with alpha auto if asked), query warnings.
     Returns (selection, the alpha choice or {}, warnings)."""
     stages = pool.stages
     calib = {}
     if config.alpha_auto is not None:
-        with stages.stage("alpha_auto"):
-            nb = autoparams.Neighbours(pool.index, q, metric=config.metric, sigma=config.sigma,
-                                       initial_k=config.initial_k, cache=pool.cache)
-            alpha, calib = autoparams.auto_alpha(pool.index, q, size=config.size, C=config.C, sigma=config.sigma,
-                                                 multiple=config.alpha_auto, neighbours=nb)
-        config = config.model_copy(update={"alpha": alpha})
-    selection = select_on_index(pool.index, q, config, stages=stages, density_cache=pool.cache, progress=progress)
+        selection, calib = autoparams.select_auto_alpha(pool.index, q, config, cache=pool.cache, stages=stages,
+                                                        progress=progress)
+    else:
+        selection = select_on_index(pool.index, q, config, stages=stages, density_cache=pool.cache,
+                                    progress=progress)
     warnings = query_warnings(texts, q, selection.neighbour_distances[:, 0], pool.scale.typical(95))
     for w in warnings:
         log.warning("query warning: %s", w["message"])

@@ -188,6 +188,13 @@ class DensityCache:
         return missing.size
 
 
+def draw_counts(p: np.ndarray, config: SelectionConfig) -> np.ndarray:
+    """``config.size`` draws from p, with or without replacement as configured, seeded by ``config.seed``."""
+    if config.sampling == "with-replacement":
+        return draw_with_replacement(p, config.size, config.seed)
+    return draw_without_replacement(p, config.size, config.seed)
+
+
 def _narrow(ids: np.ndarray, n: int) -> np.ndarray:
     """Neighbour ids as int32 when the pool has fewer than 2^31 rows: after the index, the M x K lists are
     a selection's largest arrays (500 x 8192 on the 200k benchmark), and this halves the ids'."""
@@ -202,8 +209,12 @@ def select_on_index(
     stages=None,
     density_cache: DensityCache | None = None,
     progress=None,
+    draw: bool = True,
 ) -> Selection:
     """Run neighbours -> densities -> solve, doubling K while any query's allocation reaches the end of its list.
+
+    ``draw``: sample ``config.size`` draws from p (False: counts of zeros, for a caller that looks at the
+    support of p before drawing; see ``draw_counts``).
 
     ``index``: a ``SearchIndex`` or a ``ShardedIndex`` (tsds.retrieval.sharded), whose searches and range
     searches are fanned out by the engine that serves its shards (local: one after another; Ray: actors)
@@ -243,10 +254,7 @@ def select_on_index(
         k = min(available, 2 * k)
     with stages.stage("sample"):
         p = allocation_to_probabilities(ids, alloc, n)
-        if config.sampling == "with-replacement":
-            counts = draw_with_replacement(p, config.size, config.seed)
-        else:
-            counts = draw_without_replacement(p, config.size, config.seed)
+        counts = draw_counts(p, config) if draw else np.zeros(n, dtype=np.int64)
     return Selection(
         probabilities=p,
         counts=counts,

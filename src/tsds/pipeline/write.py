@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tsds.io.output import atomic_dir, save_json, save_npy
 from tsds.io.writers import dataset_card, records_format
+from tsds.pipeline.autoparams import describe_alpha, describe_parameters
 from tsds.pipeline.manifest import build_manifest
 from tsds.pipeline.queries import task_name
 from tsds.pipeline.select import Selection
@@ -106,19 +107,22 @@ def write_text_selection(out, store, selection: Selection, info: dict, *, querie
                          "sources": written["sources"]},
                 **({"description": info["description"]} if info.get("description") else {}),
             )
-            (tmp / "README.md").write_text(card + card_extra(info))
+            (tmp / "README.md").write_text(card + card_extra(info, None if baseline else manifest["parameters"]))
     return Path(opts.out)
 
 
-def card_extra(info: dict) -> str:
-    """Dataset-card lines for automatic parameters, decontamination, query warnings and the report files."""
+def card_extra(info: dict, parameters: dict | None = None) -> str:
+    """Dataset-card lines for the resolved parameters (``parameters``: the manifest's, TSDS only), automatic parameters, decontamination, query warnings and the report files."""
     lines = ["", "## Calibration, decontamination and query checks", ""]
     cal = info.get("calibration") or {}
     if "sigma" in cal:
         lines.append(f"- sigma auto: {cal['sigma']['sigma']} ({cal['sigma']['rule']})")
+    if parameters and parameters.get("preset") is not None:
+        lines.append(f"- parameters: {describe_parameters(parameters)}")
     if "alpha" in cal:
         a = cal["alpha"]
-        lines.append(f"- alpha auto: {a['alpha']:.4g} (support {a['support']} >= {a['multiple']} x {a['size']}; {a['rule']})")
+        lines.append(f"- {'alpha auto' if a.get('alpha_max', 1.0) == 1.0 else 'alpha'}: {describe_alpha(a)}; "
+                     f"rule: {a['rule']}")
     if "C_recommendation" in cal:
         lines.append(f"- C used {cal['C_recommendation']['used']}; recommended from the embedding scale: "
                      f"{cal['C_recommendation']['C']} ({cal['C_recommendation']['rule']})")
