@@ -24,15 +24,13 @@ def _print_version(value: bool) -> None:
 
 
 def package_version() -> str:
-    """The installed package's version (its metadata), or the source tree's when it is not installed."""
+    """The installed package's version, from its metadata."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("tsds")
     except PackageNotFoundError:
-        from tsds import __version__
-
-        return __version__
+        return "unknown (not installed as a package)"
 
 
 @app.callback()

@@ -66,6 +66,10 @@ def pool_build(
     from tsds.io.readers import estimate_rows
 
     total = None if quiet else estimate_rows(files, fmt)
+    if total is not None and append:           # the store's own rows are counted as they are reused
+        from tsds.store import PoolStore
+
+        total += PoolStore(out_dir).n_rows
     runner = make_engine(engine, ray_address)
     try:
         with progress_bar("embedding pool", total, quiet=quiet) as advance:

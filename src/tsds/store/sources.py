@@ -27,7 +27,7 @@ def relative_paths(entry: dict, root: Path, source_root: str) -> dict:
     (``source_path``, what records name as ``_tsds_file``); POSIX separators."""
     p = str(entry["path"])
     try:
-        rel = os.path.relpath(p, os.path.abspath(root))
+        rel = os.path.relpath(p, Path(root).resolve())
     except ValueError:           # another drive (Windows): no relative path
         rel = None
     source = os.path.relpath(p, source_root) if source_root else os.path.basename(p)
@@ -41,6 +41,7 @@ def inside_store(entry: dict) -> bool:
 
 
 def _candidates(entry: dict, root: Path, source_root) -> list[Path]:
+    root = root.resolve()
     found = []
     if inside_store(entry):
         found.append(root / entry["relpath"])
@@ -50,7 +51,7 @@ def _candidates(entry: dict, root: Path, source_root) -> list[Path]:
         found += [base / entry.get("source_path", Path(entry["path"]).name), base / Path(entry["path"]).name]
     if entry.get("relpath") is not None and not inside_store(entry):
         found.append(root / entry["relpath"])
-    return found
+    return [Path(os.path.normpath(p)) for p in found]
 
 
 def locate(entry: dict, root: Path, source_root=None) -> tuple[Path | None, str]:
@@ -66,7 +67,7 @@ def locate(entry: dict, root: Path, source_root=None) -> tuple[Path | None, str]
     recorded = (entry.get("bytes"), entry.get("mtime_ns"))
     same = [c for c in existing if path_state(c) == recorded]
     where = (same or existing)[0]
-    home = Path(root) / entry["relpath"] if inside_store(entry) else Path(entry["path"])
+    home = Path(root).resolve() / entry["relpath"] if inside_store(entry) else Path(entry["path"])
     return where, "ok" if where == home else "moved"
 
 
