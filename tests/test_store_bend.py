@@ -284,3 +284,29 @@ def test_pool_info_tells_moved_touched_changed_and_missing_files(pool, tmp_path,
                                                                 ("changed", str(new / "sub" / "b.jsonl"))]
     r = _cli("pool", "info", tmp_path / "pool-not-there")
     assert r.returncode == 2 and "not a tsds pool store" in r.stderr
+
+
+def test_select_and_verify_take_source_root_from_the_command_line(pool, tmp_path, static_embedder):
+    a, b = pool
+    out = tmp_path / "s"
+    build_store([a, b], out, embedder=static_embedder, shard_rows=100)
+    new = tmp_path / "new"
+    shutil.move(str(a.parent), new)
+    sel = ["select", "--pool", out, "--queries", FOOD, "--size", 25, "--sigma", 0.3, "--C", 1, "-q"]
+    r = _cli(*sel, "--out", tmp_path / "o1")
+    assert r.returncode == 2 and "a.jsonl: pool file of the store is missing" in r.stderr
+    assert not (tmp_path / "o1").exists()
+    r = _cli(*sel, "--out", tmp_path / "o2", "--source-root", new)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in open(tmp_path / "o2" / "selected.jsonl", encoding="utf-8")]
+    texts = {"a.jsonl": _texts(new / "a.jsonl"), "sub/b.jsonl": _texts(new / "sub" / "b.jsonl")}
+    assert len(rows) == 25 and all(r["text"] in texts[r["_tsds_file"]] for r in rows)
+    (out / "shards" / "000004.npy").unlink()
+    r = _cli("pool", "verify", out, "--repair", "-q")
+    assert r.returncode == 2 and "a.jsonl: no such file" in r.stderr and not (out / "shards" / "000004.npy").exists()
+    r = _cli("pool", "verify", out, "--repair", "-q", "--source-root", new)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert np.load(out / "shards" / "000004.npy").shape == (100, PoolStore(out).meta["dim"])
+    r = _cli("select", "--candidate-embeddings", "x.npy", "--query-embeddings", "q.npy", "--size", 5,
+             "--out", tmp_path / "o3", "--source-root", new)
+    assert r.returncode == 2 and "--source-root needs a pool store" in r.stderr
