@@ -310,3 +310,21 @@ def test_select_and_verify_take_source_root_from_the_command_line(pool, tmp_path
     r = _cli("select", "--candidate-embeddings", "x.npy", "--query-embeddings", "q.npy", "--size", 5,
              "--out", tmp_path / "o3", "--source-root", new)
     assert r.returncode == 2 and "--source-root needs a pool store" in r.stderr
+
+
+def test_a_killed_overwrite_leaves_nothing_the_next_build_does_not_clear(pool, tmp_path, static_embedder):
+    from tsds import atomic
+
+    a, b = pool
+    out = tmp_path / "s"
+    build_store([a], out, embedder=static_embedder)
+    host = atomic._owner().split("-", 1)[1]
+    dead = 2 ** 22 + 4321                               # above the usual pid_max: no such process
+    half = tmp_path / f".s.tmp-{dead}-{host}-abc123"    # the new store a killed --overwrite was building
+    (half / "shards").mkdir(parents=True)
+    shutil.move(str(out), tmp_path / f".s.old-{dead}-{host}")   # killed between its two renames
+    store = build_store([a], out, embedder=static_embedder)     # the old store is put back and resumed
+    assert store.meta["last_build"]["embedded_shards"] == 0 and store.n_rows == 300
+    assert _siblings(out) == []
+    with pytest.raises(ParameterError, match="--source-root applies to --append"):
+        build_store([b], out, embedder=static_embedder, source_root=str(tmp_path))

@@ -234,6 +234,7 @@ def build_store(paths, out: str | os.PathLike, options: BuildOptions | None = No
     """
     o = BuildOptions.of(options, settings)
     check_build_options(paths, out, replace(o, embedder_spec=None) if embedder is not None else o)
+    atomic.sweep_stale(out)          # what a killed --overwrite left beside the store (its old copy put back)
     if o.overwrite and Path(out).is_dir() and any(Path(out).iterdir()):
         return _rebuild(paths, Path(out), o, embedder, engine, progress, on_shard)
     with _exclusive_build(Path(out)):

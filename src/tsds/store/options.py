@@ -68,6 +68,8 @@ def check_build_options(paths, out, options: BuildOptions | None = None, **setti
             raise ParameterError(f"--embedder {key!r}: not static, minilm, or an existing model folder")
     if o.overwrite and o.append:
         raise ParameterError("--overwrite and --append exclude each other")
+    if o.source_root is not None and not o.append:
+        raise ParameterError("--source-root applies to --append (otherwise the command names every pool file)")
     if o.source_root is not None and not Path(o.source_root).is_dir():
         raise ParameterError(f"--source-root {o.source_root}: not a folder")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
