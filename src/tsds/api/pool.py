@@ -178,6 +178,41 @@ class Pool:
         store.require_complete()
         return cls(store)
 
+    @staticmethod
+    def inspect(path, *, source_root=None, check: bool = False) -> dict:
+        """What a store folder holds (complete or not), as plain data: what `tsds pool info` prints.
+
+        Parameters
+        ----------
+        path : path
+            The store folder.
+        source_root : path, optional
+            Where the pool files are now, if they moved (see ``Pool.open``).
+        check : bool
+            Hash every pool file (sha256) to tell a changed file from a touched one; otherwise only sizes
+            and mtimes are read.
+
+        Returns
+        -------
+        dict
+            rows, files (path, recorded_path, source_path, format, rows, bytes, state: ok / moved / touched /
+            changed / missing), embedder, text_spec, indexes, densities, bytes on disk, skipped_rows,
+            clipped_texts, truncated_texts, zero_rows.
+
+        Examples
+        --------
+        >>> import tempfile, os, tsds
+        >>> pool = tsds.Pool.build([f"text {i}" for i in range(20)], out=os.path.join(tempfile.mkdtemp(), "s"))
+        >>> info = tsds.Pool.inspect(pool.path)
+        >>> info["rows"], [f["state"] for f in info["files"]]
+        (20, ['ok'])
+        """
+        from tsds.store import PoolStore, store_info
+
+        if source_root is not None and not Path(source_root).is_dir():
+            raise ParameterError(f"source_root {source_root}: not a folder")
+        return store_info(PoolStore(path, source_root=source_root), check=check)
+
     @property
     def path(self) -> Path:
         return Path(self.store.root)

@@ -109,12 +109,11 @@ def pool_info(
     import json as _json
 
     from tsds.errors import ParameterError
-    from tsds.store import PoolStore
-    from tsds.store.info import store_info
+    from tsds.api import Pool
 
     if source_root is not None and not source_root.is_dir():
         raise ParameterError(f"--source-root {source_root}: not a folder")
-    info = store_info(PoolStore(store, source_root=source_root), check=check)
+    info = Pool.inspect(store, source_root=source_root, check=check)
     if as_json:
         print(_json.dumps(info, indent=2, ensure_ascii=False))
         return
