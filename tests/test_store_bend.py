@@ -328,3 +328,16 @@ def test_a_killed_overwrite_leaves_nothing_the_next_build_does_not_clear(pool, t
     assert _siblings(out) == []
     with pytest.raises(ParameterError, match="--source-root applies to --append"):
         build_store([b], out, embedder=static_embedder, source_root=str(tmp_path))
+
+
+def test_the_facade_appends_files_and_refuses_what_cannot_be_appended(pool, tmp_path, static_embedder):
+    a, b = pool
+    out = tmp_path / "s"
+    tsds.Pool.build(a, out, embedder=static_embedder)
+    p = tsds.Pool.build([b], out, embedder=static_embedder, append=True)
+    assert len(p) == 500 and [f["source_path"] for f in tsds.Pool.inspect(out)["files"]] == ["a.jsonl", "sub/b.jsonl"]
+    with pytest.raises(ParameterError, match="texts in memory make a store of their own"):
+        tsds.Pool.build(["more", "texts"], out, embedder=static_embedder, append=True)
+    r = _cli("pool", "build", b, "--out", out, "--append", "--overwrite", "-q")
+    assert r.returncode == 2 and "--overwrite and --append exclude each other" in r.stderr
+    assert PoolStore(out).n_rows == 500
