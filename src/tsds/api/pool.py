@@ -64,6 +64,16 @@ def _write_source(out: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _rebuild_in_memory(rows: list[dict], out: Path, spec, options: dict):
+    """``overwrite`` with texts in memory: the new store, its own copy of the texts included, is built beside
+    the old one and replaces it once complete."""
+    from tsds.store import PoolStore, build_store, replacing_store
+
+    with replacing_store(out) as tmp:
+        build_store(_write_source(tmp, rows), tmp, spec=spec, **{**options, "overwrite": False})
+    return PoolStore(out)
+
+
 class Pool:
     """A pool of texts embedded into a store folder: built once, then selected from for any number of tasks.
 
@@ -114,7 +124,10 @@ class Pool:
             Where the text of a record is (at most one; default: the field ``text``).
         **options
             More options of ``tsds.store.build_store`` (metric, index_kind, on_bad_row, shard_rows, fmt,
-            engine, progress, index_shards, embedder=an Embedder object, ...).
+            engine, progress, index_shards, embedder=an Embedder object, ...), among them
+            ``overwrite=True`` (build the store anew; the old one is replaced once the new one is complete),
+            ``append=True`` (``data`` are only the files to add to the store) and ``source_root`` (where the
+            store's own files are now, if they moved).
 
         Returns
         -------
@@ -126,15 +139,19 @@ class Pool:
         if (text_field, template, messages_field) != (None, None, None):
             spec = TextSpec(text_field=text_field, template=template, messages_field=messages_field)
         rows = in_memory_rows(data)
-        paths = data if rows is None else _write_source(Path(out), rows)
         if isinstance(embedder, str):
             options["embedder_spec"] = embedder
         else:
             options["embedder"] = embedder
+        if rows is not None and options.get("append"):
+            raise ParameterError("append adds pool files to a store; texts in memory make a store of their own")
+        if rows is not None and options.get("overwrite") and (Path(out) / "store.json").is_file():
+            return cls(_rebuild_in_memory(rows, Path(out), spec, options))
+        paths = data if rows is None else _write_source(Path(out), rows)
         return cls(build_store(paths, out, spec=spec, **options))
 
     @classmethod
-    def open(cls, path, *, engine=None) -> "Pool":
+    def open(cls, path, *, engine=None, source_root=None) -> "Pool":
         """Open a complete store folder built before (``engine``: where its index shards are served).
 
         Parameters
@@ -143,6 +160,11 @@ class Pool:
             The store folder.
         engine : Engine, optional
             tsds.engines (default: this process).
+        source_root : path, optional
+            A folder the pool files were moved to: each is found there by its path relative to the pool's
+            recorded source root, or by its name, and used only if its content is the one embedded
+            (tsds.store.sources). Without it, files are found at their recorded paths or, moved with the
+            store, relative to it.
 
         Returns
         -------
@@ -150,9 +172,46 @@ class Pool:
         """
         from tsds.store import PoolStore
 
-        store = PoolStore(path, engine=engine)
+        if source_root is not None and not Path(source_root).is_dir():
+            raise ParameterError(f"source_root {source_root}: not a folder")
+        store = PoolStore(path, engine=engine, source_root=source_root)
         store.require_complete()
         return cls(store)
+
+    @staticmethod
+    def inspect(path, *, source_root=None, check: bool = False) -> dict:
+        """What a store folder holds (complete or not), as plain data: what `tsds pool info` prints.
+
+        Parameters
+        ----------
+        path : path
+            The store folder.
+        source_root : path, optional
+            Where the pool files are now, if they moved (see ``Pool.open``).
+        check : bool
+            Hash every pool file (sha256) to tell a changed file from a touched one; otherwise only sizes
+            and mtimes are read.
+
+        Returns
+        -------
+        dict
+            rows, files (path, recorded_path, source_path, format, rows, bytes, state: ok / moved / touched /
+            changed / missing), embedder, text_spec, indexes, densities, bytes on disk, skipped_rows,
+            clipped_texts, truncated_texts, zero_rows.
+
+        Examples
+        --------
+        >>> import tempfile, os, tsds
+        >>> pool = tsds.Pool.build([f"text {i}" for i in range(20)], out=os.path.join(tempfile.mkdtemp(), "s"))
+        >>> info = tsds.Pool.inspect(pool.path)
+        >>> info["rows"], [f["state"] for f in info["files"]]
+        (20, ['ok'])
+        """
+        from tsds.store import PoolStore, store_info
+
+        if source_root is not None and not Path(source_root).is_dir():
+            raise ParameterError(f"source_root {source_root}: not a folder")
+        return store_info(PoolStore(path, source_root=source_root), check=check)
 
     @property
     def path(self) -> Path:

@@ -17,8 +17,27 @@ err = Console(stderr=True)
 out = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"tsds {package_version()}", highlight=False)
+        raise typer.Exit(0)
+
+
+def package_version() -> str:
+    """The installed package's version, from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tsds")
+    except PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
     """Task-specific data selection (TSDS)."""
     from tsds.memory import release_large_blocks
 

@@ -35,6 +35,12 @@ def pool_build(
                                                help="Build a sharded index with this many shards (ray default: one per worker)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished shard."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Build the store anew from FILES; the old store "
+                                   "is replaced only once the new one is complete."),
+    append: bool = typer.Option(False, "--append", help="FILES are new files to add to the store (the "
+                                "store's own files are taken from its record, checked unchanged)."),
+    source_root: Path | None = typer.Option(None, "--source-root", help="Where the store's files are now, if "
+                                            "they moved (found by relative path or name, checked by content)."),
 ):
     """Embed a pool once into a reusable store (resumable; appends embed only new rows)."""
     import json as _json
@@ -54,18 +60,24 @@ def pool_build(
         raise ParameterError("--ray-address applies to --engine ray only")
     _spec(text_field, template, messages_field)  # checked before any work
     check_build_options(files, out_dir, metric=metric, index_kind=index, shard_rows=shard_rows,
-                        on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards, embedder_spec=embedder)
+                        on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards, embedder_spec=embedder,
+                        overwrite=overwrite, append=append, source_root=source_root)
     log = logging.getLogger("tsds.stage")
     from tsds.io.readers import estimate_rows
 
     total = None if quiet else estimate_rows(files, fmt)
+    if total is not None and append:           # the store's own rows are counted as they are reused
+        from tsds.store import PoolStore
+
+        total += PoolStore(out_dir).n_rows
     runner = make_engine(engine, ray_address)
     try:
         with progress_bar("embedding pool", total, quiet=quiet) as advance:
             store = Pool.build(files, out_dir, embedder=embedder, text_field=text_field, template=template,
                                messages_field=messages_field, on_bad_row=on_bad_row, fmt=fmt, metric=metric,
                                index_kind=index, shard_rows=shard_rows, progress=advance, engine=runner,
-                               index_shards=index_shards,
+                               index_shards=index_shards, overwrite=overwrite, append=append,
+                               source_root=None if source_root is None else str(source_root),
                                on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i}))).store
     finally:
         runner.close()
@@ -84,3 +96,60 @@ def pool_build(
                       highlight=False)
 
 
+@pool_app.command("info")
+@_fail_cleanly
+def pool_info(
+    store: Path = typer.Argument(..., help="Store folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    check: bool = typer.Option(False, "--check", help="Hash every pool file (sha256) to tell whether it changed."),
+    source_root: Path | None = typer.Option(None, "--source-root", help="Where the pool files are now, if they moved."),
+):
+    """What a store holds: rows, files (ok / moved / changed / touched / missing), embedder, text spec,
+    indexes, density caches, sizes on disk, skipped / clipped / zero rows. Reads no pool file unless --check."""
+    import json as _json
+
+    from tsds.errors import ParameterError
+    from tsds.api import Pool
+
+    if source_root is not None and not source_root.is_dir():
+        raise ParameterError(f"--source-root {source_root}: not a folder")
+    info = Pool.inspect(store, source_root=source_root, check=check)
+    if as_json:
+        print(_json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    out.print(_info_text(info), highlight=False, soft_wrap=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _info_text(i: dict) -> str:
+    from rich.markup import escape
+
+    e = i["embedder"]
+    lines = [f"store {i['store']}: {i['rows']} rows, dim {i['dim']}"
+             + ("" if i["complete"] else " (build not finished: run `tsds pool build` again to resume it)"),
+             f"embedder: {e.get('spec')} ({e.get('model')})",
+             f"text spec: {i['text_spec']}; on bad row: {i['on_bad_row']}; {i['shard_rows']} rows per shard",
+             f"files ({len(i['files'])}, source root {i['source_root']}):"]
+    for f in i["files"]:
+        moved = f"  (recorded {f['recorded_path']})" if f["path"] != f["recorded_path"] else ""
+        lines.append(f"  {f['state']:<8} {f['path']}  {f['format']}, {f['rows']} rows, {_size(f['bytes'])}{moved}")
+    lines.append("indexes: " + ("; ".join(f"{x['name']} ({x['metric']}, {x['kind']}"
+                                          + (f", {x['shards']} shards" if x["shards"] not in (None, 1) else "")
+                                          + f", {_size(x['bytes'])})" for x in i["indexes"]) or "none"))
+    lines.append("density caches: " + ("; ".join(f"{d['metric']} sigma {d['sigma']:g} ({_size(d['bytes'])})"
+                                                 for d in i["densities"]) or "none"))
+    b = i["bytes"]
+    lines.append(f"on disk: {_size(b['total'])} (shards {_size(b['shards'])}, index {_size(b['index'])}, "
+                 f"densities {_size(b['densities'])})")
+    lines.append(f"skipped rows {i['skipped_rows']}, clipped texts {i['clipped_texts']}, truncated texts "
+                 f"{i['truncated_texts']}, zero-vector rows {i['zero_rows']}")
+    if not i["checked"]:
+        lines.append("(file states from size and mtime; --check hashes the files)")
+    return escape("\n".join(lines))

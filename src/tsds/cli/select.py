@@ -30,6 +30,7 @@ def select_cmd(
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Folder for the mapped index's temporary file (default: TMPDIR); needs N x d x 4 bytes free; nothing is left in it."),
     config: Optional[Path] = typer.Option(None, "--config", help="The authors' config.yaml (query_embedding_path, candidate_embedding_path, output_folder, sample_size, alpha, C, sigma, max_K, kde_K)."),
     pool: Optional[Path] = typer.Option(None, "--pool", help="A pool store built by `tsds pool build` (text mode)."),
+    source_root: Optional[Path] = typer.Option(None, "--source-root", help="Where the pool store's files are now, if they moved (found by relative path or name, checked by content; text mode)."),
     queries: Optional[List[str]] = typer.Option(None, "--queries", help="Query examples of the target task (any readable format; text mode). Repeat as PATH:WEIGHT for several targets sharing the budget in those proportions."),
     exclude: Optional[List[Path]] = typer.Option(None, "--exclude", help="Evaluation file(s): pool rows within --exclude-radius of any item, or equal to one after normalising whitespace and case, are removed before selection (text mode)."),
     exclude_radius: float = typer.Option(0.0, "--exclude-radius", help="Embedding distance for --exclude; 0 removes exact (normalised) text matches only."),
@@ -79,7 +80,8 @@ def select_cmd(
         _select_text(pool, queries, out_dir, params, overwrite, quiet, records,
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
                      engine, ray_address, keep_zero_rows, task_name, config_file=config,
-                     support_multiple=support_multiple, preset="paper" if paper else None)
+                     support_multiple=support_multiple, preset="paper" if paper else None,
+                     source_root=source_root)
         return
     if engine != "local" or ray_address:
         raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
@@ -88,7 +90,7 @@ def select_cmd(
     for flag, used in (("--alpha auto", "alpha_auto" in params), ("--sigma auto", "sigma_auto" in params),
                        ("--support-multiple", support_multiple is not None),
                        ("--exclude", bool(exclude)), ("--report", report), ("--keep-zero-rows", keep_zero_rows),
-                       ("--task-name", task_name is not None)):
+                       ("--task-name", task_name is not None), ("--source-root", source_root is not None)):
         if used:
             raise ParameterError(f"{flag} needs a pool store (--pool and --queries)")
     cand = candidate_embeddings or params.pop("candidates", None)
@@ -161,7 +163,8 @@ def _selector(params: dict, method: str, support_multiple: float | None, preset:
 
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
                  exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
-                 keep_zero_rows=False, task_name=None, config_file=None, support_multiple=None, preset=None):
+                 keep_zero_rows=False, task_name=None, config_file=None, support_multiple=None, preset=None,
+                 source_root=None):
     """Text mode through the facade: Pool.open, Selector.select (or select_targets), save, report."""
     from tsds.api import Pool
     from tsds.errors import InputError, ParameterError
@@ -202,7 +205,7 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
                     keep_zero_rows=keep_zero_rows, query_spec=spec)
     runner = make_engine(engine, ray_address)
     try:
-        opened = Pool.open(pool, engine=None if runner.name == "local" else runner)
+        opened = Pool.open(pool, engine=None if runner.name == "local" else runner, source_root=source_root)
         with progress_bar("densities", None, quiet=quiet, unit="points") as advance:
             if single:
                 result = selector.select(opened, Path(targets[0][0]), progress=advance, task_name=task_name,

@@ -17,6 +17,8 @@ def pool_verify(
     repair: bool = typer.Option(False, "--repair", help="Rebuild what is damaged: shards embedded again from the "
                                 "pool files (unchanged since the build), indexes rebuilt, density caches dropped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the files with a problem."),
+    source_root: Path | None = typer.Option(None, "--source-root", help="Where the pool files are now, if they "
+                                            "moved (a --repair embeds from them, checked by content)."),
 ):
     """Hash every file of a store; exit 1 if anything is damaged (after --repair: if anything still is)."""
     from rich.table import Table
@@ -26,7 +28,7 @@ def pool_verify(
     findings = verify_store(store)
     if repair and any(f.problem for f in findings):
         before = {f.file for f in findings if f.problem}
-        findings = repair_store(store, findings)
+        findings = repair_store(store, findings, source_root=source_root)
         for f in findings:
             if f.file in before and not f.problem:
                 f.status = "repaired"

@@ -259,7 +259,9 @@ def dataset_card(*, title: str, pool: dict, queries: dict, parameters: dict, sum
         "",
         "## Provenance columns",
         "",
-        "- `_tsds_row`: row id in the pool store; `_tsds_file`, `_tsds_location`: where it is in the source file.",
+        "- `_tsds_row`: row id in the pool store; `_tsds_file`, `_tsds_location`: the source file (its path relative "
+        "to the pool's source root, the deepest folder holding all pool files: see the manifest's `pool_store`) and "
+        "where the row is in it.",
         "- `_tsds_probability`: its probability under the selection distribution.",
         "- `_tsds_times_drawn`: how often it was drawn (each draw is one row in the file).",
         "- `_tsds_nearest_query`, `_tsds_query_distance`: the nearest query example that reaches it, and the distance.",

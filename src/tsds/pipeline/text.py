@@ -73,7 +73,7 @@ def record_groups(store, selection: Selection, query_texts: list[str], chunk: in
                 r = int(distinct[i])
                 extras.append({
                     "_tsds_row": r,
-                    "_tsds_file": entry["path"],
+                    "_tsds_file": entry["source_path"],   # relative to the pool's source root
                     "_tsds_location": int(locs[r]),
                     "_tsds_probability": float(selection.probabilities[r]),
                     "_tsds_times_drawn": int(selection.counts[r]),

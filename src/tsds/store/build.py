@@ -21,9 +21,11 @@ from tsds.store.embedding import embed_shards
 from tsds.store.layout import FORMAT_VERSION, _check_format
 from tsds.store.options import BuildOptions, check_build_options
 from tsds.store.pool import PoolStore
-from tsds.store.provenance import hash_path, path_sha256, path_state, text_hashes, texts_sha256
+from tsds.store.provenance import (check_source, hash_path, path_sha256, path_state, text_hashes,
+                                   texts_sha256)
 from tsds.store.resume import _check_compatible, _finished_shards, _previous_meta
 from tsds.store.shards import PoolShards
+from tsds.store.sources import relative_paths, source_root_of
 
 _atomic_json, _atomic_npy = atomic.write_json, atomic.write_npy
 
@@ -37,6 +39,35 @@ def _file_entry(path: Path, fmt: str | None) -> dict:
     # the state is taken before the hash: a file changed while it is hashed then fails the fast check
     return {"path": str(p), "sha256": path_sha256(p), "bytes": size, "mtime_ns": mtime_ns,
             "format": fmt or detect_format(p)}
+
+
+def _appended_to(root: Path, old: dict | None, source_root) -> list[dict]:
+    """``--append``: the store's own file records, each where it is now and checked unchanged (size and
+    mtime, else sha256), so that only the new files are hashed and embedded."""
+    from tsds.store.sources import resolve_files
+
+    if old is None or not old.get("complete"):
+        raise InputError(f"{root}: --append needs a complete store; run its build again (all its files, "
+                         "without --append) to finish it first")
+    entries = []
+    for e in resolve_files(old["files"], root, source_root):
+        check_source(e, full=False)
+        size, mtime_ns = path_state(Path(e["path"]))
+        entries.append({k: v for k, v in e.items() if k not in ("recorded_path", "state")}
+                       | {"bytes": size, "mtime_ns": mtime_ns})
+    return entries
+
+
+def _refuse_repeats(entries: list[dict], first_new: int) -> None:
+    """``--append``: a file the store holds already, or given twice, would be embedded twice."""
+    if not first_new:
+        return
+    seen = {}
+    for i, e in enumerate(entries):
+        if e["sha256"] in seen and i >= first_new:
+            where = "is already in the store" if seen[e["sha256"]] < first_new else "is given twice"
+            raise InputError(f"{e['path']}: {where} (same content as {entries[seen[e['sha256']]]['path']})")
+        seen.setdefault(e["sha256"], i)
 
 
 class _ShardWrites:
@@ -139,14 +170,61 @@ def _locked_and_swept(root: Path):
         yield
 
 
+@contextmanager
+def replacing_store(out: str | os.PathLike):
+    """Yield a new empty folder beside the store ``out``; when the block succeeds it takes the place of
+    ``out`` (the old store is moved aside, then removed), else it is removed and ``out`` is left as it was.
+    The old store's build lock is held meanwhile, so no build of it runs while it is replaced."""
+    import shutil
+
+    from tsds.io.output import check_store_dir
+
+    out = Path(out)
+    check_store_dir(out)
+    tmp = atomic.temp_dir(out)
+    try:
+        with _exclusive_build(out):
+            yield tmp
+            atomic.replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _rebuild(paths, out: Path, o: BuildOptions, embedder, engine, progress, on_shard) -> PoolStore:
+    """``--overwrite``: the store built from scratch beside ``out``, then put in its place. An input that is
+    the store's own copy of texts given in memory is copied into the new store first."""
+    import shutil
+
+    from tsds.io.output import STORE_SOURCE
+
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    own = (out / STORE_SOURCE).resolve()
+    with replacing_store(out) as tmp:
+        inputs = []
+        for p in paths:
+            if Path(p).resolve() == own:
+                shutil.copy2(own, tmp / STORE_SOURCE)
+                p = tmp / STORE_SOURCE
+            inputs.append(p)
+        with _exclusive_build(tmp):
+            store = _build_store(inputs, tmp, replace(o, overwrite=False), embedder, engine, progress, on_shard)
+        last_build = store.meta["last_build"]
+    store = PoolStore(out, engine=store.engine)
+    store.meta["last_build"] = last_build
+    return store
+
+
 def build_store(paths, out: str | os.PathLike, options: BuildOptions | None = None, *, embedder=None, engine=None,
                 progress=None, on_shard=None, **settings) -> PoolStore:
     """Embed a pool into a store folder, resuming or extending one that exists.
 
     An existing store is continued only if it was built from the same files (a prefix of
-    ``paths``, same content hashes), the same text spec and the same embedder; files past
-    that prefix are appended and only their rows are embedded. Finished shards are never
-    embedded again.
+    ``paths``, same content hashes; a file moved since is recognised by its hash), the same
+    text spec and the same embedder; files past that prefix are appended and only their rows
+    are embedded. Finished shards are never embedded again. With ``append`` only the new files
+    are given (the store's own are taken from its record); with ``overwrite`` the store is built
+    anew and replaces the old one once complete.
 
     ``options``: a `BuildOptions`, or its fields as keywords (``embedder_spec``, ``spec``, ``on_bad_row``,
     ``shard_rows``, ``fmt``, ``metric``, ``index_kind``, ``index_shards``). ``embedder``: one already loaded
@@ -156,6 +234,9 @@ def build_store(paths, out: str | os.PathLike, options: BuildOptions | None = No
     """
     o = BuildOptions.of(options, settings)
     check_build_options(paths, out, replace(o, embedder_spec=None) if embedder is not None else o)
+    atomic.sweep_stale(out)          # what a killed --overwrite left beside the store (its old copy put back)
+    if o.overwrite and Path(out).is_dir() and any(Path(out).iterdir()):
+        return _rebuild(paths, Path(out), o, embedder, engine, progress, on_shard)
     with _exclusive_build(Path(out)):
         return _build_store(paths, Path(out), o, embedder, engine, progress, on_shard)
 
@@ -171,13 +252,17 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not paths:
         raise InputError("no pool files given")
-    entries = [_file_entry(p, fmt) for p in paths]
+    old = _previous_meta(root)
+    earlier = _appended_to(root, old, o.source_root) if o.append else []
+    entries = earlier + [_file_entry(p, fmt) for p in paths]
+    _refuse_repeats(entries, len(earlier))
+    source_root = source_root_of([e["path"] for e in entries])
+    entries = [relative_paths(e, root, source_root) for e in entries]
     embedder = embedder or load_embedder(embedder_spec)
     identity = embedder.identity
     spec_dict = asdict(spec)
     (root / "shards").mkdir(parents=True, exist_ok=True)
     meta_path = root / "store.json"
-    old = _previous_meta(root)
     keep_files = len(entries)
     if old is not None:
         _check_format(root, old)
@@ -190,6 +275,7 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
         "on_bad_row": on_bad_row,
         "shard_rows": shard_rows,
         "files": entries,
+        "source_root": source_root,
         "dim": embedder.dim,
         "complete": False,
     }
@@ -279,7 +365,7 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
         embed_shards(engine, source, embedder, finish, embedder_spec=embedder_spec)
     n_rows = counters["rows"]
     if n_rows == 0:
-        raise InputError(f"{paths[0]}: no usable rows in the pool")
+        raise InputError(f"{entries[0]['path']}: no usable rows in the pool")
     for path in (root / "shards").glob("[0-9][0-9][0-9][0-9][0-9][0-9].json"):
         if int(path.name[:6]) > last[0]:      # left by an earlier build of more shards (its input changed since)
             path.unlink()

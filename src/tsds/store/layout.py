@@ -50,9 +50,11 @@ class StoreLayout:
     """A pool store folder opened for reading: its layout, metadata, checks and arrays (`PoolStore` adds the
     index and the density cache)."""
 
-    def __init__(self, root: str | os.PathLike, engine=None):
+    def __init__(self, root: str | os.PathLike, engine=None, source_root: str | os.PathLike | None = None):
         self.root = Path(root)
         self.engine = engine
+        self.source_root = source_root
+        self._files: list[dict] | None = None
         meta_path = self.root / "store.json"
         if not meta_path.is_file():
             raise InputError(f"{self.root}: not a tsds pool store (no store.json); build one with `tsds pool build`")
@@ -123,7 +125,13 @@ class StoreLayout:
 
     @property
     def files(self) -> list[dict]:
-        return self.meta["files"]
+        """The pool files' records, each with ``path`` where the file is now (see tsds.store.sources: a pool
+        moved with its store, or found under ``source_root``), ``recorded_path`` and ``state``."""
+        if self._files is None:
+            from tsds.store.sources import resolve_files
+
+            self._files = resolve_files(self.meta["files"], self.root, self.source_root)
+        return self._files
 
     @property
     def text_spec(self) -> TextSpec:

@@ -22,7 +22,10 @@ class BuildOptions:
     """What a store is built with. ``embedder_spec``: static, minilm or a model folder (None: not checked,
     the caller passes an embedder); ``spec``: how a record becomes its text (default: the field "text");
     ``index_shards``: build a sharded index of that many shards (the Ray engine builds a sharded index by
-    default, the local engine a single one)."""
+    default, the local engine a single one). How the build treats a store already there: ``overwrite``
+    rebuilds it from scratch (the old one is replaced only once the new one is complete); ``append`` adds
+    the given files to a complete store, whose own files are taken from its record (found again under
+    ``source_root`` if they moved) and checked unchanged."""
 
     embedder_spec: str | None = "static"
     spec: TextSpec | None = None
@@ -32,6 +35,9 @@ class BuildOptions:
     metric: str = "euclidean"
     index_kind: str = "auto"
     index_shards: int | None = None
+    overwrite: bool = False
+    append: bool = False
+    source_root: str | None = None
 
     @classmethod
     def of(cls, options: BuildOptions | None, settings: dict) -> BuildOptions:
@@ -60,6 +66,12 @@ def check_build_options(paths, out, options: BuildOptions | None = None, **setti
         key = str(o.embedder_spec).strip()
         if key.lower() not in ("static", "minilm") and not Path(os.path.expanduser(key)).is_dir():
             raise ParameterError(f"--embedder {key!r}: not static, minilm, or an existing model folder")
+    if o.overwrite and o.append:
+        raise ParameterError("--overwrite and --append exclude each other")
+    if o.source_root is not None and not o.append:
+        raise ParameterError("--source-root applies to --append (otherwise the command names every pool file)")
+    if o.source_root is not None and not Path(o.source_root).is_dir():
+        raise ParameterError(f"--source-root {o.source_root}: not a folder")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise InputError("no pool files given")
@@ -67,3 +79,5 @@ def check_build_options(paths, out, options: BuildOptions | None = None, **setti
         if not Path(p).exists():
             raise InputError(f"{p}: no such file")
     check_store_dir(out, inputs=paths)
+    if o.append and not (Path(out) / "store.json").is_file():
+        raise ParameterError(f"--append {out}: not a pool store to append to; build it first (without --append)")

@@ -105,16 +105,16 @@ def _check_compatible(root, old, entries, identity, spec_dict, on_bad_row, shard
     old_files = old.get("files", [])
     if not old.get("complete"):
         same = 0
-        while same < min(len(old_files), len(entries)) and old_files[same]["path"] == entries[same]["path"] \
-                and old_files[same]["sha256"] == entries[same]["sha256"]:
+        while same < min(len(old_files), len(entries)) and old_files[same]["sha256"] == entries[same]["sha256"]:
             same += 1
         return same
     if len(entries) < len(old_files):
         raise InputError(f"{root}: store holds {len(old_files)} pool file(s); pass them all, in order, "
-                         "then any new ones")
-    for o, e in zip(old_files, entries):
-        if o["path"] != e["path"]:
-            raise InputError(f"{root}: pool file {len(old_files)} must be {o['path']}, got {e['path']}")
+                         "then any new ones (or only the new ones with --append; --overwrite rebuilds it)")
+    for i, (o, e) in enumerate(zip(old_files, entries)):
+        if o["path"] != e["path"] and o["sha256"] != e["sha256"]:   # the same content elsewhere: a moved file
+            raise InputError(f"{root}: pool file {i + 1} of the store must be {o['path']}, got {e['path']} "
+                             "(pass only new files with --append; --overwrite rebuilds the store)")
         if o["sha256"] != e["sha256"]:
             raise InputError(f"{e['path']}: content changed since the store was built (sha256 differs); "
                              "build a new store")

@@ -177,10 +177,12 @@ def _verify_density(store, path: Path, found: list[Finding]) -> None:
         found.append(Finding(_rel(store.root, path), "ok"))
 
 
-def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, engine=None) -> list[Finding]:
+def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, engine=None,
+                 source_root=None) -> list[Finding]:
     """Rebuild what ``verify_store`` found damaged, and only that: damaged or missing shards are embedded
-    again from the pool files (which must be unchanged), damaged indexes rebuilt, damaged density caches
-    removed (recomputed on use). Returns the store verified again."""
+    again from the pool files (which must be unchanged; found again under ``source_root`` if they moved,
+    see tsds.store.sources), damaged indexes rebuilt, damaged density caches removed (recomputed on use).
+    Returns the store verified again."""
     from tsds.io.readers import TextSpec
     from tsds.store.build import build_store
     from tsds.store.pool import PoolStore
@@ -214,7 +216,9 @@ def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, 
                 (root / "index" / f"{base}.json").unlink(missing_ok=True)
     if any(f.file == "store.json" or f.file.startswith("shards/") for f in bad):
         formats = {e.get("format") for e in meta["files"]}
-        build_store([e["path"] for e in meta["files"]], root, embedder_spec=meta["embedder_spec"],
+        from tsds.store.sources import resolve_files
+
+        build_store([e["path"] for e in resolve_files(meta["files"], root, source_root)], root, embedder_spec=meta["embedder_spec"],
                     spec=TextSpec(**meta["text_spec"]), on_bad_row=meta["on_bad_row"],
                     shard_rows=meta["shard_rows"], fmt=formats.pop() if len(formats) == 1 else None,
                     metric=recorded.get("metric", "euclidean"), index_kind=recorded.get("kind", "auto"),
