@@ -215,7 +215,7 @@ def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, 
     if any(f.file == "store.json" or f.file.startswith("shards/") for f in bad):
         formats = {e.get("format") for e in meta["files"]}
         build_store([e["path"] for e in meta["files"]], root, embedder_spec=meta["embedder_spec"],
-                    spec=TextSpec(**meta["text_spec"]), on_bad_row=meta["on_bad_row"],
+                    spec=TextSpec.from_dict(meta["text_spec"]), on_bad_row=meta["on_bad_row"],
                     shard_rows=meta["shard_rows"], fmt=formats.pop() if len(formats) == 1 else None,
                     metric=recorded.get("metric", "euclidean"), index_kind=recorded.get("kind", "auto"),
                     index_shards=recorded.get("shards"), embedder=embedder, engine=engine)
