@@ -5,12 +5,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tsds.cli import app
 from tsds.errors import InputError, ParameterError
 from tsds.io.readers import ReadStats, TextSpec, decode_escapes, iter_batches, read_texts
 from tsds.io.readers import jsonl as _jsonl
+from tsds.io.readers import limits as _limits
 from tsds.store import PoolStore, build_store
 from tsds.store.provenance import text_hash
 
@@ -195,3 +198,47 @@ def test_preview_of_a_store_uses_its_spec_and_options_fail_on_one_line(tmp_path,
                           (["--messages-field", "messages", "--roles", "user,,x"], "role names separated")):
         result = CliRunner().invoke(app, ["pool", "preview", str(pool), *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+_VALUE = st.one_of(st.none(), st.just(""), st.just(" "), st.text(alphabet="ab \n:", min_size=1, max_size=6),
+                   st.integers(-5, 5))
+_TURN = st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool"]),
+                               "content": st.text(alphabet="xy \n", max_size=5)})
+_ROW = st.fixed_dictionaries({"instruction": st.text(alphabet="ij ", min_size=1, max_size=5),
+                              "messages": st.lists(_TURN, max_size=4)},
+                             optional={"input": _VALUE, "output": _VALUE})
+_SPECS = [TextSpec(template=ALPACA_TEMPLATE), TextSpec(template="{instruction}[[ <{input}|{output}>]]"),
+          TextSpec(template="{instruction}[[ {input!r}]][[ {output:>4}]]"), TextSpec(messages_field="messages"),
+          TextSpec(messages_field="messages", roles=("assistant", "tool")),
+          TextSpec(messages_field="messages", roles=None)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(_ROW, min_size=1, max_size=60), which=st.integers(0, len(_SPECS) - 1))
+def test_block_reader_gives_the_texts_and_bad_rows_of_extract(tmp_path_factory, monkeypatch, rows, which):
+    """pyarrow's block path and `TextSpec.extract` row by row agree on every text and every bad row."""
+    spec = _SPECS[which]
+    path = _write(tmp_path_factory.mktemp("h") / "rows.jsonl", rows)
+    got = []
+    for arrow in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(_limits, "_JSONL_MIN_SPLIT", 64)
+            if not arrow:
+                m.setattr(_jsonl, "_ArrowTexts", lambda spec: (_ for _ in ()).throw(ImportError()))
+            stats = ReadStats()
+            texts = [t for b in iter_batches(path, spec, on_bad_row="skip", stats=stats) for t in b.texts]
+            got.append((texts, stats.bad_examples, stats.skipped))
+    assert got[0] == got[1]
+
+
+def test_cli_roles_and_the_facade_make_the_same_spec(tmp_path, static_embedder):
+    import tsds
+    from tsds.cli import spec_from_options
+
+    assert spec_from_options(None, None, "messages", "all").roles is None
+    assert spec_from_options(None, None, "messages", " user, assistant") == TextSpec(messages_field="messages")
+    assert spec_from_options(None, None, None, None) is None
+    chat = _write(tmp_path / "chat.jsonl", CHAT)
+    pool = tsds.Pool.build(chat, tmp_path / "s", embedder=static_embedder, messages_field="messages", roles=None)
+    assert pool.store.text_spec == spec_from_options(None, None, "messages", "all")
+    assert pool.store.meta["text_spec"]["roles"] is None and pool.store.n_rows == 3
