@@ -176,8 +176,10 @@ def test_messages_mode():
         f"{path}:3: field 'messages' has no messages",
         f"{path}:4: field 'messages' is str, not a list of messages",
     ]
-    texts, _ = read_texts(DATA / "hf_dataset", TextSpec(messages_field="messages"))
+    texts, _ = read_texts(DATA / "hf_dataset", TextSpec(messages_field="messages", roles=None))
     assert texts[1] == "system: Be brief.\nuser: A colour?\nassistant: Blue."
+    texts, _ = read_texts(DATA / "hf_dataset", TextSpec(messages_field="messages"))     # by default no system turn
+    assert texts[1] == "user: A colour?\nassistant: Blue."
 
 
 def test_default_mode_is_the_text_field():

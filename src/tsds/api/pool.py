@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tsds.errors import InputError, ParameterError
-from tsds.io.readers import TextSpec
+from tsds.io.readers import DEFAULT_ROLES, TextSpec
 
 
 def is_dataset(data) -> bool:
@@ -107,7 +107,8 @@ class Pool:
 
     @classmethod
     def build(cls, data, out, *, embedder: str = "static", text_field: str | None = None,
-              template: str | None = None, messages_field: str | None = None, **options) -> "Pool":
+              template: str | None = None, messages_field: str | None = None, roles=DEFAULT_ROLES,
+              **options) -> "Pool":
         """Embed a pool into the store folder ``out`` (resuming or extending a store built there).
 
         Parameters
@@ -121,7 +122,11 @@ class Pool:
         embedder : str
             "static" (CPU default), "minilm", or a local model folder.
         text_field, template, messages_field : str, optional
-            Where the text of a record is (at most one; default: the field ``text``).
+            Where the text of a record is (at most one; default: the field ``text``). A template may
+            have optional ``[[...]]`` sections (see tsds.io.readers.template).
+        roles : tuple of str or None
+            With ``messages_field``: the roles whose turns are embedded (default user and assistant;
+            None: every turn).
         **options
             More options of ``tsds.store.build_store`` (metric, index_kind, on_bad_row, shard_rows, fmt,
             engine, progress, index_shards, embedder=an Embedder object, ...), among them
@@ -137,7 +142,7 @@ class Pool:
 
         spec = None
         if (text_field, template, messages_field) != (None, None, None):
-            spec = TextSpec(text_field=text_field, template=template, messages_field=messages_field)
+            spec = TextSpec(text_field=text_field, template=template, messages_field=messages_field, roles=roles)
         rows = in_memory_rows(data)
         if isinstance(embedder, str):
             options["embedder_spec"] = embedder

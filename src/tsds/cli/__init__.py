@@ -89,13 +89,34 @@ def _logging(quiet: bool, log_json: bool) -> None:
         logging.getLogger("tsds.stage").setLevel(logging.WARNING)
 
 
-def spec_from_options(text_field, template, messages_field):
-    """A TextSpec from the three mutually exclusive text options, or None for the default."""
-    from tsds.io.readers import TextSpec
+def spec_from_options(text_field, template, messages_field, roles=None):
+    """A TextSpec from the three mutually exclusive text options (and ``--roles`` for chat), or None for
+    the default. The escapes \\n, \\t and \\\\ of ``--template`` are decoded once; ``--roles`` is a
+    comma-separated list of roles, or ``all``."""
+    from tsds.errors import ParameterError
+    from tsds.io.readers import TextSpec, decode_escapes
 
+    if roles is not None and messages_field is None:
+        raise ParameterError("--roles applies to --messages-field only")
     if text_field is None and template is None and messages_field is None:
         return None
-    return TextSpec(text_field=text_field, template=template, messages_field=messages_field)
+    kept = {}
+    if roles is not None:
+        names = tuple(r.strip() for r in roles.split(","))
+        if not all(names):
+            raise ParameterError(f"--roles {roles!r}: give role names separated by commas, or all")
+        kept["roles"] = None if names == ("all",) else names
+    if template is not None:
+        template = decode_escapes(template)
+    return TextSpec(text_field=text_field, template=template, messages_field=messages_field, **kept)
+
+
+def spec_keywords(spec) -> dict:
+    """The text keywords of ``tsds.Pool.build`` that make ``spec`` (none for the default)."""
+    if spec is None:
+        return {}
+    return {"text_field": spec.text_field, "template": spec.template, "messages_field": spec.messages_field,
+            "roles": spec.roles}
 
 
 def main():  # pragma: no cover

@@ -9,6 +9,7 @@ import typer
 
 from tsds.cli import _fail_cleanly, _logging, app, out
 from tsds.cli import spec_from_options as _spec
+from tsds.cli import spec_keywords
 
 pool_app = typer.Typer(help="Build and inspect pool stores (embeddings, index, densities computed once).")
 app.add_typer(pool_app, name="pool")
@@ -21,8 +22,9 @@ def pool_build(
     out_dir: Path = typer.Option(..., "--out", help="Store folder; an existing store is resumed or extended."),
     embedder: str = typer.Option("static", "--embedder", help="static (fast CPU default), minilm, or a local model folder."),
     text_field: str | None = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
-    template: str | None = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}'."),
+    template: str | None = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}': backslash escapes n, t and a doubled backslash are decoded; a double-bracketed section vanishes when a field in it is empty (README: Text of a row)."),
     messages_field: str | None = typer.Option(None, "--messages-field", help="Field holding chat messages."),
+    roles: str | None = typer.Option(None, "--roles", help="With --messages-field: roles embedded, comma-separated, or all (default: user,assistant)."),
     on_bad_row: str = typer.Option("fail", "--on-bad-row", help="fail (default) or skip malformed rows."),
     fmt: str | None = typer.Option(None, "--format", help="Force the input format."),
     metric: str = typer.Option("euclidean", help="Metric of the index built with the store."),
@@ -50,15 +52,16 @@ def pool_build(
     from tsds.progress import progress_bar
 
     from tsds.config import check_choice
-    from tsds.store.options import check_build_options
     from tsds.engines import ENGINES
     from tsds.errors import ParameterError
+    from tsds.io.readers import TextSpec
+    from tsds.store.options import check_build_options
 
     _logging(quiet, log_json)
     check_choice("--engine", engine, ENGINES)
     if engine == "local" and ray_address:
         raise ParameterError("--ray-address applies to --engine ray only")
-    _spec(text_field, template, messages_field)  # checked before any work
+    spec = _spec(text_field, template, messages_field, roles)  # checked before any work
     check_build_options(files, out_dir, metric=metric, index_kind=index, shard_rows=shard_rows,
                         on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards, embedder_spec=embedder,
                         overwrite=overwrite, append=append, source_root=source_root)
@@ -73,8 +76,8 @@ def pool_build(
     runner = make_engine(engine, ray_address)
     try:
         with progress_bar("embedding pool", total, quiet=quiet) as advance:
-            store = Pool.build(files, out_dir, embedder=embedder, text_field=text_field, template=template,
-                               messages_field=messages_field, on_bad_row=on_bad_row, fmt=fmt, metric=metric,
+            store = Pool.build(files, out_dir, embedder=embedder, **spec_keywords(spec),
+                               on_bad_row=on_bad_row, fmt=fmt, metric=metric,
                                index_kind=index, shard_rows=shard_rows, progress=advance, engine=runner,
                                index_shards=index_shards, overwrite=overwrite, append=append,
                                source_root=None if source_root is None else str(source_root),
@@ -85,7 +88,8 @@ def pool_build(
         m = store.meta
         out.print(f"store {out_dir}: {m['n_rows']} rows, dim {m['dim']}, embedder {m['embedder'].get('model')}; "
                   f"embedded {m['last_build']['embedded_shards']} shard(s), reused {m['last_build']['reused_shards']}; "
-                  f"skipped rows {m['skipped_rows']}, truncated texts {m['truncated_texts']}, "
+                  f"skipped rows {m['skipped_rows']}, clipped texts {m.get('clipped_texts', 0)} (over "
+                  f"{spec.max_chars if spec else TextSpec().max_chars} characters), truncated texts {m['truncated_texts']}, "
                   f"zero-vector rows {m.get('zero_rows', 0)}", highlight=False)
         if m.get("zero_rows"):
             from tsds.pipeline.eligibility import name_rows
@@ -153,3 +157,57 @@ def _info_text(i: dict) -> str:
     if not i["checked"]:
         lines.append("(file states from size and mtime; --check hashes the files)")
     return escape("\n".join(lines))
+
+
+
+
+@pool_app.command("preview")
+@_fail_cleanly
+def pool_preview(
+    files: list[Path] = typer.Argument(..., help="Pool (or query) files, or a pool store folder (its files and text spec)."),
+    text_field: str | None = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
+    template: str | None = typer.Option(None, "--template", help="Template over fields, as for `tsds pool build`."),
+    messages_field: str | None = typer.Option(None, "--messages-field", help="Field holding chat messages."),
+    roles: str | None = typer.Option(None, "--roles", help="With --messages-field: roles embedded, comma-separated, or all."),
+    rows: int = typer.Option(5, "--rows", "-n", help="How many rows to show."),
+    fmt: str | None = typer.Option(None, "--format", help="Force the input format."),
+    on_bad_row: str = typer.Option("fail", "--on-bad-row", help="fail (default, as a build would) or skip malformed rows."),
+    plain: bool = typer.Option(False, "--plain", help="Print each text as it is, under a header line, instead of as a JSON string."),
+):
+    """Show the exact texts that would be embedded for the first rows: the text spec in normal form, then
+    per row its row number and text (a JSON string by default, so newlines and spaces are visible)."""
+    import json as _json
+
+    from tsds.config import check_count
+    from tsds.errors import ParameterError
+    from tsds.io.readers import ReadStats, TextSpec, iter_batches
+
+    check_count("--rows", rows, high=10_000)
+    spec = _spec(text_field, template, messages_field, roles)
+    paths, formats = list(files), None
+    if len(files) == 1 and (files[0] / "store.json").is_file():
+        from tsds.store import PoolStore
+
+        if spec is not None:
+            raise ParameterError(f"{files[0]} is a pool store: its text spec is used; give no text options")
+        store = PoolStore(files[0])
+        spec = store.text_spec
+        paths = [Path(e["path"]) for e in store.files]
+        formats = [e.get("format") for e in store.files]
+    spec = spec or TextSpec()
+    typer.echo(f"# text spec: {_json.dumps(spec.to_dict(), ensure_ascii=False)}")
+    stats, shown = ReadStats(), 0
+    for i, path in enumerate(paths):
+        fmt_i = formats[i] if formats is not None else fmt
+        for batch in iter_batches(path, spec, batch_size=rows, fmt=fmt_i, on_bad_row=on_bad_row, stats=stats):
+            for text in batch.texts[: rows - shown]:
+                if plain:
+                    typer.echo(f"--- row {shown} ({len(text)} chars) ---\n{text}")
+                else:
+                    typer.echo(f"{shown}\t{_json.dumps(text, ensure_ascii=False)}")
+                shown += 1
+            break
+        if shown >= rows:
+            break
+    for message in stats.bad_examples:
+        typer.echo(f"# skipped: {message}", err=True)

@@ -47,6 +47,7 @@ def sweep_cmd(
     text_field: Optional[str] = typer.Option(None, "--text-field"),
     template: Optional[str] = typer.Option(None, "--template"),
     messages_field: Optional[str] = typer.Option(None, "--messages-field"),
+    roles: Optional[str] = typer.Option(None, "--roles", help="With --messages-field: roles embedded, or all."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """For each alpha: support of p, objective terms and OT distance to the queries, from one neighbour fetch."""
@@ -76,7 +77,7 @@ def sweep_cmd(
     if json_out is not None and figure is not None and json_out.resolve() == figure.resolve():
         raise ParameterError(f"--json and --figure name the same file {json_out}")
     swept = sweep_alpha(Pool.open(pool), queries, alphas, C=C, sigma="auto" if sigma_auto else float(sigma),
-                        metric=metric, query_spec=_spec(text_field, template, messages_field), with_ot=not no_ot)
+                        metric=metric, query_spec=_spec(text_field, template, messages_field, roles), with_ot=not no_ot)
     rows = swept.pop("rows")
     data = {**swept, "size": size, "rows": rows}
     c, s, c_info, s_info = swept["C"], swept["sigma"], swept["C_recommendation"], swept["sigma_auto"]

@@ -40,6 +40,7 @@ def select_cmd(
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Query field holding the text (default: the store's)."),
     template: Optional[str] = typer.Option(None, "--template", help="Query text template over fields, e.g. '{instruction}\\n{output}'."),
     messages_field: Optional[str] = typer.Option(None, "--messages-field", help="Query field holding chat messages."),
+    roles: Optional[str] = typer.Option(None, "--roles", help="With --messages-field: roles embedded, comma-separated, or all (default: user,assistant)."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (text mode; a Ray cluster serves the sharded index)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (e.g. auto); default with --engine ray: start a local one."),
     method: str = typer.Option("tsds", "--method", help="tsds, or a baseline with the same output: random, knn (cosine, round-robin over queries), dsir (hashed n-gram importance resampling), full (whole pool). Text mode."),
@@ -81,7 +82,7 @@ def select_cmd(
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
                      engine, ray_address, keep_zero_rows, task_name, config_file=config,
                      support_multiple=support_multiple, preset="paper" if paper else None,
-                     source_root=source_root)
+                     source_root=source_root, roles=roles)
         return
     if engine != "local" or ray_address:
         raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
@@ -164,7 +165,7 @@ def _selector(params: dict, method: str, support_multiple: float | None, preset:
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
                  exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
                  keep_zero_rows=False, task_name=None, config_file=None, support_multiple=None, preset=None,
-                 source_root=None):
+                 source_root=None, roles=None):
     """Text mode through the facade: Pool.open, Selector.select (or select_targets), save, report."""
     from tsds.api import Pool
     from tsds.errors import InputError, ParameterError
@@ -182,7 +183,7 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
         raise ParameterError(f"{'--paper' if preset else '--support-multiple'} applies to method tsds, not {method!r}")
     selector = _selector(params, method, support_multiple, preset)
     config = selector.config_
-    spec = _spec(text_field, template, messages_field)
+    spec = _spec(text_field, template, messages_field, roles)
     targets = [parse_target(q) for q in queries]
     for path in [*(t[0] for t in targets), *(exclude or [])]:
         if not Path(path).exists():

@@ -5,7 +5,6 @@ record's text must be the text embedded for its row), with provenance columns; a
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,7 @@ def record_groups(store, selection: Selection, query_texts: list[str], chunk: in
     nearest, distance = selection.nearest_query(distinct)
     rho, cluster = selection.density_of(distinct)
     hashes, known = store.text_hashes(distinct)
-    spec = asdict(store.text_spec)
+    spec = store.text_spec.to_dict()
     groups = []
     for f in np.unique(file_idx[distinct]):       # rows are numbered file by file, so this keeps row order
         members = np.flatnonzero(file_idx[distinct] == f)
@@ -110,7 +109,7 @@ def fetch_group(group: dict) -> list[dict]:
         recs = read_records(path, group["locations"], fmt=group["format"])
     except InputError as exc:      # the build read a row at each of these locations
         raise InputError(f"{exc}; the pool file changed since the store was built; rebuild the store") from None
-    spec = TextSpec(**group["spec"])
+    spec = TextSpec.from_dict(group["spec"])
     out = []
     for rec, extra, n, h, loc in zip(recs, group["extras"], group["times"], group["hashes"], group["locations"]):
         row = extra["_tsds_row"]

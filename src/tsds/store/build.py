@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -260,7 +260,7 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
     entries = [relative_paths(e, root, source_root) for e in entries]
     embedder = embedder or load_embedder(embedder_spec)
     identity = embedder.identity
-    spec_dict = asdict(spec)
+    spec_dict = spec.to_dict()
     (root / "shards").mkdir(parents=True, exist_ok=True)
     meta_path = root / "store.json"
     keep_files = len(entries)

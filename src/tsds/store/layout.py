@@ -135,7 +135,7 @@ class StoreLayout:
 
     @property
     def text_spec(self) -> TextSpec:
-        return TextSpec(**self.meta["text_spec"])
+        return TextSpec.from_dict(self.meta["text_spec"])
 
     def require_complete(self) -> None:
         if not self.complete:

@@ -95,8 +95,7 @@ def _check_compatible(root, old, entries, identity, spec_dict, on_bad_row, shard
             f"({old.get('embedder', {}).get('weights_sha256', '')[:12]}), not {identity.get('model')!r} "
             f"({identity.get('weights_sha256', '')[:12]}); use a new store folder"
         )
-    old_spec = dict(old.get("text_spec") or {})
-    old_spec.setdefault("max_chars", TextSpec().max_chars)  # stores from before texts were clipped
+    old_spec = TextSpec.from_dict(old.get("text_spec") or {}).to_dict()  # in normal form, old keys filled in
     if old_spec != spec_dict or old.get("on_bad_row") != on_bad_row:
         raise InputError(f"{root}: store was built with text spec {old.get('text_spec')} "
                          f"(on_bad_row={old.get('on_bad_row')}); got {spec_dict} (on_bad_row={on_bad_row})")

@@ -218,8 +218,9 @@ def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, 
         formats = {e.get("format") for e in meta["files"]}
         from tsds.store.sources import resolve_files
 
-        build_store([e["path"] for e in resolve_files(meta["files"], root, source_root)], root, embedder_spec=meta["embedder_spec"],
-                    spec=TextSpec(**meta["text_spec"]), on_bad_row=meta["on_bad_row"],
+        build_store([e["path"] for e in resolve_files(meta["files"], root, source_root)], root,
+                    embedder_spec=meta["embedder_spec"],
+                    spec=TextSpec.from_dict(meta["text_spec"]), on_bad_row=meta["on_bad_row"],
                     shard_rows=meta["shard_rows"], fmt=formats.pop() if len(formats) == 1 else None,
                     metric=recorded.get("metric", "euclidean"), index_kind=recorded.get("kind", "auto"),
                     index_shards=recorded.get("shards"), embedder=embedder, engine=engine)

@@ -38,7 +38,8 @@ row. Inputs must be regular files (or dataset directories): a pipe is refused,
 since tsds may read a file more than once.
 
 One module per format (jsonl, json_array, delimited for CSV/TSV, txt, parquet, arrow), the text spec in
-`spec`, line machinery in `lines`, formats and bounds in `limits`; `read` holds the entry points.
+`spec` (its templates in `template`), line machinery in `lines`, formats and bounds in `limits`; `read` holds
+the entry points.
 """
 
 from tsds.io.readers.limits import (
@@ -62,10 +63,11 @@ from tsds.io.readers.read import (
     read_records,
     read_texts,
 )
-from tsds.io.readers.spec import RowError, TextSpec
+from tsds.io.readers.spec import DEFAULT_ROLES, RowError, TextSpec
+from tsds.io.readers.template import decode_escapes
 
 __all__ = [
     "BAD_ROW_POLICIES", "DEFAULT_MAX_CHARS", "DEFAULT_TEXT_FIELD", "FORMATS", "LINE_FORMATS", "MAX_BAD_EXAMPLES",
-    "MAX_FORMAT_NUMBER", "MAX_ROW_BYTES", "Batch", "PathLike", "ReadStats", "RowError", "TextSpec",
+    "DEFAULT_ROLES", "MAX_FORMAT_NUMBER", "decode_escapes", "MAX_ROW_BYTES", "Batch", "PathLike", "ReadStats", "RowError", "TextSpec",
     "detect_format", "estimate_rows", "iter_batches", "read_records", "read_texts", "refuse_pipe",
 ]

@@ -151,11 +151,12 @@ class _ArrowTexts:
             schema = pa.schema([(self.names[0], pa.string())])
         elif self.mode == "template":
             self.names = spec.template_fields()
+            self.required = spec.required_fields()
             self.pieces = list(string.Formatter().parse(spec.template or ""))
-            # a template of literal text and plain {field}s is a concatenation; with format specs or
-            # conversions each row is formatted in Python from the column values
-            self.concat = all(not fmt_spec and not conv for _, name, fmt_spec, conv in self.pieces if name is not None)
-            self.template = spec.template or ""
+            # a template of literal text and plain {field}s, without optional sections, is a concatenation;
+            # else each row is filled in Python from the column values
+            self.concat = "[[" not in (spec.template or "") and all(
+                not fmt_spec and not conv for _, name, fmt_spec, conv in self.pieces if name is not None)
             schema = pa.schema([(name, pa.string()) for name in self.names])
         else:
             self.names = (spec.messages_field or "",)
@@ -172,18 +173,18 @@ class _ArrowTexts:
     def texts(self, table) -> list[str] | None:
         pa, pc = self.pa, self.pc
         cols = [table.column(name).combine_chunks() for name in self.names]
-        if any(col.null_count for col in cols):
+        required = self.required if self.mode == "template" else self.names
+        if any(col.null_count for name, col in zip(self.names, cols) if name in required):
             return None
         if self.mode == "field":
             out = cols[0]
         elif self.mode == "template":
             if not self.concat:
                 values = [col.to_pylist() for col in cols]
-                fmt = string.Formatter()
                 try:
-                    return self._finish([fmt.vformat(self.template, (), dict(zip(self.names, row)))
+                    return self._finish([self.spec.fill_template(dict(zip(self.names, row)))
                                          for row in zip(*values)])
-                except (ValueError, TypeError, OverflowError):
+                except RowError:
                     return None
             parts = []
             for literal, name, _, _ in self.pieces:
@@ -203,7 +204,17 @@ class _ArrowTexts:
             if len(role) and pc.min(pc.binary_length(role)).as_py() == 0:
                 return None
             lines = pc.binary_join_element_wise(role, content, pa.scalar(": ", pa.string()))
-            out = pc.binary_join(pa.ListArray.from_arrays(turns.offsets, lines), pa.scalar("\n", pa.string()))
+            offsets = turns.offsets
+            if self.spec.roles is not None:         # only the turns of these roles, as TextSpec.extract
+                import numpy as np
+
+                keep = pc.is_in(role, value_set=pa.array(self.spec.roles, pa.string()))
+                kept = np.concatenate(([0], np.cumsum(keep.to_numpy(zero_copy_only=False), dtype=np.int32)))
+                offsets = pa.array(kept[offsets.to_numpy()], pa.int32())
+                if len(turns) and int(np.min(np.diff(offsets.to_numpy()))) == 0:
+                    return None
+                lines = lines.filter(keep)
+            out = pc.binary_join(pa.ListArray.from_arrays(offsets, lines), pa.scalar("\n", pa.string()))
         return self._finish(out.to_pylist())
 
     def _finish(self, texts: list[str]) -> list[str] | None:
