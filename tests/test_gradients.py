@@ -257,3 +257,39 @@ def test_parse_spec_defaults():
     model, o = parse_spec("gradients")
     assert model == "smollm2" and o["dim"] == 8192 and o["lora_r"] == 8 and o["lora_alpha"] == 16.0
     assert o["precondition"] == "none" and o["targets"] == ("q_proj", "v_proj")
+
+
+def _shards(root) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(root, "shards").glob("*.npy"))}
+
+
+def test_pool_build_with_gradients_is_deterministic_and_resumable(tiny_model, tmp_path):
+    """`tsds pool build --embedder gradients:...` like any embedder: the same command gives the same shard
+    bytes (so resuming by shard is sound), a second run reuses every shard, another projection is refused."""
+    import json
+    import subprocess
+    import sys
+
+    from tsds.errors import InputError
+    from tsds.store.pool import PoolStore, build_store
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
+    spec = _spec(tiny_model, dim=64, lora_r=4)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "CUDA_VISIBLE_DEVICES": ""}
+    cli = subprocess.run([sys.executable, "-m", "tsds.cli", "pool", "build", str(pool), "--out", str(tmp_path / "a"),
+                          "--embedder", spec, "--shard-rows", "5", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    build_store([pool], tmp_path / "b", embedder_spec=spec, shard_rows=5)
+    assert _shards(tmp_path / "a") == _shards(tmp_path / "b")
+    assert {"000000.npy", "000001.npy", "000002.npy"} <= set(_shards(tmp_path / "a"))
+    store = PoolStore(tmp_path / "a")
+    assert store.n_rows == len(TEXTS) and store.meta["embedder"]["kind"] == "lora-gradients"
+    direct = load_embedder(spec, device="cpu").embed(TEXTS)
+    np.testing.assert_allclose(np.asarray(store.vectors().take(np.arange(len(TEXTS)))), direct, atol=1e-6)
+    again = build_store([pool], tmp_path / "a", embedder_spec=spec, shard_rows=5)
+    assert again.meta["last_build"]["reused_shards"] == 3
+    with pytest.raises(InputError, match="use a new store folder"):
+        build_store([pool], tmp_path / "a", embedder_spec=_spec(tiny_model, dim=64, lora_r=4, seed=1), shard_rows=5)
+    assert _shards(tmp_path / "a") == _shards(tmp_path / "b")

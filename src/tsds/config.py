@@ -148,8 +148,9 @@ def check_build_options(paths, out, *, metric: str = "euclidean", index_kind: st
     check_count("--index-shards", index_shards, high=65_536)
     if embedder_spec is not None:
         key = str(embedder_spec).strip()
-        if key.lower() not in ("static", "minilm") and not Path(os.path.expanduser(key)).is_dir():
-            raise ParameterError(f"--embedder {key!r}: not static, minilm, or an existing model folder")
+        gradients = key.lower() == "gradients" or key.lower().startswith("gradients:")
+        if key.lower() not in ("static", "minilm") and not gradients and not Path(os.path.expanduser(key)).is_dir():
+            raise ParameterError(f"--embedder {key!r}: not static, minilm, gradients[:MODEL], or an existing model folder")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise InputError("no pool files given")
