@@ -19,6 +19,10 @@ Options, given after "?" as URL query parameters (percent-encode the separator):
     or a .txt file, one text per line), warmup_batch (4), warmup_lr (2e-4), warmup_seed (0),
     checkpoint (a .npz a warm-up wrote: LoRA weights and Adam's moments), precondition ("adam" when
     there is a warm-up or a checkpoint, else "none").
+Queries and pool rows go through the same transformation (LESS itself preconditions only the training
+candidates and uses plain gradients for the target examples; one embedder per store keeps both in one space
+here). `embed` warns when given fewer than 10 texts: as a query set that is a noisy target (the warning
+also shows for a store's last shard when it holds fewer than 10 rows).
 A warm-up runs once and is cached under the tsds cache folder by a hash of all its inputs; the identity
 records the model, LoRA config, the checkpoint's SHA-256, the projection, so a store refuses features
 computed any other way.
