@@ -3,6 +3,7 @@
     emb = load_embedder("static")          # CPU default: model2vec distillation of all-MiniLM-L6-v2
     emb = load_embedder("minilm")          # the packaged all-MiniLM-L6-v2 (CUDA when available)
     emb = load_embedder("/path/to/model")  # a local sentence-transformers or model2vec folder
+    emb = load_embedder("gradients:smollm2?dim=8192")  # LoRA gradient features (tsds.embed.gradients)
     X = emb.embed(texts)                   # float32 (n, emb.dim), rows unit-norm
     emb.identity                           # JSON-able; stores compare it to refuse foreign embeddings
 
@@ -28,7 +29,7 @@ from tsds.embed.static import (
 from tsds.errors import ParameterError
 
 CHOICES = ("static", "minilm")
-_CHOICES_TEXT = "'static', 'minilm', or a local sentence-transformers / model2vec model directory"
+_CHOICES_TEXT = "'static', 'minilm', 'gradients[:MODEL][?options]', or a local sentence-transformers / model2vec model directory"
 
 
 def load_embedder(spec: str, *, device: str | None = None, batch_size: int | None = None) -> Embedder:
@@ -47,6 +48,10 @@ def load_embedder(spec: str, *, device: str | None = None, batch_size: int | Non
         return load_static(batch_size=batch_size)
     if key.lower() == "minilm":
         return load_minilm(device=device, batch_size=batch_size)
+    if key.lower() == "gradients" or key.lower().startswith("gradients:"):
+        from tsds.embed.gradients import load_gradients
+
+        return load_gradients(key, device=device, batch_size=batch_size)
     path = Path(os.path.expanduser(key))
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "is not a known embedder or an existing directory"

@@ -19,8 +19,8 @@ MAX_SHARD_ROWS = 10_000_000  # rows of one shard are held in memory while it is 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What a store is built with. ``embedder_spec``: static, minilm or a model folder (None: not checked,
-    the caller passes an embedder); ``spec``: how a record becomes its text (default: the field "text");
+    """What a store is built with. ``embedder_spec``: static, minilm, gradients[:MODEL] or a model folder
+    (None: not checked, the caller passes an embedder); ``spec``: how a record becomes its text (default: the field "text");
     ``index_shards``: build a sharded index of that many shards (the Ray engine builds a sharded index by
     default, the local engine a single one). How the build treats a store already there: ``overwrite``
     rebuilds it from scratch (the old one is replaced only once the new one is complete); ``append`` adds
@@ -64,8 +64,9 @@ def check_build_options(paths, out, options: BuildOptions | None = None, **setti
     check_count("--index-shards", o.index_shards, high=65_536)
     if o.embedder_spec is not None:
         key = str(o.embedder_spec).strip()
-        if key.lower() not in ("static", "minilm") and not Path(os.path.expanduser(key)).is_dir():
-            raise ParameterError(f"--embedder {key!r}: not static, minilm, or an existing model folder")
+        gradients = key.lower() == "gradients" or key.lower().startswith("gradients:")
+        if key.lower() not in ("static", "minilm") and not gradients and not Path(os.path.expanduser(key)).is_dir():
+            raise ParameterError(f"--embedder {key!r}: not static, minilm, gradients[:MODEL], or an existing model folder")
     if o.overwrite and o.append:
         raise ParameterError("--overwrite and --append exclude each other")
     if o.source_root is not None and not o.append:
