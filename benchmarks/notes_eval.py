@@ -66,6 +66,10 @@ and the task-aware ones (DSIR, knn, TSDS) help more than random or the full pool
 cannot separate them; a real comparison needs a longer recipe and several seeds on a GPU
 (`tsds eval --mode model --steps N --seeds 0,1,2`).
 
+**Gradient features** (`--embedder gradients:...`, LESS-style): a first comparison on a 1,000-row sub-pool
+is in `docs/results-gradients.md`. There they selected worse than random with both knn and TSDS; what was
+and was not run is listed there.
+
 ## What is not in these numbers, and why
 
 - The neural-model rows use one task, one budget and one seed: on this 2-core CPU SmolLM2 trains at about
