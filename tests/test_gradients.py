@@ -271,7 +271,7 @@ def test_pool_build_with_gradients_is_deterministic_and_resumable(tiny_model, tm
     import sys
 
     from tsds.errors import InputError
-    from tsds.store.pool import PoolStore, build_store
+    from tsds.store import PoolStore, build_store
 
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")

@@ -44,7 +44,7 @@ import numpy as np
 from tsds.atomic import write_npz
 from tsds.embed.base import Embedder, l2_normalise
 from tsds.embed.gradients.lora import (apply_checkpoint, load_lora_model, locate_model, model_sha256,
-                                       per_example_grads, tokenize, warm_up)
+                                       WarmupSchedule, per_example_grads, tokenize, warm_up)
 from tsds.embed.gradients.projection import SparseProjection
 from tsds.errors import InputError, ParameterError
 
@@ -214,9 +214,9 @@ class GradientEmbedder(Embedder):
             return path
         texts = read_warmup_texts(data, o["warmup_field"], o["warmup"] * o["warmup_batch"], o["warmup_seed"])
         log.info("gradient warm-up: %d steps on %d texts from %s", o["warmup"], len(texts), data)
-        arrays = warm_up(self.model, self.params, texts, self.tokenizer, steps=o["warmup"],
-                         batch=o["warmup_batch"], lr=o["warmup_lr"], seed=o["warmup_seed"],
-                         max_tokens=o["max_tokens"], sep=o["sep"])
+        arrays = warm_up(self.model, self.params, texts, self.tokenizer,
+                         WarmupSchedule(steps=o["warmup"], batch=o["warmup_batch"], lr=o["warmup_lr"],
+                                        seed=o["warmup_seed"], max_tokens=o["max_tokens"], sep=o["sep"]))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_npz(path, **arrays)
         return path

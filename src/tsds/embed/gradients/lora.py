@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,11 +187,26 @@ def per_example_grads(model, params, ids, first, pad: int):
     return torch.cat(rows, dim=1)
 
 
-def warm_up(model, params, texts: list[str], tok, *, steps: int, batch: int, lr: float, seed: int,
-            max_tokens: int, sep: str | None) -> dict[str, np.ndarray]:
-    """Train the LoRA matrices with Adam for `steps` steps on seeded batches of `texts`; return the
+@dataclass(frozen=True)
+class WarmupSchedule:
+    """How the LoRA matrices are warmed up: `steps` Adam steps of `batch` seeded texts at rate `lr`, each text
+    cut to `max_tokens`, the loss over what follows the last `sep` (the whole text when None)."""
+
+    steps: int
+    batch: int
+    lr: float
+    seed: int
+    max_tokens: int
+    sep: str | None
+
+
+def warm_up(model, params, texts: list[str], tok, schedule: WarmupSchedule) -> dict[str, np.ndarray]:
+    """Train the LoRA matrices with Adam for `schedule.steps` steps on seeded batches of `texts`; return the
     trained matrices and Adam's moments (float32 arrays keyed "w:<name>", "m:<name>", "v:<name>")."""
     import torch
+
+    steps, batch, lr, seed = schedule.steps, schedule.batch, schedule.lr, schedule.seed
+    max_tokens, sep = schedule.max_tokens, schedule.sep
 
     if not texts:
         raise ParameterError("gradient warm-up has no texts")
