@@ -306,7 +306,7 @@ def test_sentence_transformers_directory_by_path(minilm):
     assert np.allclose(emb.embed(TEXTS[:4]), minilm.embed(TEXTS[:4]), atol=1e-6)
 
 
-@pytest.mark.parametrize("spec", ["bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2", "", "statc"])
+@pytest.mark.parametrize("spec", ["bert-base-uncased", "", "statc", "org/name@"])
 def test_unknown_spec_is_a_one_line_parameter_error(spec):
     with pytest.raises(ParameterError) as err:
         load_embedder(spec)

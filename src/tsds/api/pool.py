@@ -120,7 +120,8 @@ class Pool:
         out : path
             The store folder: absent, empty, or a store.
         embedder : str
-            "static" (CPU default), "minilm", or a local model folder.
+            "static" (CPU default), "minilm", a local model folder, or the hub id of a model in the
+            local Hugging Face cache ("org/name" or "org/name@revision"; nothing is downloaded).
         text_field, template, messages_field : str, optional
             Where the text of a record is (at most one; default: the field ``text``). A template may
             have optional ``[[...]]`` sections (see tsds.io.readers.template).

@@ -20,7 +20,7 @@ app.add_typer(pool_app, name="pool")
 def pool_build(
     files: list[Path] = typer.Argument(..., help="Pool files (jsonl, json, parquet, csv, tsv, txt, or a saved HF dataset)."),
     out_dir: Path = typer.Option(..., "--out", help="Store folder; an existing store is resumed or extended."),
-    embedder: str = typer.Option("static", "--embedder", help="static (fast CPU default), minilm, a local model folder, or gradients[:MODEL][?dim=8192&...] (LESS-style gradient features; README)."),
+    embedder: str = typer.Option("static", "--embedder", help="static (fast CPU default), minilm, a local model folder, a hub id (org/name[@rev]) cached locally, or gradients[:MODEL][?dim=8192&...] (LESS-style gradient features; README)."),
     text_field: str | None = typer.Option(None, "--text-field", help="Field holding the text (default: text)."),
     template: str | None = typer.Option(None, "--template", help="Template over fields, e.g. '{instruction}\\n{output}': backslash escapes n, t and a doubled backslash are decoded; a double-bracketed section vanishes when a field in it is empty (README: Text of a row)."),
     messages_field: str | None = typer.Option(None, "--messages-field", help="Field holding chat messages."),

@@ -3,6 +3,7 @@
     emb = load_embedder("static")          # CPU default: model2vec distillation of all-MiniLM-L6-v2
     emb = load_embedder("minilm")          # the packaged all-MiniLM-L6-v2 (CUDA when available)
     emb = load_embedder("/path/to/model")  # a local sentence-transformers or model2vec folder
+    emb = load_embedder("BAAI/bge-small-en-v1.5")  # the same, from the local Hugging Face cache (tsds.embed.hub)
     emb = load_embedder("gradients:smollm2?dim=8192")  # LoRA gradient features (tsds.embed.gradients)
     X = emb.embed(texts)                   # float32 (n, emb.dim), rows unit-norm
     emb.identity                           # JSON-able; stores compare it to refuse foreign embeddings
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 from tsds.embed.base import Embedder, weights_sha256
+from tsds.embed.hub import hub_snapshot, parse_hub_id
 from tsds.embed.sentence import MINILM_NAME, SentenceEmbedder, is_sentence_transformers_dir, load_minilm
 from tsds.embed.static import (
     STATIC_NAME,
@@ -29,11 +31,15 @@ from tsds.embed.static import (
 from tsds.errors import ParameterError
 
 CHOICES = ("static", "minilm")
-_CHOICES_TEXT = "'static', 'minilm', 'gradients[:MODEL][?options]', or a local sentence-transformers / model2vec model directory"
+_CHOICES_TEXT = (
+    "'static', 'minilm', 'gradients[:MODEL][?options]', a local sentence-transformers / model2vec model directory, "
+    "or such a model's hub id (org/name[@revision]) in the local Hugging Face cache"
+)
 
 
 def load_embedder(spec: str, *, device: str | None = None, batch_size: int | None = None) -> Embedder:
-    """Build the embedder named by `spec`: "static", "minilm", or a path to a local model directory.
+    """Build the embedder named by `spec`: "static", "minilm", a path to a local model directory, or a
+    hub id (`org/name[@revision]`) of a model in the local Hugging Face cache, loaded as its snapshot folder.
 
     `device` applies to transformer models (default: cuda if available, else cpu); the static model
     always runs on the CPU. `batch_size` overrides the backend's default (static 2048, transformers 64).
@@ -53,6 +59,8 @@ def load_embedder(spec: str, *, device: str | None = None, batch_size: int | Non
 
         return load_gradients(key, device=device, batch_size=batch_size)
     path = Path(os.path.expanduser(key))
+    if not path.exists() and parse_hub_id(key) is not None:
+        path = hub_snapshot(key)
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "is not a known embedder or an existing directory"
         raise ParameterError(f"embedder {key!r} {what}; choose {_CHOICES_TEXT}")
@@ -76,9 +84,11 @@ __all__ = [
     "StaticEmbedder",
     "cache_dir",
     "ensure_static_model",
+    "hub_snapshot",
     "load_embedder",
     "load_minilm",
     "load_static",
+    "parse_hub_id",
     "static_model_dir",
     "weights_sha256",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tsds.config import check_choice, check_count
+from tsds.embed import hub_snapshot, parse_hub_id
 from tsds.errors import InputError, ParameterError
 from tsds.io.output import check_store_dir
 from tsds.io.readers import BAD_ROW_POLICIES, FORMATS, TextSpec
@@ -19,8 +20,8 @@ MAX_SHARD_ROWS = 10_000_000  # rows of one shard are held in memory while it is 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What a store is built with. ``embedder_spec``: static, minilm, gradients[:MODEL] or a model folder
-    (None: not checked, the caller passes an embedder); ``spec``: how a record becomes its text (default: the field "text");
+    """What a store is built with. ``embedder_spec``: static, minilm, gradients[:MODEL], a model folder or a
+    cached hub id (None: not checked, the caller passes an embedder); ``spec``: how a record becomes its text (default: the field "text");
     ``index_shards``: build a sharded index of that many shards (the Ray engine builds a sharded index by
     default, the local engine a single one). How the build treats a store already there: ``overwrite``
     rebuilds it from scratch (the old one is replaced only once the new one is complete); ``append`` adds
@@ -65,8 +66,15 @@ def check_build_options(paths, out, options: BuildOptions | None = None, **setti
     if o.embedder_spec is not None:
         key = str(o.embedder_spec).strip()
         gradients = key.lower() == "gradients" or key.lower().startswith("gradients:")
-        if key.lower() not in ("static", "minilm") and not gradients and not Path(os.path.expanduser(key)).is_dir():
-            raise ParameterError(f"--embedder {key!r}: not static, minilm, gradients[:MODEL], or an existing model folder")
+        path = Path(os.path.expanduser(key))
+        if key.lower() not in ("static", "minilm") and not gradients and not path.is_dir():
+            if path.exists() or parse_hub_id(key) is None:
+                raise ParameterError(f"--embedder {key!r}: not static, minilm, gradients[:MODEL], an existing model "
+                                     "folder, or a hub id (org/name) of a model in the local Hugging Face cache")
+            try:
+                hub_snapshot(key)
+            except ParameterError as e:
+                raise ParameterError(f"--{e}") from None
     if o.overwrite and o.append:
         raise ParameterError("--overwrite and --append exclude each other")
     if o.source_root is not None and not o.append:
