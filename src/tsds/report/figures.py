@@ -141,7 +141,7 @@ def coverage_axes(credited: np.ndarray, neighbours: np.ndarray, farthest: np.nda
     a2.bar(x, farthest, color=colors)
     if typical is not None:
         a2.axhline(typical, color="black", ls="--", lw=1, label=f"pool's typical nearest-neighbour distance ({typical:.3f})")
-        a2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.4), frameon=False)  # below: covers no bar
+        a2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)  # below: covers no bar
     a2.set_ylabel("farthest distance used")
     a2.set_ylim(0, max(float(farthest.max(initial=0)), typical or 0, 1e-9) * 1.1)
     a2.set_xlabel("query (orange: pulls from far away)")
