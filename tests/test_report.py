@@ -48,6 +48,7 @@ def test_report_files_and_sections(selection):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # self-contained: nothing fetched
     assert "level s" in html and "draws credited" in html and "_tsds" not in html.split("<main>")[0]
     assert "cluster size" in html  # the planted copies show up as collapsed clusters
+    assert "<h1>food: tsds selection</h1>" in html  # the task, not the query file
 
 
 def test_report_cli_rewrites(selection):

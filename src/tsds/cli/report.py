@@ -31,6 +31,23 @@ def report_cmd(
         out.print(f"report: {path} (figures in {path.parent / 'figures'})", highlight=False)
 
 
+@app.command("compare")
+@_fail_cleanly
+def compare_cmd(
+    a: Path = typer.Argument(..., help="A selection folder (text mode), e.g. made with --method tsds."),
+    b: Path = typer.Argument(..., help="Another selection folder of the same pool store, e.g. --method knn."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for compare.html and figures/compare-*.png."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Write OUT/compare.html (self-contained): two selections of one pool store side by side."""
+    from tsds.report.compare import compare_selections
+
+    _logging(quiet, False)
+    path = compare_selections(a, b, out_dir)
+    if not quiet:
+        out.print(f"comparison: {path}", highlight=False)
+
+
 @app.command("sweep")
 @_fail_cleanly
 def sweep_cmd(

@@ -298,7 +298,7 @@ def _html(manifest, figs, page: dict) -> str:
     cal = manifest.get("calibration") or {}
     decon = manifest.get("decontamination")
     warns = manifest.get("query_warnings") or []
-    title = "tsds selection report"
+    title = _esc(f"{manifest.get('task') or ', '.join(targets)}: {method} selection")
     s = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>",
          f"<style>{_CSS}</style></head><body>",
          f"<header><h1>{title}</h1><p>{_esc(', '.join(targets))} — {res['drawn']} draws ({res['distinct_drawn']} "

@@ -87,7 +87,21 @@ def distance_figure(pool_d: np.ndarray, sel_d: np.ndarray) -> bytes:
     return _png(fig)
 
 
+def plain_log_ticks(axis) -> None:
+    """Log-axis ticks at 1, 2, 5 x 10^k written as plain numbers (no "2x10^0" minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def density_figure(neighbour_rho: np.ndarray, sel_rho: np.ndarray, sigma: float) -> bytes:
+    return _png(density_axes(neighbour_rho, sel_rho, sigma))
+
+
+def density_axes(neighbour_rho: np.ndarray, sel_rho: np.ndarray, sigma: float):
+    """The density histogram as a matplotlib figure (log axes with plain tick labels)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     hi = max(2.0, float(max(neighbour_rho.max(initial=1), sel_rho.max(initial=1))))
     bins = np.logspace(0, np.log10(hi * 1.05), 40)
@@ -95,15 +109,23 @@ def density_figure(neighbour_rho: np.ndarray, sel_rho: np.ndarray, sigma: float)
     ax.hist(sel_rho, bins=bins, color=SEL, alpha=0.75, label="selected rows")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel(f"kernel density rho (sigma = {sigma:.3g}); 1 = no near-duplicate")
     ax.set_ylabel("rows")
     ax.set_title("Near-duplicate density")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def coverage_figure(credited: np.ndarray, neighbours: np.ndarray, farthest: np.ndarray, flagged: np.ndarray,
                     typical: float | None) -> bytes:
+    return _png(coverage_axes(credited, neighbours, farthest, flagged, typical))
+
+
+def coverage_axes(credited: np.ndarray, neighbours: np.ndarray, farthest: np.ndarray, flagged: np.ndarray,
+                  typical: float | None):
+    """The per-query coverage figure as a matplotlib figure: every axis from 0, the legend below the bars."""
     m = credited.size
     x = np.arange(m)
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(7.0, 0.28 * m + 2), 5.6), sharex=True)
@@ -114,15 +136,18 @@ def coverage_figure(credited: np.ndarray, neighbours: np.ndarray, farthest: np.n
     a1b = a1.twinx()
     a1b.plot(x, neighbours, "k.", ms=5)
     a1b.set_ylabel("neighbours with mass (dots)")
+    a1.set_ylim(0, max(1.0, float(credited.max(initial=0))) * 1.1)  # from 0: one-neighbour differences stay small
+    a1b.set_ylim(0, max(1.0, float(np.max(neighbours, initial=0))) * 1.1)
     a2.bar(x, farthest, color=colors)
     if typical is not None:
         a2.axhline(typical, color="black", ls="--", lw=1, label=f"pool's typical nearest-neighbour distance ({typical:.3f})")
-        a2.legend(fontsize=8, loc="upper right")
+        a2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)  # below: covers no bar
     a2.set_ylabel("farthest distance used")
+    a2.set_ylim(0, max(float(farthest.max(initial=0)), typical or 0, 1e-9) * 1.1)
     a2.set_xlabel("query (orange: pulls from far away)")
     step = max(1, m // 40)
     a2.set_xticks(x[::step])
-    return _png(fig)
+    return fig
 
 
 def sweep_figure(rows: list[dict], budget: int | None = None) -> bytes:
