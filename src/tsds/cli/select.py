@@ -48,7 +48,7 @@ def select_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (must not exist unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
-    log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished stage."),
+    log_json: bool = typer.Option(False, "--log-json", help="stderr carries only JSON lines (with a timestamp): one per finished stage, and warnings; no bar."),
 ):
     """Select training data whose distribution matches the query examples."""
     from tsds.api import select_embeddings
