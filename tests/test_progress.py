@@ -82,15 +82,17 @@ def test_rate_and_eta_count_only_this_runs_work():
 
     now = [0.0]
     a = _Advance(clock=lambda: now[0])
-    a.add_total(2000)
+    a.add_total(3000)
     for t in (1.0, 2.0, 5.0):            # three finished shards found, by t = 5 s
         now[0] = t
         a.reused(500)
+    now[0] = 30.0
+    a(250)                               # the first batch, after loading the model: no rate yet
     assert a.rate() is None and a.eta() is None
-    now[0] = 10.0
-    a(250)                               # 250 rows embedded in the 5 s since the reuse ended
+    now[0] = 35.0
+    a(250)                               # 250 rows in the 5 s since
     assert a.rate() == pytest.approx(50.0)
-    assert a.eta() == pytest.approx(250 / 50.0)
+    assert a.eta() == pytest.approx((3000 - 1500 - 500) / 50.0)
 
 
 def test_the_bar_shows_the_rate_and_eta(pool_file, static_embedder):
@@ -110,7 +112,10 @@ def test_the_bar_shows_the_rate_and_eta(pool_file, static_embedder):
         assert str(column.render(bar.tasks[0])) == "- rows/s  ETA -:--:--"
         now[0] = 4.0
         a(200)
-        assert str(column.render(bar.tasks[0])) == "50 rows/s  ETA 00:00:16"
+        assert str(column.render(bar.tasks[0])) == "- rows/s  ETA -:--:--"
+        now[0] = 8.0
+        a(200)
+        assert str(column.render(bar.tasks[0])) == "50 rows/s  ETA 00:00:12"
 
 
 def test_quiet_build_and_select_print_nothing(pool_file, tmp_path):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn
 from rich.progress import TimeElapsedColumn
+from rich.table import Column
 from rich.text import Text
 
 REFRESH_PER_SECOND = 2
@@ -31,15 +32,17 @@ class _Advance:
         self.bar, self.task, self.unit, self.clock = bar, task, unit, clock
         self.done = self.reused_n = 0
         self.total = None
-        self.started = clock()   # when this run's own work began: moved past the reuse that comes first
+        # the rate is measured from the end of this run's first piece of own work: model loading, reading
+        # and finished shards found before it are not work done at the rate that the rest will take
+        self.anchor: tuple[float, int] | None = None
 
     def __call__(self, n: int = 1) -> None:
         self.done += n
+        if self.anchor is None:
+            self.anchor = (self.clock(), self.done)
         self._move(n)
 
     def reused(self, n: int) -> None:
-        if self.done == 0:
-            self.started = self.clock()
         self.reused_n += n
         self._move(n)
 
@@ -49,11 +52,11 @@ class _Advance:
             self.bar.update(self.task, total=self.total)
 
     def rate(self) -> float | None:
-        """Units per second of this run's own work since it began, or None before any."""
-        if self.done == 0:
+        """Units per second of this run's own work since its first piece ended, or None before a second."""
+        if self.anchor is None or self.done == self.anchor[1]:
             return None
-        elapsed = self.clock() - self.started
-        return self.done / elapsed if elapsed > 0 else None
+        elapsed = self.clock() - self.anchor[0]
+        return (self.done - self.anchor[1]) / elapsed if elapsed > 0 else None
 
     def eta(self) -> float | None:
         """Seconds left at this run's rate, or None while unknown."""
@@ -71,7 +74,7 @@ class _RateEta(ProgressColumn):
     """``1,234 rows/s  ETA 0:01:05`` from the task's `_Advance` (this run's own work)."""
 
     def __init__(self, advance: _Advance):
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True))
         self.advance = advance
 
     def render(self, task) -> Text:
@@ -94,7 +97,7 @@ def progress_bar(description: str, total: int | None, *, quiet: bool = False, un
     if quiet or not _bars["on"]:
         yield advance
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    columns = [TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TaskProgressColumn(),
                _RateEta(advance), TimeElapsedColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=False,
                   refresh_per_second=REFRESH_PER_SECOND) as bar:
