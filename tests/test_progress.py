@@ -171,3 +171,32 @@ def test_size_categories_follow_the_hubs_buckets():
 
     assert [size_category(n) for n in (0, 999, 1000, 9999, 10_000, 250_000, 5_000_000)] == [
         "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M"]
+
+
+def test_model_building_output_is_held_back(capsys):
+    """What the libraries print while the static model is distilled (tqdm bars, model2vec's INFO logs,
+    warnings) is held back; the build is announced by one line of tsds."""
+    import logging
+    import warnings
+
+    from tqdm import tqdm
+
+    from tsds.embed.static import _hushed
+
+    before = logging.getLogger("model2vec").level
+    logging.basicConfig(level=logging.INFO, force=True)
+    try:
+        with _hushed():
+            for _ in tqdm(range(3), desc="Encoding tokens"):
+                pass
+            print("Applying PCA with n_components 256")
+            logging.getLogger("model2vec.distill").info("Reduced dimensionality from 384 to 256.")
+            warnings.warn("a library's warning")
+        logging.getLogger("model2vec.distill").error("after: errors still show")
+    finally:
+        logging.basicConfig(level=logging.WARNING, force=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Encoding" not in captured.err and "Reduced" not in captured.err and "warning" not in captured.err
+    assert "after: errors still show" in captured.err
+    assert logging.getLogger("model2vec").level == before      # the levels are put back

@@ -131,7 +131,6 @@ def _logging(quiet: bool, log_json: bool) -> None:
         os.environ.update({"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                            "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
                            "RAY_DEDUP_LOGS": "0"})
-        os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in the workers this process starts
 
 
 def spec_from_options(text_field, template, messages_field, roles=None):
