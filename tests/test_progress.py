@@ -147,6 +147,11 @@ def test_log_json_lines_parse_and_carry_timestamps(pool_file, tmp_path):
         assert datetime.fromisoformat(x["ts"]).tzinfo is not None
         assert x["level"] and x["logger"]
     assert r.stdout.startswith("store ")          # the human summary has stdout to itself
+    r = _cli("pool", "build", tmp_path / "missing.jsonl", "--out", tmp_path / "s2", "--log-json")
+    assert r.returncode == 2 and r.stdout == ""
+    (line,) = r.stderr.splitlines()                # the error is a JSON line as well
+    error = json.loads(line)
+    assert error["level"] == "error" and "missing.jsonl" in error["message"] and error["ts"]
 
 
 def test_the_card_opens_with_yaml_metadata(small_store, static_embedder, tmp_path):

@@ -75,12 +75,18 @@ def _error_line(message: str) -> None:
     from rich.markup import escape
 
     one_line = " ".join(line.strip() for line in message.strip().splitlines())
+    if _json_errors["on"]:          # --log-json: the error is a JSON line too, like everything on stderr
+        logging.getLogger("tsds").error(one_line)
+        raise typer.Exit(2)
     err.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
 _LIBRARY_LOGGERS = ("ray", "transformers", "sentence_transformers", "model2vec", "huggingface_hub", "torch",
                     "faiss", "urllib3", "filelock", "py.warnings")
+
+
+_json_errors = {"on": False}
 
 
 class JsonLines(logging.Formatter):
@@ -114,6 +120,7 @@ def _logging(quiet: bool, log_json: bool) -> None:
     from tsds.progress import show_bars
 
     show_bars(not log_json)
+    _json_errors["on"] = log_json
     logging.captureWarnings(True)              # Python warnings become log records: JSON, or dropped when quiet
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if log_json else logging.Formatter("%(message)s"))
