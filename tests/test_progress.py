@@ -132,6 +132,14 @@ def test_quiet_build_and_select_print_nothing(pool_file, tmp_path):
     assert any("repeats" in w["message"]
                for w in json.loads((tmp_path / "sel" / "manifest.json").read_text())["query_warnings"])
     assert len((tmp_path / "sel" / "selected.jsonl").read_text().splitlines()) == 30
+    r = _cli("select", "--pool", store, "--queries", FOOD, "--size", 30, "--out", tmp_path / "lic", "-q",
+             "--license", "cc-by-4.0")
+    assert r.returncode == 0, r.stderr
+    meta = yaml.safe_load((tmp_path / "lic" / "README.md").read_text().split("---\n")[1])
+    assert meta["license"] == "cc-by-4.0" and "license_details" not in meta
+    r = _cli("select", "--pool", store, "--queries", FOOD, "--size", 30, "--out", tmp_path / "bad", "-q",
+             "--license", "CC BY 4.0\nother")
+    assert r.returncode == 2 and "--license" in r.stderr and not (tmp_path / "bad").exists()
     # errors still show, as one line
     r = _cli("select", "--pool", tmp_path / "missing", "--queries", FOOD, "--size", 30, "--out", tmp_path / "x", "-q")
     assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith("error:")

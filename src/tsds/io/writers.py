@@ -221,6 +221,15 @@ LICENSE_NOTE = ("not set by tsds: the selected rows keep the licences of the poo
                 "state them before publishing")
 
 
+def check_license(license: str | None) -> None:
+    """Refuse a licence that is not an identifier (cc-by-4.0, mit, apache-2.0, other, ...)."""
+    import re
+
+    if license is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}", license):
+        raise ParameterError(f"--license {license!r}: give a licence identifier such as cc-by-4.0, mit or "
+                             "apache-2.0")
+
+
 def size_category(rows: int) -> str:
     """The dataset hubs' size bucket of ``rows`` (n<1K, 1K<n<10K, ... n>1T)."""
     for bound, name in _SIZE_BUCKETS:
