@@ -131,7 +131,8 @@ class SelectionResult:
             rows = selected_records(store, self.selection, self.info["query_texts"])
         return as_dataset(rows)
 
-    def save(self, out, *, records_name: str = "selected.jsonl", overwrite: bool = False) -> Path:
+    def save(self, out, *, records_name: str = "selected.jsonl", overwrite: bool = False,
+             license: str | None = None) -> Path:
         """Write the selection into the folder ``out``, atomically: the records file, probabilities.npy,
         selected_indices.npy, manifest.json and a README.md dataset card (arrays and manifest only for a
         selection on arrays).
@@ -144,6 +145,8 @@ class SelectionResult:
             Name of the records file: .jsonl, .jsonl.gz or .parquet.
         overwrite : bool
             Replace an existing folder.
+        license : str, optional
+            The selection's licence in the card's metadata (e.g. cc-by-4.0); default ``other`` with a note.
 
         Returns
         -------
@@ -158,7 +161,7 @@ class SelectionResult:
 
             self._saved = write_selection(self.selection, out, overwrite=overwrite)
             return self._saved
-        output = Output(out, records_name=records_name, overwrite=overwrite)
+        output = Output(out, records_name=records_name, overwrite=overwrite, license=license)
         if self._multi:
             write_multi_selection(output, self.pool.store, self.selection, self.info, stages=self._stages)
         else:

@@ -75,18 +75,69 @@ def _error_line(message: str) -> None:
     from rich.markup import escape
 
     one_line = " ".join(line.strip() for line in message.strip().splitlines())
+    if _json_errors["on"]:          # --log-json: the error is a JSON line too, like everything on stderr
+        logging.getLogger("tsds").error(one_line)
+        raise typer.Exit(2)
     err.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
+_LIBRARY_LOGGERS = ("ray", "transformers", "sentence_transformers", "model2vec", "huggingface_hub", "torch",
+                    "faiss", "urllib3", "filelock", "py.warnings")
+
+
+_json_errors = {"on": False}
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: ``ts`` (ISO 8601, UTC), ``level``, ``logger``, and the record's fields
+    (a message that is itself a JSON object, as the stage and shard events are, is merged in; any other
+    message is ``message``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import datetime, timezone
+
+        line = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(), "logger": record.name}
+        message = record.getMessage()
+        try:
+            fields = json.loads(message)
+        except ValueError:
+            fields = None
+        line.update(fields if isinstance(fields, dict) else {"message": message})
+        return json.dumps(line, default=str)
+
+
 def _logging(quiet: bool, log_json: bool) -> None:
-    level = logging.WARNING if quiet else logging.INFO
-    if log_json:
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-        logging.getLogger("tsds.stage").setLevel(logging.INFO)
-    else:
-        logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
-        logging.getLogger("tsds.stage").setLevel(logging.WARNING)
+    """Where the run's messages go. Human output is on stdout, the progress bar and warnings on stderr.
+    ``quiet``: errors only (tsds' own warnings, Python warnings, the logs and download/distillation bars of
+    Ray, transformers, sentence-transformers and model2vec are all dropped). ``log_json``: stderr carries
+    JSON lines only (`JsonLines`: a timestamp each; per finished stage and shard, and every warning), the
+    progress bar is left out, and human output stays on stdout (or is dropped with ``quiet``)."""
+    import os
+
+    from tsds.progress import show_bars
+
+    show_bars(not log_json)
+    _json_errors["on"] = log_json
+    logging.captureWarnings(True)              # Python warnings become log records: JSON, or dropped when quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines() if log_json else logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logging.getLogger("tsds").setLevel(logging.ERROR if quiet else logging.INFO)
+    logging.getLogger("tsds.stage").setLevel(logging.INFO if log_json else logging.WARNING)
+    if quiet:
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # read by the libraries when they load (none is imported yet): no tqdm bars, no verbose logs
+        os.environ.update({"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                           "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+                           "RAY_DEDUP_LOGS": "0"})
 
 
 def spec_from_options(text_field, template, messages_field, roles=None):

@@ -35,8 +35,8 @@ def pool_build(
                                               help="Ray cluster to join (e.g. auto, ray://host:10001); default: start a local one."),
     index_shards: int | None = typer.Option(None, "--index-shards",
                                                help="Build a sharded index with this many shards (ray default: one per worker)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-    log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished shard."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    log_json: bool = typer.Option(False, "--log-json", help="stderr carries only JSON lines (with a timestamp): one per finished shard, and warnings; no bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Build the store anew from FILES; the old store "
                                    "is replaced only once the new one is complete."),
     append: bool = typer.Option(False, "--append", help="FILES are new files to add to the store (the "

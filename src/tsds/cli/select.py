@@ -47,8 +47,9 @@ def select_cmd(
     records: str = typer.Option("selected.jsonl", "--records", help="Name of the records file in --out; .jsonl, .jsonl.gz or .parquet."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (must not exist unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    license: Optional[str] = typer.Option(None, "--license", help="The selection's licence for the dataset card's metadata (e.g. cc-by-4.0); default: other, with a note that the pool files' licences apply (text mode)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
-    log_json: bool = typer.Option(False, "--log-json", help="A JSON line on stderr per finished stage."),
+    log_json: bool = typer.Option(False, "--log-json", help="stderr carries only JSON lines (with a timestamp): one per finished stage, and warnings; no bar."),
 ):
     """Select training data whose distribution matches the query examples."""
     from tsds.api import select_embeddings
@@ -57,6 +58,9 @@ def select_cmd(
     from tsds.io.output import check_output_dir
 
     _logging(quiet, log_json)
+    from tsds.io.writers import check_license
+
+    check_license(license)
     _check_options(records=records, exclude_radius=exclude_radius, support_multiple=support_multiple,
                    index_storage=index_storage, work_dir=work_dir, engine=engine, method=method)
     params: dict = {}
@@ -82,7 +86,7 @@ def select_cmd(
                      text_field, template, messages_field, exclude, exclude_radius, report, method,
                      engine, ray_address, keep_zero_rows, task_name, config_file=config,
                      support_multiple=support_multiple, preset="paper" if paper else None,
-                     source_root=source_root, roles=roles)
+                     source_root=source_root, roles=roles, license=license)
         return
     if engine != "local" or ray_address:
         raise ParameterError("--engine ray applies to selecting from a pool store (--pool and --queries)")
@@ -165,7 +169,7 @@ def _selector(params: dict, method: str, support_multiple: float | None, preset:
 def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text_field, template, messages_field,
                  exclude=None, exclude_radius=0.0, report=False, method="tsds", engine="local", ray_address=None,
                  keep_zero_rows=False, task_name=None, config_file=None, support_multiple=None, preset=None,
-                 source_root=None, roles=None):
+                 source_root=None, roles=None, license=None):
     """Text mode through the facade: Pool.open, Selector.select (or select_targets), save, report."""
     from tsds.api import Pool
     from tsds.errors import InputError, ParameterError
@@ -213,7 +217,7 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
                                          **eligible)
             else:
                 result = selector.select_targets(opened, queries, progress=advance, **eligible)
-            result.save(out_dir, records_name=records, overwrite=overwrite)
+            result.save(out_dir, records_name=records, overwrite=overwrite, license=license)
         if report:
             result.report(out_dir)
     finally:

@@ -108,11 +108,11 @@ class Embedder(abc.ABC):
         Implementations add the number of over-long texts in the batch to `self.truncated`.
         """
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], progress=None) -> np.ndarray:
         """Embed `texts` (a list of str) into a float32 array of shape (len(texts), dim), rows unit-norm.
 
         Texts are sorted by character length (stable), embedded `batch_size` at a time, and written
-        back in input order.
+        back in input order. ``progress(n)``, if given, is called after each batch with its size.
         """
         items = check_texts(texts)
         n = len(items)
@@ -127,11 +127,23 @@ class Embedder(abc.ABC):
             if rows.shape != (len(idx), self.dim):
                 raise RuntimeError(f"backend returned shape {rows.shape}, expected {(len(idx), self.dim)}")
             out[idx] = rows
+            if progress is not None:
+                progress(len(idx))
         return out
 
     def __repr__(self) -> str:
         ident = self.identity
         return f"{type(self).__name__}(model={ident.get('model')!r}, dim={self.dim}, max_tokens={self.max_tokens})"
+
+
+def embeds_with_progress(embedder) -> bool:
+    """Whether ``embedder.embed`` takes a ``progress`` callback (one that overrides `Embedder.embed` may not)."""
+    import inspect
+
+    try:
+        return "progress" in inspect.signature(embedder.embed).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:

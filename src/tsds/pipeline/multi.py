@@ -236,7 +236,8 @@ def write_multi_selection(out, store, multi: MultiSelection, info: dict, **outpu
                 pool=card_pool(store),
                 queries={"path": ", ".join(multi.paths), "count": sum(len(t) for t in multi.query_texts)},
                 parameters=info["config"].model_dump(), summary=summary,
-                records={"file": records_name, "sources": sources,
+                license=opts.license,
+                records={"file": records_name, "sources": sources, "rows": len(records),
                          "columns": list(records[0]) if records else PROVENANCE + [TARGET_COLUMN]})
             (tmp / "README.md").write_text(card + card_extra(info))
     return Path(out)

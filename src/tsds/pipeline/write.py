@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsds.io.output import atomic_dir, save_json, save_npy
-from tsds.io.writers import dataset_card, records_format
+from tsds.io.writers import check_license, dataset_card, records_format
 from tsds.pipeline.autoparams import describe_alpha, describe_parameters
 from tsds.pipeline.manifest import build_manifest
 from tsds.pipeline.queries import task_name
@@ -27,15 +27,20 @@ class Output:
         Replace an existing output folder.
     source_field : str
         Record field counted in the card's "rows by source" table.
+    license : str or None
+        The selection's licence for the card's metadata (an SPDX id such as ``cc-by-4.0``); None: ``other``,
+        with a note that the pool files' licences apply.
     """
 
     out: object
     records_name: str = "selected.jsonl"
     overwrite: bool = False
     source_field: str = "source"
+    license: str | None = None
 
     def __post_init__(self):
         records_format(self.records_name)
+        check_license(self.license)
 
 
 def _store_section(store) -> dict:
@@ -103,6 +108,7 @@ def write_text_selection(out, store, selection: Selection, info: dict, *, querie
                 queries={"path": str(queries_path), "count": len(info["query_texts"])},
                 parameters=manifest["parameters"],
                 summary=_summary(selection, manifest["result"], written["rows"], baseline),
+                license=opts.license,
                 records={"file": opts.records_name, "columns": written["columns"] or PROVENANCE,
                          "sources": written["sources"]},
                 **({"description": info["description"]} if info.get("description") else {}),

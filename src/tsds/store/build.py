@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tsds import atomic
-from tsds.embed.base import zero_vector_rows
+from tsds.embed.base import embeds_with_progress, zero_vector_rows
 from tsds.errors import InputError
 from tsds.io.readers import ReadStats, TextSpec, detect_format, iter_batches, refuse_pipe
 from tsds.store.checks import array_sha256, fingerprint, seal
@@ -229,8 +229,9 @@ def build_store(paths, out: str | os.PathLike, options: BuildOptions | None = No
     ``options``: a `BuildOptions`, or its fields as keywords (``embedder_spec``, ``spec``, ``on_bad_row``,
     ``shard_rows``, ``fmt``, ``metric``, ``index_kind``, ``index_shards``). ``embedder``: one already loaded
     (else ``embedder_spec`` is loaded); ``engine``: where the shards are embedded and the index built
-    (default: this process; see tsds.engines); ``progress(rows)`` and ``on_shard(i)`` are called as shards
-    are finished.
+    (default: this process; see tsds.engines); ``progress(rows)`` is called per embedded batch (per
+    shard on a distributed engine), ``progress.reused(rows)`` (or ``progress``) per shard found finished,
+    and ``on_shard(i)`` as shards are written.
     """
     o = BuildOptions.of(options, settings)
     check_build_options(paths, out, replace(o, embedder_spec=None) if embedder is not None else o)
@@ -302,8 +303,8 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
                 "rebuild the store into a new folder"
             )
         counters["reused_shards"] += 1
-        if progress is not None:
-            progress(rows)
+        if progress is not None:          # moves a bar without counting towards this run's rate
+            getattr(progress, "reused", progress)(rows)
         return True
 
     def shard_jobs():
@@ -348,9 +349,11 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
             "zero_rows": zero_vector_rows(vectors).tolist(),  # offsets in the shard of all-zero rows
         }))
 
+    per_batch = progress is not None and not engine.distributed and embeds_with_progress(embedder)
+
     def finished(i, rows):
         counters["embedded_shards"] += 1
-        if progress is not None:
+        if progress is not None and not per_batch:
             progress(rows)
         if on_shard is not None:
             on_shard(i)
@@ -362,7 +365,8 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
         writes.submit(lambda: write(i, batch, digest, vectors, truncated), lambda: finished(i, len(batch)))
 
     with writes:
-        embed_shards(engine, source, embedder, finish, embedder_spec=embedder_spec)
+        embed_shards(engine, source, embedder, finish, embedder_spec=embedder_spec,
+                     progress=progress if per_batch else None)
     n_rows = counters["rows"]
     if n_rows == 0:
         raise InputError(f"{entries[0]['path']}: no usable rows in the pool")

@@ -68,13 +68,15 @@ class ReadEmbed:
                 "hashes": text_hashes(shard.texts).tobytes(), "error": ""}
 
 
-def embed_shards(engine, source, embedder, finish, embedder_spec: str | None = None) -> None:
+def embed_shards(engine, source, embedder, finish, embedder_spec: str | None = None, progress=None) -> None:
     """Embed the shards of ``source`` (tsds.store.shards.PoolShards) on ``engine`` and hand each new one,
-    (shard, rows, digest, vectors, truncated), to ``finish``."""
+    (shard, rows, digest, vectors, truncated), to ``finish``. ``progress(n)``: called per embedded batch
+    (this process only; give it only when `embeds_with_progress` says the embedder takes it)."""
     if not engine.distributed:
+        per_batch = {} if progress is None else {"progress": progress}
         for i, batch, digest in read_ahead(source.jobs()):
             before = embedder.truncated
-            vectors = embedder.embed(batch.texts)
+            vectors = embedder.embed(batch.texts, **per_batch)
             finish(i, batch, digest, vectors, embedder.truncated - before)
         return
     factory = getattr(engine, "embedder_factory", None)
