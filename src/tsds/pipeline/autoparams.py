@@ -157,8 +157,7 @@ def ot_distance(index: SearchIndex, queries: np.ndarray, p: np.ndarray, metric: 
     """Exact 1-Wasserstein distance between the uniform distribution on the queries and p (POT's network simplex)."""
     from tsds.embed.extras import require
 
-    ot = require("ot", feature="the OT distance of a sweep (leave it out: --no-ot, with_ot=False)", extra="eval",
-                 install="pip install 'tsds[eval]'")
+    ot = require("ot", feature="the OT distance of a sweep (leave it out: --no-ot, with_ot=False)", extra="eval")
 
     support = np.flatnonzero(p)
     q = prepare(queries, metric).astype(np.float64)
