@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -158,6 +157,7 @@ def test_shipped_model_is_what_its_provenance_says(tmp_path, monkeypatch):
 
 
 def test_package_data_ships_the_model_and_core_needs_no_torch():
+    tomllib = pytest.importorskip("tomllib")
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = meta["tool"]["setuptools"]["package-data"]["tsds"]
     src = ROOT / "src" / "tsds"
