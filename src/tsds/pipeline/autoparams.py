@@ -155,7 +155,9 @@ class Neighbours:
 
 def ot_distance(index: SearchIndex, queries: np.ndarray, p: np.ndarray, metric: str) -> float:
     """Exact 1-Wasserstein distance between the uniform distribution on the queries and p (POT's network simplex)."""
-    import ot
+    from tsds.embed.extras import require
+
+    ot = require("ot", feature="the OT distance of a sweep (leave it out: --no-ot, with_ot=False)", extra="eval")
 
     support = np.flatnonzero(p)
     q = prepare(queries, metric).astype(np.float64)
