@@ -5,10 +5,11 @@ starts with a known program (PROGRAMS) is a documented command. The ``tsds`` com
 program does (``python -m tsds.cli``), in one temporary folder, in the order the docs give them, on real
 data: the files they name are made there from the bundled demo data (FILES), budgets above 40 become 40
 (the pool has 1,000 rows), and one store, built by the README's own ``tsds pool build``, serves every later
-command. The few commands that cannot run here are listed by their exact text, with the reason, in SKIPPED;
-their subcommands and option names are still checked against the real CLI, as are the ``tsds ...`` commands
-and the bare options written in backticks in the prose, and every ``tsds`` subcommand the docs name gets
-its ``--help`` run.
+command. The few tsds commands that cannot run here are listed by their exact text, with the reason, in
+SKIPPED, and installing and setting up (make, pip, virtual environments) by program in NOT_RUN; the
+subcommands and option names of every tsds command are checked against the real CLI, as are the ``tsds ...``
+commands and the bare options written in backticks in the prose, every ``tsds`` subcommand the docs name
+gets its ``--help`` run, and make targets, pip extras and repository paths named must exist.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,21 +71,36 @@ NEEDS = {
 """Commands reading what a later documented command writes: that command (itself documented) runs first."""
 
 SKIPPED = {
-    "make demo": "creates .venv and installs the packages; its target must exist in the Makefile",
-    "make test": "the whole test suite, of which this file is part; its target must exist in the Makefile",
     "tsds pool build pool.jsonl --out pool.store --engine ray --index-shards 8":
         "starts a Ray cluster (seconds and a GiB); tests/test_ray.py builds with the Ray engine on a real local one",
     "tsds select --pool pool.store --queries task.jsonl --size 1000 --out sel/ --engine ray":
         "starts a Ray cluster; tests/test_ray.py selects with the Ray engine on a real local one",
 }
-"""Documented commands that do not run here, each with the reason (options and subcommands still checked)."""
+"""Documented tsds and python commands that do not run here, each with the reason (their subcommands and
+options are still checked)."""
 
-PROGRAMS = {"tsds", "python", "python3", "make", "pip", "uv", "hf", "git", "cd", "source", "export", "flock"}
+NOT_RUN = {
+    "make": "creates .venv and installs the packages (make demo; make test is the whole suite, this file "
+            "included); every target named must exist in the Makefile",
+    "pip": "installs packages; every extra named must exist in pyproject.toml",
+    "uv": "installs packages; every extra named must exist in pyproject.toml",
+    "python -m venv": "creates a virtual environment", "python3 -m venv": "creates a virtual environment",
+    "python -m pip": "installs packages", "python3 -m pip": "installs packages",
+    "source": "activates a virtual environment", ".": "activates a virtual environment",
+    "cd": "changes folder", "export": "sets a variable", "git": "fetches the repository",
+    "hf": "downloads a model (nothing is downloaded here)", "flock": "runs a benchmark under a lock",
+}
+"""Commands about installing and setting up, by program: never run here."""
+
+PROGRAMS = {"tsds", "python", "python3", *(k.split()[0] for k in NOT_RUN)}
 """First words that make a line of a shell block a command. In an unlabelled block any other line is not a
 command (a listing, say); in a block labelled as shell, or after a ``$`` prompt, it is an error."""
 
-SETUP_PROGRAMS = {"pip", "uv", "hf", "git", "cd", "source", "export", "flock"}
-"""Commands about installing or setting up, not run here (pip extras are checked against pyproject.toml)."""
+
+def not_run(command) -> str | None:
+    """Why a documented command is not run here (SKIPPED by its text, NOT_RUN by its program), or None."""
+    return SKIPPED.get(command.text) or NOT_RUN.get(" ".join(command.words[:3])) or \
+        (NOT_RUN.get(command.words[0]) if command.words[0] not in ("python", "python3") else None)
 
 
 @dataclass(frozen=True)
@@ -210,7 +227,7 @@ def option_names(cmd) -> set[str]:
 
 def option_problems(cli, command: Command) -> list[str]:
     path, cmd, rest = resolve(cli, command.words)
-    if hasattr(cmd, "commands"):
+    if hasattr(cmd, "commands") and not (rest and rest[0].startswith("-")):    # tsds --version is the group's
         return [f"{command.where()}: no such subcommand {' '.join(['tsds', *path, *rest[:1]])!r}"]
     known = option_names(cmd)
     noted = re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", command.comment)   # "# --json for machines"
@@ -285,11 +302,11 @@ def test_bare_options_in_the_prose_exist(cli):
 def test_scripts_and_repository_paths_named_in_the_docs_exist():
     named = [(doc, w) for doc, span in prose_spans() for w in _words(span)
              if re.match(rf"({'|'.join((*REPO_DIRS, 'src', 'docs', 'tests'))})/", w)]
-    named += [(c.doc, w) for c in documented_commands()[0] if c.words[0] in ("python", "python3")
-              for w in c.words[1:2]]
+    named += [(c.doc, c.words[1]) for c in documented_commands()[0] if c.words[0] in ("python", "python3")
+              and len(c.words) > 1 and not c.words[1].startswith("-")]
     assert len(named) > 10
     missing = [f"{doc}: {p}" for doc, p in named if not p.startswith(tuple(MADE_BY_RUNS))
-               and not any(ROOT.glob(p.split("::")[0].rstrip("/").replace("NNNNNN", "*")))]
+               and not any(ROOT.glob(p.split("::")[0].rstrip("/")))]
     assert not missing, "paths named in the docs that are not in the repository:\n" + "\n".join(missing)
 
 
@@ -298,13 +315,12 @@ def test_make_targets_and_pip_extras_exist():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([\w.-]+):", makefile, flags=re.M))
     missing = [c.where() for c in commands if c.words[0] == "make" and not set(c.words[1:]) <= targets]
-    import tomllib
-
+    assert any(c.words[0] == "make" for c in commands)
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("optional-dependencies", {}))
     for c in commands:
-        if c.words[0] in ("pip", "uv"):
+        if "install" in c.words:
             for w in c.words:
-                m = re.fullmatch(r"\.?\[([\w,-]+)\]", w.split("/")[-1].lstrip("."))
+                m = re.fullmatch(r"[\w.-]*\[([\w,-]+)\]", w.split("/")[-1])
                 if m and not set(m.group(1).split(",")) <= extras:
                     missing.append(c.where())
     assert not missing, "\n".join(missing)
@@ -353,7 +369,7 @@ def runnable(command: Command) -> list[str]:
         i = words.index("...")
         words[i:i + 1] = shlex.split(COMPLETIONS[command.text])
     for i, w in enumerate(words[:-1]):
-        if w in ("--size", "--budget-rows") and int(words[i + 1]) > MAX_SIZE:
+        if w == "--size" and int(words[i + 1]) > MAX_SIZE:
             words[i + 1] = str(MAX_SIZE)
     return words
 
@@ -363,7 +379,7 @@ def _option(words, name):
 
 
 def _rows(path: Path) -> int:
-    with open(path, "rb") as f:
+    with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
         return sum(1 for _ in f)
 
 
@@ -396,7 +412,12 @@ def run_tsds(d: Path, command: Command, built: dict) -> None:
 def _check_written(d: Path, command: Command, words, stdout: str, built: dict) -> None:
     where, out = command.where(), _option(words, "--out")
     if words[1:3] == ["pool", "build"]:
-        files = [w for w in words[3:] if not w.startswith("-") and w != out and w.endswith(".jsonl")]
+        import typer
+
+        from tsds.cli import app
+
+        build = typer.main.get_command(app).commands["pool"].commands["build"]
+        files = build.make_context("build", list(words[3:]), resilient_parsing=True).params["files"]
         rows = sum(_rows(d / f) for f in files) + (built.get(out, 0) if "--append" in words else 0)
         meta = json.loads((d / out / "store.json").read_text(encoding="utf-8"))
         assert meta["complete"] and meta["n_rows"] == rows, (where, meta["n_rows"], rows)
@@ -406,8 +427,8 @@ def _check_written(d: Path, command: Command, words, stdout: str, built: dict) -
         size = int(_option(words, "--size") or MAX_SIZE)
         picked = np.load(d / out / "selected_indices.npy", allow_pickle=False)
         assert 0 < len(np.unique(picked)) <= size and (d / out / "manifest.json").exists(), where
-        if "--pool" in words:
-            records = d / out / _option(words, "--records") if "--records" in words else d / out / "selected.jsonl"
+        if "--pool" in words and not {"--records", "--with-replacement", "--paper"} & set(words):
+            records = d / out / "selected.jsonl"
             assert _rows(records) == size, (where, _rows(records))   # n distinct draws (the default)
     elif words[1] == "report":
         assert (d / words[2] / "report.html").stat().st_size > 0, where
@@ -423,7 +444,7 @@ def test_the_documented_commands_run(workdir):
     built: dict = {}
     ran = set()
     for command in commands:
-        if command.text in SKIPPED or command.words[0] in SETUP_PROGRAMS | {"make"}:
+        if not_run(command):
             continue
         if command.words[0] == "tsds":
             need = NEEDS.get(command.text)
@@ -432,7 +453,7 @@ def test_the_documented_commands_run(workdir):
                 ran.add(need)
             run_tsds(workdir, command, built)
             ran.add(command.text)
-        elif command.words[1].startswith("examples/"):
+        elif command.words[1:2] and command.words[1].startswith("examples/"):
             res = subprocess.run([sys.executable, *command.words[1:]], cwd=workdir, capture_output=True, text=True,
                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=300)
             assert res.returncode == 0, f"{command.where()}\n{res.stderr[-3000:]}"
