@@ -224,6 +224,45 @@ def test_interrupted_ray_build_resumes(engine, pool_file, local_store, tmp_path,
     assert _shard_bytes(store.root) == _shard_bytes(local_store.root)
 
 
+class _Recorder:
+    """A build's progress callback keeping every call: own work and reused shards apart."""
+
+    def __init__(self):
+        self.own, self.reused_calls = [], []
+
+    def __call__(self, n):
+        self.own.append(n)
+
+    def reused(self, n):
+        self.reused_calls.append(n)
+
+
+def test_a_ray_build_advances_per_embedded_batch_with_the_local_bytes(engine, pool_file, local_store, tmp_path,
+                                                                        static_embedder):
+    from functools import partial
+
+    from tsds.embed import load_embedder
+
+    saved, engine.embedder_factory = engine.embedder_factory, partial(load_embedder, "static", batch_size=64)
+    try:
+        first = _Recorder()
+        store = build_store([pool_file], tmp_path / "s", embedder=static_embedder, shard_rows=SHARD_ROWS,
+                            engine=engine, progress=first)
+        assert sum(first.own) == 4000 and first.reused_calls == []
+        assert max(first.own) == 64 and len(first.own) == 16 * -(-SHARD_ROWS // 64)   # per batch, not per shard
+        assert _shard_bytes(store.root) == _shard_bytes(local_store.root)
+
+        (tmp_path / "s" / "shards" / "000007.json").unlink()      # one shard unfinished: only it is embedded
+        second = _Recorder()
+        store = build_store([pool_file], tmp_path / "s", embedder=static_embedder, shard_rows=SHARD_ROWS,
+                            engine=engine, progress=second)
+        assert second.reused_calls == [SHARD_ROWS] * 15
+        assert sum(second.own) == SHARD_ROWS and len(second.own) == -(-SHARD_ROWS // 64)
+        assert _shard_bytes(store.root) == _shard_bytes(local_store.root)
+    finally:
+        engine.embedder_factory = saved
+
+
 def test_local_engine_is_the_default(local_store):
     assert isinstance(make_engine("local"), LocalEngine)
     assert (local_store.root / "index" / "euclidean.faiss").is_file()

@@ -113,7 +113,7 @@ class Pool:
 
         Parameters
         ----------
-        data : path, list of paths, list of str, datasets.Dataset or pandas.DataFrame
+        data : path, list of pathlib.Path, list of str (texts), datasets.Dataset or pandas.DataFrame
             Pool files (jsonl, json, parquet, csv, tsv, txt, a saved HF dataset), or records in memory. Records
             in memory are written to ``out/source.jsonl`` first (a list of strings as {"text": ...}), so that
             hashing, provenance and the records' fetch work as for files.

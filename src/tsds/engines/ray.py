@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -101,6 +103,33 @@ def _reduce_sink(reduce):
             return True
 
     return ReduceSink()
+
+
+class _Told:
+    """A Ray actor keeping the amounts of work that workers tell, taken by the driver now and then."""
+
+    def __init__(self):
+        self.told: list[int] = []
+
+    def add(self, n: int) -> None:
+        self.told.append(int(n))
+
+    def take(self) -> list[int]:
+        told, self.told = self.told, []
+        return told
+
+
+class _Tell:
+    """The picklable ``tell(n)`` that workers call: hands ``n`` to the actor and waits for it, so that a piece
+    of work is told before its result can reach the driver."""
+
+    def __init__(self, counter):
+        self.counter = counter
+
+    def __call__(self, n: int = 1) -> None:
+        import ray
+
+        ray.get(self.counter.add.remote(n))
 
 
 class RayShards:
@@ -260,6 +289,43 @@ class RayEngine:
         finally:
             ctx.execution_options.preserve_order = saved
         return sink.result
+
+    @contextmanager
+    def progress_relay(self, progress, interval: float = 0.5):
+        """Yield a picklable ``tell(n)`` for workers: each ``tell(n)`` becomes a ``progress(n)`` in this
+        process, from a thread, within ``interval`` seconds, and all of them by the end of the block. Work a
+        worker repeats (its item retried after it died) is told again."""
+        import ray
+
+        counter = ray.remote(num_cpus=0)(_Told).remote()
+        stop = threading.Event()
+
+        def forward() -> None:
+            for n in ray.get(counter.take.remote()):
+                progress(n)
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    forward()
+                except ray.exceptions.RayError:   # the cluster went away: the work itself reports why
+                    return
+
+        thread = threading.Thread(target=loop, daemon=True, name="tsds-progress-relay")
+        thread.start()
+        finished = False
+        try:
+            yield _Tell(counter)
+            finished = True
+        finally:
+            stop.set()
+            thread.join()
+            try:
+                if finished:
+                    forward()
+            finally:
+                if ray.is_initialized():
+                    ray.kill(counter)
 
     def serve(self, factory, items, keys) -> RayShards:
         """Actors holding ``factory(part)`` (started on first use)."""

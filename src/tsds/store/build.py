@@ -229,9 +229,9 @@ def build_store(paths, out: str | os.PathLike, options: BuildOptions | None = No
     ``options``: a `BuildOptions`, or its fields as keywords (``embedder_spec``, ``spec``, ``on_bad_row``,
     ``shard_rows``, ``fmt``, ``metric``, ``index_kind``, ``index_shards``). ``embedder``: one already loaded
     (else ``embedder_spec`` is loaded); ``engine``: where the shards are embedded and the index built
-    (default: this process; see tsds.engines); ``progress(rows)`` is called per embedded batch (per
-    shard on a distributed engine), ``progress.reused(rows)`` (or ``progress``) per shard found finished,
-    and ``on_shard(i)`` as shards are written.
+    (default: this process; see tsds.engines); ``progress(rows)`` is called per embedded batch (on a
+    distributed engine as its workers tell it, from a thread), ``progress.reused(rows)`` (or ``progress``) per
+    shard found finished, and ``on_shard(i)`` as shards are written.
     """
     o = BuildOptions.of(options, settings)
     check_build_options(paths, out, replace(o, embedder_spec=None) if embedder is not None else o)
@@ -349,7 +349,8 @@ def _build_store(paths, root: Path, o: BuildOptions, embedder, engine, progress,
             "zero_rows": zero_vector_rows(vectors).tolist(),  # offsets in the shard of all-zero rows
         }))
 
-    per_batch = progress is not None and not engine.distributed and embeds_with_progress(embedder)
+    per_batch = progress is not None and (hasattr(engine, "progress_relay") if engine.distributed
+                                          else embeds_with_progress(embedder))
 
     def finished(i, rows):
         counters["embedded_shards"] += 1

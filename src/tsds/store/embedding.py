@@ -14,11 +14,12 @@ deterministic, so a retried unit gives byte-identical shards.
 from __future__ import annotations
 
 import time
-from contextlib import closing
+from contextlib import closing, nullcontext
 from functools import partial
 
 import numpy as np
 
+from tsds.embed.base import embeds_with_progress
 from tsds.engines import read_ahead
 from tsds.errors import InputError
 from tsds.store.provenance import text_hashes, texts_sha256
@@ -39,14 +40,16 @@ class SpecFactory:
 
 class ReadEmbed:
     """A worker's state: the embedder, loaded once; per read unit, its shards read from the pool file with
-    the readers (tsds.store.shards) and those not yet in the store embedded. Yields one row per shard."""
+    the readers (tsds.store.shards) and those not yet in the store embedded. Yields one row per shard.
+    ``tell(n)``, if given, hears of the rows embedded, per batch where the embedder says so, else per shard."""
 
-    def __init__(self, factory, identity, spec, on_bad_row, shard_rows, done):
+    def __init__(self, factory, identity, spec, on_bad_row, shard_rows, done, tell=None):
         self.embedder = factory()
         if identity is not None and self.embedder.identity != identity:
             raise RuntimeError(f"embedder on the worker ({self.embedder.identity.get('model')}) differs from "
                                f"the driver's ({identity.get('model')}); install the same model on every node")
         self.spec, self.on_bad_row, self.shard_rows, self.done = spec, on_bad_row, shard_rows, done
+        self.tell, self.per_batch = tell, tell is not None and embeds_with_progress(self.embedder)
 
     def __call__(self, unit):
         try:
@@ -60,8 +63,11 @@ class ReadEmbed:
         truncated = 0
         if shard.shard not in self.done:
             before = self.embedder.truncated
-            v = np.ascontiguousarray(self.embedder.embed(shard.texts), dtype=np.float32)
+            v = np.ascontiguousarray(self.embedder.embed(shard.texts, **({"progress": self.tell} if self.per_batch
+                                                                         else {})), dtype=np.float32)
             truncated = self.embedder.truncated - before
+            if self.tell is not None and not self.per_batch:
+                self.tell(len(shard.texts))
         return {"shard": shard.shard, "vectors": v.tobytes(), "dim": v.shape[1], "truncated": truncated,
                 "digest": texts_sha256(shard.texts), "locations": np.asarray(shard.locations, np.int64).tobytes(),
                 "file_index": shard.file_index, "first_row": shard.first_row, "path": shard.path,
@@ -70,8 +76,9 @@ class ReadEmbed:
 
 def embed_shards(engine, source, embedder, finish, embedder_spec: str | None = None, progress=None) -> None:
     """Embed the shards of ``source`` (tsds.store.shards.PoolShards) on ``engine`` and hand each new one,
-    (shard, rows, digest, vectors, truncated), to ``finish``. ``progress(n)``: called per embedded batch
-    (this process only; give it only when `embeds_with_progress` says the embedder takes it)."""
+    (shard, rows, digest, vectors, truncated), to ``finish``. ``progress(n)``: called per embedded batch (in
+    this process: give it only when `embeds_with_progress` says the embedder takes it; on a distributed
+    engine: only one with a ``progress_relay``, through which the workers tell it)."""
     if not engine.distributed:
         per_batch = {} if progress is None else {"progress": progress}
         for i, batch, digest in read_ahead(source.jobs()):
@@ -86,20 +93,22 @@ def embed_shards(engine, source, embedder, finish, embedder_spec: str | None = N
                              "in workers")
         factory = SpecFactory(embedder_spec, "cuda" if engine.gpus else None)
     identity = getattr(embedder, "identity", None) if embedder is not None else None
-    worker = partial(ReadEmbed, factory, identity, source.spec, source.on_bad_row, source.shard_rows, source.done)
     t = time.perf_counter()
     plans = plan_shards(engine, source)
     if hasattr(engine, "timings"):
         engine.timings["scan_s"] = round(time.perf_counter() - t, 3)
-    window, size = [], 0
-    for unit in plans:
-        window.append(unit)
-        size += len(unit.shards)
-        if size >= getattr(engine, "window_shards", 128):
+    with nullcontext() if progress is None else engine.progress_relay(progress) as tell:
+        worker = partial(ReadEmbed, factory, identity, source.spec, source.on_bad_row, source.shard_rows,
+                         source.done, tell)
+        window, size = [], 0
+        for unit in plans:
+            window.append(unit)
+            size += len(unit.shards)
+            if size >= getattr(engine, "window_shards", 128):
+                _embed_window(engine, window, worker, source, finish)
+                window, size = [], 0
+        if window:
             _embed_window(engine, window, worker, source, finish)
-            window, size = [], 0
-    if window:
-        _embed_window(engine, window, worker, source, finish)
 
 
 def plan_shards(engine, source) -> list:
