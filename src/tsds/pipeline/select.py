@@ -114,7 +114,7 @@ def _solve_with_lazy_densities(run, D, ids, *parts, complete):
     run = _Run(run, *parts) if parts else run  # (index, D, ids, config, cache, stats, stages, progress) spelled out
     index, config, cache, stats, stages, progress = run.index, run.config, run.cache, run.stats, run.stages, run.progress
     M, K = ids.shape
-    if not complete:
+    if not complete and cache.unknown(ids).any():  # with every density known, the loop's one solve is this one
         # First a solve with 1, the smallest density, in every unknown entry: the largest steps the walk can
         # take. When even that runs out of list before the condition holds, K grows without computing any
         # density at this K (on the 200k benchmark every round below the last). This is a screen, not a
