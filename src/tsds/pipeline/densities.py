@@ -74,7 +74,7 @@ def pool_densities(store, sigma, *, metric: str = DEFAULT_METRIC, index: str = "
     cache = pool.cache
     eligible = np.setdiff1d(np.arange(store.n_rows), pool.eligibility.excluded)
     todo = eligible[np.isnan(cache.values[eligible])]
-    lists = pool.index.lists_of(todo) if todo.size else None
+    lists = pool.index.lists_of(todo) if todo.size and hasattr(pool.index, "lists_of") else None
     if lists is not None:  # members of one IVF list together: a chunk then needs few lists
         todo = todo[np.lexsort((todo, lists))]
     step = max(_SAVE_EVERY, -(-todo.size // 64)) if chunk_rows is None else int(chunk_rows)
