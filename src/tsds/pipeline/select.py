@@ -15,7 +15,7 @@ from tsds.core import (
 )
 from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
-from tsds.retrieval import DensityStats, SearchIndex, prepare
+from tsds.retrieval import DensityStats, SearchIndex, prepare, search_ahead
 
 
 @dataclass
@@ -239,7 +239,8 @@ def select_on_index(
                 info["recall"] = recall
             else:
                 recall = 1.0
-            D, ids = index.search(q, k)
+            # from the second round on, an exact index searches ahead and serves the next round from the prefix
+            D, ids = search_ahead(index, q, k, grow=len(history) > 1)
             ids = _narrow(ids, n)
         if config.sigma > 0:
             alloc = _solve_with_lazy_densities(_Run(index, config, cache, stats, stages, progress), D, ids,
