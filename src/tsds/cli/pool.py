@@ -176,6 +176,7 @@ def _size(n: int) -> str:
 
 
 def _density_state(d: dict, rows: int) -> str:
+    """Whether a density cache holds every row a selection can take (zero rows are never computed)."""
     if d.get("state", "ok") != "ok":
         return f"{d['state']}: not used"
     return "every row" if d["known"] >= rows else f"{d['known']} of {rows} rows"
@@ -196,7 +197,8 @@ def _info_text(i: dict) -> str:
     lines.append("indexes: " + ("; ".join(f"{x['name']} ({x['metric']}, {x['kind']}"
                                           + (f", {x['shards']} shards" if x["shards"] not in (None, 1) else "")
                                           + f", {_size(x['bytes'])})" for x in i["indexes"]) or "none"))
-    lines.append("density caches: " + ("; ".join(f"{d['metric']} sigma {d['sigma']:g} ({_density_state(d, i['rows'])}, "
+    eligible = i["rows"] - (i["zero_rows"] or 0)
+    lines.append("density caches: " + ("; ".join(f"{d['metric']} sigma {d['sigma']:g} ({_density_state(d, eligible)}, "
                                                  f"{_size(d['bytes'])})" for d in i["densities"]) or "none"))
     b = i["bytes"]
     lines.append(f"on disk: {_size(b['total'])} (shards {_size(b['shards'])}, index {_size(b['index'])}, "
