@@ -190,3 +190,18 @@ def test_parse_sigmas():
     for bad in ("", "0", "-1", "nan", "a"):
         with pytest.raises(ParameterError):
             parse_sigmas(bad)
+
+
+def test_densities_computed_ahead_on_an_ivf_index_select_bit_for_bit(small_store, tmp_path):
+    cold_store, warm_store = _copy(small_store, tmp_path, "cold"), _copy(small_store, tmp_path, "warm")
+    assert pool_densities(warm_store, SIGMA, index="ivf")["index"] == "ivf"
+    cold, warm = _select(cold_store, index="ivf"), _select(warm_store, index="ivf")
+    assert list((cold_store.root / "index").glob("cosine-ivf*"))  # the selection ran on an IVF index
+    assert warm.selection.density_cache.computed == 0 and cold.selection.density_cache.computed > 0
+    assert np.array_equal(cold.probabilities, warm.probabilities) and np.array_equal(cold.indices, warm.indices)
+    seen = ~np.isnan(cold.selection.density_cache.values)
+    assert np.array_equal(cold.selection.density_cache.values[seen], _cache(warm_store)[0][seen])
+    # and the flat selection reads the same file: the densities do not depend on the index
+    flat = _select(warm_store)
+    assert flat.selection.density_cache.computed == 0
+    assert np.array_equal(flat.probabilities, _select(_copy(small_store, tmp_path, "flat-cold")).probabilities)
