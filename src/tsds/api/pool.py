@@ -242,6 +242,8 @@ class Pool:
             "cosine" (default, as a store's selections) or "euclidean".
         index : str
             The index to compute with ("auto": the store's); the densities do not depend on it.
+        progress : callable, optional
+            Called with the number of rows computed (``progress.add_total(n)`` too, if it has one).
         engine : Engine, optional
             Where the index is served (tsds.engines; default: this process).
 
