@@ -5,12 +5,16 @@ How to run
     .venv/bin/python benchmarks/bench_store_select.py STORE [--tasks data/demo/tasks] [--repeats 2]
 
 ``STORE`` is a built pool store (``tsds pool build``); it is copied into a temporary folder first, so the
-store itself is only read. For each task folder (``queries.jsonl``) and each repeat, three runs of the
-CLI in fresh processes, in this order: ``--method knn``; TSDS cold (the copy's ``densities/`` folder
-removed first, so every density is computed); TSDS warm (the densities the cold run saved are there).
-Size: 1% of the pool; other parameters at their defaults (``--sigma auto``). Recorded per run: wall time
-(interpreter start, imports and the embedder included) and the manifest's stage times; per task and
-repeat, the ratios cold / knn and warm / knn, measured back to back.
+store itself is only read. First, once, every row's density is computed for the sigma the selections use
+(``tsds pool densities --sigma 0.3``, the default setting's, timed) and set aside. Then for each task folder
+(``queries.jsonl``) and each repeat, four runs of the CLI in fresh processes, in this order:
+``--method knn``; TSDS cold (the copy's ``densities/`` folder removed first, so every density is
+computed); TSDS warm (the densities the cold run saved are there: the same task again); TSDS
+precomputed (``densities/`` holds only the densities computed ahead: a task never seen). Size: 1% of the
+pool; other parameters at their defaults (sigma 0.3, alpha auto). Every process runs with OMP_NUM_THREADS=1
+(unless set otherwise). Recorded per run: wall time (interpreter start, imports and the embedder
+included) and the manifest's stage times; per task and repeat, the ratios to knn, measured back to back,
+and whether the precomputed run's probabilities and indices equal the cold run's, byte for byte.
 """
 
 from __future__ import annotations
@@ -28,13 +32,34 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from tsds.config import PRESETS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "store_select.json"
 
 
+def _env() -> dict:
+    return {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def precompute(store: Path, sigma: str) -> float:
+    """``tsds pool densities STORE --sigma SIGMA`` in a fresh process; its wall time."""
+    cmd = [sys.executable, "-m", "tsds.cli", "pool", "densities", str(store), "--sigma", sigma, "-q"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pool densities failed:\n{proc.stderr[-2000:]}")
+    return round(time.perf_counter() - t, 3)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return all((a / f).read_bytes() == (b / f).read_bytes() for f in ("probabilities.npy", "selected_indices.npy"))
+
+
 def run(store: Path, queries: Path, out: Path, size: int, method: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = _env()
     cmd = [sys.executable, "-m", "tsds.cli", "select", "--pool", str(store), "--queries", str(queries),
            "--size", str(size), "--method", method, "--out", str(out), "--overwrite", "-q"]
     t = time.perf_counter()
@@ -57,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", type=Path, default=ROOT / "data" / "demo" / "tasks")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--sigma", default=repr(PRESETS["default"]["sigma"]),
+                    help="the sigma of the densities computed ahead (the selections' own)")
     args = ap.parse_args(argv)
     spec = json.loads((args.store / "store.json").read_text())
     rows = int(spec.get("rows") or spec.get("n_rows") or 0)
@@ -67,6 +94,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tsds-store-bench-") as tmp:
         store = Path(tmp) / "store"
         shutil.copytree(args.store, store)
+        shutil.rmtree(store / "densities", ignore_errors=True)
+        ahead_s = precompute(store, args.sigma)
+        ahead = Path(tmp) / "ahead"
+        shutil.copytree(store / "densities", ahead)
+        print(json.dumps({"precompute_s": ahead_s}), flush=True)
         for r in range(args.repeats):
             for task in tasks:
                 q = task / "queries.jsonl"
@@ -74,24 +106,31 @@ def main(argv=None) -> int:
                 knn = run(store, q, out, size, "knn")
                 shutil.rmtree(store / "densities", ignore_errors=True)
                 cold = run(store, q, out, size, "tsds")
+                shutil.copytree(out, Path(tmp) / "cold-out", dirs_exist_ok=True)
                 warm = run(store, q, out, size, "tsds")
-                rec = {"task": task.name, "repeat": r, "knn": knn, "cold": cold, "warm": warm,
+                shutil.rmtree(store / "densities")
+                shutil.copytree(ahead, store / "densities")
+                pre = run(store, q, out, size, "tsds")
+                rec = {"task": task.name, "repeat": r, "knn": knn, "cold": cold, "warm": warm, "precomputed": pre,
                        "cold_over_knn": round(cold["wall_s"] / knn["wall_s"], 3),
-                       "warm_over_knn": round(warm["wall_s"] / knn["wall_s"], 3)}
+                       "warm_over_knn": round(warm["wall_s"] / knn["wall_s"], 3),
+                       "precomputed_over_knn": round(pre["wall_s"] / knn["wall_s"], 3),
+                       "precomputed_identical_to_cold": _same(out, Path(tmp) / "cold-out")}
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
     load.append(os.getloadavg())
-    cold = [x["cold_over_knn"] for x in records]
-    warm = [x["warm_over_knn"] for x in records]
-    result = {"benchmark": "per-task selection on a store: cold, warm, against --method knn",
+    ratios = {name: [x[f"{name}_over_knn"] for x in records] for name in ("cold", "warm", "precomputed")}
+    result = {"benchmark": "per-task selection on a store: cold, warm, densities computed ahead, against --method knn",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "store_rows": rows, "size": size,
-              "embedder": spec.get("embedder"), "records": records,
-              "cold_over_knn_median": float(np.median(cold)), "cold_over_knn_range": [min(cold), max(cold)],
-              "warm_over_knn_median": float(np.median(warm)), "warm_over_knn_range": [min(warm), max(warm)],
+              "embedder": spec.get("embedder"), "records": records, "precompute_s": ahead_s,
+              "precompute_sigma": args.sigma, "omp_num_threads": _env()["OMP_NUM_THREADS"],
+              "precomputed_identical_to_cold": all(x["precomputed_identical_to_cold"] for x in records),
+              **{f"{n}_over_knn_median": float(np.median(v)) for n, v in ratios.items()},
+              **{f"{n}_over_knn_range": [min(v), max(v)] for n, v in ratios.items()},
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "loadavg_before_after": [list(map(float, v)) for v in load],
                           "note": "a shared machine: other work ran during the measurement"}}
-    print(json.dumps({k: result[k] for k in result if k.endswith(("median", "range"))}))
+    print(json.dumps({k: result[k] for k in result if k.endswith(("median", "range", "identical_to_cold"))}))
     if not args.no_write:
         RESULTS.write_text(json.dumps(result, indent=1) + "\n")
         print(f"written {RESULTS}")

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 # (section title, object path, members to document for a class)
 ENTRIES = [
-    ("The facade", "tsds.Pool", ["build", "open"]),
+    ("The facade", "tsds.Pool", ["build", "open", "add_densities"]),
     (None, "tsds.Selector", ["select", "select_targets", "get_params"]),
     (None, "tsds.SelectionResult", ["records", "save", "report"]),
     (None, "tsds.api.sweep_alpha", []),

@@ -133,13 +133,16 @@ class Pool:
             engine, progress, index_shards, embedder=an Embedder object, ...), among them
             ``overwrite=True`` (build the store anew; the old one is replaced once the new one is complete),
             ``append=True`` (``data`` are only the files to add to the store) and ``source_root`` (where the
-            store's own files are now, if they moved).
+            store's own files are now, if they moved). ``densities=[0.3, ...]`` (and ``density_metric``)
+            computes the density of every row for each sigma once the store is built (``add_densities``).
 
         Returns
         -------
         Pool
         """
         from tsds.store import build_store
+
+        sigmas, density_metric = options.pop("densities", None), options.pop("density_metric", None)
 
         spec = None
         if (text_field, template, messages_field) != (None, None, None):
@@ -152,9 +155,13 @@ class Pool:
         if rows is not None and options.get("append"):
             raise ParameterError("append adds pool files to a store; texts in memory make a store of their own")
         if rows is not None and options.get("overwrite") and (Path(out) / "store.json").is_file():
-            return cls(_rebuild_in_memory(rows, Path(out), spec, options))
-        paths = data if rows is None else _write_source(Path(out), rows)
-        return cls(build_store(paths, out, spec=spec, **options))
+            pool = cls(_rebuild_in_memory(rows, Path(out), spec, options))
+        else:
+            paths = data if rows is None else _write_source(Path(out), rows)
+            pool = cls(build_store(paths, out, spec=spec, **options))
+        if sigmas:
+            pool.add_densities(sigmas, metric=density_metric, engine=options.get("engine"))
+        return pool
 
     @classmethod
     def open(cls, path, *, engine=None, source_root=None) -> "Pool":
@@ -218,6 +225,42 @@ class Pool:
         if source_root is not None and not Path(source_root).is_dir():
             raise ParameterError(f"source_root {source_root}: not a folder")
         return store_info(PoolStore(path, source_root=source_root), check=check)
+
+    def add_densities(self, sigma, *, metric: str | None = None, index: str = "auto", progress=None,
+                      engine=None) -> list[dict]:
+        """Compute the density of every row for ``metric`` and each ``sigma``, kept in the store: every later
+        selection with that metric and sigma reads them instead of computing any (same results, bit for bit).
+
+        Resumable: the work is saved chunk by chunk, and a second call computes only the rows still missing.
+        A store that changes (rebuilt with other content, appended) never uses densities of its old content.
+
+        Parameters
+        ----------
+        sigma : float, "auto" or a list of them
+            Kernel radius (above 0); "auto": the sigma a selection with sigma auto resolves to.
+        metric : str
+            "cosine" (default, as a store's selections) or "euclidean".
+        index : str
+            The index to compute with ("auto": the store's); the densities do not depend on it.
+        progress : callable, optional
+            Called with the number of rows computed (``progress.add_total(n)`` too, if it has one).
+        engine : Engine, optional
+            Where the index is served (tsds.engines; default: this process).
+
+        Returns
+        -------
+        list of dict
+            Per sigma: metric, sigma, rows, known, computed (now), seconds, index.
+        """
+        from tsds.pipeline.densities import DEFAULT_METRIC, pool_densities
+        from tsds.store import PoolStore
+
+        store = self.store
+        if engine is not None and getattr(store, "engine", None) is not engine:
+            store = PoolStore(store.root, engine=engine)
+        sigmas = list(sigma) if isinstance(sigma, (list, tuple)) else [sigma]
+        return [pool_densities(store, s, metric=metric or DEFAULT_METRIC, index=index, progress=progress)
+                for s in sigmas]
 
     @property
     def path(self) -> Path:

@@ -43,6 +43,10 @@ def pool_build(
                                 "store's own files are taken from its record, checked unchanged)."),
     source_root: Path | None = typer.Option(None, "--source-root", help="Where the store's files are now, if "
                                             "they moved (found by relative path or name, checked by content)."),
+    densities: str | None = typer.Option(None, "--densities", help="SIGMA[,SIGMA...] or auto: also compute "
+                                         "every row's density for these sigmas (selections then compute none)."),
+    density_metric: str = typer.Option("cosine", "--density-metric", help="Metric of --densities (cosine, as "
+                                       "selections by default, or euclidean)."),
 ):
     """Embed a pool once into a reusable store (resumable; appends embed only new rows)."""
     import json as _json
@@ -62,6 +66,7 @@ def pool_build(
     if engine == "local" and ray_address:
         raise ParameterError("--ray-address applies to --engine ray only")
     spec = _spec(text_field, template, messages_field, roles)  # checked before any work
+    sigmas = _sigmas(densities, density_metric) if densities is not None else None
     check_build_options(files, out_dir, metric=metric, index_kind=index, shard_rows=shard_rows,
                         on_bad_row=on_bad_row, fmt=fmt, index_shards=index_shards, embedder_spec=embedder,
                         overwrite=overwrite, append=append, source_root=source_root)
@@ -82,6 +87,8 @@ def pool_build(
                                index_shards=index_shards, overwrite=overwrite, append=append,
                                source_root=None if source_root is None else str(source_root),
                                on_shard=lambda i: log.info(_json.dumps({"event": "shard_done", "shard": i}))).store
+        if sigmas:
+            _densities(Pool(store), sigmas, density_metric, quiet)
     finally:
         runner.close()
     if not quiet:
@@ -98,6 +105,42 @@ def pool_build(
                       f"emoji, unknown script, over-long word, invisible text); selections leave them out "
                       f"(--keep-zero-rows keeps them); e.g. {'; '.join(name_rows(store, store.zero_rows(), 3))}",
                       highlight=False)
+
+
+def _sigmas(text: str, metric: str, flags=("--densities", "--density-metric")) -> list:
+    from tsds.config import check_choice
+    from tsds.pipeline.densities import parse_sigmas
+
+    check_choice(flags[1], metric, ("cosine", "euclidean"))
+    return parse_sigmas(text, flags[0])
+
+
+def _densities(pool, sigmas: list, metric: str, quiet: bool) -> None:
+    from tsds.progress import progress_bar
+
+    for sigma in sigmas:
+        with progress_bar(f"densities sigma {sigma}", None, quiet=quiet) as advance:
+            done = pool.add_densities(sigma, metric=metric, progress=advance)[0]
+        if not quiet:
+            out.print(f"densities {done['metric']} sigma {done['sigma']:g}: {done['rows']} rows "
+                      f"({done['computed']} computed now, {done['seconds']:.1f} s)", highlight=False)
+
+
+@pool_app.command("densities")
+@_fail_cleanly
+def pool_densities(
+    store: Path = typer.Argument(..., help="Store folder."),
+    sigma: str = typer.Option(..., "--sigma", help="SIGMA[,SIGMA...] or auto: kernel radius of the densities."),
+    metric: str = typer.Option("cosine", "--metric", help="cosine (as selections by default) or euclidean."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    log_json: bool = typer.Option(False, "--log-json", help="stderr carries only JSON lines and warnings; no bar."),
+):
+    """Compute every row's density once (resumable): later selections with that metric and sigma read them."""
+    from tsds.api import Pool
+
+    _logging(quiet, log_json)
+    sigmas = _sigmas(sigma, metric, ("--sigma", "--metric"))
+    _densities(Pool.open(store), sigmas, metric, quiet)
 
 
 @pool_app.command("info")
@@ -132,6 +175,13 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _density_state(d: dict, rows: int) -> str:
+    """Whether a density cache holds every row a selection can take (zero rows are never computed)."""
+    if d.get("state", "ok") != "ok":
+        return f"{d['state']}: not used"
+    return "every row" if d["known"] >= rows else f"{d['known']} of {rows} rows"
+
+
 def _info_text(i: dict) -> str:
     from rich.markup import escape
 
@@ -147,8 +197,9 @@ def _info_text(i: dict) -> str:
     lines.append("indexes: " + ("; ".join(f"{x['name']} ({x['metric']}, {x['kind']}"
                                           + (f", {x['shards']} shards" if x["shards"] not in (None, 1) else "")
                                           + f", {_size(x['bytes'])})" for x in i["indexes"]) or "none"))
-    lines.append("density caches: " + ("; ".join(f"{d['metric']} sigma {d['sigma']:g} ({_size(d['bytes'])})"
-                                                 for d in i["densities"]) or "none"))
+    eligible = i["rows"] - (i["zero_rows"] or 0)
+    lines.append("density caches: " + ("; ".join(f"{d['metric']} sigma {d['sigma']:g} ({_density_state(d, eligible)}, "
+                                                 f"{_size(d['bytes'])})" for d in i["densities"]) or "none"))
     b = i["bytes"]
     lines.append(f"on disk: {_size(b['total'])} (shards {_size(b['shards'])}, index {_size(b['index'])}, "
                  f"densities {_size(b['densities'])})")

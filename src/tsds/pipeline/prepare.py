@@ -73,7 +73,8 @@ class PreparedPool:
         pool's then)."""
         if self.config.sigma > 0 and self.cache.computed and self._persisted_densities:
             with self.stages.stage("save_densities"):
-                self.store.save_densities(self.config.metric, self.config.sigma, self.cache.values, self.cache.counts)
+                self.store.save_densities(self.config.metric, self.config.sigma, self.cache.values, self.cache.counts,
+                                         cap=self.config.density_cap)
 
     @property
     def _persisted_densities(self) -> bool:
@@ -110,7 +111,7 @@ def prepare_pool(store, config: SelectionConfig, *, embedder, stages: StageLog |
     calibration["C_recommendation"]["used"] = config.C
     calibration["pool_scale"] = scale.summary()
     if densities and elig.full_pool_densities and config.sigma > 0:
-        rho, count = store.load_densities(config.metric, config.sigma)
+        rho, count = store.load_densities(config.metric, config.sigma, cap=config.density_cap)
         cache = DensityCache(store.n_rows, rho, count)
     else:
         cache = DensityCache(store.n_rows)

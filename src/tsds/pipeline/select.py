@@ -15,7 +15,7 @@ from tsds.core import (
 )
 from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
-from tsds.retrieval import DensityStats, SearchIndex, prepare
+from tsds.retrieval import DensityStats, SearchIndex, prepare, search_ahead
 
 
 @dataclass
@@ -114,7 +114,7 @@ def _solve_with_lazy_densities(run, D, ids, *parts, complete):
     run = _Run(run, *parts) if parts else run  # (index, D, ids, config, cache, stats, stages, progress) spelled out
     index, config, cache, stats, stages, progress = run.index, run.config, run.cache, run.stats, run.stages, run.progress
     M, K = ids.shape
-    if not complete:
+    if not complete and cache.unknown(ids).any():  # with every density known, the loop's one solve is this one
         # First a solve with 1, the smallest density, in every unknown entry: the largest steps the walk can
         # take. When even that runs out of list before the condition holds, K grows without computing any
         # density at this K (on the 200k benchmark every round below the last). This is a screen, not a
@@ -239,7 +239,8 @@ def select_on_index(
                 info["recall"] = recall
             else:
                 recall = 1.0
-            D, ids = index.search(q, k)
+            # from the second round on, an exact index searches ahead and serves the next round from the prefix
+            D, ids = search_ahead(index, q, k, grow=len(history) > 1)
             ids = _narrow(ids, n)
         if config.sigma > 0:
             alloc = _solve_with_lazy_densities(_Run(index, config, cache, stats, stages, progress), D, ids,

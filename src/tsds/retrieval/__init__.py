@@ -2,5 +2,6 @@
 
 from tsds.retrieval.density import DensityStats, densities
 from tsds.retrieval.index import METRICS, SearchIndex, build_index, calibrate, prepare
+from tsds.retrieval.prefix import search_ahead
 
-__all__ = ["METRICS", "DensityStats", "SearchIndex", "build_index", "calibrate", "densities", "prepare"]
+__all__ = ["METRICS", "DensityStats", "SearchIndex", "build_index", "calibrate", "densities", "prepare", "search_ahead"]

@@ -21,7 +21,7 @@ from tsds.retrieval.density_batches import DensityStats, PointSums, batched_dens
 from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
 from tsds.retrieval.density_plan import DensityPlan, bounded_pairs, plan_for
 from tsds.retrieval.ivf import list_sizes, list_vectors
-from tsds.retrieval.threads import Scratch, in_threads
+from tsds.retrieval.threads import Scratch, in_threads, stable_product
 
 DEFAULT_CAP = 100_000
 __all__ = ["DEFAULT_CAP", "DensityStats", "PointSums", "batched_densities", "densities"]
@@ -203,7 +203,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
             xc = x[p] - centre if centred else x[p]
-            k = np.matmul(xc, yc.T, out=scratch.array("product", (p.size, yc.shape[0]), np.float32))
+            k = stable_product(xc, yc, scratch)
             k *= -2.0
             k += np.einsum("ij,ij->i", xc, xc)[:, None]
             k += yn[None, :]

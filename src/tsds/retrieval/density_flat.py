@@ -17,7 +17,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from tsds.retrieval.threads import Scratch, in_threads
+from tsds.retrieval.threads import Scratch, in_threads, stable_product
 
 _POINTS = 256  # points per task (fixed: the sums do not depend on the number of threads)
 _TILE = 2048  # stored vectors per product
@@ -77,7 +77,7 @@ def block_sums(xc: np.ndarray, xn: np.ndarray, yc: np.ndarray, yn: np.ndarray, r
     # within sigma: xn + yn - 2 g < r2, i.e. g - yn / 2 > (xn - r2) / 2; the margin covers the rounding
     margin = 1e-5 * (xn64 + float(yn.max()) + float(r2)) + 1e-6
     floor = ((xn64 - float(r2)) / 2 - margin).astype(np.float32)
-    g = np.matmul(xc, yc.T, out=scratch.array("product", (xc.shape[0], yc.shape[0]), np.float32))
+    g = stable_product(xc, yc, scratch)
     near = scratch.array("near", g.shape, np.bool_)
     low, high = float(yn.min()), float(yn.max())
     if high - low <= 0.05 * float(r2):  # (near-)equal norms, e.g. unit vectors: one compare per pair

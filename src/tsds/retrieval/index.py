@@ -76,6 +76,7 @@ class SearchIndex:
     _truth_cache: tuple | None = field(default=None, repr=False)
     _density_shells: object = field(default=None, repr=False)
     _density_plans: dict = field(default_factory=dict, repr=False)  # tsds.retrieval.density_plan, per sigma
+    _prefix: tuple | None = field(default=None, repr=False)  # a longer flat search, tsds.retrieval.prefix
 
     def exclude(self, ids) -> None:
         """Remove candidates from every later search and range search (decontamination)."""

@@ -54,12 +54,30 @@ def _indexes(root: Path) -> list[dict]:
     return found
 
 
-def _densities(root: Path) -> list[dict]:
+def _densities(root: Path, store: StoreLayout) -> list[dict]:
+    """Each density cache: metric, sigma, bytes, rows known (NaN: not computed) and its state: "ok" (of this
+    store's content), "stale" (of other content: never used) or "damaged" (recomputed on use)."""
+    import numpy as np
+
+    from tsds.store.checks import Damaged, read_density_cache
+
     found = []
     for p in sorted((root / "densities").glob("*.npz")):
         m = _DENSITY.match(p.name)
-        if m:
-            found.append({"metric": m["metric"], "sigma": float(m["sigma"]), "bytes": p.stat().st_size})
+        if not m:
+            continue
+        entry = {"metric": m["metric"], "sigma": float(m["sigma"]), "bytes": p.stat().st_size, "known": 0,
+                 "state": "ok"}
+        try:
+            rho, _, _, fp = read_density_cache(p)
+        except Damaged:
+            entry["state"] = "damaged"
+        else:
+            if fp != store.fingerprint or rho.shape != (store.n_rows,):
+                entry["state"] = "stale"
+            else:
+                entry["known"] = int(np.count_nonzero(~np.isnan(rho)))
+        found.append(entry)
     return found
 
 
@@ -84,6 +102,6 @@ def store_info(store: StoreLayout, check: bool = False) -> dict:
         "source_root": m.get("source_root") or source_root_of([e["path"] for e in m["files"]]), "files": files,
         "skipped_rows": m.get("skipped_rows", 0), "clipped_texts": m.get("clipped_texts", 0),
         "truncated_texts": m.get("truncated_texts", 0), "zero_rows": m.get("zero_rows", 0),
-        "indexes": _indexes(root), "densities": _densities(root), "bytes": sizes,
+        "indexes": _indexes(root), "densities": _densities(root, store), "bytes": sizes,
         "checked": check,
     }

@@ -1,0 +1,53 @@
+"""Flat searches served from one longer search (tsds.retrieval.prefix): the same lists and selections, bit for bit."""
+
+import numpy as np
+import pytest
+
+import tsds.retrieval.prefix as prefix
+from tsds.config import make_config
+from tsds.pipeline.select import select_on_index
+from tsds.retrieval import build_index, search_ahead
+
+
+def _data(n=3000, d=16, m=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x[n // 2:n // 2 + 600] = x[:600]  # exact duplicates: ties in every list
+    x[-5:] = x[0]
+    q = x[rng.integers(0, n, m)] + 0.05 * rng.standard_normal((m, d)).astype(np.float32)
+    return x, q
+
+
+def test_prefix_of_a_longer_search_is_the_shorter_search_with_ties_and_exclusions():
+    x, q = _data()
+    index = build_index(x, kind="flat")
+    for excluded in (None, np.arange(0, 3000, 7)):
+        if excluded is not None:
+            index.exclude(excluded)
+        search_ahead(index, q, 256, grow=True)  # saves 512
+        assert index._prefix is not None and index._prefix[0].shape[1] == 512
+        for k in (1, 7, 64, 256, 300, 512):
+            d, ids = search_ahead(index, q, k)
+            d0, ids0 = index.search(q, k)
+            assert np.array_equal(d, d0) and np.array_equal(ids, ids0)
+        if excluded is not None:
+            assert not np.isin(ids, excluded).any()
+    other = q[::-1].copy()  # other queries: not served from the saved lists
+    d, ids = search_ahead(index, other, 64)
+    assert np.array_equal(ids, index.search(other, 64)[1])
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.5])
+def test_selection_identical_with_and_without_searching_ahead(sigma, monkeypatch):
+    x, q = _data()
+    config = make_config(size=200, alpha=0.005, C=1.0, sigma=sigma, metric="euclidean")
+    runs = []
+    for ahead in (1, 2):
+        monkeypatch.setattr(prefix, "AHEAD", ahead)
+        index = build_index(x, kind="flat")
+        runs.append(select_on_index(index, q, config))
+    a, b = runs
+    assert len(a.k_history) >= 4 and a.k_history == b.k_history
+    assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.counts, b.counts)
+    assert np.array_equal(a.neighbour_ids, b.neighbour_ids) and np.array_equal(a.neighbour_distances,
+                                                                                b.neighbour_distances)
