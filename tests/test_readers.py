@@ -363,6 +363,16 @@ def test_byte_order_mark_and_crlf(tmp_path):
     assert read_texts(txt)[0] == ["one", "two"]
 
 
+def test_a_second_byte_order_mark_is_a_bad_first_row(tmp_path):
+    """Only the file's own BOM is skipped: strict JSON refuses a second one, so row 1 is bad, not "one"."""
+    path = tmp_path / "bom2.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf\xef\xbb\xbf{"text": "one"}\n{"text": "two"}\n')
+    with pytest.raises(InputError, match=r"bom2\.jsonl:1: .*BOM"):
+        read_all(path)
+    batches, stats = read_all(path, on_bad_row="skip")
+    assert flat(batches, "texts") == ["two"] and stats.skipped == 1
+
+
 def test_hf_dataset_made_by_datasets(tmp_path):
     datasets = pytest.importorskip("datasets")
     rows = [{"text": f"example {i}", "n": i, "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(9)]

@@ -232,7 +232,7 @@ def _arrow_run(block: bytes, offset: int, arrow: _ArrowTexts) -> _Run | None:
     is a good row and pyarrow extracts the same texts as `TextSpec.extract` would; else None."""
     import numpy as np
 
-    if offset != 0 and block.startswith(_BOM):
+    if block.startswith(_BOM) and (offset != 0 or block.startswith(_BOM, len(_BOM))):
         return None                     # pyarrow skips a BOM that starts its input; only the file's own is
     pa = arrow.pa
     body = pa.py_buffer(block)
