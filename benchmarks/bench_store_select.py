@@ -3,6 +3,7 @@
 How to run
 ----------
     .venv/bin/python benchmarks/bench_store_select.py STORE [--tasks data/demo/tasks] [--repeats 2]
+        [--results benchmarks/results/store_select_<name>.json]   # another store's figures
 
 ``STORE`` is a built pool store (``tsds pool build``); it is copied into a temporary folder first, so the
 store itself is only read. First, once, every row's density is computed for the sigma the selections use
@@ -82,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", type=Path, default=ROOT / "data" / "demo" / "tasks")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="where to write the results (default: results/store_select.json, the demo store's)")
     ap.add_argument("--sigma", default=repr(PRESETS["default"]["sigma"]),
                     help="the sigma of the densities computed ahead (the selections' own)")
     args = ap.parse_args(argv)
@@ -132,8 +135,8 @@ def main(argv=None) -> int:
                           "note": "a shared machine: other work ran during the measurement"}}
     print(json.dumps({k: result[k] for k in result if k.endswith(("median", "range", "identical_to_cold"))}))
     if not args.no_write:
-        RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"written {RESULTS}")
+        args.results.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"written {args.results}")
     return 0
 
 

@@ -35,6 +35,15 @@ Output (all deterministic: fixed seed, sorted inputs, gzip with mtime=0):
 Query and held-out texts are removed from the pool (texts are unique across all files).
 
 Usage:  python scripts/build_demo_data.py [--out data/demo] [--chatterbot-dir /tmp/cc]
+
+A larger pool of the same sources, for benchmarks (not committed; benchmarks/work/ is ignored by git):
+
+    python scripts/build_demo_data.py --pool-size 200000 --out benchmarks/work/realpool
+
+The tasks are carved out exactly as for the demo (same seed, same order), so its tasks/ files equal
+data/demo/tasks byte for byte and none of their texts is in the larger pool. Each source's quota is the
+demo's scaled to the requested size; a source with fewer texts gives all it has and its share goes to the
+others in proportion to their quota. The task labels' floor is scaled by the same factor.
 """
 
 from __future__ import annotations
@@ -580,6 +589,37 @@ def allocate(sizes: dict[str, int], quota: int, floors: dict[str, int]) -> dict[
     return alloc
 
 
+def scale_quotas(available: dict[str, int], total: int) -> dict[str, int]:
+    """Per-source quotas summing to ``total``: POOL_QUOTA scaled, each capped at what the source has.
+
+    Water-filling: sources that run out give their share to the others in proportion to their quota;
+    the integer remainder goes one text at a time to the sources with room, in name order.
+    """
+    if total > sum(available.values()):
+        raise ValueError(f"--pool-size {total} exceeds the {sum(available.values())} texts available")
+    quota: dict[str, int] = {}
+    open_ = set(available)
+    left = total
+    while open_:
+        t = left / sum(POOL_QUOTA[n] for n in open_)
+        full = {n for n in open_ if POOL_QUOTA[n] * t >= available[n]}
+        if not full:
+            break
+        for n in sorted(full):
+            quota[n] = available[n]
+            left -= available[n]
+        open_ -= full
+    for n in sorted(open_):
+        quota[n] = int(POOL_QUOTA[n] * t)
+    left = total - sum(quota.values())
+    while left > 0:
+        for n in sorted(open_):
+            if left and quota[n] < available[n]:
+                quota[n] += 1
+                left -= 1
+    return {n: quota[n] for n in available}
+
+
 def write_jsonl(path: str, recs: list[dict], gz: bool) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in recs).encode("utf-8")
@@ -603,7 +643,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "demo"))
     ap.add_argument("--chatterbot-dir", default=os.environ.get("CHATTERBOT_DIR"))
+    ap.add_argument("--pool-size", type=int, default=None,
+                    help="build a larger pool of this many texts (same tasks; quotas and task floors scaled); "
+                         "default: the demo pool's quotas")
     args = ap.parse_args()
+    if args.pool_size is not None and args.pool_size < 1:
+        print(f"ERROR: --pool-size must be a positive number of texts, got {args.pool_size}", file=sys.stderr)
+        return 2
     out_dir = os.path.normpath(args.out)
 
     loaders = [
@@ -668,6 +714,15 @@ def main() -> int:
         task_sets[task] = (queries, held, len(cands))
 
     # Pool: per-source quota; task labels get a floor, the rest is spread over labels by sqrt(size).
+    quotas, floor = POOL_QUOTA, TASK_POOL_FLOOR
+    if args.pool_size is not None:
+        avail = {n: sum(1 for r in uniq[n] if r["id"] not in taken) for n, _ in loaders}
+        try:
+            quotas = scale_quotas(avail, args.pool_size)
+        except ValueError as e:
+            print(f"ERROR: {e}", file=sys.stderr)
+            return 2
+        floor = round(TASK_POOL_FLOOR * args.pool_size / sum(POOL_QUOTA.values()))
     pool = []
     pool_stats = {}
     for name, _ in loaders:
@@ -675,9 +730,9 @@ def main() -> int:
         for r in uniq[name]:
             if r["id"] not in taken:
                 by_label[r["label"]].append(r)
-        floors = {lab: TASK_POOL_FLOOR for members in (t[1] for t in TASKS.values())
+        floors = {lab: floor for members in (t[1] for t in TASKS.values())
                   for src, lab in members if src == name}
-        alloc = allocate({k: len(v) for k, v in by_label.items()}, POOL_QUOTA[name], floors)
+        alloc = allocate({k: len(v) for k, v in by_label.items()}, quotas[name], floors)
         chosen = []
         for lab in sorted(by_label):
             items = by_label[lab]
@@ -743,6 +798,8 @@ def main() -> int:
         "pool": {"total": len(pool), "by_source": src_counts,
                  "by_source_label": {n: pool_stats[n]["labels"] for n, _ in loaders}},
         "tasks": task_stats,
+        **({"pool_size": {"requested": args.pool_size, "quota": quotas, "task_floor": floor}}
+           if args.pool_size is not None else {}),
         "licences": {n: {"package": LICENCES[n][0], "licence": LICENCES[n][1]} for n, _ in loaders},
         "files": {},
     }
