@@ -113,7 +113,7 @@ def _direct(emb: GradientEmbedder, text: str) -> np.ndarray:
 def test_features_equal_direct_autograd(tiny_model, warm_file, warm):
     opts = {"dim": 64, "lora_r": 4}
     if warm:
-        opts.update(warmup=3, warmup_data=str(warm_file))
+        opts.update(warmup=3, warmup_data=str(warm_file), centre=0)
     emb = load_embedder(_spec(tiny_model, **opts), device="cpu", batch_size=5)
     assert emb.identity["precondition"] == ("adam" if warm else "none")
     rows = emb.embed(TEXTS)
@@ -204,7 +204,7 @@ def test_truncation_is_counted(tiny_model):
 
 
 def test_warmup_is_cached_and_recorded(tiny_model, warm_file):
-    spec = _spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file))
+    spec = _spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file), centre=0)
     a = load_embedder(spec, device="cpu")
     ident = a.identity
     assert ident["warmup"]["steps"] == 2 and len(ident["checkpoint_sha256"]) == 64
@@ -217,6 +217,28 @@ def test_warmup_is_cached_and_recorded(tiny_model, warm_file):
     assert np.array_equal(a.embed(TEXTS), b.embed(TEXTS))
     plain = load_embedder(_spec(tiny_model, dim=64), device="cpu")
     assert plain.identity != ident and plain.identity["checkpoint_sha256"] is None
+
+
+def test_warmup_centres_by_default_and_a_bare_checkpoint_warns(tiny_model, warm_file):
+    """Preconditioned features are centred unless told otherwise: by default on a sample of the warm-up data
+    (all of it when shorter than 512 texts); a checkpoint without centring data warns."""
+    a = load_embedder(_spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file)), device="cpu")
+    lines = warm_file.read_text(encoding="utf-8").splitlines()
+    assert a.identity["centre"]["sample"]["texts"] == 512 and a.identity["centre"]["rows"] == sum(map(bool, lines))
+    assert a.identity["centre"]["sample"]["data_sha256"] == a.identity["warmup"]["data_sha256"]
+    cache = Path(os.environ["TSDS_CACHE_DIR"], "gradients")
+    ckpt = next(p for p in cache.glob("*.npz")
+                if hashlib.sha256(p.read_bytes()).hexdigest() == a.identity["checkpoint_sha256"])
+    mean = next(p for p in cache.glob("centre-*.npz") if load_embedder(
+        _spec(tiny_model, dim=64, checkpoint=str(ckpt), centre_mean=str(p)), device="cpu").identity["centre"]
+        == a.identity["centre"])
+    # the warm-up's checkpoint and centring mean carried as files give the same rows
+    b = load_embedder(_spec(tiny_model, dim=64, checkpoint=str(ckpt), centre_mean=str(mean)), device="cpu")
+    assert np.array_equal(a.embed(TEXTS), b.embed(TEXTS))
+    with pytest.warns(UserWarning, match="without centring share one dominant direction"):
+        load_embedder(_spec(tiny_model, dim=64, checkpoint=str(ckpt)), device="cpu")
+    off = load_embedder(_spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file), centre=0), device="cpu")
+    assert "centre" not in off.identity and off.identity["warmup"] == a.identity["warmup"]
 
 
 def test_identity_covers_projection_and_lora(tiny_model):
@@ -256,7 +278,10 @@ def test_bad_specs_fail_in_one_line(tiny_model, spec, message):
 def test_parse_spec_defaults():
     model, o = parse_spec("gradients")
     assert model == "smollm2" and o["dim"] == 8192 and o["lora_r"] == 8 and o["lora_alpha"] == 16.0
-    assert o["precondition"] == "none" and o["targets"] == ("q_proj", "v_proj")
+    assert o["precondition"] == "none" and o["targets"] == ("q_proj", "v_proj") and o["centre"] == 0
+    _, o = parse_spec("gradients?warmup=5&warmup_data=w.txt")
+    assert o["centre"] == 512 and o["centre_data"] == "w.txt"
+    assert parse_spec("gradients?warmup=5&warmup_data=w.txt&centre=0")[1]["centre"] == 0
 
 
 def _shards(root) -> dict[str, bytes]:
@@ -305,7 +330,7 @@ def _manual_centred(emb: GradientEmbedder, texts: list[str], mean: np.ndarray) -
     return proj / np.where(n > 0, n, 1)
 
 
-def test_centring_is_shared_by_pool_and_queries_and_recorded(tiny_model, tmp_path):
+def test_centring_is_shared_by_pool_and_queries_and_recorded(tiny_model, tmp_path, monkeypatch):
     """A centred store's rows and the queries embedded for it (the store's spec loaded anew, as a selection
     does) are centred by the same cached mean: the sample's mean projected gradient; the identity records it."""
     import json
@@ -316,6 +341,7 @@ def test_centring_is_shared_by_pool_and_queries_and_recorded(tiny_model, tmp_pat
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
     spec = _spec(tiny_model, dim=64, lora_r=4, centre=6, centre_data=str(pool))
+    monkeypatch.setenv("TSDS_CACHE_DIR", str(tmp_path / "cache"))
     store = build_store([pool], tmp_path / "store", embedder_spec=spec, shard_rows=5)
     cached = sorted(Path(os.environ["TSDS_CACHE_DIR"], "gradients").glob("centre-*.npz"))
     assert len(cached) == 1

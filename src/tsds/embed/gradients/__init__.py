@@ -19,10 +19,12 @@ Options, given after "?" as URL query parameters (percent-encode the separator):
     or a .txt file, one text per line), warmup_batch (4), warmup_lr (2e-4), warmup_seed (0),
     checkpoint (a .npz a warm-up wrote: LoRA weights and Adam's moments), precondition ("adam" when
     there is a warm-up or a checkpoint, else "none"),
-    centre (0 rows: off; N: subtract the mean projected gradient of a seeded sample of N texts from
-    centre_data before normalising, see tsds.embed.gradients.centre), centre_data (a .jsonl[.gz] or .txt
-    file, default the warm-up data), centre_field ("text"), centre_seed (0), centre_mean (a .npz of the
-    mean a centring wrote, instead of computing it).
+    centre (N: subtract the mean projected gradient of a seeded sample of N texts from centre_data before
+    normalising, see tsds.embed.gradients.centre; 0: off; default 512 with a warm-up, else 0),
+    centre_data (a .jsonl[.gz] or .txt file, default the warm-up data), centre_field ("text"),
+    centre_seed (0), centre_mean (a .npz of the mean a centring wrote, instead of computing it).
+Adam-preconditioned features are dominated by the warm-up's momentum, the same for every text, unless
+centred (docs/results-gradients.md); a checkpoint without centring warns.
 Queries and pool rows go through the same transformation (LESS itself preconditions only the training
 candidates and uses plain gradients for the target examples; one embedder per store keeps both in one space
 here). `embed` warns when given fewer than 10 texts: as a query set that is a noisy target (the warning
@@ -58,10 +60,11 @@ log = logging.getLogger(__name__)
 PREFIX = "gradients"
 DEFAULT_MODEL = "smollm2"
 MIN_QUERIES = 10
+DEFAULT_CENTRE = 512
 _BETAS = (0.9, 0.999)
 _EPS = 1e-8
 _INT_OPTIONS = {"dim": 8192, "nnz": 4, "seed": 0, "lora_r": 8, "lora_seed": 0, "max_tokens": 256,
-                "warmup": 0, "warmup_batch": 4, "warmup_seed": 0, "centre": 0, "centre_seed": 0}
+                "warmup": 0, "warmup_batch": 4, "warmup_seed": 0, "centre": None, "centre_seed": 0}
 _FLOAT_OPTIONS = {"lora_alpha": None, "warmup_lr": 2e-4}
 _STR_OPTIONS = {"targets": "q_proj,v_proj", "sep": None, "warmup_data": None, "warmup_field": "text",
                 "checkpoint": None, "precondition": None, "centre_data": None, "centre_field": "text",
@@ -109,6 +112,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         raise ParameterError(f"embedder {spec!r}: precondition=adam needs a warmup or a checkpoint")
     if opts["precondition"] is None:
         opts["precondition"] = "adam" if (opts["warmup"] or opts["checkpoint"]) else "none"
+    if opts["centre"] is None:
+        opts["centre"] = DEFAULT_CENTRE if opts["warmup"] and not opts["centre_mean"] else 0
     if opts["centre"] < 0:
         raise ParameterError(f"embedder {spec!r}: centre must be >= 0 rows, got {opts['centre']}")
     if opts["centre"] and opts["centre_mean"]:
@@ -215,6 +220,9 @@ class GradientEmbedder(Embedder):
         self._warned_few = False
         self.centre_info: dict[str, Any] | None = None
         self._mean: np.ndarray | None = None
+        if self._moments is not None and not (o["centre"] or o["centre_mean"]):
+            warnings.warn("Adam-preconditioned gradient features without centring share one dominant direction "
+                          "(the warm-up's momentum); add centre=N&centre_data=FILE or centre_mean=FILE", stacklevel=2)
         if o["centre"] or o["centre_mean"]:
             path = self._centre_cached(o) if o["centre"] else Path(o["centre_mean"]).expanduser()
             self._mean, rows = centring.load_mean(path, self.dim)
