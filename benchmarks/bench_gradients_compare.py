@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gradients_compare.py features  # LoRA gradients, cached
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gradients_compare.py spectrum  # the features' geometry
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gradients_compare.py momentum  # the shared direction's source
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gradients_compare.py run       # stores, selections, scores
     .venv/bin/python benchmarks/bench_gradients_compare.py report                      # tables into the docs page
 
@@ -221,6 +222,29 @@ def spectrum() -> dict:
     return out
 
 
+def momentum() -> dict:
+    """How much of the preconditioned features is the warm-up's momentum term 0.9 m / sqrt(0.999 v + eps),
+    the part of m' / sqrt(v' + eps) that is the same for every text."""
+    import torch
+
+    from tsds.embed.gradients import GradientEmbedder
+
+    torch.set_num_threads(1)
+    emb = GradientEmbedder(grad_spec(), device="cpu", batch_size=8)
+    m, v = emb._moments
+    term = emb.projection.project((0.9 * m / torch.sqrt(0.999 * v + 1e-8))[None].double())[0].astype(np.float64)
+    n_pool = len(read_rows(subpool()))
+    pre = load_raw()["pre"][:n_pool].astype(np.float64)
+    norms = np.linalg.norm(pre, axis=1)
+    cos = (pre / norms[:, None]) @ (term / np.linalg.norm(term))
+    mean = pre.mean(0)
+    out = {"cos_pool_mean_feature": float(mean @ term / np.linalg.norm(mean) / np.linalg.norm(term)),
+           "row_cos_median": float(np.median(cos)), "row_cos_p5": float(np.percentile(cos, 5)),
+           "term_norm_over_median_row_norm": float(np.linalg.norm(term) / np.median(norms))}
+    log(json.dumps(out))
+    return out
+
+
 class ReplayEmbedder:
     """Rows computed earlier (one per text), under the identity of the embedder that computes them."""
 
@@ -252,7 +276,8 @@ def gradient_store(name: str, rows: np.ndarray, real, texts: list[str]) -> Path:
     log(f"{name}: replayed rows vs the real embedder on 12 texts: max abs difference {err:.2e}")
     if err > 1e-4:
         raise SystemExit(f"{name}: replayed rows differ from the embedder's by {err}")
-    if not (out / "meta.json").is_file() or json.loads((out / "meta.json").read_text()).get("embedder") != real.identity:
+    meta = out / "store.json"
+    if not meta.is_file() or json.loads(meta.read_text()).get("embedder") != real.identity:
         table = {texts[i]: rows[i] for i in range(n_pool)}
         replay = ReplayEmbedder(table, real.identity, real.dim).embedder
         build_store([sub], out, embedder=replay, embedder_spec=None, overwrite=out.is_dir())
@@ -275,7 +300,7 @@ def run() -> dict:
     for name in ("static", "minilm"):
         out = WORK / "stores" / name
         t0 = time.perf_counter()
-        if not (out / "meta.json").is_file():
+        if not (out / "store.json").is_file():
             build_store([sub], out, embedder_spec=name)
         stores[name] = out
         seconds[name] = round(time.perf_counter() - t0, 1)
@@ -296,7 +321,8 @@ def run() -> dict:
     methods = [MethodSpec("random", "random", base)]
     for name in ("static", "minilm", "gradients", "gradients-centred"):
         s = None if name == "static" else str(stores[name])
-        methods += [MethodSpec(f"knn {name}", "knn", knn, store=s), MethodSpec(f"tsds {name}", "tsds", TSDS_DEFAULT, store=s)]
+        methods += [MethodSpec(f"knn {name}", "knn", knn, store=s),
+                    MethodSpec(f"tsds {name}", "tsds", TSDS_DEFAULT, store=s)]
     out_rows = []
     for t in TASKS:
         task = load_task(ROOT / "data/demo/tasks" / t)
@@ -308,15 +334,20 @@ def run() -> dict:
 
 
 def paired(rows: list[dict], a: str, b: str, size: int) -> dict:
-    """Mean of nll(a) - nll(b) over (task, seed) pairs at `size`, with a t interval (95%) and per-task means."""
+    """Mean of nll(a) - nll(b) over (task, seed) pairs at `size`, per-task means, and two t intervals (95%):
+    over the (task, seed) pairs, and over the task means (the task as the unit)."""
     from scipy import stats
+
+    def interval(x):
+        half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))) if x.std() > 0 else 0.0
+        return float(x.mean() - half), float(x.mean() + half)
 
     nll = {(r["task"], r["seed"], r["method"]): r["nll"] for r in rows if r["size"] == size}
     d = {(t, s): nll[(t, s, a)] - nll[(t, s, b)] for t in TASKS for s in SEEDS}
     x = np.array(list(d.values()))
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))) if x.std() > 0 else 0.0
-    return {"mean": float(x.mean()), "lo": float(x.mean() - half), "hi": float(x.mean() + half),
-            "per_task": {t: float(np.mean([d[(t, s)] for s in SEEDS])) for t in TASKS}}
+    per_task = {t: float(np.mean([d[(t, s)] for s in SEEDS])) for t in TASKS}
+    return {"mean": float(x.mean()), "pairs": interval(x), "tasks": interval(np.array(list(per_task.values()))),
+            "per_task": per_task}
 
 
 def tables() -> str:
@@ -339,12 +370,14 @@ def tables() -> str:
              ("tsds gradients", "random"), ("tsds gradients-centred", "random"),
              ("tsds gradients-centred", "tsds static"), ("tsds gradients-centred", "tsds minilm"),
              ("knn gradients-centred", "knn static"), ("tsds minilm", "tsds static"), ("tsds static", "random")]
-    lines += ["", "| difference (nats/byte; < 0: the first is better) | n | mean [95% interval] | "
-              + " | ".join(TASKS) + " |", "|---|---|---|" + "---|" * len(TASKS)]
+    lines += ["", "| difference (nats/byte; < 0: the first is better) | n | mean | 95%, 9 (task, seed) pairs | "
+              "95%, 3 task means | " + " | ".join(TASKS) + " |", "|---|---|---|---|---|" + "---|" * len(TASKS)]
     for a, b in pairs:
         for size in SIZES:
             p = paired(rows, a, b, size)
-            lines.append(f"| {a} − {b} | {size} | {p['mean']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}] | "
+            (lo, hi), (tlo, thi) = p["pairs"], p["tasks"]
+            lines.append(f"| {a} − {b} | {size} | {p['mean']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | "
+                         f"[{tlo:+.3f}, {thi:+.3f}] | "
                          + " | ".join(f"{p['per_task'][t]:+.3f}" for t in TASKS) + " |")
     return "\n".join(lines)
 
@@ -359,7 +392,14 @@ def spectrum_table() -> str:
                      + " | ".join(f"{g[t + '_query_pool_cos']:.3f} / {g[t + '_knn50_label_share']:.2f}" for t in TASKS)
                      + " |")
     share = ", ".join(f"{t} {v:.3f}" for t, v in res["label_share_in_pool"].items())
-    return "\n".join(lines) + f"\n\nShare of the sub-pool's rows carrying each task's labels: {share}."
+    lines.append(f"\nShare of the sub-pool's rows carrying each task's labels: {share}.")
+    if "momentum" in res:
+        m = res["momentum"]
+        lines.append(f"\nThe warm-up's momentum term 0.9 m / sqrt(0.999 v + eps), projected: cosine "
+                     f"{m['cos_pool_mean_feature']:.3f} with the pool's mean preconditioned feature, "
+                     f"{m['row_cos_median']:.2f} with a row (median; 5th percentile {m['row_cos_p5']:.2f}), "
+                     f"norm {m['term_norm_over_median_row_norm']:.2f} times a row's median norm.")
+    return "\n".join(lines)
 
 
 def report() -> None:
@@ -385,6 +425,11 @@ def main() -> None:
     elif what == "spectrum":
         (RESULTS / "gradients_spectrum.json").write_text(json.dumps(spectrum(), indent=2) + "\n")
         report()
+    elif what == "momentum":
+        path = RESULTS / "gradients_spectrum.json"
+        res = json.loads(path.read_text())
+        res["momentum"] = momentum()
+        path.write_text(json.dumps(res, indent=2) + "\n")
     elif what == "run":
         (RESULTS / "gradients_compare.json").write_text(json.dumps(run(), indent=2, default=str) + "\n")
         report()
