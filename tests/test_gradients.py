@@ -399,12 +399,16 @@ def test_centring_keeps_texts_without_loss_zero(tiny_model, warm_file):
     ({"centre_mean": "/nonexistent.npz"}, "is not a file"),
     ({"centre_mean": "{bad}"}, "is not a centring .npz"),
     ({"centre_mean": "{wrong}"}, "expected 64 finite numbers"),
+    ({"centre_mean": "{nan}"}, "expected 64 finite numbers"),
+    ({"centre_mean": "{sample}"}, "is not a centring .npz"),
 ])
 def test_bad_centring_fails_in_one_line(tiny_model, tmp_path, opts, message):
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     np.savez(tmp_path / "wrong.npz", mean=np.zeros(32), rows=np.int64(3))
-    opts = {k: v.format(bad=tmp_path / "bad.npz", wrong=tmp_path / "wrong.npz") if isinstance(v, str) else v
-            for k, v in opts.items()}
+    np.savez(tmp_path / "nan.npz", mean=np.full(64, np.nan), rows=np.int64(3))
+    np.savez(tmp_path / "sample.npz", mean=np.zeros(64), rows=np.int64(3), sample=np.str_("{not json"))
+    files = {k: tmp_path / f"{k}.npz" for k in ("bad", "wrong", "nan", "sample")}
+    opts = {k: v.format(**files) if isinstance(v, str) else v for k, v in opts.items()}
     with pytest.raises(ParameterError, match=message) as info:
         load_embedder(_spec(tiny_model, dim=64, **opts), device="cpu")
     assert "\n" not in str(info.value)

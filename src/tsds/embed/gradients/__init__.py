@@ -225,9 +225,7 @@ class GradientEmbedder(Embedder):
                           "(the warm-up's momentum); add centre=N&centre_data=FILE or centre_mean=FILE", stacklevel=2)
         if o["centre"] or o["centre_mean"]:
             path = self._centre_cached(o) if o["centre"] else Path(o["centre_mean"]).expanduser()
-            self._mean, rows = centring.load_mean(path, self.dim)
-            with np.load(path, allow_pickle=False) as z:
-                sample = json.loads(str(z["sample"])) if "sample" in z.files else None
+            self._mean, rows, sample = centring.load_mean(path, self.dim)
             self.centre_info = {"rows": rows, "sample": sample, "mean_sha256": centring.mean_sha256(self._mean)}
 
     def _warm_up_cached(self, o: dict[str, Any]) -> Path:

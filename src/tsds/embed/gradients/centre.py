@@ -29,19 +29,21 @@ def mean_sha256(mean: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(mean, dtype="<f8").tobytes()).hexdigest()
 
 
-def load_mean(path: Path, dim: int) -> tuple[np.ndarray, int]:
-    """(mean, rows) from a centring .npz; a missing, unreadable or misfitting file is a one-line error."""
+def load_mean(path: Path, dim: int) -> tuple[np.ndarray, int, Any]:
+    """(mean, rows, the sample's description or None) from a centring .npz; a missing, unreadable or
+    misfitting file is a one-line error."""
     if not path.is_file():
         raise ParameterError(f"centre_mean {str(path)!r} is not a file")
     try:
         with np.load(path, allow_pickle=False) as z:
             mean, rows = np.asarray(z["mean"], dtype=np.float64), int(z["rows"])
-    except (OSError, ValueError, KeyError) as e:
+            sample = json.loads(str(z["sample"])) if "sample" in z.files else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise ParameterError(f"centre_mean {str(path)!r} is not a centring .npz (mean, rows): {e}") from None
     if mean.shape != (dim,) or not np.all(np.isfinite(mean)) or rows < 1:
         raise ParameterError(f"centre_mean {str(path)!r}: expected {dim} finite numbers from >= 1 rows, "
                              f"got shape {mean.shape} from {rows} rows")
-    return mean, rows
+    return mean, rows, sample
 
 
 def cache_key(features: dict[str, Any], sample: dict[str, Any]) -> str:
