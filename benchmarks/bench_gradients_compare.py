@@ -18,7 +18,7 @@ that carries the real embedder's identity; `run` checks the replayed rows agains
 few texts, and the task queries are embedded by the real embedder itself.
 Scores: tsds.evaluation.harness in ngram mode (byte 4-gram from scratch, held-out NLL, nats/byte; lower is
 better), decontamination and distribution figures in the static store's space for every method.
-Writes benchmarks/results/gradients_compare.json (and gradients_spectrum.json).
+Writes benchmarks/results/gradients_compare.json (and gradients_spectrum[_sep].json).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,6 +53,10 @@ SEEDS = [0, 1, 2]
 CENTRE_ROWS = 512
 MAX_TOKENS = 64
 CHUNK = 200
+# A response-only loss check: TSDS_BENCH_SEP=": " puts the loss on what follows the last ": " (the definition
+# after the term in most rows of this pool), features in $WORK/raw-sep; `features` and `spectrum` only.
+SEP = os.environ.get("TSDS_BENCH_SEP") or None
+RAW = WORK / ("raw-sep" if SEP else "raw")
 
 
 def log(msg: str) -> None:
@@ -94,6 +99,8 @@ def subpool() -> Path:
 def grad_spec(centre: bool = False) -> str:
     sub = subpool()
     spec = f"gradients:smollm2?max_tokens={MAX_TOKENS}&warmup=20&warmup_batch=4&warmup_data={sub}"
+    if SEP:
+        spec += "&sep=" + urllib.parse.quote(SEP)
     return spec + f"&centre={CENTRE_ROWS if centre else 0}"
 
 
@@ -116,16 +123,16 @@ def features() -> None:
     emb = GradientEmbedder(grad_spec(), device="cpu", batch_size=8)
     m, v = emb._moments
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    (WORK / "raw").mkdir(parents=True, exist_ok=True)
+    RAW.mkdir(parents=True, exist_ok=True)
     started, done = time.perf_counter(), 0
     for c in range(0, len(order), CHUNK):
-        out = WORK / "raw" / f"{c:06d}.npz"
+        out = RAW / f"{c:06d}.npz"
         if out.is_file():
             continue
         idx = order[c:c + CHUNK]
         plain, pre, n_plain, n_pre = [], [], [], []
         for s in range(0, len(idx), 8):
-            ids, first, _ = tokenize(emb.tokenizer, [texts[i] for i in idx[s:s + 8]], MAX_TOKENS, None)
+            ids, first, _ = tokenize(emb.tokenizer, [texts[i] for i in idx[s:s + 8]], MAX_TOKENS, SEP)
             g = per_example_grads(emb.model, emb.params, ids, first, emb._pad)
             p = (0.9 * m + 0.1 * g) / torch.sqrt(0.999 * v + 0.001 * g * g + 1e-8)  # as the embedder does
             plain.append(emb.projection.project(g))
@@ -145,7 +152,7 @@ def load_raw() -> dict[str, np.ndarray]:
     out = {"plain": np.zeros((n, 8192), np.float32), "pre": np.zeros((n, 8192), np.float32),
            "norm_plain": np.zeros(n), "norm_pre": np.zeros(n)}
     have = np.zeros(n, bool)
-    for f in sorted(glob.glob(str(WORK / "raw" / "*.npz"))):
+    for f in sorted(glob.glob(str(RAW / "*.npz"))):
         with np.load(f) as z:
             for k in out:
                 out[k][z["idx"]] = z[k]
@@ -203,8 +210,11 @@ def spectrum() -> dict:
     labs = [(r["source"], r["label"]) for r in rows]
     reps = variants(raw, n_pool)
     texts = all_texts()
-    for name in ("static", "minilm"):
-        reps[name] = np.asarray(load_embedder(name).embed(texts), dtype=np.float64)
+    if SEP:
+        reps = {f"{k} (loss after {SEP!r})": v for k, v in reps.items() if k.startswith("preconditioned")}
+    else:
+        for name in ("static", "minilm"):
+            reps[name] = np.asarray(load_embedder(name).embed(texts), dtype=np.float64)
     out = {"pool_rows": n_pool, "label_share_in_pool": {}, "representations": {}}
     task_labels = {}
     for t in TASKS:
@@ -387,7 +397,10 @@ def spectrum_table() -> str:
     lines = ["| features | top direction (top 5) share | mean cosine, random pool pairs | "
              + " | ".join(f"{t}: query-pool cosine / kNN-50 label share" for t in TASKS) + " |",
              "|---|---|---|" + "---|" * len(TASKS)]
-    for name, g in res["representations"].items():
+    reps = dict(res["representations"])
+    if (RESULTS / "gradients_spectrum_sep.json").is_file():
+        reps.update(json.loads((RESULTS / "gradients_spectrum_sep.json").read_text())["representations"])
+    for name, g in reps.items():
         lines.append(f"| {name} | {g['top1_share']:.3f} ({g['top5_share']:.3f}) | {g['mean_cos_random_pairs']:.3f} | "
                      + " | ".join(f"{g[t + '_query_pool_cos']:.3f} / {g[t + '_knn50_label_share']:.2f}" for t in TASKS)
                      + " |")
@@ -423,7 +436,8 @@ def main() -> None:
     if what == "features":
         features()
     elif what == "spectrum":
-        (RESULTS / "gradients_spectrum.json").write_text(json.dumps(spectrum(), indent=2) + "\n")
+        name = "gradients_spectrum_sep.json" if SEP else "gradients_spectrum.json"
+        (RESULTS / name).write_text(json.dumps(spectrum(), indent=2) + "\n")
         report()
     elif what == "momentum":
         path = RESULTS / "gradients_spectrum.json"
