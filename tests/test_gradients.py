@@ -282,6 +282,8 @@ def test_parse_spec_defaults():
     _, o = parse_spec("gradients?warmup=5&warmup_data=w.txt")
     assert o["centre"] == 512 and o["centre_data"] == "w.txt"
     assert parse_spec("gradients?warmup=5&warmup_data=w.txt&centre=0")[1]["centre"] == 0
+    # plain gradients are not dominated by one direction: no default centring without preconditioning
+    assert parse_spec("gradients?warmup=5&warmup_data=w.txt&precondition=none")[1]["centre"] == 0
 
 
 def _shards(root) -> dict[str, bytes]:

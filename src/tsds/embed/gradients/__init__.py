@@ -20,7 +20,8 @@ Options, given after "?" as URL query parameters (percent-encode the separator):
     checkpoint (a .npz a warm-up wrote: LoRA weights and Adam's moments), precondition ("adam" when
     there is a warm-up or a checkpoint, else "none"),
     centre (N: subtract the mean projected gradient of a seeded sample of N texts from centre_data before
-    normalising, see tsds.embed.gradients.centre; 0: off; default 512 with a warm-up, else 0),
+    normalising, see tsds.embed.gradients.centre; 0: off; default 512 with a warm-up and Adam
+    preconditioning, else 0),
     centre_data (a .jsonl[.gz] or .txt file, default the warm-up data), centre_field ("text"),
     centre_seed (0), centre_mean (a .npz of the mean a centring wrote, instead of computing it).
 Adam-preconditioned features are dominated by the warm-up's momentum, the same for every text, unless
@@ -113,7 +114,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if opts["precondition"] is None:
         opts["precondition"] = "adam" if (opts["warmup"] or opts["checkpoint"]) else "none"
     if opts["centre"] is None:
-        opts["centre"] = DEFAULT_CENTRE if opts["warmup"] and not opts["centre_mean"] else 0
+        adam = opts["precondition"] == "adam"
+        opts["centre"] = DEFAULT_CENTRE if adam and opts["warmup"] and not opts["centre_mean"] else 0
     if opts["centre"] < 0:
         raise ParameterError(f"embedder {spec!r}: centre must be >= 0 rows, got {opts['centre']}")
     if opts["centre"] and opts["centre_mean"]:
