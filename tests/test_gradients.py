@@ -113,7 +113,7 @@ def _direct(emb: GradientEmbedder, text: str) -> np.ndarray:
 def test_features_equal_direct_autograd(tiny_model, warm_file, warm):
     opts = {"dim": 64, "lora_r": 4}
     if warm:
-        opts.update(warmup=3, warmup_data=str(warm_file))
+        opts.update(warmup=3, warmup_data=str(warm_file), centre=0)
     emb = load_embedder(_spec(tiny_model, **opts), device="cpu", batch_size=5)
     assert emb.identity["precondition"] == ("adam" if warm else "none")
     rows = emb.embed(TEXTS)
@@ -204,7 +204,7 @@ def test_truncation_is_counted(tiny_model):
 
 
 def test_warmup_is_cached_and_recorded(tiny_model, warm_file):
-    spec = _spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file))
+    spec = _spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file), centre=0)
     a = load_embedder(spec, device="cpu")
     ident = a.identity
     assert ident["warmup"]["steps"] == 2 and len(ident["checkpoint_sha256"]) == 64
@@ -217,6 +217,28 @@ def test_warmup_is_cached_and_recorded(tiny_model, warm_file):
     assert np.array_equal(a.embed(TEXTS), b.embed(TEXTS))
     plain = load_embedder(_spec(tiny_model, dim=64), device="cpu")
     assert plain.identity != ident and plain.identity["checkpoint_sha256"] is None
+
+
+def test_warmup_centres_by_default_and_a_bare_checkpoint_warns(tiny_model, warm_file):
+    """Preconditioned features are centred unless told otherwise: by default on a sample of the warm-up data
+    (all of it when shorter than 512 texts); a checkpoint without centring data warns."""
+    a = load_embedder(_spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file)), device="cpu")
+    lines = warm_file.read_text(encoding="utf-8").splitlines()
+    assert a.identity["centre"]["sample"]["texts"] == 512 and a.identity["centre"]["rows"] == sum(map(bool, lines))
+    assert a.identity["centre"]["sample"]["data_sha256"] == a.identity["warmup"]["data_sha256"]
+    cache = Path(os.environ["TSDS_CACHE_DIR"], "gradients")
+    ckpt = next(p for p in cache.glob("*.npz")
+                if hashlib.sha256(p.read_bytes()).hexdigest() == a.identity["checkpoint_sha256"])
+    mean = next(p for p in cache.glob("centre-*.npz") if load_embedder(
+        _spec(tiny_model, dim=64, checkpoint=str(ckpt), centre_mean=str(p)), device="cpu").identity["centre"]
+        == a.identity["centre"])
+    # the warm-up's checkpoint and centring mean carried as files give the same rows
+    b = load_embedder(_spec(tiny_model, dim=64, checkpoint=str(ckpt), centre_mean=str(mean)), device="cpu")
+    assert np.array_equal(a.embed(TEXTS), b.embed(TEXTS))
+    with pytest.warns(UserWarning, match="without centring share one dominant direction"):
+        load_embedder(_spec(tiny_model, dim=64, checkpoint=str(ckpt)), device="cpu")
+    off = load_embedder(_spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file), centre=0), device="cpu")
+    assert "centre" not in off.identity and off.identity["warmup"] == a.identity["warmup"]
 
 
 def test_identity_covers_projection_and_lora(tiny_model):
@@ -256,7 +278,12 @@ def test_bad_specs_fail_in_one_line(tiny_model, spec, message):
 def test_parse_spec_defaults():
     model, o = parse_spec("gradients")
     assert model == "smollm2" and o["dim"] == 8192 and o["lora_r"] == 8 and o["lora_alpha"] == 16.0
-    assert o["precondition"] == "none" and o["targets"] == ("q_proj", "v_proj")
+    assert o["precondition"] == "none" and o["targets"] == ("q_proj", "v_proj") and o["centre"] == 0
+    _, o = parse_spec("gradients?warmup=5&warmup_data=w.txt")
+    assert o["centre"] == 512 and o["centre_data"] == "w.txt"
+    assert parse_spec("gradients?warmup=5&warmup_data=w.txt&centre=0")[1]["centre"] == 0
+    # plain gradients are not dominated by one direction: no default centring without preconditioning
+    assert parse_spec("gradients?warmup=5&warmup_data=w.txt&precondition=none")[1]["centre"] == 0
 
 
 def _shards(root) -> dict[str, bytes]:
@@ -293,3 +320,97 @@ def test_pool_build_with_gradients_is_deterministic_and_resumable(tiny_model, tm
     with pytest.raises(InputError, match="use a new store folder"):
         build_store([pool], tmp_path / "a", embedder_spec=_spec(tiny_model, dim=64, lora_r=4, seed=1), shard_rows=5)
     assert _shards(tmp_path / "a") == _shards(tmp_path / "b")
+
+
+def _manual_centred(emb: GradientEmbedder, texts: list[str], mean: np.ndarray) -> np.ndarray:
+    """normalise(P g - mean) from the raw gradients and the dense projection; zero rows stay zero."""
+    raw = emb.raw_gradients(texts)[0].double().numpy()
+    proj = raw @ emb.projection.dense().T
+    keep = np.any(raw != 0, axis=1)
+    proj[keep] -= mean
+    n = np.linalg.norm(proj, axis=1, keepdims=True)
+    return proj / np.where(n > 0, n, 1)
+
+
+def test_centring_is_shared_by_pool_and_queries_and_recorded(tiny_model, tmp_path, monkeypatch):
+    """A centred store's rows and the queries embedded for it (the store's spec loaded anew, as a selection
+    does) are centred by the same cached mean: the sample's mean projected gradient; the identity records it."""
+    import json
+
+    from tsds.pipeline.queries import load_store_embedder
+    from tsds.store import PoolStore, build_store
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
+    spec = _spec(tiny_model, dim=64, lora_r=4, centre=6, centre_data=str(pool))
+    monkeypatch.setenv("TSDS_CACHE_DIR", str(tmp_path / "cache"))
+    store = build_store([pool], tmp_path / "store", embedder_spec=spec, shard_rows=5)
+    cached = sorted(Path(os.environ["TSDS_CACHE_DIR"], "gradients").glob("centre-*.npz"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    queries = load_store_embedder(PoolStore(tmp_path / "store"))  # loads the spec again: reuses the cache
+    assert cached[0].stat().st_mtime_ns == mtime
+    ident = queries.identity
+    assert ident == store.meta["embedder"] and ident["centre"]["rows"] == 6
+    assert ident["centre"]["sample"]["texts"] == 6 and len(ident["centre"]["mean_sha256"]) == 64
+    # the mean is that of the seeded sample's projected gradients
+    from tsds.embed.gradients import read_warmup_texts
+
+    sample = read_warmup_texts(pool, "text", 6, 0)
+    plain = load_embedder(_spec(tiny_model, dim=64, lora_r=4), device="cpu")
+    mean = (plain.raw_gradients(sample)[0].double().numpy() @ plain.projection.dense().T).mean(0)
+    np.testing.assert_allclose(queries._mean, mean, rtol=1e-5, atol=1e-6 * np.abs(mean).max())
+    # pool rows and query rows: normalise(P g - mean), with the same mean
+    expected = _manual_centred(queries, TEXTS, queries._mean)
+    np.testing.assert_allclose(np.asarray(store.vectors().take(np.arange(len(TEXTS)))), expected, atol=2e-5)
+    np.testing.assert_allclose(queries.embed(TEXTS[:10]), expected[:10], atol=2e-5)
+    # centring changes the features and the identity; the uncentred identity has no centre entry
+    assert "centre" not in plain.identity and plain.identity != ident
+    assert not np.allclose(plain.embed(TEXTS), expected, atol=1e-3)
+    other = load_embedder(_spec(tiny_model, dim=64, lora_r=4, centre=6, centre_data=str(pool), centre_seed=1),
+                          device="cpu")
+    assert other.identity["centre"]["mean_sha256"] != ident["centre"]["mean_sha256"]
+    # the cached file given as centre_mean gives the same identity and rows
+    by_file = load_embedder(_spec(tiny_model, dim=64, lora_r=4, centre_mean=str(cached[0])), device="cpu")
+    assert by_file.identity == ident
+    np.testing.assert_array_equal(by_file.embed(TEXTS), queries.embed(TEXTS))
+    # a store built without centring refuses the centred embedder for its queries
+    build_store([pool], tmp_path / "plain", embedder_spec=_spec(tiny_model, dim=64, lora_r=4), shard_rows=5)
+    from tsds.errors import InputError
+
+    with pytest.raises(InputError, match="differs from the embedder"):
+        load_store_embedder(PoolStore(tmp_path / "plain"), queries)
+
+
+def test_centring_keeps_texts_without_loss_zero(tiny_model, warm_file):
+    emb = load_embedder(_spec(tiny_model, dim=64, centre=8, centre_data=str(warm_file)), device="cpu")
+    rows = emb.embed(["", "Only a prompt" + SEP, *TEXTS[:8]])
+    assert not rows[:2].any()
+    np.testing.assert_allclose(np.linalg.norm(rows[2:], axis=1), 1.0, atol=1e-6)
+    # with a warm-up the sample defaults to the warm-up data
+    warm = load_embedder(_spec(tiny_model, dim=64, warmup=2, warmup_data=str(warm_file), centre=4), device="cpu")
+    assert warm.options["centre_data"] == str(warm_file)
+    assert warm.identity["centre"]["sample"]["data_sha256"] == warm.identity["warmup"]["data_sha256"]
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"centre": -1}, "centre must be >= 0"),
+    ({"centre": 4}, "needs centre_data"),
+    ({"centre": 4, "centre_data": "/nonexistent.jsonl"}, "centre_data '/nonexistent.jsonl' is not a file"),
+    ({"centre": 4, "centre_data": "x", "centre_mean": "y.npz"}, "centre or centre_mean, not both"),
+    ({"centre_mean": "/nonexistent.npz"}, "is not a file"),
+    ({"centre_mean": "{bad}"}, "is not a centring .npz"),
+    ({"centre_mean": "{wrong}"}, "expected 64 finite numbers"),
+    ({"centre_mean": "{nan}"}, "expected 64 finite numbers"),
+    ({"centre_mean": "{sample}"}, "is not a centring .npz"),
+])
+def test_bad_centring_fails_in_one_line(tiny_model, tmp_path, opts, message):
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    np.savez(tmp_path / "wrong.npz", mean=np.zeros(32), rows=np.int64(3))
+    np.savez(tmp_path / "nan.npz", mean=np.full(64, np.nan), rows=np.int64(3))
+    np.savez(tmp_path / "sample.npz", mean=np.zeros(64), rows=np.int64(3), sample=np.str_("{not json"))
+    files = {k: tmp_path / f"{k}.npz" for k in ("bad", "wrong", "nan", "sample")}
+    opts = {k: v.format(**files) if isinstance(v, str) else v for k, v in opts.items()}
+    with pytest.raises(ParameterError, match=message) as info:
+        load_embedder(_spec(tiny_model, dim=64, **opts), device="cpu")
+    assert "\n" not in str(info.value)

@@ -18,7 +18,14 @@ Options, given after "?" as URL query parameters (percent-encode the separator):
     warmup (0 steps), warmup_data (a .jsonl[.gz] file; texts from warmup_field, default "text",
     or a .txt file, one text per line), warmup_batch (4), warmup_lr (2e-4), warmup_seed (0),
     checkpoint (a .npz a warm-up wrote: LoRA weights and Adam's moments), precondition ("adam" when
-    there is a warm-up or a checkpoint, else "none").
+    there is a warm-up or a checkpoint, else "none"),
+    centre (N: subtract the mean projected gradient of a seeded sample of N texts from centre_data before
+    normalising, see tsds.embed.gradients.centre; 0: off; default 512 with a warm-up and Adam
+    preconditioning, else 0),
+    centre_data (a .jsonl[.gz] or .txt file, default the warm-up data), centre_field ("text"),
+    centre_seed (0), centre_mean (a .npz of the mean a centring wrote, instead of computing it).
+Adam-preconditioned features are dominated by the warm-up's momentum, the same for every text, unless
+centred (docs/results-gradients.md); a checkpoint without centring warns.
 Queries and pool rows go through the same transformation (LESS itself preconditions only the training
 candidates and uses plain gradients for the target examples; one embedder per store keeps both in one space
 here). `embed` warns when given fewer than 10 texts: as a query set that is a noisy target (the warning
@@ -45,6 +52,7 @@ from tsds.atomic import write_npz
 from tsds.embed.base import Embedder, l2_normalise
 from tsds.embed.gradients.lora import (apply_checkpoint, load_lora_model, locate_model, model_sha256,
                                        WarmupSchedule, per_example_grads, tokenize, warm_up)
+from tsds.embed.gradients import centre as centring
 from tsds.embed.gradients.projection import SparseProjection
 from tsds.errors import InputError, ParameterError
 
@@ -53,13 +61,15 @@ log = logging.getLogger(__name__)
 PREFIX = "gradients"
 DEFAULT_MODEL = "smollm2"
 MIN_QUERIES = 10
+DEFAULT_CENTRE = 512
 _BETAS = (0.9, 0.999)
 _EPS = 1e-8
 _INT_OPTIONS = {"dim": 8192, "nnz": 4, "seed": 0, "lora_r": 8, "lora_seed": 0, "max_tokens": 256,
-                "warmup": 0, "warmup_batch": 4, "warmup_seed": 0}
+                "warmup": 0, "warmup_batch": 4, "warmup_seed": 0, "centre": None, "centre_seed": 0}
 _FLOAT_OPTIONS = {"lora_alpha": None, "warmup_lr": 2e-4}
 _STR_OPTIONS = {"targets": "q_proj,v_proj", "sep": None, "warmup_data": None, "warmup_field": "text",
-                "checkpoint": None, "precondition": None}
+                "checkpoint": None, "precondition": None, "centre_data": None, "centre_field": "text",
+                "centre_mean": None}
 
 
 def is_gradient_spec(spec: str) -> bool:
@@ -103,6 +113,17 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         raise ParameterError(f"embedder {spec!r}: precondition=adam needs a warmup or a checkpoint")
     if opts["precondition"] is None:
         opts["precondition"] = "adam" if (opts["warmup"] or opts["checkpoint"]) else "none"
+    if opts["centre"] is None:
+        adam = opts["precondition"] == "adam"
+        opts["centre"] = DEFAULT_CENTRE if adam and opts["warmup"] and not opts["centre_mean"] else 0
+    if opts["centre"] < 0:
+        raise ParameterError(f"embedder {spec!r}: centre must be >= 0 rows, got {opts['centre']}")
+    if opts["centre"] and opts["centre_mean"]:
+        raise ParameterError(f"embedder {spec!r}: give centre or centre_mean, not both")
+    if opts["centre"] and not opts["centre_data"]:
+        if not opts["warmup_data"]:
+            raise ParameterError(f"embedder {spec!r}: centre={opts['centre']} needs centre_data=FILE")
+        opts["centre_data"] = opts["warmup_data"]
     if opts["lora_alpha"] is None:
         opts["lora_alpha"] = float(2 * opts["lora_r"])
     if opts["sep"] == "":
@@ -199,6 +220,15 @@ class GradientEmbedder(Embedder):
         self.projection = SparseProjection(self.n_params, o["dim"], seed=o["seed"], nnz=o["nnz"])
         super().__init__(dim=o["dim"], max_tokens=o["max_tokens"], batch_size=batch_size or 8)
         self._warned_few = False
+        self.centre_info: dict[str, Any] | None = None
+        self._mean: np.ndarray | None = None
+        if self._moments is not None and not (o["centre"] or o["centre_mean"]):
+            warnings.warn("Adam-preconditioned gradient features without centring share one dominant direction "
+                          "(the warm-up's momentum); add centre=N&centre_data=FILE or centre_mean=FILE", stacklevel=2)
+        if o["centre"] or o["centre_mean"]:
+            path = self._centre_cached(o) if o["centre"] else Path(o["centre_mean"]).expanduser()
+            self._mean, rows, sample = centring.load_mean(path, self.dim)
+            self.centre_info = {"rows": rows, "sample": sample, "mean_sha256": centring.mean_sha256(self._mean)}
 
     def _warm_up_cached(self, o: dict[str, Any]) -> Path:
         data = Path(o["warmup_data"]).expanduser()
@@ -221,6 +251,23 @@ class GradientEmbedder(Embedder):
         write_npz(path, **arrays)
         return path
 
+    def _centre_cached(self, o: dict[str, Any]) -> Path:
+        """The cached centring mean of this configuration and sample, computed now if absent."""
+        data = Path(o["centre_data"]).expanduser()
+        if not data.is_file():
+            raise ParameterError(f"centre_data {str(data)!r} is not a file")
+        sample = {"texts": o["centre"], "seed": o["centre_seed"], "field": o["centre_field"],
+                  "data_sha256": _file_sha256(data)}
+        path = _cache_folder() / centring.cache_key(self._feature_identity(), sample)
+        if path.is_file():
+            return path
+        texts = read_warmup_texts(data, o["centre_field"], o["centre"], o["centre_seed"])
+        log.info("gradient centring: mean of %d texts from %s", len(texts), data)
+        mean, rows = centring.sample_mean(self._projected, texts, self.batch_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_npz(path, mean=mean, rows=np.int64(rows), sample=np.str_(json.dumps(sample, sort_keys=True)))
+        return path
+
     def _lora_identity(self) -> dict[str, Any]:
         o = self.options
         return {"r": o["lora_r"], "alpha": o["lora_alpha"], "targets": list(o["targets"]), "seed": o["lora_seed"],
@@ -228,6 +275,11 @@ class GradientEmbedder(Embedder):
 
     @property
     def identity(self) -> dict[str, Any]:
+        ident = self._feature_identity()
+        return ident if self.centre_info is None else {**ident, "centre": self.centre_info}
+
+    def _feature_identity(self) -> dict[str, Any]:
+        """What decides the features before centring."""
         o = self.options
         return {
             "kind": "lora-gradients",
@@ -246,7 +298,12 @@ class GradientEmbedder(Embedder):
 
     def raw_gradients(self, texts: list[str]):
         """(rows of per-example LoRA gradients as a torch tensor, preconditioned if so configured,
-        token counts, number truncated): the features before projection and normalisation."""
+        number truncated): the features before projection, centring and normalisation; all-zero rows for
+        texts without a loss."""
+        g, _, truncated = self._gradients(texts)
+        return g, truncated
+
+    def _gradients(self, texts: list[str]):
         import torch
 
         ids, first, truncated = tokenize(self.tokenizer, texts, self.max_tokens, self.options["sep"])
@@ -258,12 +315,20 @@ class GradientEmbedder(Embedder):
             g = m2 / torch.sqrt(v2 + _EPS)
         has_loss = torch.tensor([len(s) > f for s, f in zip(ids, first)], device=g.device)
         g = torch.where(has_loss[:, None], g, torch.zeros_like(g))
-        return g, truncated
+        return g, has_loss.cpu().numpy(), truncated
+
+    def _projected(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(projected gradients, float32 (n, dim), before centring and normalisation; which texts have a loss)."""
+        g, has_loss, _ = self._gradients(texts)
+        return self.projection.project(g), has_loss
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        g, truncated = self.raw_gradients(texts)
+        g, has_loss, truncated = self._gradients(texts)
         self.truncated += truncated
-        return l2_normalise(self.projection.project(g))
+        rows = self.projection.project(g)
+        if self._mean is not None:
+            rows = centring.centre_rows(rows, has_loss, self._mean)
+        return l2_normalise(rows)
 
     def embed(self, texts) -> np.ndarray:
         n = len(texts) if hasattr(texts, "__len__") else None
