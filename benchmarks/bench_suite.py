@@ -49,14 +49,14 @@ DEFAULT = {"preset": "default"}
 METHODS = [MethodSpec("tsds", "tsds", DEFAULT), MethodSpec("knn", "knn", BASE),
            MethodSpec("random", "random", BASE), MethodSpec("dsir", "dsir", BASE), MethodSpec("full", "full", BASE)]
 VARIANTS = [MethodSpec("tsds systematic", "tsds", {**DEFAULT, "draw": "systematic"}),
+            MethodSpec("tsds systematic by query", "tsds", {**DEFAULT, "draw": "systematic-query"}),
             MethodSpec("tsds support 2n", "tsds", {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5}),
             MethodSpec("tsds support n", "tsds", {**DEFAULT, "alpha_auto": 1.0, "alpha_auto_max": 1.0}),
             MethodSpec("tsds cluster", "tsds", {**DEFAULT, "draw": "cluster"}),
             MethodSpec("tsds support 2n systematic", "tsds",
                        {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5, "draw": "systematic"})]
 DUPLICATES = [MethodSpec("tsds", "tsds", DEFAULT), MethodSpec("tsds sigma=0", "tsds", {**DEFAULT, "sigma": 0.0}),
-              VARIANTS[0], VARIANTS[3], MethodSpec("knn", "knn", BASE), MethodSpec("random", "random", BASE),
-              MethodSpec("dsir", "dsir", BASE)]
+              VARIANTS[4], MethodSpec("knn", "knn", BASE), MethodSpec("random", "random", BASE)]
 DUP_SHARE = 0.10
 DUP_COPIES = 10  # per copied text: half exact, half lightly edited
 DUP_NEAR = 15  # copied texts per task taken among its queries' nearest neighbours; the rest at random
@@ -88,13 +88,17 @@ class Cache:
         tmp.replace(p)
 
 
-def run_cells(view, tasks, sizes, specs, seeds, stage, cache, eligibility, budget_of) -> list[dict]:
+def run_cells(view, tasks, sizes, specs, seeds, stage, cache, eligibility, budget_of, sizes_all=()) -> list[dict]:
     rows = []
     for task in tasks:
         for size in sizes:
             for spec in specs:
                 key = (stage, task.name, size, spec.name, ",".join(map(str, seeds)))
                 got = cache.get(*key)
+                if got is None and spec.method == "full":  # the whole eligible pool, whatever the budget
+                    other = next((g for g in (cache.get(stage, task.name, s, spec.name, key[-1]) for s in sizes_all)
+                                  if g), None)
+                    got = [{**r, "size": size, "budget": size / r["pool_rows"]} for r in other] if other else None
                 if got is None:
                     if task.name not in eligibility:
                         eligibility[task.name] = task_eligibility(view, task)
@@ -108,6 +112,20 @@ def run_cells(view, tasks, sizes, specs, seeds, stage, cache, eligibility, budge
                         f"nll={np.mean([r['nll'] for r in got]):.4f} ({time.time() - started:.1f} s)")
                 rows += got
     return rows
+
+
+def collect(cache, tasks, sizes, seeds, dup_size) -> list[dict]:
+    """Every cell of the suite found in the cache (this run's and earlier runs'), in suite order."""
+    tag = ",".join(map(str, seeds))
+    rows = []
+    for stage, specs, cell_sizes in (("grid", METHODS, sizes), ("variants", VARIANTS, sizes),
+                                     ("duplicates", DUPLICATES, [dup_size])):
+        for t in tasks:
+            for size in cell_sizes:
+                for spec in specs:
+                    rows += cache.get(stage, t.name, size, spec.name, tag) or []
+    meta = cache.get("duplicates-meta")
+    return rows + ([meta] if meta else [])
 
 
 # ----------------------------------------------------------------------------------------- duplicates
@@ -175,6 +193,8 @@ def main():
     ap.add_argument("--budgets", default=None, help="comma-separated shares of the pool (default: the suite's)")
     ap.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
     ap.add_argument("--stages", default="grid,variants,duplicates")
+    ap.add_argument("--methods", default=None, help="comma-separated method names of the grid and variants "
+                                                    "(default: all)")
     ap.add_argument("--estimate", action="store_true", help="run the first task at 1%% and print the expected time")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
@@ -214,21 +234,26 @@ def main():
             "(5% cells cost more), plus the duplicated pool")
         return
     rows: list[dict] = []
+    wanted = set(args.methods.split(",")) if args.methods else None
+    pick = lambda specs: [s for s in specs if wanted is None or s.name in wanted]  # noqa: E731
+    all_sizes = [int(round(b * n_pool)) for b in suite["budgets"]]
     if "grid" in stages:
-        rows += run_cells(view, tasks, sizes, METHODS, seeds, "grid", cache, elig, share.get)
+        rows += run_cells(view, tasks, sizes, pick(METHODS), seeds, "grid", cache, elig, share.get, all_sizes)
     if "variants" in stages:
-        rows += run_cells(view, tasks, sizes, VARIANTS, seeds, "variants", cache, elig, share.get)
+        rows += run_cells(view, tasks, sizes, pick(VARIANTS), seeds, "variants", cache, elig, share.get)
     if "duplicates" in stages:
         dstore = duplicated_pool(view, tasks, args.work)
         dview = PoolView(dstore)
         size = int(round(0.01 * n_pool))
         dview.flags = copy_flags(dstore)  # the harness reports each selection's share of flagged rows
         rows += run_cells(dview, tasks, [size], DUPLICATES, seeds, "duplicates", cache, {}, lambda s: 0.01)
-        rows.append({"stage": "duplicates-meta", "copy_rows": int(dview.flags.sum()),
-                     "pool_rows": int(dview.flags.size)})
-    meta = {"command": "python benchmarks/bench_suite.py" + (f" --budgets {args.budgets}" if args.budgets else ""),
-            "seconds": time.time() - started, "date": time.strftime("%Y-%m-%d"), "budgets": budgets,
-            "seeds": seeds, "tasks": [d.__dict__ for d in defs], "pool_rows": n_pool}
+        cache.put({"stage": "duplicates-meta", "copy_rows": int(dview.flags.sum()),
+                   "pool_rows": int(dview.flags.size)}, "duplicates-meta")
+    rows = collect(cache, tasks, all_sizes, seeds, int(round(0.01 * n_pool)))
+    cells = {(r["stage"], r["task"], r["size"], r["method"]): r.get("cell_seconds", 0) for r in rows if "task" in r}
+    meta = {"command": "python benchmarks/bench_suite.py", "seconds": float(sum(cells.values())), "date": time.strftime("%Y-%m-%d"), "budgets": budgets,
+            "seeds": seeds, "pool_rows": n_pool,
+            "tasks": [{**d.__dict__, "heldout_size": len(t.heldout)} for d, t in zip(defs, tasks)]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     tmp = RESULTS.with_suffix(".tmp")

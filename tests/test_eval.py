@@ -120,6 +120,7 @@ def test_carved_task_rows_are_never_selectable(small_store, static_embedder, tmp
     specs = [MethodSpec("tsds", "tsds", {"preset": "default"}), MethodSpec("knn", "knn"),
              MethodSpec("random", "random", {"sampling": "without-replacement"}),
              MethodSpec("sys", "tsds", {"preset": "default", "draw": "systematic"}),
+             MethodSpec("sysq", "tsds", {"preset": "default", "draw": "systematic-query"}),
              MethodSpec("cluster", "tsds", {"preset": "default", "draw": "cluster"})]
     for spec in specs:
         sel, _ = select(spec, view, animals, 60, 0, eligibility=elig)

@@ -191,23 +191,31 @@ def select(spec: MethodSpec, view: PoolView, task: Task, size: int, seed: int, *
             config = config.model_copy(update={"alpha": config.alpha / 2})
     sel.timings["alpha_used"] = sel.config.alpha
     if draw is not None:
-        sel.counts = redraw(v, sel.probabilities, size, seed, draw, sel.config.sigma)
+        sel.counts = redraw(v, sel, size, seed, draw)
     return sel, time.time() - started
 
 
-def redraw(view: PoolView, p: np.ndarray, size: int, seed: int, draw: str, sigma: float) -> np.ndarray:
-    """n distinct draws from p by another rule (a variant): ``systematic`` (dependent rounding of n p) or
-    ``cluster`` (at most one draw per near-duplicate cluster of the support, clusters of rows within sigma)."""
+def redraw(view: PoolView, sel, size: int, seed: int, draw: str) -> np.ndarray:
+    """n distinct draws from the selection's p by another rule (a variant): ``systematic`` (dependent
+    rounding of n p, candidates in index order), ``systematic-query`` (the same, candidates laid out by
+    nearest query, then by distance to it, so every query's neighbourhood gets its share), or ``cluster``
+    (at most one draw per near-duplicate cluster of the support: rows within sigma of each other)."""
     from tsds.core.sampling import draw_one_per_cluster, draw_systematic
 
+    p = sel.probabilities
     if draw == "systematic":
         return draw_systematic(p, size, seed)
+    if draw == "systematic-query":
+        rows = np.flatnonzero(p)
+        q, d = sel.nearest_query(rows)
+        lead = rows[np.lexsort((d, q))]
+        return draw_systematic(p, size, seed, order=np.concatenate([lead, np.setdiff1d(np.arange(p.size), rows)]))
     if draw == "cluster":
         rows = np.flatnonzero(p)
         labels = np.arange(p.size)
-        labels[rows] = rows[metrics.near_duplicate_clusters(view.store.vectors().take(rows), sigma)]
+        labels[rows] = rows[metrics.near_duplicate_clusters(view.store.vectors().take(rows), sel.config.sigma)]
         return draw_one_per_cluster(p, size, seed, labels)
-    raise ValueError(f"draw must be systematic or cluster, got {draw!r}")
+    raise ValueError(f"draw must be systematic, systematic-query or cluster, got {draw!r}")
 
 
 _DUP_CACHE: dict = {}
