@@ -213,3 +213,26 @@ def draw_one_per_cluster(p, n: int, seed: int, clusters) -> np.ndarray:
     counts = np.zeros(p.size, dtype=np.int64)
     counts[chosen] = 1
     return counts
+
+
+def near_duplicate_clusters(vectors, radius: float, block: int = 1024) -> np.ndarray:
+    """Cluster label per row (the index of its first row): connected components of the graph joining rows
+    within ``radius`` (Euclidean) of each other, so a text, its copies and light edits share a label."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    x = np.asarray(vectors, dtype=np.float32)
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    sq = (x * x).sum(axis=1)
+    rows, cols = [], []
+    for s in range(0, n, block):
+        d2 = sq[s:s + block, None] + sq[None, :] - 2.0 * (x[s:s + block] @ x.T)
+        i, j = np.nonzero(d2 < radius * radius)
+        rows.append(i + s), cols.append(j)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    _, comp = connected_components(coo_matrix((np.ones(r.size), (r, c)), shape=(n, n)), directed=False)
+    first = np.full(comp.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    return first[comp]

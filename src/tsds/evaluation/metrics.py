@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from tsds.core.sampling import near_duplicate_clusters  # noqa: F401  (the figures' clusters)
+
 NEAR_DUPLICATE_DISTANCE = 0.2  # cos >= 0.98: copies and light edits, not distinct texts on one topic
 
 
@@ -85,26 +87,3 @@ def label_share(labels: list, counts: np.ndarray, target_labels: set) -> float:
 def distinct_share(counts: np.ndarray) -> float:
     counts = np.asarray(counts)
     return float(np.count_nonzero(counts) / max(int(counts.sum()), 1))
-
-
-def near_duplicate_clusters(vectors: np.ndarray, radius: float, block: int = 1024) -> np.ndarray:
-    """Cluster label per row (index of a representative row): connected components of the graph joining
-    rows within ``radius`` (Euclidean) of each other, so a text, its copies and light edits share a label."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    x = np.asarray(vectors, dtype=np.float32)
-    n = x.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    sq = (x * x).sum(axis=1)
-    rows, cols = [], []
-    for s in range(0, n, block):
-        d2 = sq[s:s + block, None] + sq[None, :] - 2.0 * (x[s:s + block] @ x.T)
-        i, j = np.nonzero(d2 < radius * radius)
-        rows.append(i + s), cols.append(j)
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    _, comp = connected_components(coo_matrix((np.ones(r.size), (r, c)), shape=(n, n)), directed=False)
-    first = np.full(comp.max() + 1, n, dtype=np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    return first[comp]
