@@ -7,10 +7,10 @@
 
 Stages (fast mode: a byte 4-gram LM trained from scratch on each selection, scored on the task's held-out set):
 1. grid: tasks x budgets x seeds x {tsds (the default setting), knn, random, dsir, full};
-2. variants of tsds on the same cells: systematic draw, support of p >= 2n, support ~n (alpha up to 1),
-   one draw per near-duplicate cluster;
+2. variants of tsds on the same cells: the plain draw (no cluster rule), systematic draw, support of
+   p >= 2n, support ~n (alpha up to 1);
 3. duplicates: the pool plus copies making 10% of its rows (exact and lightly edited, some near the
-   queries), 1% budget, tsds and its variants, knn, random, dsir.
+   queries), 1% budget: tsds, its plain draw, sigma 0, knn, random.
 Every (stage, task, budget, method) cell is cached under --cache as it finishes: a rerun resumes.
 """
 
@@ -48,15 +48,17 @@ BASE = {"sampling": "without-replacement"}
 DEFAULT = {"preset": "default"}
 METHODS = [MethodSpec("tsds", "tsds", DEFAULT), MethodSpec("knn", "knn", BASE),
            MethodSpec("random", "random", BASE), MethodSpec("dsir", "dsir", BASE), MethodSpec("full", "full", BASE)]
-VARIANTS = [MethodSpec("tsds systematic", "tsds", {**DEFAULT, "draw": "systematic"}),
-            MethodSpec("tsds systematic by query", "tsds", {**DEFAULT, "draw": "systematic-query"}),
+# Variants of the default. The draw variants redraw the default's p; an explicit alpha_auto (the support
+# variants) or one_per_cluster False means the plain draw (n Gumbel top-k draws, no cluster rule).
+VARIANTS = [MethodSpec("tsds plain draw", "tsds", {**DEFAULT, "one_per_cluster": False}),
+            MethodSpec("tsds systematic", "tsds", {**DEFAULT, "draw": "systematic"}),
             MethodSpec("tsds support 2n", "tsds", {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5}),
             MethodSpec("tsds support n", "tsds", {**DEFAULT, "alpha_auto": 1.0, "alpha_auto_max": 1.0}),
-            MethodSpec("tsds cluster", "tsds", {**DEFAULT, "draw": "cluster"}),
             MethodSpec("tsds support 2n systematic", "tsds",
                        {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5, "draw": "systematic"})]
-DUPLICATES = [MethodSpec("tsds", "tsds", DEFAULT), MethodSpec("tsds sigma=0", "tsds", {**DEFAULT, "sigma": 0.0}),
-              VARIANTS[4], MethodSpec("knn", "knn", BASE), MethodSpec("random", "random", BASE)]
+DUPLICATES = [MethodSpec("tsds", "tsds", DEFAULT), VARIANTS[0],
+              MethodSpec("tsds sigma=0", "tsds", {**DEFAULT, "sigma": 0.0}),
+              MethodSpec("knn", "knn", BASE), MethodSpec("random", "random", BASE)]
 DUP_SHARE = 0.10
 DUP_COPIES = 10  # per copied text: half exact, half lightly edited
 DUP_NEAR = 15  # copied texts per task taken among its queries' nearest neighbours; the rest at random
@@ -123,7 +125,11 @@ def collect(cache, tasks, sizes, seeds, dup_size) -> list[dict]:
         for t in tasks:
             for size in cell_sizes:
                 for spec in specs:
-                    rows += cache.get(stage, t.name, size, spec.name, tag) or []
+                    got = cache.get(stage, t.name, size, spec.name, tag)
+                    if got is None and spec.method == "full":  # the whole eligible pool at every budget
+                        other = next((g for g in (cache.get(stage, t.name, s, spec.name, tag) for s in sizes) if g), [])
+                        got = [{**r, "size": size, "budget": size / r["pool_rows"]} for r in other]
+                    rows += got or []
     meta = cache.get("duplicates-meta")
     return rows + ([meta] if meta else [])
 

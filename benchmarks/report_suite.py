@@ -153,6 +153,13 @@ def duplicates_section(rows, size, pool_rows):
         ratio = f"{inc[0] / knn_inc:.2f}" if inc and knn_inc else "-"
         lines.append(f"| {m} | {nll[0]:.3f} ± {nll[1]:.3f} | {copies[0]:.3f} ± {copies[1]:.3f} | {nd[0]:.3f} ± {nd[1]:.3f} | "
                      + (fmt_ci(*inc) if inc else "-") + f" | {ratio} |")
+    pairs = []
+    for o in [m for m in methods if m != "tsds"]:
+        per = [np.mean(d) for t in tasks if (d := paired(dirty, t, size, "tsds", o))]
+        if per:
+            m, h = ci(per)
+            pairs.append(f"tsds − {o} {fmt_ci(m, h)} ({sum(x < 0 for x in per)}/{len(per)} tasks lower)")
+    lines += ["", "Paired on the duplicated pool (NLL, mean over tasks ± 95% CI): " + "; ".join(pairs) + "."]
     ts = [r for r in dup if r["method"] == "tsds"]
     share_sel = np.mean([r["flagged_share"] for r in ts])
     tinc = np.mean(incr["tsds"]) if incr.get("tsds") else float("nan")
@@ -165,12 +172,13 @@ def duplicates_section(rows, size, pool_rows):
 
 def figure(pooled, sizes, pool_rows, variants_pooled):
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, (pool, names, title) in zip(axes, [(pooled, BASELINES, "tsds default − baseline"),
+    for ax, (pool, names, title) in zip(axes, [(pooled, ["knn", "full"], "tsds default − knn, full"),
                                                 (variants_pooled[0], variants_pooled[1], "variant − tsds default")]):
         for k, o in enumerate(names):
             pts = [(100 * s / pool_rows, *ci(pool[(s, o)])) for s in sizes if pool.get((s, o))]
@@ -179,9 +187,10 @@ def figure(pooled, sizes, pool_rows, variants_pooled):
                 ax.errorbar(x * (1 + 0.04 * (k - len(names) / 2)), m, yerr=h, marker="o", capsize=3, label=o)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xticks([100 * s / pool_rows for s in sizes], [f"{100 * s / pool_rows:g}%" for s in sizes])
+        ax.set_xticks([100 * s / pool_rows for s in sizes], [f"{100 * s / pool_rows:.1f}%" for s in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("budget (share of the pool)")
-        ax.set_title(title + " (held-out NLL, nats/byte)")
+        ax.set_title(title + " (NLL, nats/byte)", fontsize=10)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("mean over tasks, 95% CI (below 0: tsds better)")
     fig.tight_layout()
@@ -241,8 +250,9 @@ def report(data):
         "only in which texts they hold. The real-model harness (`tsds eval --mode model`, SmolLM2-135M) is not "
         "run for the grid on this 2-core CPU (last section).",
         "",
-        f"**Methods.** `tsds`: the default setting (cosine, sigma 0.3, C 1, n distinct draws, alpha 0.5 lowered "
-        f"until the support of p holds the budget). `knn`: cosine nearest neighbours of the 20 queries, "
+        f"**Methods.** `tsds`: the default setting (cosine, sigma 0.3, C 1, alpha 0.5 lowered until the support "
+        f"of p holds the budget, n distinct draws taking at most one row per near-duplicate cluster while "
+        f"distinct clusters last). `knn`: cosine nearest neighbours of the 20 queries, "
         "round-robin. `random`: uniform, distinct. `dsir`: hashed n-gram importance resampling fitted on the 20 "
         f"queries. `full`: the whole eligible pool ({pool_rows:,} rows). {n_seeds} seeds (the draw); knn and full "
         "are deterministic. Every method selects from the same eligible rows per task (one eligibility mask: "
@@ -277,11 +287,12 @@ def report(data):
         "",
         "## Variants of tsds on the same cells",
         "",
-        "`tsds systematic`: the default's p drawn by systematic (dependent) rounding of n p instead of n "
-        "Gumbel top-k draws. `tsds support 2n`: alpha lowered until the support of p holds 2n (the default: n). "
-        "`tsds support n`: the largest alpha up to 1 (not 0.5) whose support holds n. `tsds cluster`: at most "
-        "one draw per near-duplicate cluster (rows within sigma) while distinct clusters last. "
-        "`tsds support 2n systematic`: both.",
+        "`tsds plain draw`: the default's p drawn by n independent Gumbel top-k draws, with no cluster rule (the "
+        "default before this suite). `tsds systematic`: the default's p drawn by systematic (dependent) rounding "
+        "of n p (`tsds.core.sampling.draw_systematic`). `tsds support 2n`: alpha lowered until the support of p "
+        "holds 2n (the default: n), plain draw. `tsds support n`: the largest alpha up to 1 (not 0.5) whose "
+        "support holds n, plain draw. `tsds support 2n systematic`: both. Cells not run are left out "
+        "(the brackets say on how many tasks a figure rests).",
         "",
         "Variant − tsds default, pooled over tasks (below 0: the variant is better):",
         "",

@@ -1,6 +1,6 @@
 """The default setting and the published one: what ``tsds select`` and ``tsds.Selector(size=n)`` do with no
-other option (cosine, sigma 0.3, C 1, n distinct draws, alpha 0.5 lowered until the support of p holds the
-budget), that it never fails on a feasible budget and says what it chose, that alpha auto's support lands on
+other option (cosine, sigma 0.3, C 1, n distinct draws at most one per near-duplicate cluster, alpha 0.5
+lowered until the support of p holds the budget), that it never fails on a feasible budget and says what it chose, that alpha auto's support lands on
 its target on an IVF index searched at a calibrated nprobe, and that ``--paper`` gives the published
 defaults. On real demo rows embedded by a real model."""
 
