@@ -257,13 +257,13 @@ def main():
                    "pool_rows": int(dview.flags.size)}, "duplicates-meta")
     rows = collect(cache, tasks, all_sizes, seeds, int(round(0.01 * n_pool)))
     cells = {(r["stage"], r["task"], r["size"], r["method"]): r.get("cell_seconds", 0) for r in rows if "task" in r}
-    meta = {"command": "python benchmarks/bench_suite.py", "seconds": float(sum(cells.values())), "date": time.strftime("%Y-%m-%d"), "budgets": budgets,
+    meta = {"command": "python benchmarks/bench_suite.py", "seconds": float(sum(cells.values())), "date": time.strftime("%Y-%m-%d"),
+            "budgets": suite["budgets"],
             "seeds": seeds, "pool_rows": n_pool,
             "tasks": [{**d.__dict__, "heldout_size": len(t.heldout)} for d, t in zip(defs, tasks)]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": rows, "carried": old.get("carried")}, indent=0, default=float))
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, separators=(",", ":"), default=float) + "\n")
     tmp.replace(RESULTS)
     log(f"done in {time.time() - started:.0f} s; rows in {RESULTS}")
     from report_suite import report
