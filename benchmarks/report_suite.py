@@ -287,11 +287,11 @@ def report(data):
         "",
         "## Variants of tsds on the same cells",
         "",
-        "`tsds plain draw`: the default's p drawn by n independent Gumbel top-k draws, with no cluster rule (the "
-        "default before this suite). `tsds systematic`: the default's p drawn by systematic (dependent) rounding "
-        "of n p (`tsds.core.sampling.draw_systematic`). `tsds support 2n`: alpha lowered until the support of p "
-        "holds 2n (the default: n), plain draw. `tsds support n`: the largest alpha up to 1 (not 0.5) whose "
-        "support holds n, plain draw. `tsds support 2n systematic`: both. Cells not run are left out "
+        "**tsds plain draw**: the default's p drawn by n independent Gumbel top-k draws, with no cluster rule (the "
+        "default before this suite). **tsds systematic**: the default's p drawn by systematic (dependent) rounding "
+        "of n p (`tsds.core.sampling.draw_systematic`). **tsds support 2n**: alpha lowered until the support of p "
+        "holds 2n (the default: n), plain draw. **tsds support n**: the largest alpha up to 1 (not 0.5) whose "
+        "support holds n, plain draw. **tsds support 2n systematic**: both. Cells not run are left out "
         "(the brackets say on how many tasks a figure rests).",
         "",
         "Variant − tsds default, pooled over tasks (below 0: the variant is better):",
