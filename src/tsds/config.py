@@ -40,6 +40,8 @@ class SelectionConfig(BaseModel):
     alpha_auto: float | None = Field(None, ge=1.0, description="choose alpha so that the support of p holds at "
                                                                "least this multiple of size (tsds.pipeline.autoparams.auto_alpha)")
     alpha_auto_max: float = Field(1.0, gt=0.0, le=1.0, description="with alpha_auto: the largest alpha considered")
+    one_per_cluster: bool = Field(False, description="n distinct draws take at most one row per near-duplicate "
+                                                     "cluster (rows within sigma) while distinct clusters last")
     preset: Literal["default", "paper"] | None = Field(None, description="the preset that filled the parameters "
                                                                           "not given (None: the field defaults)")
 
@@ -53,11 +55,12 @@ class SelectionConfig(BaseModel):
 
 # The evidence-backed setting (docs/results.md): cosine distance, sigma 0.3 (merges light edits of a text;
 # on unit vectors), C 1, n distinct draws, and alpha 0.5 lowered as far as needed for the support of p
-# to hold the n draws (alpha_auto 1.0, capped at 0.5). "paper": the published defaults (the authors'
+# to hold the n draws (alpha_auto 1.0, capped at 0.5), at most one draw per near-duplicate cluster (an
+# explicit alpha keeps the plain draw). "paper": the published defaults (the authors'
 # config.yaml), which are also SelectionConfig's field defaults.
 PRESETS = {
     "default": {"metric": "cosine", "C": 1.0, "sigma": 0.3, "alpha": 0.5, "alpha_auto": 1.0,
-                "alpha_auto_max": 0.5, "sampling": "without-replacement"},
+                "alpha_auto_max": 0.5, "sampling": "without-replacement", "one_per_cluster": True},
     "paper": {"metric": "euclidean", "C": 5.0, "sigma": 0.75, "alpha": 0.5, "sampling": "with-replacement"},
 }
 
@@ -72,7 +75,7 @@ def apply_preset(params: dict, preset: str | None) -> dict:
         raise ParameterError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     fill = dict(PRESETS[preset])
     if "alpha" in given or "alpha_auto" in given:
-        fill.pop("alpha_auto", None), fill.pop("alpha_auto_max", None)
+        fill.pop("alpha_auto", None), fill.pop("alpha_auto_max", None), fill.pop("one_per_cluster", None)
     return {**fill, **given, "preset": preset}
 
 

@@ -152,6 +152,7 @@ class Selector:
             config = self._array_config()
             for flag, used in (("alpha auto", config.alpha_auto is not None),
                                ("sigma auto", config.sigma_auto), ("exclude", exclude is not None),
+                               ("one_per_cluster", config.one_per_cluster),
                                ("keep_zero_rows", keep_zero_rows)):
                 if used:
                     raise ParameterError(f"{flag} needs a pool store (tsds.Pool)")

@@ -109,3 +109,130 @@ def counts_to_indices(counts) -> np.ndarray:
     """
     counts = np.asarray(counts)
     return np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+
+
+def inclusion_probabilities(p, n: int) -> np.ndarray:
+    """The inclusion probabilities of n distinct draws in proportion to p: pi = n p, where a candidate whose
+    pi would exceed 1 is taken for sure (pi = 1) and the rest of the budget is spread over the others in
+    proportion to p again, until no pi exceeds 1. Sums to n. Raises ParameterError when fewer than n
+    candidates have p > 0."""
+    p = _check(p, n)
+    positive = p > 0
+    if np.count_nonzero(positive) < n:
+        raise ParameterError(
+            f"size {n} is larger than the {np.count_nonzero(positive)} candidates with positive probability; "
+            "lower --size, draw with replacement, or widen the support (smaller alpha)"
+        )
+    certain = np.zeros(p.size, dtype=bool)
+    while True:
+        rest = positive & ~certain
+        budget = n - np.count_nonzero(certain)
+        pi = np.zeros(p.size)
+        pi[certain] = 1.0
+        if budget > 0:
+            pi[rest] = budget * p[rest] / p[rest].sum()
+        over = rest & (pi >= 1.0 - 1e-12)
+        if not over.any():
+            return pi
+        certain |= over
+
+
+def draw_systematic(p, n: int, seed: int, order=None) -> np.ndarray:
+    """n distinct candidates by systematic (dependent) rounding of the inclusion probabilities n p.
+
+    Every candidate is included with probability exactly ``inclusion_probabilities(p, n)`` (n p where that
+    is at most 1): those with n p >= 1 always, the others by one uniform offset u laid over their
+    probabilities placed end to end (in ``order``, default index order), so that exactly one candidate is
+    taken per unit of mass. Unlike n independent draws, a support of about 2n candidates with nearly flat p
+    then yields a spread-out selection instead of a random half of it.
+
+    Parameters
+    ----------
+    p : array_like of shape (N,)
+        Non-negative weights (normalised here); at least n must be positive.
+    n : int
+        Number of distinct candidates.
+    seed : int
+        Seed of numpy's default generator (the offset u).
+    order : array_like of int, optional
+        A permutation of range(N): the order in which candidates are laid end to end.
+
+    Returns
+    -------
+    ndarray of shape (N,)
+        A 0/1 count per candidate (int64, sums to n).
+
+    Examples
+    --------
+    >>> from tsds.core.sampling import draw_systematic
+    >>> draw_systematic([0.5, 0.25, 0.25, 0.0], 2, seed=0).tolist()[0]
+    1
+    """
+    pi = inclusion_probabilities(p, n)
+    counts = np.zeros(pi.size, dtype=np.int64)
+    certain = pi >= 1.0
+    counts[certain] = 1
+    m = int(n - np.count_nonzero(certain))
+    if m == 0:
+        return counts
+    order = np.arange(pi.size) if order is None else np.asarray(order, dtype=np.int64)
+    if order.shape != (pi.size,) or not np.array_equal(np.sort(order), np.arange(pi.size)):
+        raise ParameterError("order must be a permutation of the candidates")
+    rest = order[(pi[order] > 0) & ~certain[order]]
+    w = pi[rest]
+    edges = np.concatenate([[0.0], np.cumsum(w)])
+    edges *= m / edges[-1]  # exactly m units of mass (rounding of the sum)
+    u = np.random.default_rng(seed).uniform()
+    # candidate k is taken when a point u + j (j = 0..m-1) falls in [edges[k], edges[k+1])
+    hits = np.floor(edges[1:] - u) - np.floor(edges[:-1] - u)
+    taken = rest[hits > 0]
+    counts[taken] = 1
+    return counts
+
+
+def draw_one_per_cluster(p, n: int, seed: int, clusters) -> np.ndarray:
+    """n distinct candidates drawn in proportion to p (Gumbel top-k order), at most one per near-duplicate
+    cluster while distinct clusters last; then the remaining candidates in the same order (never fewer than
+    n). ``clusters``: a cluster label per candidate (equal labels = near-duplicates)."""
+    p = _check(p, n)
+    clusters = np.asarray(clusters)
+    if clusters.shape != p.shape:
+        raise ParameterError("clusters must give one label per candidate")
+    positive = np.flatnonzero(p > 0)
+    if positive.size < n:
+        raise ParameterError(
+            f"size {n} is larger than the {positive.size} candidates with positive probability; "
+            "lower --size, draw with replacement, or widen the support (smaller alpha)"
+        )
+    keys = np.log(p[positive]) + np.random.default_rng(seed).gumbel(size=positive.size)
+    ranked = positive[np.argsort(-keys, kind="stable")]
+    _, first = np.unique(clusters[ranked], return_index=True)
+    lead = np.zeros(ranked.size, dtype=bool)
+    lead[first] = True
+    chosen = np.concatenate([ranked[lead], ranked[~lead]])[:n]
+    counts = np.zeros(p.size, dtype=np.int64)
+    counts[chosen] = 1
+    return counts
+
+
+def near_duplicate_clusters(vectors, radius: float, block: int = 1024) -> np.ndarray:
+    """Cluster label per row (the index of its first row): connected components of the graph joining rows
+    within ``radius`` (Euclidean) of each other, so a text, its copies and light edits share a label."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    x = np.asarray(vectors, dtype=np.float32)
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    sq = (x * x).sum(axis=1)
+    rows, cols = [], []
+    for s in range(0, n, block):
+        d2 = sq[s:s + block, None] + sq[None, :] - 2.0 * (x[s:s + block] @ x.T)
+        i, j = np.nonzero(d2 < radius * radius)
+        rows.append(i + s), cols.append(j)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    _, comp = connected_components(coo_matrix((np.ones(r.size), (r, c)), shape=(n, n)), directed=False)
+    first = np.full(comp.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    return first[comp]

@@ -72,6 +72,8 @@ class Task:
     query_texts: list[str]
     heldout: list[str]
     labels: set  # (source, label) pairs of the task; empty when the files carry none
+    pool_rows: np.ndarray | None = None  # pool rows the task was carved from (never selectable) ...
+    pool_store: str | None = None  # ... in this store
 
 
 def load_task(task_dir=None, *, queries=None, heldout=None, text_field: str = "text", name: str | None = None) -> Task:
@@ -103,6 +105,7 @@ class PoolView:
         self.labels = self._labels()
         self._embedder = embedder
         self._emb_cache: dict = {}
+        self.flags: np.ndarray | None = None  # rows to count in each selection (e.g. copies added to a pool)
 
     def _labels(self) -> list | None:
         labels: list = []
@@ -167,7 +170,9 @@ def select(spec: MethodSpec, view: PoolView, task: Task, size: int, seed: int, *
     from tsds.methods import select_method
 
     v = view if spec.store is None else (views or {}).get(spec.store) or PoolView(spec.store)
-    config = make_config(size=size, seed=seed, **spec.params)
+    params = dict(spec.params)
+    draw = params.pop("draw", None)
+    config = make_config(size=size, seed=seed, **params)
     started = time.time()
     kwargs = {"embedder": v.embedder, "eligibility": _for_view(eligibility, v)}
     if spec.method == "dsir":
@@ -184,8 +189,33 @@ def select(spec: MethodSpec, view: PoolView, task: Task, size: int, seed: int, *
             if spec.method != "tsds" or "positive probability" not in str(exc) or config.alpha < 1e-3:
                 raise
             config = config.model_copy(update={"alpha": config.alpha / 2})
-    sel.timings["alpha_used"] = config.alpha
+    sel.timings["alpha_used"] = sel.config.alpha
+    if draw is not None:
+        sel.counts = redraw(v, sel, size, seed, draw)
     return sel, time.time() - started
+
+
+def redraw(view: PoolView, sel, size: int, seed: int, draw: str) -> np.ndarray:
+    """n distinct draws from the selection's p by another rule (a variant): ``systematic`` (dependent
+    rounding of n p, candidates in index order), ``systematic-query`` (the same, candidates laid out by
+    nearest query, then by distance to it, so every query's neighbourhood gets its share), or ``cluster``
+    (at most one draw per near-duplicate cluster of the support: rows within sigma of each other)."""
+    from tsds.core.sampling import draw_one_per_cluster, draw_systematic
+
+    p = sel.probabilities
+    if draw == "systematic":
+        return draw_systematic(p, size, seed)
+    if draw == "systematic-query":
+        rows = np.flatnonzero(p)
+        q, d = sel.nearest_query(rows)
+        lead = rows[np.lexsort((d, q))]
+        return draw_systematic(p, size, seed, order=np.concatenate([lead, np.setdiff1d(np.arange(p.size), rows)]))
+    if draw == "cluster":
+        rows = np.flatnonzero(p)
+        labels = np.arange(p.size)
+        labels[rows] = rows[metrics.near_duplicate_clusters(view.store.vectors().take(rows), sel.config.sigma)]
+        return draw_one_per_cluster(p, size, seed, labels)
+    raise ValueError(f"draw must be systematic, systematic-query or cluster, got {draw!r}")
 
 
 _DUP_CACHE: dict = {}
@@ -205,6 +235,8 @@ def figures(view: PoolView, task: Task, counts: np.ndarray, seed: int = 0) -> di
            "near_duplicate_share": _DUP_CACHE[key],
            "ot_to_heldout": metrics.ot_distance(vec, c, view.embed(task.heldout), seed=seed),
            "train_bytes": int(sum(len(view.texts[r].encode()) * int(k) for r, k in zip(rows, c)))}
+    if view.flags is not None:
+        out["flagged_share"] = float((view.flags[rows] * c).sum() / c.sum())
     if view.labels is not None and task.labels:
         out["label_share"] = metrics.label_share([view.labels[r] for r in rows], c, task.labels)
     return out
@@ -265,6 +297,10 @@ def evaluate_methods(view: PoolView, task: Task, size: int, methods: list[Method
     rows: list[dict] = []
     elig = eligibility or task_eligibility(view, task, decontaminate=decontaminate, radius=radius)
     decon = elig.decontamination
+    if task.pool_rows is not None and task.pool_store == str(view.store.root):
+        left = np.setdiff1d(task.pool_rows, elig.excluded)
+        if left.size:  # a carved task's own rows must never be selectable
+            raise ValueError(f"task {task.name}: {left.size} of its carved rows are still eligible (row {left[0]})")
     if log and decon is not None:
         log(f"  {task.name}: decontamination removed {decon.removed.size} pool rows ({decon.by_radius} within "
             f"{decon.radius} of the task's {decon.eval_items} query and held-out texts, {decon.by_exact_text} more by "

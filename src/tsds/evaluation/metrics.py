@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from tsds.core.sampling import near_duplicate_clusters  # noqa: F401  (the figures' clusters)
+
 NEAR_DUPLICATE_DISTANCE = 0.2  # cos >= 0.98: copies and light edits, not distinct texts on one topic
 
 

@@ -333,5 +333,7 @@ def describe_parameters(params: dict) -> str:
     preset = params.get("preset")
     origin = {"default": "the default setting", "paper": "the published defaults (--paper)"}.get(preset, "as given")
     sampling = "n distinct draws" if params["sampling"] == "without-replacement" else "draws with replacement"
+    if params.get("one_per_cluster") and params["sampling"] == "without-replacement" and params["sigma"] > 0:
+        sampling += ", one per near-duplicate cluster"
     return (f"{params['metric']}, alpha {params['alpha']:.4g}, C {params['C']:g}, sigma {params['sigma']:g}, "
             f"{sampling} ({origin})")

@@ -134,6 +134,7 @@ def select_multi(store, targets, config: SelectionConfig, *, query_spec: TextSpe
     ``keep_zero_rows``; ``exclude``)."""
     store = open_store(store)
     stages = stages or StageLog()
+    config = config.model_copy(update={"one_per_cluster": False})  # each target draws from what earlier ones left
     parsed = [parse_target(t) if isinstance(t, (str, Path)) else (t[0], float(t[1])) for t in targets]
     if not parsed:
         raise ParameterError("no targets given")
