@@ -46,6 +46,8 @@ SIZE = 400
 HELDOUT = 150
 METHODS = ("tsds", "knn", "random")
 PAIRS = (("tsds", "knn"), ("tsds", "random"))
+TSDS = {"preset": "default"}  # the project's default setting, as `tsds select` uses it
+BASELINE = {"sampling": "without-replacement"}
 # (task, seed) groups in priority order: two tasks x two seeds, then a third seed, then a third task.
 PLAN = [("food", 0), ("zoology", 0), ("food", 1), ("zoology", 1), ("food", 2), ("zoology", 2),
         ("computing-networking", 0), ("computing-networking", 1), ("computing-networking", 2)]
@@ -161,14 +163,14 @@ def ensure_store(path: Path):
 
 
 def run(args, recipe: Recipe) -> dict:
-    from tsds.evaluation.harness import MethodSpec, TSDS_DEFAULT, evaluate_methods, load_task, task_eligibility
+    from tsds.evaluation.harness import MethodSpec, evaluate_methods, load_task, task_eligibility
 
     plan = PLAN[: args.groups]
     if args.tasks:
         plan = [(t, s) for t in args.tasks for s in args.seeds]
     view = ensure_store(args.store)
     base = {"recipe": asdict(recipe), "store": view.store.meta.get("fingerprint"), "code": code_digest(),
-            "tsds_default": TSDS_DEFAULT}
+            "tsds": TSDS}
     methods = args.methods
     keys = {(t, m, s): {**base, "task": t, "method": m, "seed": s} for t, s in plan for m in methods}
     cached = sum(cell_path(k).is_file() for k in keys.values())
@@ -185,9 +187,8 @@ def run(args, recipe: Recipe) -> dict:
 
     harness = CountingHarness(CausalLMHarness(None, recipe.finetune(), threads=1))
     log(f"model {harness.harness.name} loaded in {harness.harness.load_seconds} s")
-    specs = {"tsds": MethodSpec("tsds", "tsds", TSDS_DEFAULT),
-             "knn": MethodSpec("knn", "knn", {"sampling": "without-replacement"}),
-             "random": MethodSpec("random", "random", {"sampling": "without-replacement"})}
+    specs = {"tsds": MethodSpec("tsds", "tsds", TSDS), "knn": MethodSpec("knn", "knn", BASELINE),
+             "random": MethodSpec("random", "random", BASELINE)}
     rows, tasks, elig = [], {}, {}
     per_cell = recipe.steps * STEP_SECONDS + EVAL_SECONDS + SELECT_SECONDS
     for t, seed in plan:
@@ -220,9 +221,18 @@ def run(args, recipe: Recipe) -> dict:
                                                                       else ""),
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": round(seconds),
                      "expected_seconds": round(est), "model": harness.harness.name, "recipe": asdict(recipe),
-                     "tsds_default": TSDS_DEFAULT, "code_digest": base["code"], "store": str(args.store),
+                     "tsds": tsds_setting(), "code_digest": base["code"], "store": str(args.store),
                      "store_fingerprint": base["store"], "threads": 1, "git_head": git_head()},
             "rows": rows}
+
+
+def tsds_setting() -> dict:
+    """The parameters the default preset resolves to (for the report)."""
+    from tsds.config import make_config
+
+    c = make_config(size=SIZE, **TSDS).model_dump()
+    return {k: c[k] for k in ("metric", "alpha", "alpha_auto", "alpha_auto_max", "C", "sigma", "sampling",
+                              "one_per_cluster") if k in c}
 
 
 def git_head() -> str | None:
@@ -307,8 +317,8 @@ def report(data: dict) -> None:
         "windows (all methods; knn's selection is the same for every seed). Held-out: the first "
         f"{r['heldout']} held-out texts of the task, the same for every method, each scored from its start; "
         "mean token NLL in nats (lower is better). `none` is the pretrained model before any training, the "
-        "reference the trained rows must move away from. TSDS: the harness's default "
-        f"({', '.join(f'{k} {v}' for k, v in meta['tsds_default'].items())}); knn: cosine nearest neighbours "
+        "reference the trained rows must move away from. TSDS: the default preset "
+        f"({', '.join(f'{k} {v}' for k, v in meta['tsds'].items())}); knn: cosine nearest neighbours "
         "of the 20 queries, round-robin; random: uniform, distinct."
         + (f" Training took {min(secs):.0f}-{max(secs):.0f} s per cell." if secs else ""),
         "",
