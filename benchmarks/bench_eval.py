@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from tsds.evaluation.harness import (TSDS_DEFAULT, MethodSpec, PoolView, default_methods,  # noqa: E402
+from tsds.evaluation.harness import (TSDS_FIXED, MethodSpec, PoolView, default_methods,  # noqa: E402
                                      evaluate_methods, load_task, read_jsonl)
 
 TASKS = ["food", "computing-networking", "zoology", "games", "science-quotes"]
@@ -48,13 +48,13 @@ WORK = ROOT / "benchmarks/work"
 RESULTS = ROOT / "benchmarks/results/eval.json"
 
 VARIANTS = [
-    MethodSpec("tsds", "tsds", TSDS_DEFAULT),
-    MethodSpec("tsds with replacement", "tsds", {**TSDS_DEFAULT, "sampling": "with-replacement"}),
-    MethodSpec("tsds sigma=0", "tsds", {**TSDS_DEFAULT, "sigma": 0.0}),
-    MethodSpec("tsds C=5", "tsds", {**TSDS_DEFAULT, "C": 5.0}),
-    MethodSpec("tsds alpha=0.9", "tsds", {**TSDS_DEFAULT, "alpha": 0.9}),
+    MethodSpec("tsds", "tsds", TSDS_FIXED),
+    MethodSpec("tsds with replacement", "tsds", {**TSDS_FIXED, "sampling": "with-replacement"}),
+    MethodSpec("tsds sigma=0", "tsds", {**TSDS_FIXED, "sigma": 0.0}),
+    MethodSpec("tsds C=5", "tsds", {**TSDS_FIXED, "C": 5.0}),
+    MethodSpec("tsds alpha=0.9", "tsds", {**TSDS_FIXED, "alpha": 0.9}),
 ]
-ROBUST = [MethodSpec("tsds", "tsds", TSDS_DEFAULT), MethodSpec("tsds sigma=0", "tsds", {**TSDS_DEFAULT, "sigma": 0.0}),
+ROBUST = [MethodSpec("tsds", "tsds", TSDS_FIXED), MethodSpec("tsds sigma=0", "tsds", {**TSDS_FIXED, "sigma": 0.0}),
           MethodSpec("random", "random", {"sampling": "without-replacement"}),
           MethodSpec("knn", "knn", {"sampling": "without-replacement"}),
           MethodSpec("dsir", "dsir", {"sampling": "without-replacement"})]
@@ -166,7 +166,7 @@ def run(args) -> list[dict]:
     variants = list(VARIANTS[1:])
     views = {}
     if args.minilm_store:
-        variants.append(MethodSpec("tsds minilm", "tsds", TSDS_DEFAULT, store=str(args.minilm_store)))
+        variants.append(MethodSpec("tsds minilm", "tsds", TSDS_FIXED, store=str(args.minilm_store)))
         views[str(args.minilm_store)] = PoolView(args.minilm_store)
     size = int(round(0.01 * n_pool))
     for t, task in tasks.items():

@@ -123,7 +123,7 @@ def speed() -> dict:
 
 
 def quality() -> dict:
-    from tsds.evaluation.harness import MethodSpec, PoolView, TSDS_DEFAULT, evaluate_methods, load_task
+    from tsds.evaluation.harness import MethodSpec, PoolView, TSDS_FIXED, evaluate_methods, load_task
     from tsds.store import build_store
 
     import torch
@@ -153,8 +153,8 @@ def quality() -> dict:
     view = PoolView(WORK / "static")
     gview = PoolView(WORK / "grad")
     g = str(WORK / "grad")
-    methods = [MethodSpec("tsds static", "tsds", TSDS_DEFAULT), MethodSpec("knn static", "knn", {"sampling": "without-replacement"}),
-               MethodSpec("tsds gradients", "tsds", TSDS_DEFAULT, store=g),
+    methods = [MethodSpec("tsds static", "tsds", TSDS_FIXED), MethodSpec("knn static", "knn", {"sampling": "without-replacement"}),
+               MethodSpec("tsds gradients", "tsds", TSDS_FIXED, store=g),
                MethodSpec("knn gradients", "knn", {"sampling": "without-replacement"}, store=g),
                MethodSpec("random", "random", {"sampling": "without-replacement"})]
     rows = []

@@ -298,7 +298,7 @@ def run() -> dict:
     import torch
 
     from tsds.embed.gradients import GradientEmbedder
-    from tsds.evaluation.harness import MethodSpec, PoolView, TSDS_DEFAULT, evaluate_methods, load_task
+    from tsds.evaluation.harness import MethodSpec, PoolView, TSDS_FIXED, evaluate_methods, load_task
     from tsds.store import build_store
 
     torch.set_num_threads(1)
@@ -332,7 +332,7 @@ def run() -> dict:
     for name in ("static", "minilm", "gradients", "gradients-centred"):
         s = None if name == "static" else str(stores[name])
         methods += [MethodSpec(f"knn {name}", "knn", knn, store=s),
-                    MethodSpec(f"tsds {name}", "tsds", TSDS_DEFAULT, store=s)]
+                    MethodSpec(f"tsds {name}", "tsds", TSDS_FIXED, store=s)]
     out_rows = []
     for t in TASKS:
         task = load_task(ROOT / "data/demo/tasks" / t)

@@ -48,12 +48,12 @@ def test_tiny_transformer_trains_and_scores():
 
 def test_harness_fast_mode_on_real_data(small_store, static_embedder):
     from tsds.evaluation import PoolView, evaluate_methods, load_task, summarise
-    from tsds.evaluation.harness import MethodSpec, TSDS_DEFAULT
+    from tsds.evaluation.harness import MethodSpec, TSDS_FIXED
 
     view = PoolView(small_store, embedder=static_embedder)
     task = load_task(TASK)
-    specs = [MethodSpec("tsds", "tsds", TSDS_DEFAULT), MethodSpec("random", "random"),
-             MethodSpec("knn", "knn"), MethodSpec("tsds-with-repl", "tsds", {**TSDS_DEFAULT, "sampling": "with-replacement"})]
+    specs = [MethodSpec("tsds", "tsds", TSDS_FIXED), MethodSpec("random", "random"),
+             MethodSpec("knn", "knn"), MethodSpec("tsds-with-repl", "tsds", {**TSDS_FIXED, "sampling": "with-replacement"})]
     rows = evaluate_methods(view, task, 60, specs, [0, 1], mode="ngram")
     by = {(r["method"], r["seed"]): r for r in rows}
     assert by[("none", 0)]["nll"] == pytest.approx(math.log(257))
