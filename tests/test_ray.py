@@ -30,6 +30,7 @@ from tsds.errors import InputError
 from tsds.api import select_text
 from tsds.retrieval.sharded import ShardedIndex
 from tsds.store import PoolStore, build_store
+from test_progress import Recorder  # the same progress recorder as the local engine's tests
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = ROOT / "data" / "demo" / "pool.jsonl.gz"
@@ -224,19 +225,6 @@ def test_interrupted_ray_build_resumes(engine, pool_file, local_store, tmp_path,
     assert _shard_bytes(store.root) == _shard_bytes(local_store.root)
 
 
-class _Recorder:
-    """A build's progress callback keeping every call: own work and reused shards apart."""
-
-    def __init__(self):
-        self.own, self.reused_calls = [], []
-
-    def __call__(self, n):
-        self.own.append(n)
-
-    def reused(self, n):
-        self.reused_calls.append(n)
-
-
 def test_a_ray_build_advances_per_embedded_batch_with_the_local_bytes(engine, pool_file, local_store, tmp_path,
                                                                         static_embedder):
     from functools import partial
@@ -245,7 +233,7 @@ def test_a_ray_build_advances_per_embedded_batch_with_the_local_bytes(engine, po
 
     saved, engine.embedder_factory = engine.embedder_factory, partial(load_embedder, "static", batch_size=64)
     try:
-        first = _Recorder()
+        first = Recorder()
         store = build_store([pool_file], tmp_path / "s", embedder=static_embedder, shard_rows=SHARD_ROWS,
                             engine=engine, progress=first)
         assert sum(first.own) == 4000 and first.reused_calls == []
@@ -253,7 +241,7 @@ def test_a_ray_build_advances_per_embedded_batch_with_the_local_bytes(engine, po
         assert _shard_bytes(store.root) == _shard_bytes(local_store.root)
 
         (tmp_path / "s" / "shards" / "000007.json").unlink()      # one shard unfinished: only it is embedded
-        second = _Recorder()
+        second = Recorder()
         store = build_store([pool_file], tmp_path / "s", embedder=static_embedder, shard_rows=SHARD_ROWS,
                             engine=engine, progress=second)
         assert second.reused_calls == [SHARD_ROWS] * 15
