@@ -126,22 +126,28 @@ def duplicated_pool(view: PoolView) -> Path:
         chosen += rng.choice(near, size=30, replace=False).tolist()
     rest = np.setdiff1d(np.arange(len(records)), chosen)
     chosen += rng.choice(rest, size=150, replace=False).tolist()
+    path, extra = write_with_copies(records, chosen, 20, out / "pool-dup.jsonl.gz")
+    log(f"duplicated pool: {len(records)} + {extra} copies of {len(chosen)} texts -> {path}")
+    build_store([path], store_dir, embedder_spec="static")
+    return store_dir
+
+
+def write_with_copies(records: list[dict], chosen: list[int], copies: int, path: Path) -> tuple[Path, int]:
+    """Write ``records`` plus ``copies`` copies of each chosen row (the first half exact, the rest lightly
+    edited; seeded), shuffled, to a gzipped JSON Lines ``path``. Returns (path, number of copies)."""
     prng = random.Random(0)
     extra = []
     for r in chosen:
         rec = records[r]
-        for c in range(20):
-            text = rec["text"] if c < 10 else light_edit(rec["text"], prng)
+        for c in range(copies):
+            text = rec["text"] if c < copies // 2 else light_edit(rec["text"], prng)
             extra.append({**rec, "id": f"{rec['id']}-dup{c}", "text": text, "duplicate_of": rec["id"]})
     allrec = records + extra
     prng.shuffle(allrec)
-    path = out / "pool-dup.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         for rec in allrec:
             f.write(json.dumps(rec) + "\n")
-    log(f"duplicated pool: {len(records)} + {len(extra)} copies of {len(chosen)} texts -> {path}")
-    build_store([path], store_dir, embedder_spec="static")
-    return store_dir
+    return path, len(extra)
 
 
 def run(args) -> list[dict]:

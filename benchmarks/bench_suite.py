@@ -17,11 +17,9 @@ Every (stage, task, budget, method) cell is cached under --cache as it finishes:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -139,7 +137,7 @@ def duplicated_pool(view: PoolView, tasks, work: Path) -> Path:
     """The pool plus copies making DUP_SHARE of the new pool's rows: per task DUP_NEAR texts among its
     queries' nearest neighbours, the rest at random (never a task's own rows), each copied DUP_COPIES times
     (half exact, half lightly edited); rows shuffled. Built once under ``work``."""
-    from bench_eval import light_edit
+    from bench_eval import write_with_copies
     from tsds.store import build_store
 
     store_dir = work / "dup-store"
@@ -164,20 +162,8 @@ def duplicated_pool(view: PoolView, tasks, work: Path) -> Path:
         chosen += rng.choice(near, size=min(DUP_NEAR, len(near)), replace=False).tolist()
     rest = np.setdiff1d(np.arange(n), np.array(chosen + sorted(banned)))
     chosen += rng.choice(rest, size=n_texts - len(chosen), replace=False).tolist()
-    prng = random.Random(0)
-    extra = []
-    for r in chosen:
-        rec = records[r]
-        for c in range(DUP_COPIES):
-            text = rec["text"] if c < DUP_COPIES // 2 else light_edit(rec["text"], prng)
-            extra.append({**rec, "id": f"{rec['id']}-dup{c}", "text": text, "duplicate_of": rec["id"]})
-    allrec = records + extra
-    prng.shuffle(allrec)
-    path = work / "pool-dup.jsonl.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        for rec in allrec:
-            f.write(json.dumps(rec) + "\n")
-    log(f"duplicated pool: {n} + {len(extra)} copies of {len(chosen)} texts ({len(extra) / len(allrec):.1%}) -> {path}")
+    path, extra = write_with_copies(records, chosen, DUP_COPIES, work / "pool-dup.jsonl.gz")
+    log(f"duplicated pool: {n} + {extra} copies of {len(chosen)} texts ({extra / (n + extra):.1%}) -> {path}")
     build_store([path], store_dir, embedder_spec="static")
     return store_dir
 
