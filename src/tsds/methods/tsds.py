@@ -54,7 +54,7 @@ def draw_per_cluster(index, selection: Selection) -> dict:
         labels[near] = near[near_duplicate_clusters(index.reconstruct(near), config.sigma)]
     plain = selection.counts
     selection.counts = draw_one_per_cluster(p, config.size, config.seed, labels)
-    clustered = int(np.unique(labels[near], return_counts=True)[1].__gt__(1).sum()) if near.size else 0
+    clustered = int(np.count_nonzero(np.unique(labels[near], return_counts=True)[1] > 1)) if near.size else 0
     return {"rule": "at most one draw per near-duplicate cluster (support rows within sigma) while distinct "
                     "clusters last", "clusters_with_copies": clustered,
             "draws_changed": int(np.count_nonzero(plain != selection.counts) // 2)}
