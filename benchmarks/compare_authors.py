@@ -4,6 +4,7 @@ How to run
 ----------
     .venv/bin/python benchmarks/compare_authors.py PATH/TO/authors/tsds.py              # 200k x 384
     .venv/bin/python benchmarks/compare_authors.py PATH/TO/authors/tsds.py --n 50000 --d 256
+    .venv/bin/python benchmarks/compare_authors.py --tsds-only --n 50000 --d 256 --repeats 3   # tsds's side
 
 The authors' script is public (github.com/ZifanL/TSDS, tsds.py with faiss_helper.py next to it) and is
 not part of this repository: pass the path of a checkout's tsds.py. It is never copied into the repository;
@@ -26,6 +27,13 @@ Each run is a fresh process under /usr/bin/time (wall time, peak RSS); the two p
 machine hits both sides of a ratio alike. Also recorded: the load average before and after, this machine's
 GEMM rate (float32, measured in the same run on all cores), the multiply-adds the exact densities need
 (density points x N x d) and the time they take at that rate: the physical floor of the density stage.
+tsds's memory is also given over its baseline: the resident size of a fresh interpreter after importing
+what ``tsds select`` on .npy files imports (numpy, FAISS, the CLI and the selection code), before any data is
+read, measured in a process of its own next to each run; the peak over the embedding matrix is then
+reported both raw and as the increment over that baseline.
+
+``--tsds-only`` reruns tsds's side of an existing results file (the authors' runs and the time ratios in it
+stay as they were, from their own date) and adds the runs under ``tsds_memory_rerun``.
 """
 
 from __future__ import annotations
@@ -106,7 +114,54 @@ def run_tsds(cpath: Path, qpath: Path, out: Path, timeout: float) -> dict:
         res["density_points"] = man["result"]["densities"]["points"]
         res["index_kind"] = man["index"].get("kind")
         res["k_used"] = man["result"]["k_used"]
+        res["baseline_rss_mb"] = baseline_rss_mb(env)
     return res
+
+
+def tsds_only(results: Path, args, cpath: Path, qpath: Path, emb_mb: float) -> int:
+    """Rerun tsds's side of ``results`` (see the module docstring); the authors' side is left as it was."""
+    if not results.is_file():
+        raise SystemExit(f"{results}: no results to add tsds's rerun to")
+    result = json.loads(results.read_text())
+    load = [os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="tsds-authors-") as tmp:
+        runs = [run_tsds(cpath, qpath, Path(tmp) / "tsds-out", args.timeout) for _ in range(args.repeats)]
+    load.append(os.getloadavg())
+    result["tsds_memory_rerun"] = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "note": ("tsds's side only, rerun to record its resident size after imports (the baseline) next to its "
+                 f"peak; the authors' runs, time ratios and tsds_peak_over_embeddings above are from "
+                 f"{result.get('created')}, not rerun"),
+        "runs": runs, **memory_summary(runs, emb_mb),
+        "loadavg_before_after": [list(map(float, x)) for x in load]}
+    print(json.dumps({k: v for k, v in result["tsds_memory_rerun"].items() if k != "runs"}, indent=1))
+    if not args.no_write:
+        results.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"written {results}")
+    return 0
+
+
+BASELINE_CODE = ("import numpy, faiss, tsds, tsds.cli, tsds.cli.select, tsds.api.arrays, tsds.pipeline.select, "
+                 "tsds.retrieval\n"
+                 "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')))")
+
+
+def baseline_rss_mb(env: dict) -> float:
+    """Resident size (MB) of a fresh interpreter after the imports of ``tsds select``, before any data."""
+    proc = subprocess.run([sys.executable, "-c", BASELINE_CODE], env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"baseline process failed:\n{proc.stderr[-2000:]}")
+    return round(int(proc.stdout.split()[-1]) / 1024, 1)
+
+
+def memory_summary(runs: list[dict], emb_mb: float) -> dict:
+    """Peak over the embedding matrix, raw and as the increment over the after-imports baseline."""
+    ok = [r for r in runs if not r["timed_out"]]
+    return {"baseline_rss_mb": [r["baseline_rss_mb"] for r in ok],
+            "peak_over_embeddings": [round(r["peak_rss_mb"] / emb_mb, 3) for r in ok],
+            "peak_increment_mb": [round(r["peak_rss_mb"] - r["baseline_rss_mb"], 1) for r in ok],
+            "peak_increment_over_embeddings": [round((r["peak_rss_mb"] - r["baseline_rss_mb"]) / emb_mb, 3)
+                                               for r in ok]}
 
 
 def gemm_rate(d: int, seconds: float = 2.0) -> float:
@@ -123,16 +178,23 @@ def gemm_rate(d: int, seconds: float = 2.0) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("authors", type=Path, help="path of the authors' tsds.py (faiss_helper.py next to it)")
+    ap.add_argument("authors", type=Path, nargs="?",
+                    help="path of the authors' tsds.py (faiss_helper.py next to it); not with --tsds-only")
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--d", type=int, default=384)
     ap.add_argument("--m", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=2, help="alternating pairs (authors, tsds)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--tsds-only", action="store_true",
+                    help="rerun tsds's side only, into the existing results file (AUTHORS is then not read)")
     args = ap.parse_args(argv)
-    if not args.authors.is_file():
-        raise SystemExit(f"{args.authors}: no such file")
+    out = ROOT / "benchmarks" / "results" / f"authors_{args.n // 1000}k_d{args.d}.json"
+    if args.tsds_only:
+        cpath, qpath, _ = bench_select.ensure_data(args.n, args.d, args.m)
+        return tsds_only(out, args, cpath, qpath, args.n * args.d * 4 / 2**20)
+    if args.authors is None or not args.authors.is_file():
+        raise SystemExit(f"{args.authors}: no such file (the authors' tsds.py)")
     cpath, qpath, data = bench_select.ensure_data(args.n, args.d, args.m)
     emb_mb = args.n * args.d * 4 / 2**20
     load = [os.getloadavg()]
@@ -169,6 +231,7 @@ def main(argv=None) -> int:
         "time_ratio_range": [min(ratios), max(ratios)] if ratios else None,
         "tsds_peak_over_embeddings": [round(p["tsds"]["peak_rss_mb"] / emb_mb, 3) for p in pairs
                                       if not p["tsds"]["timed_out"]],
+        "tsds_memory": memory_summary([p["tsds"] for p in pairs], emb_mb),
         "gemm_multiply_adds_per_s": round(rate / 1e9, 1) * 1e9,
         "exact_density_floor": floor,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -178,7 +241,6 @@ def main(argv=None) -> int:
     print(json.dumps({k: result[k] for k in ("time_ratio_median", "time_ratio_range", "tsds_peak_over_embeddings",
                                              "exact_density_floor")}, indent=1))
     if not args.no_write:
-        out = ROOT / "benchmarks" / "results" / f"authors_{args.n // 1000}k_d{args.d}.json"
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"written {out}")
     return 0

@@ -16,9 +16,11 @@ Rules (documented in docs/report.md and reported in the manifest's ``calibration
   holds at least ``multiple`` x n candidates, found by bisection (the support only grows as alpha falls), so
   that n distinct examples can be drawn without scraping the tail of p. The supports are measured on the
   neighbour lists the selection itself uses (searched at the nprobe calibrated for each K, as the selection
-  searches), and the selection is solved on those very lists (``select_auto_alpha``). The default setting is
-  this rule with multiple 1 and alpha at most 0.5; alpha 0 spreads p over every eligible row, so any budget
-  up to the eligible rows is reached.
+  searches), and the selection is solved on those very lists (``select_auto_alpha``). There the answer is
+  predicted from the densities along the lists and the bisection solves only what the prediction does not
+  settle (tsds.pipeline.alpha_search): no trial below the answer widens K or computes densities the
+  selection never reads. The default setting is this rule with multiple 1 and alpha at most 0.5; alpha 0
+  spreads p over every eligible row, so any budget up to the eligible rows is reached.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from tsds.core import allocation_to_probabilities, solve
 from tsds.core.solver import Allocation
 from tsds.config import SelectionConfig
 from tsds.errors import ParameterError
-from tsds.pipeline.select import DensityCache, Selection, _narrow, draw_counts, select_on_index
+from tsds.pipeline.alpha_search import SharedLists, bisection_answer, predict
+from tsds.pipeline.select import DensityCache, Selection, draw_counts, select_on_index
 from tsds.retrieval import DensityStats, SearchIndex, prepare
 
 # The pool-scale sample (sigma auto, the C recommendation, the typical distance of the query checks) is
@@ -261,16 +264,66 @@ def _bisect(support, target: int, upper: float, tried: list) -> tuple[float, int
     return lo, lo_support
 
 
-def _selection_on(nb: Neighbours, config: SelectionConfig, stages) -> Selection:
-    """The selection at ``config.alpha`` solved on the lists and densities of ``nb``, and its draw."""
-    alloc = nb.solve(config.alpha, config.C)
-    with stages.stage("sample"):
-        p = nb.probabilities(alloc)
+def _search_from_above(lists: SharedLists, upper: float, target: int, tried: list):
+    """The bisection's answer (``_bisect`` over [0, upper)), with the solves it needs checked against a
+    prediction first (tsds.pipeline.alpha_search): a trial alpha at or below one that reached the target
+    reaches it too, one at or above one that missed misses too, so they are not solved again.
+    Returns (alpha, support, (allocation, distances, ids) of the solve at alpha)."""
+    known = {"ok": None, "fail": upper}
+    supports: dict = {}
+    kept: dict = {}  # the solve at the largest alpha that reached the target
+
+    def evaluate(a: float) -> bool:
+        alloc, D, ids, s = lists.solve(a)
+        tried.append((a, s))
+        supports[a] = s
+        if s >= target and (known["ok"] is None or a > known["ok"]):
+            kept.clear()
+            kept[a] = (alloc, D, ids)
+        if s >= target:
+            known["ok"] = a if known["ok"] is None else max(known["ok"], a)
+        else:
+            known["fail"] = min(known["fail"], a)
+        return s >= target
+
+    def reaches(a: float) -> bool:
+        if known["ok"] is not None and a <= known["ok"]:
+            return True
+        return False if a >= known["fail"] else evaluate(a)
+
+    bound = predict(lists, target)
+    if bound is not None:
+        lo, hi = bisection_answer(upper, ALPHA_STEPS, bound)
+        if hi < upper:
+            reaches(hi)
+        if lo > 0.0:
+            reaches(lo)
+    lo, hi = 0.0, upper
+    for _ in range(ALPHA_STEPS):
+        mid = (lo + hi) / 2
+        if reaches(mid):
+            lo = mid
+        else:
+            hi = mid
+    if lo not in kept:  # no trial reached the target (alpha 0), or lo was settled by the order alone
+        alloc, D, ids, supports[lo] = lists.solve(lo)
+        tried.append((lo, supports[lo]))
+        kept = {lo: (alloc, D, ids)}
+    with lists.stages.stage("alpha_auto") as info:
+        info.update(alpha=lo, support=supports[lo], k=lists.k, solves=lists.solves, trials=len(tried),
+                    predicted_below=bound)
+    return lo, supports[lo], kept[lo]
+
+
+def _selection_from(lists: SharedLists, config: SelectionConfig, alloc, D, ids) -> Selection:
+    """The selection of ``alloc`` (solved at ``config.alpha`` on the lists D, ids), and its draw."""
+    with lists.stages.stage("sample"):
+        p = allocation_to_probabilities(ids, alloc, lists.index.ntotal)
         counts = draw_counts(p, config)
-    return Selection(probabilities=p, counts=counts, allocation=alloc, neighbour_ids=_narrow(nb.ids, nb.index.ntotal),
-                     neighbour_distances=nb.D, neighbour_densities=nb.R if nb.R is not None else np.ones_like(nb.D),
-                     k_used=nb.k, k_history=list(nb.history), recall=nb.recall, density_stats=nb.stats,
-                     config=config, timings=stages.stages, density_cache=nb.cache)
+    R = lists.cache.values[ids] if config.sigma > 0 else np.ones_like(D)
+    return Selection(probabilities=p, counts=counts, allocation=alloc, neighbour_ids=ids, neighbour_distances=D,
+                     neighbour_densities=R, k_used=ids.shape[1], k_history=list(lists.history), recall=lists.recall,
+                     density_stats=lists.stats, config=config, timings=lists.stages.stages, density_cache=lists.cache)
 
 
 def select_auto_alpha(index, queries: np.ndarray, config: SelectionConfig, *, cache: DensityCache, stages,
@@ -279,7 +332,10 @@ def select_auto_alpha(index, queries: np.ndarray, config: SelectionConfig, *, ca
     ``config.alpha_auto`` x size candidates (every eligible row at most). First the selection at the largest
     alpha (what an explicit alpha would give); only when its support is too small, the bisection, on
     neighbour lists searched as the selection searches them, and the selection solved on those same lists,
-    so that its support is the one measured. Never fails on a budget up to the eligible rows: alpha 0
+    so that its support is the one measured. The bisection's trials are checked against a prediction from
+    the densities first (``_search_from_above``): usually two solves, at the answer and one grid step above,
+    and K and the densities only as far as the answer needs, so the selection is the one that alpha given
+    explicitly makes. Never fails on a budget up to the eligible rows: alpha 0
     spreads p over all of them. Returns (selection, the report of the choice)."""
     upper, size = float(config.alpha_auto_max), config.size
     wanted = int(np.ceil(config.alpha_auto * size))
@@ -298,17 +354,14 @@ def select_auto_alpha(index, queries: np.ndarray, config: SelectionConfig, *, ca
         selection = first
         selection.counts = draw_counts(first.probabilities, selection.config)
     else:
-        with stages.stage("alpha_auto") as info:
-            nb = Neighbours(index, queries, metric=config.metric, sigma=config.sigma, initial_k=first.k_used,
-                            cache=cache, cap=config.density_cap, recall=(config.recall_target, config.seed))
-            alpha, support = _bisect(lambda a: int(np.count_nonzero(nb.probabilities(nb.solve(a, config.C)))),
-                                     target, upper, tried)
-            info.update(alpha=alpha, support=support, k=nb.k)
+        lists = SharedLists(index, queries, config, cache, stages, first, progress)
+        first = None
+        alpha, support, found = _search_from_above(lists, upper, target, tried)
         if alpha == 0.0:
             notes.append("no alpha above 0 reached the target: alpha 0, the widest support (every eligible row "
                          "the lists reach)" + ("" if support >= target else f", only {support} candidates"))
-        first = None
-        selection = _selection_on(nb, config.model_copy(update={"alpha": alpha}), stages)
+        alloc, D, ids = found
+        selection = _selection_from(lists, config.model_copy(update={"alpha": alpha}), alloc, D, ids)
     info = {"alpha": alpha, "rule": ALPHA_RULE if upper == 1.0 else ALPHA_RULE_CAPPED, "alpha_max": upper,
             "multiple": config.alpha_auto, "size": size, "target_support": target, "support": support,
             "widened": alpha < upper, "C": config.C, "sigma": config.sigma, "k_used": selection.k_used,
