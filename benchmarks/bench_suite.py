@@ -53,8 +53,10 @@ VARIANTS = [MethodSpec("tsds plain draw", "tsds", {**DEFAULT, "one_per_cluster":
             MethodSpec("tsds support 2n", "tsds", {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5}),
             MethodSpec("tsds support n", "tsds", {**DEFAULT, "alpha_auto": 1.0, "alpha_auto_max": 1.0}),
             MethodSpec("tsds support 2n systematic", "tsds",
-                       {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5, "draw": "systematic"})]
-DUPLICATES = [MethodSpec("tsds", "tsds", DEFAULT), VARIANTS[0],
+                       {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5, "draw": "systematic"}),
+            MethodSpec("tsds query turns", "tsds", {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5,
+                                                    "one_per_cluster": True, "query_turns": True})]
+DUPLICATES = [MethodSpec("tsds", "tsds", DEFAULT), VARIANTS[0], VARIANTS[5],
               MethodSpec("tsds sigma=0", "tsds", {**DEFAULT, "sigma": 0.0}),
               MethodSpec("knn", "knn", BASE), MethodSpec("random", "random", BASE)]
 DUP_SHARE = 0.10

@@ -42,6 +42,9 @@ class SelectionConfig(BaseModel):
     alpha_auto_max: float = Field(1.0, gt=0.0, le=1.0, description="with alpha_auto: the largest alpha considered")
     one_per_cluster: bool = Field(False, description="n distinct draws take at most one row per near-duplicate "
                                                      "cluster (rows within sigma) while distinct clusters last")
+    query_turns: bool = Field(False, strict=True, description="n distinct draws in turns over the queries, each "
+                              "taking its nearest row of the transport plan not drawn yet (every query an equal "
+                              "share of distinct rows)")
     preset: Literal["default", "paper"] | None = Field(None, description="the preset that filled the parameters "
                                                                           "not given (None: the field defaults)")
 
