@@ -47,20 +47,20 @@ def test_turns_give_each_query_its_share_of_distinct_rows():
 
 def test_queries_sharing_their_neighbours_keep_their_share(small_store):
     """Five identical food queries and one computing query: the plan spreads each query's mass over the
-    same number of neighbours, so the five share one neighbourhood and a draw of the whole support gives
-    the lone query about half the rows. In turns, each of the six queries takes a sixth."""
+    same number of neighbours, so the five share one neighbourhood and a draw of a support of n (the
+    previous default) gives the lone query about half the rows. In turns (the default), each of the six
+    queries takes a sixth."""
     food = json.loads((TASKS / "food" / "queries.jsonl").read_text().splitlines()[1])["text"]
     net = json.loads((TASKS / "computing-networking" / "queries.jsonl").read_text().splitlines()[0])["text"]
     queries = [food] * 5 + [net]
     n = 120
-    default = tsds.Selector(size=n).select(small_store.root, queries)
-    turns = tsds.Selector(size=n, support_multiple=2, one_per_cluster=True, query_turns=True).select(
-        small_store.root, queries)
+    whole = tsds.Selector(size=n, support_multiple=1).select(small_store.root, queries)
+    turns = tsds.Selector(size=n).select(small_store.root, queries)
 
     def lone_share(result):
         q, _ = result.selection.nearest_query(np.flatnonzero(result.counts))
         return float(np.mean(q == 5))
 
     assert np.count_nonzero(turns.counts) == n and turns.info["calibration"]["draw"]["rule"].startswith("in turns")
-    assert lone_share(default) > 0.4
+    assert lone_share(whole) > 0.4
     assert abs(lone_share(turns) - 1 / 6) < 0.05

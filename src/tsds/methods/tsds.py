@@ -78,10 +78,11 @@ def draw_turns(index, selection: Selection) -> dict:
     as isolated ones. Returns what the draw did, for the manifest."""
     config = selection.config
     clusters = cluster_labels(index, selection)[0] if config.one_per_cluster and config.sigma > 0 else None
+    clustered = int(np.count_nonzero(np.unique(clusters, return_counts=True)[1] > 1)) if clusters is not None else 0
     plain = selection.counts
     selection.counts = draw_query_turns(selection.neighbour_ids, selection.transport_weights(), config.size,
                                         config.seed, n_candidates=selection.probabilities.size, clusters=clusters)
     return {"rule": "in turns over the queries, each taking its nearest row of the plan not drawn yet"
                     + (", at most one per near-duplicate cluster while distinct clusters last" if clusters is not None
                        else ""),
-            "draws_changed": int(np.count_nonzero(plain != selection.counts) // 2)}
+            "clusters_with_copies": clustered, "draws_changed": int(np.count_nonzero(plain != selection.counts) // 2)}
