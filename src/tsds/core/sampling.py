@@ -258,27 +258,28 @@ def draw_query_turns(ids, weights, n: int, seed: int, *, n_candidates: int, clus
     if support.size < n:
         raise ParameterError(f"size {n} is larger than the {support.size} candidates with positive probability; "
                              "lower --size, draw with replacement, or widen the support (smaller alpha)")
-    labels = None if clusters is None else np.asarray(clusters)
-    order = np.random.default_rng(seed).permutation(len(lists))
-    taken = np.zeros(size, dtype=bool)
+    rows = [x.tolist() for x in lists]  # plain lists: the turns are a Python loop over single rows
+    label = None if clusters is None else dict(zip(support.tolist(), np.asarray(clusters)[support].tolist()))
+    order = np.random.default_rng(seed).permutation(len(rows)).tolist()
+    taken = bytearray(size)
     chosen: list[int] = []
-    for skip_clusters in ((True, False) if labels is not None else (False,)):
-        seen = set(labels[chosen].tolist()) if skip_clusters else set()
-        pointer = np.zeros(len(lists), dtype=np.int64)
-        live = list(order)
+    for skip_clusters in ((True, False) if label is not None else (False,)):
+        seen = {label[c] for c in chosen} if skip_clusters else set()
+        pointer = [0] * len(rows)
+        live = order
         while live and len(chosen) < n:
             still = []
             for j in live:
-                row, k = lists[j], pointer[j]
-                while k < row.size and (taken[row[k]] or (skip_clusters and labels[row[k]] in seen)):
+                row, k = rows[j], pointer[j]
+                while k < len(row) and (taken[row[k]] or (skip_clusters and label[row[k]] in seen)):
                     k += 1
-                if k == row.size:
+                if k == len(row):
                     continue
-                c = int(row[k])
-                taken[c] = True
+                c = row[k]
+                taken[c] = 1
                 chosen.append(c)
                 if skip_clusters:
-                    seen.add(labels[c].item())
+                    seen.add(label[c])
                 pointer[j] = k + 1
                 still.append(j)
                 if len(chosen) == n:
