@@ -48,7 +48,7 @@ def test_turns_give_each_query_its_share_of_distinct_rows():
 def test_queries_sharing_their_neighbours_keep_their_share(small_store):
     """Five identical food queries and one computing query: the plan spreads each query's mass over the
     same number of neighbours, so the five share one neighbourhood and a draw of a support of n (the
-    previous default) gives the lone query about half the rows. In turns (the default), each of the six
+    previous default's support, drawn in proportion to p) gives the lone query about half the rows. In turns (the default), each of the six
     queries takes a sixth."""
     food = json.loads((TASKS / "food" / "queries.jsonl").read_text().splitlines()[1])["text"]
     net = json.loads((TASKS / "computing-networking" / "queries.jsonl").read_text().splitlines()[0])["text"]
