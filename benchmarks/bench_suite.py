@@ -7,10 +7,10 @@
 
 Stages (fast mode: a byte 4-gram LM trained from scratch on each selection, scored on the task's held-out set):
 1. grid: tasks x budgets x seeds x {tsds (the default setting), knn, random, dsir, full};
-2. variants of tsds on the same cells: the plain draw (no cluster rule), systematic draw, support of
-   p >= 2n, support ~n (alpha up to 1);
+2. variants of tsds on the same cells: the previous default (support ~n, draws in proportion to p, one per
+   cluster), its plain draw (no cluster rule), systematic draw, support of p >= 2n, support ~n (alpha up to 1);
 3. duplicates: the pool plus copies making 10% of its rows (exact and lightly edited, some near the
-   queries), 1% budget: tsds, its plain draw, sigma 0, knn, random.
+   queries), 1% budget: tsds, the previous default, its plain draw, sigma 0, knn, random.
 Every (stage, task, budget, method) cell is cached under --cache as it finishes: a rerun resumes.
 """
 
@@ -44,18 +44,23 @@ RESULTS = ROOT / "benchmarks/results/eval_suite.json"
 
 BASE = {"sampling": "without-replacement"}
 DEFAULT = {"preset": "default"}
+# The default before the draw in turns: support of p ~n (alpha_auto 1), n Gumbel top-k draws in proportion to
+# p, at most one per near-duplicate cluster. An explicit alpha_auto turns the preset's draw rules off, so
+# the cluster rule is given again.
+PREVIOUS = {**DEFAULT, "alpha_auto": 1.0, "alpha_auto_max": 0.5, "one_per_cluster": True}
 METHODS = [MethodSpec("tsds", "tsds", DEFAULT), MethodSpec("knn", "knn", BASE),
            MethodSpec("random", "random", BASE), MethodSpec("dsir", "dsir", BASE), MethodSpec("full", "full", BASE)]
-# Variants of the default. The draw variants redraw the default's p; an explicit alpha_auto (the support
-# variants) or one_per_cluster False means the plain draw (n Gumbel top-k draws, no cluster rule).
-VARIANTS = [MethodSpec("tsds plain draw", "tsds", {**DEFAULT, "one_per_cluster": False}),
-            MethodSpec("tsds systematic", "tsds", {**DEFAULT, "draw": "systematic"}),
+# Variants. The draw variants redraw the previous default's p; an explicit alpha_auto (the support variants)
+# without one_per_cluster means the plain draw (n Gumbel top-k draws, no cluster rule).
+VARIANTS = [MethodSpec("tsds previous default", "tsds", PREVIOUS),
+            MethodSpec("tsds plain draw", "tsds", {**PREVIOUS, "one_per_cluster": False}),
+            MethodSpec("tsds systematic", "tsds", {**PREVIOUS, "draw": "systematic"}),
             MethodSpec("tsds support 2n", "tsds", {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5}),
             MethodSpec("tsds support n", "tsds", {**DEFAULT, "alpha_auto": 1.0, "alpha_auto_max": 1.0}),
             MethodSpec("tsds support 2n systematic", "tsds",
                        {**DEFAULT, "alpha_auto": 2.0, "alpha_auto_max": 0.5, "draw": "systematic"})]
-DUPLICATES = [MethodSpec("tsds", "tsds", DEFAULT), VARIANTS[0],
-              MethodSpec("tsds sigma=0", "tsds", {**DEFAULT, "sigma": 0.0}),
+DUPLICATES = [MethodSpec("tsds", "tsds", DEFAULT), VARIANTS[0], VARIANTS[1],
+              MethodSpec("tsds sigma=0", "tsds", {**PREVIOUS, "sigma": 0.0}),
               MethodSpec("knn", "knn", BASE), MethodSpec("random", "random", BASE)]
 DUP_SHARE = 0.10
 DUP_COPIES = 10  # per copied text: half exact, half lightly edited

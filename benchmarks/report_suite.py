@@ -251,8 +251,9 @@ def report(data):
         "run for the grid on this 2-core CPU (last section).",
         "",
         f"**Methods.** `tsds`: the default setting (cosine, sigma 0.3, C 1, alpha 0.5 lowered until the support "
-        f"of p holds the budget, n distinct draws taking at most one row per near-duplicate cluster while "
-        f"distinct clusters last). `knn`: cosine nearest neighbours of the 20 queries, "
+        f"of p holds twice the budget, n distinct draws in turns over the queries, each taking its nearest row "
+        f"of the transport plan not drawn yet, at most one row per near-duplicate cluster while distinct "
+        f"clusters last). `knn`: cosine nearest neighbours of the 20 queries, "
         "round-robin. `random`: uniform, distinct. `dsir`: hashed n-gram importance resampling fitted on the 20 "
         f"queries. `full`: the whole eligible pool ({pool_rows:,} rows). {n_seeds} seeds (the draw); knn and full "
         "are deterministic. Every method selects from the same eligible rows per task (one eligibility mask: "
@@ -287,12 +288,14 @@ def report(data):
         "",
         "## Variants of tsds on the same cells",
         "",
-        "**tsds plain draw**: the default's p drawn by n independent Gumbel top-k draws, with no cluster rule (the "
-        "default before this suite). **tsds systematic**: the default's p drawn by systematic (dependent) rounding "
-        "of n p (`tsds.core.sampling.draw_systematic`). **tsds support 2n**: alpha lowered until the support of p "
-        "holds 2n (the default: n), plain draw. **tsds support n**: the largest alpha up to 1 (not 0.5) whose "
-        "support holds n, plain draw. **tsds support 2n systematic**: both. Cells not run are left out "
-        "(the brackets say on how many tasks a figure rests).",
+        "**tsds previous default**: alpha 0.5 lowered until the support of p holds n (not 2n), n distinct draws "
+        "in proportion to p (Gumbel top-k), at most one per near-duplicate cluster: the default until the draw in "
+        "turns replaced it. **tsds plain draw**: the previous default's p drawn by n independent Gumbel top-k "
+        "draws, with no cluster rule (the default before this suite). **tsds systematic**: the previous default's "
+        "p drawn by systematic (dependent) rounding of n p (`tsds.core.sampling.draw_systematic`). **tsds support "
+        "2n**: the default's p (support 2n), drawn in proportion to p, plain draw. **tsds support n**: the largest "
+        "alpha up to 1 (not 0.5) whose support holds n, plain draw. **tsds support 2n systematic**: support 2n, "
+        "systematic draw. Cells not run are left out (the brackets say on how many tasks a figure rests).",
         "",
         "Variant − tsds default, pooled over tasks (below 0: the variant is better):",
         "",

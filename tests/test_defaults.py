@@ -1,6 +1,6 @@
 """The default setting and the published one: what ``tsds select`` and ``tsds.Selector(size=n)`` do with no
-other option (cosine, sigma 0.3, C 1, n distinct draws at most one per near-duplicate cluster, alpha 0.5
-lowered until the support of p holds the budget), that it never fails on a feasible budget and says what it chose, that alpha auto's support lands on
+other option (cosine, sigma 0.3, C 1, n distinct draws in turns over the queries at most one per
+near-duplicate cluster, alpha 0.5 lowered until the support of p holds twice the budget), that it never fails on a feasible budget and says what it chose, that alpha auto's support lands on
 its target on an IVF index searched at a calibrated nprobe, and that ``--paper`` gives the published
 defaults. On real demo rows embedded by a real model."""
 
@@ -76,9 +76,9 @@ def test_default_never_fails_up_to_a_fifth_of_the_pool_and_says_when_it_widened(
     assert result.alpha_ == info["alpha"] <= 0.5
     assert info["widened"] == (info["alpha"] < 0.5) and (("lowered from 0.5" in cal.describe_alpha(info))
                                                          == info["widened"])
-    if info["widened"]:  # alpha 0.5 really could not hold the budget
+    if info["widened"]:  # alpha 0.5 really could not hold twice the budget
         assert info["evaluations"][0] == {"alpha": 0.5, "support": info["evaluations"][0]["support"]}
-        assert info["evaluations"][0]["support"] < size
+        assert info["evaluations"][0]["support"] < info["target_support"] == 2 * size
     if share >= 0.2:
         assert info["widened"]
     del eligible
@@ -103,11 +103,16 @@ def test_an_explicit_alpha_is_honoured_not_widened(small_store):
 
 def test_default_is_the_explicit_recommended_setting_when_its_support_holds(small_store):
     default = tsds.Selector(size=15).select(small_store.root, FOOD)
-    explicit = tsds.Selector(size=15, alpha=0.5, C=1, sigma=0.3, metric="cosine",
-                             sampling="without-replacement").select(small_store.root, FOOD)
+    explicit = tsds.Selector(size=15, alpha=0.5, C=1, sigma=0.3, metric="cosine", sampling="without-replacement",
+                             one_per_cluster=True, query_turns=True).select(small_store.root, FOOD)
+    plain = tsds.Selector(size=15, alpha=0.5, C=1, sigma=0.3, metric="cosine",
+                          sampling="without-replacement").select(small_store.root, FOOD)
     assert not default.info["calibration"]["alpha"]["widened"]
     np.testing.assert_array_equal(default.probabilities, explicit.probabilities)
     np.testing.assert_array_equal(default.counts, explicit.counts)
+    # an explicit alpha alone keeps the plain draw of the same p
+    np.testing.assert_array_equal(default.probabilities, plain.probabilities)
+    assert not plain.selection.config.query_turns and "draw" not in plain.info["calibration"]
 
 
 def test_paper_preset_gives_the_published_defaults(small_store, tmp_path):

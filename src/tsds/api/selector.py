@@ -35,7 +35,7 @@ class Selector:
     alpha : float in [0, 1] or "auto", optional
         Alignment (1) versus diversity (0). "auto": the largest alpha whose support of p holds
         ``support_multiple`` x size candidates. Default (preset "default"): 0.5, lowered as far as needed for
-        the support of p to hold the n distinct draws (reported in the manifest's ``calibration``).
+        the support of p to hold twice the n distinct draws (reported in the manifest's ``calibration``).
     sigma : float >= 0 or "auto", optional
         Near-duplicate kernel radius, in embedding distance units; 0 disables the diversity term's densities;
         default 0.3 (cosine distance). "auto": the median nearest-neighbour distance in the pool / 3.
@@ -45,10 +45,10 @@ class Selector:
         "tsds", or a baseline with the same output: "random", "knn", "dsir", "full" (tsds.methods).
     support_multiple : float >= 1, optional
         With an automatic alpha: the support of p must hold at least this multiple of ``size`` (default 2
-        for ``alpha="auto"``, 1 for the default setting's alpha).
+        for ``alpha="auto"`` and for the default setting's alpha).
     preset : {"default", "paper"}, optional
-        Values of the parameters not given. "default" (for a pool store): cosine, C 1, sigma 0.3, n distinct
-        draws, alpha 0.5 lowered as needed (tsds.config.PRESETS). "paper": the published defaults (euclidean,
+        Values of the parameters not given. "default" (for a pool store): cosine, C 1, sigma 0.3, alpha 0.5
+        lowered as needed, n distinct draws in turns over the queries (tsds.config.PRESETS). "paper": the published defaults (euclidean,
         C 5, sigma 0.75, alpha 0.5, draws with replacement), which is also what pool *embeddings* (arrays)
         get when no preset is given, as with the authors' script.
     **params
@@ -65,7 +65,7 @@ class Selector:
     (2.0, 0.3)
     >>> c = tsds.Selector(size=100).config_
     >>> c.preset, c.metric, c.C, c.sigma, c.sampling, c.alpha_auto, c.alpha_auto_max
-    ('default', 'cosine', 1.0, 0.3, 'without-replacement', 1.0, 0.5)
+    ('default', 'cosine', 1.0, 0.3, 'without-replacement', 2.0, 0.5)
     >>> c = tsds.Selector(size=100, preset="paper").config_
     >>> c.metric, c.C, c.sigma, c.alpha, c.sampling, c.alpha_auto
     ('euclidean', 5.0, 0.75, 0.5, 'with-replacement', None)
@@ -152,7 +152,7 @@ class Selector:
             config = self._array_config()
             for flag, used in (("alpha auto", config.alpha_auto is not None),
                                ("sigma auto", config.sigma_auto), ("exclude", exclude is not None),
-                               ("one_per_cluster", config.one_per_cluster),
+                               ("one_per_cluster", config.one_per_cluster), ("query_turns", config.query_turns),
                                ("keep_zero_rows", keep_zero_rows)):
                 if used:
                     raise ParameterError(f"{flag} needs a pool store (tsds.Pool)")

@@ -236,3 +236,55 @@ def near_duplicate_clusters(vectors, radius: float, block: int = 1024) -> np.nda
     first = np.full(comp.max() + 1, n, dtype=np.int64)
     np.minimum.at(first, comp, np.arange(n))
     return first[comp]
+
+
+def draw_query_turns(ids, weights, n: int, seed: int, *, n_candidates: int, clusters=None) -> np.ndarray:
+    """n distinct candidates taken in turns over the queries of a transport plan: at each turn a query
+    takes its nearest candidate of the plan (``weights[j, k] > 0``, lists ordered by distance) not taken
+    yet, so every query gets an equal share of distinct rows however many of its rows other queries hold
+    too. ``clusters`` (a label per candidate): a cluster already taken is skipped while untaken clusters
+    remain in any list; then the skipped rows, in the same turns. The seed only orders the queries within
+    a turn. ``ids``, ``weights``: the M x K lists and plan; returns 0/1 counts over ``n_candidates``."""
+    ids, weights = np.asarray(ids), np.asarray(weights)
+    if ids.shape != weights.shape or ids.ndim != 2:
+        raise ParameterError(f"neighbour ids {ids.shape} do not match the plan {weights.shape}")
+    lists = [row[(w > 0) & (row >= 0)] for row, w in zip(ids, weights)]
+    size = int(n_candidates)
+    if any(x.size and int(x.max()) >= size for x in lists):
+        raise ParameterError(f"a neighbour id lies outside [0, {size})")
+    support = np.unique(np.concatenate(lists)) if lists else np.zeros(0, dtype=np.int64)
+    if int(n) != n or n < 1:
+        raise ParameterError(f"size must be a positive integer, got {n}")
+    if support.size < n:
+        raise ParameterError(f"size {n} is larger than the {support.size} candidates with positive probability; "
+                             "lower --size, draw with replacement, or widen the support (smaller alpha)")
+    rows = [x.tolist() for x in lists]  # plain lists: the turns are a Python loop over single rows
+    label = None if clusters is None else dict(zip(support.tolist(), np.asarray(clusters)[support].tolist()))
+    order = np.random.default_rng(seed).permutation(len(rows)).tolist()
+    taken = bytearray(size)
+    chosen: list[int] = []
+    for skip_clusters in ((True, False) if label is not None else (False,)):
+        seen = {label[c] for c in chosen} if skip_clusters else set()
+        pointer = [0] * len(rows)
+        live = order
+        while live and len(chosen) < n:
+            still = []
+            for j in live:
+                row, k = rows[j], pointer[j]
+                while k < len(row) and (taken[row[k]] or (skip_clusters and label[row[k]] in seen)):
+                    k += 1
+                if k == len(row):
+                    continue
+                c = row[k]
+                taken[c] = 1
+                chosen.append(c)
+                if skip_clusters:
+                    seen.add(label[c])
+                pointer[j] = k + 1
+                still.append(j)
+                if len(chosen) == n:
+                    break
+            live = still
+    counts = np.zeros(size, dtype=np.int64)
+    counts[chosen] = 1
+    return counts

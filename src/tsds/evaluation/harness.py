@@ -48,7 +48,7 @@ class MethodSpec:
 
 
 # The default setting, exactly as `tsds select` and `tsds.Selector(size=n)` use it (alpha lowered until the
-# support holds n, one draw per near-duplicate cluster).
+# support holds 2n, draws in turns over the queries, one per near-duplicate cluster).
 TSDS_PRESET = {"preset": "default"}
 # A fixed setting that earlier benchmark runs report as "tsds": alpha 0.5 kept as given (an explicit alpha turns
 # off the default's alpha lowering and cluster rule), cosine, C = 1, sigma = 0.3, n distinct plain draws.

@@ -19,7 +19,7 @@ Rules (documented in docs/report.md and reported in the manifest's ``calibration
   searches), and the selection is solved on those very lists (``select_auto_alpha``). There the answer is
   predicted from the densities along the lists and the bisection solves only what the prediction does not
   settle (tsds.pipeline.alpha_search): no trial below the answer widens K or computes densities the
-  selection never reads. The default setting is this rule with multiple 1 and alpha at most 0.5; alpha 0
+  selection never reads. The default setting is this rule with multiple 2 and alpha at most 0.5; alpha 0
   spreads p over every eligible row, so any budget up to the eligible rows is reached.
 """
 
@@ -386,6 +386,8 @@ def describe_parameters(params: dict) -> str:
     preset = params.get("preset")
     origin = {"default": "the default setting", "paper": "the published defaults (--paper)"}.get(preset, "as given")
     sampling = "n distinct draws" if params["sampling"] == "without-replacement" else "draws with replacement"
+    if params.get("query_turns") and params["sampling"] == "without-replacement":
+        sampling += " in turns over the queries"
     if params.get("one_per_cluster") and params["sampling"] == "without-replacement" and params["sigma"] > 0:
         sampling += ", one per near-duplicate cluster"
     return (f"{params['metric']}, alpha {params['alpha']:.4g}, C {params['C']:g}, sigma {params['sigma']:g}, "

@@ -134,7 +134,8 @@ def select_multi(store, targets, config: SelectionConfig, *, query_spec: TextSpe
     ``keep_zero_rows``; ``exclude``)."""
     store = open_store(store)
     stages = stages or StageLog()
-    config = config.model_copy(update={"one_per_cluster": False})  # each target draws from what earlier ones left
+    # each target draws from what earlier ones left, by the plain draw
+    config = config.model_copy(update={"one_per_cluster": False, "query_turns": False})
     parsed = [parse_target(t) if isinstance(t, (str, Path)) else (t[0], float(t[1])) for t in targets]
     if not parsed:
         raise ParameterError("no targets given")
