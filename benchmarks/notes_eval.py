@@ -101,9 +101,10 @@ slightly higher byte-level loss than the static embedder.
 - Neural models: the real-model harness (`tsds eval --mode model`, SmolLM2-135M) trains at ~190 tokens/s
   on this CPU, so this grid would take days with it. A reduced real-model check ran instead
   (docs/results-model.md, `benchmarks/bench_model.py`): SmolLM2-135M-Instruct, last 2 blocks finetuned for 50
-  steps over 400 selected texts, 3 tasks x 3 seeds: tsds - random -0.166 [-0.178, -0.153] nats/token,
-  tsds - knn +0.006 [-0.024, +0.036] (a tie, as in the n-gram suite). The neural rows above are older runs of
-  one task, one seed.
+  steps over 400 selected texts, 3 tasks x 3 seeds, the default setting above: tsds - random -0.176
+  [-0.199, -0.154] nats/token, tsds - knn -0.005 [-0.014, +0.004] (a tie: at n = 400 on this clean pool
+  the default's selection shares 389-400 of its 400 rows with knn's, so the pairs differ mostly by training
+  noise). The neural rows above are older runs of one task, one seed.
 - Fast-mode losses are per byte for a from-scratch model: they measure how much a selection's text
   resembles the held-out text, not instruction-following or task accuracy.
 - Carved tasks take 220 rows out of labels of 241-580 rows, so for the smaller labels the pool keeps

@@ -65,3 +65,27 @@ def test_one_task_has_no_pooled_row(bench):
     out = bench.paired_differences(rows, "tsds", "random")
     assert [d["task"] for d in out] == ["food"] and out[0]["n"] == 1
     assert bench.verdict(out[0]) == "one pair: no interval"
+
+
+def _run(rows, steps=50, store="abc"):
+    return {"meta": {"recipe": {"steps": steps}, "store_fingerprint": store, "model": "m", "date": "d",
+                     "code_digest": "old", "git_head": "g"}, "rows": rows}
+
+
+def test_merge_keeps_the_earlier_rows_of_the_methods_not_rerun_only(bench):
+    earlier = _run([_row("food", "none", None, 5.6), _row("food", "tsds", 0, 5.1), _row("food", "knn", 0, 5.0),
+                    _row("food", "random", 0, 5.3)])
+    now = _run([_row("food", "none", None, 5.6), _row("food", "tsds", 0, 4.9)])
+    merged = bench.merge_rows(now, earlier)
+    got = sorted((r["method"], r["nll"]) for r in merged["rows"])
+    assert got == [("knn", 5.0), ("none", 5.6), ("random", 5.3), ("tsds", 4.9)]  # the old tsds row is dropped
+    assert merged["meta"]["merged"] == {"methods": ["knn", "random"], "date": "d", "code_digest": "old",
+                                        "git_head": "g", "rows": 2}
+    assert "knn, random rows" in bench.merged_note(merged["meta"])
+
+
+@pytest.mark.parametrize("change", [{"steps": 30}, {"store": "other"}])
+def test_merge_refuses_a_run_of_another_recipe_or_store(bench, change):
+    earlier = _run([_row("food", "knn", 0, 5.0)], **change)
+    with pytest.raises(SystemExit, match="--merge: the earlier run's"):
+        bench.merge_rows(_run([_row("food", "tsds", 0, 4.9)]), earlier)
