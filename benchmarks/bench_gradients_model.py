@@ -184,9 +184,11 @@ def coverage(data: dict) -> str:
             lines.append(f"seed {s}: all {len(mine)} cells")
         elif not done:
             lines.append(f"seed {s}: not run")
-        else:
-            left = ", ".join(f"{t} {m}" for _, t, m in mine if (s, t, m) not in have)
-            lines.append(f"seed {s}: {len(done)} of {len(mine)} cells (not run: {left})")
+        else:  # name the shorter list
+            left = [c for c in mine if c not in have]
+            which, named = ("not run", left) if len(left) <= len(done) else ("ran", done)
+            lines.append(f"seed {s}: {len(done)} of {len(mine)} cells ({which}: "
+                         + ", ".join(f"{t} {m}" for _, t, m in named) + ")")
     return "; ".join(lines) + "."
 
 

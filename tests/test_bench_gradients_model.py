@@ -50,7 +50,7 @@ def _row(task, method, seed, nll, label=None):
 
 
 def _data(rows):
-    plan = [[s, t, m] for s in (0, 1) for t in ("food", "zoology")
+    plan = [[s, t, m] for s in (0, 1, 2) for t in ("food", "zoology")
             for m in ("random", "tsds static", "knn static", "tsds gradients-centred", "knn gradients-centred")]
     meta = {"command": "python benchmarks/bench_gradients_model.py run --minutes 5", "date": "2026-12-03 15:00 UTC",
             "model": "m.gguf", "code_digest": "abc", "git_head": "0123456789ab", "features": ["static",
@@ -68,6 +68,7 @@ def test_report_of_a_partial_grid_names_what_ran_and_pairs_by_task_and_seed(benc
                      _row(t, "knn static", s, 5.02 + off, 0.8),
                      _row(t, "tsds gradients-centred", s, 5.1 + off + 0.02 * s, 0.4)]
     rows.append(_row("food", "knn gradients-centred", 0, 5.2, 0.5))  # seed 1 and zoology's never ran
+    rows.append(_row("food", "random", 2, 5.5))  # a seed barely started: the cells that ran are named
     path = tmp_path / "gradients_model.json"
     path.write_text(json.dumps(_data(rows)))
     doc = tmp_path / "page.md"
@@ -78,6 +79,7 @@ def test_report_of_a_partial_grid_names_what_ran_and_pairs_by_task_and_seed(benc
     assert "old table" not in text and block in text
     assert "seed 0: 9 of 10 cells (not run: zoology knn gradients-centred)" in block
     assert "seed 1: 8 of 10 cells (not run: food knn gradients-centred, zoology knn gradients-centred)" in block
+    assert "seed 2: 1 of 10 cells (ran: food random)." in block
     lines = block.splitlines()
     # gradients-centred tsds - static tsds: +0.10 and +0.11 on each task; the pooled row has all 4 pairs
     food = next(x for x in lines if x.startswith("| tsds gradients-centred − tsds static | food |"))
