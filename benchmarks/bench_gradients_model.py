@@ -90,7 +90,8 @@ def run(args) -> None:
         return {**base, "task": task, "method": method, "seed": seed,
                 "store": prints[feature] if feature else None}
 
-    cells = plan(args.seeds, args.tasks, args.features)
+    full = plan(args.seeds, args.tasks, args.features)
+    cells = [c for c in full if c[2].split(" ", 1)[0] in args.methods]
     todo = [c for c in cells if not cell_path(work, key(c[1], c[2], c[0])).is_file()]
     per_cell = recipe.steps * bm.STEP_SECONDS + bm.EVAL_SECONDS + bm.SELECT_SECONDS
     bm.log(f"{len(cells)} cells in the plan, {len(cells) - len(todo)} cached; about "
@@ -141,7 +142,9 @@ def run(args) -> None:
 
 
 def collect(work, cells, key, recipe, started, model, args) -> None:
-    """Every cached cell of the plan (and each task's `none` row) into the results json."""
+    """Every cached cell of the plan (and each task's `none` row) into the results json; with ``--merge``,
+    the earlier json's rows of the methods not run now are kept (``bench_model.merge_rows``) and its plan
+    stays the page's plan."""
     rows = []
     for t in dict.fromkeys(t for _, t, _ in cells):
         ref = cell_path(work, key(t, "none", None))
@@ -149,12 +152,19 @@ def collect(work, cells, key, recipe, started, model, args) -> None:
             rows.append(json.loads(ref.read_text()))
     rows += [json.loads(p.read_text()) for s, t, m in cells if (p := cell_path(work, key(t, m, s))).is_file()]
     meta = {"command": "python benchmarks/bench_gradients_model.py run" + (f" --minutes {args.minutes:g}"
-                                                                          if args.minutes else ""),
+                                                                          if args.minutes else "")
+            + (f" --methods {' '.join(args.methods)}" if len(args.methods) < 3 else "")
+            + (f" --merge {args.merge}" if args.merge else ""),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": round(time.time() - started),
             "model": model, "recipe": asdict(recipe), "tsds": bm.tsds_setting(), "code_digest": bm.code_digest(),
             "tasks": list(args.tasks), "features": list(args.features), "seeds": list(args.seeds),
             "plan": [list(c) for c in cells], "threads": 1, "git_head": bm.git_head()}
-    bm.write_json(args.out, {"meta": meta, "rows": rows})
+    data = {"meta": meta, "rows": rows}
+    if args.merge:
+        earlier = json.loads(args.merge.read_text())
+        data = bm.merge_rows(data, earlier)
+        data["meta"]["plan"] = earlier["meta"]["plan"]
+    bm.write_json(args.out, data)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -234,7 +244,7 @@ def section(data: dict) -> str:
         f"Produced by `benchmarks/bench_gradients_model.py` ({meta['date']}, `{meta['command']}`, one thread on "
         f"a 2-core CPU shared with other jobs; raw rows: `benchmarks/results/gradients_model.json`; `report` "
         f"rewrites this block from them). Model {meta['model']}; selection code digest `{meta['code_digest']}` "
-        f"(commit {str(meta.get('git_head'))[:10]}).",
+        f"(commit {str(meta.get('git_head'))[:10]})." + bm.merged_note(meta),
         "",
         f"Recipe, the same for every cell: {r['size']} selected rows ({r['size'] / 2250:.1%} of the sub-pool), "
         f"the last {r['train_layers']} blocks and the final norm trained, AdamW {r['lr']:g}, {r['steps']} steps "
@@ -283,6 +293,10 @@ def main() -> None:
     ap.add_argument("--features", nargs="+", default=list(FEATURES),
                     choices=("static", "minilm", "gradients-centred", "gradients"))
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the json goes (trial runs elsewhere)")
+    ap.add_argument("--methods", nargs="+", default=["random", "tsds", "knn"], choices=("random", "tsds", "knn"),
+                    help="run only these methods' cells (on every store given)")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="keep this json's rows of the methods not run now (same recipe and model)")
     args = ap.parse_args()
     if args.what == "run":
         run(args)

@@ -232,7 +232,7 @@ def tsds_setting() -> dict:
 
     c = make_config(size=SIZE, **TSDS).model_dump()
     return {k: c[k] for k in ("metric", "alpha", "alpha_auto", "alpha_auto_max", "C", "sigma", "sampling",
-                              "one_per_cluster") if k in c}
+                              "one_per_cluster", "query_turns") if k in c}
 
 
 def git_head() -> str | None:

@@ -108,10 +108,9 @@ slightly higher byte-level loss than the static embedder.
 - Gradient features (LESS-style, `gradients:smollm2`) are not in this grid; they were compared with the
   static and MiniLM embedders on a 2,250-row sub-pool and three tasks (docs/results-gradients.md), by the byte
   n-gram scorer and by the real-model recipe above (`benchmarks/bench_gradients_model.py`, 100 rows, tsds and
-  knn on each store, 7 (task, seed) pairs; tsds there is the default before the draw in turns: support n,
-  draws in proportion to p): tsds on centred gradient features was worse than tsds on static (+0.083
-  [+0.033, +0.134] nats/token) and MiniLM (+0.070 [+0.030, +0.109]) and not shown better than random; knn on
-  them tied knn on static (+0.012 [-0.029, +0.052]).
+  knn on each store, 7 (task, seed) pairs, the default setting above): tsds on centred gradient features was
+  not better than tsds on static (+0.030 [-0.001, +0.061] nats/token) or MiniLM (+0.038 [-0.016, +0.093]) and
+  better than random (-0.095 [-0.161, -0.029]); knn on them tied knn on static (+0.012 [-0.029, +0.052]).
 - Fast-mode losses are per byte for a from-scratch model: they measure how much a selection's text
   resembles the held-out text, not instruction-following or task accuracy.
 - Carved tasks take 220 rows out of labels of 241-580 rows, so for the smaller labels the pool keeps
