@@ -56,6 +56,11 @@ def cluster_labels(index, selection: Selection) -> tuple[np.ndarray, np.ndarray]
     return labels, near
 
 
+def _clusters_with_copies(labels: np.ndarray, near: np.ndarray) -> int:
+    """How many clusters hold more than one row (only rows in ``near`` can share a label)."""
+    return int(np.count_nonzero(np.unique(labels[near], return_counts=True)[1] > 1)) if near.size else 0
+
+
 def draw_per_cluster(index, selection: Selection) -> dict:
     """Redraw ``selection.counts``: n distinct rows in proportion to p (the same Gumbel keys as the plain
     draw), at most one per near-duplicate cluster of the support while distinct clusters last (see
@@ -64,7 +69,7 @@ def draw_per_cluster(index, selection: Selection) -> dict:
     labels, near = cluster_labels(index, selection)
     plain = selection.counts
     selection.counts = draw_one_per_cluster(p, config.size, config.seed, labels)
-    clustered = int(np.count_nonzero(np.unique(labels[near], return_counts=True)[1] > 1)) if near.size else 0
+    clustered = _clusters_with_copies(labels, near)
     return {"rule": "at most one draw per near-duplicate cluster (support rows within sigma) while distinct "
                     "clusters last", "clusters_with_copies": clustered,
             "draws_changed": int(np.count_nonzero(plain != selection.counts) // 2)}
@@ -77,8 +82,10 @@ def draw_turns(index, selection: Selection) -> dict:
     one query's share instead of shortening all of theirs, so queries in the task's dense core reach as far
     as isolated ones. Returns what the draw did, for the manifest."""
     config = selection.config
-    clusters = cluster_labels(index, selection)[0] if config.one_per_cluster and config.sigma > 0 else None
-    clustered = int(np.count_nonzero(np.unique(clusters, return_counts=True)[1] > 1)) if clusters is not None else 0
+    clusters, clustered = None, 0
+    if config.one_per_cluster and config.sigma > 0:
+        clusters, near = cluster_labels(index, selection)
+        clustered = _clusters_with_copies(clusters, near)
     plain = selection.counts
     selection.counts = draw_query_turns(selection.neighbour_ids, selection.transport_weights(), config.size,
                                         config.seed, n_candidates=selection.probabilities.size, clusters=clusters)

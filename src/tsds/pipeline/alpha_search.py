@@ -158,14 +158,21 @@ def predict(lists: SharedLists, target: int) -> float | None:
     return None
 
 
-def bisection_answer(upper: float, steps: int, bound: float) -> tuple[float, float]:
-    """The bisection of ``tsds.pipeline.autoparams._bisect`` over [0, upper) when exactly the alphas below
-    ``bound`` reach the target: (its answer, the grid point above it), by the same arithmetic."""
+def bisection(reaches, upper: float, steps: int) -> tuple[float, float]:
+    """The bisection walk over [0, upper) shared by alpha auto's searches: ``steps`` halvings, keeping the
+    lower half where ``reaches(mid)`` is false. Returns (the last alpha that reached, the grid point above
+    it); (0, ...) when none did."""
     lo, hi = 0.0, upper
     for _ in range(steps):
         mid = (lo + hi) / 2
-        if mid < bound:
+        if reaches(mid):
             lo = mid
         else:
             hi = mid
     return lo, hi
+
+
+def bisection_answer(upper: float, steps: int, bound: float) -> tuple[float, float]:
+    """The bisection of ``tsds.pipeline.autoparams._bisect`` over [0, upper) when exactly the alphas below
+    ``bound`` reach the target: (its answer, the grid point above it), by the same walk."""
+    return bisection(lambda a: a < bound, upper, steps)

@@ -33,7 +33,7 @@ from tsds.core import allocation_to_probabilities, solve
 from tsds.core.solver import Allocation
 from tsds.config import SelectionConfig
 from tsds.errors import ParameterError
-from tsds.pipeline.alpha_search import SharedLists, bisection_answer, predict
+from tsds.pipeline.alpha_search import SharedLists, bisection, bisection_answer, predict
 from tsds.pipeline.select import DensityCache, Selection, draw_counts, select_on_index
 from tsds.retrieval import DensityStats, SearchIndex, prepare
 
@@ -249,15 +249,15 @@ def auto_alpha(index: SearchIndex, queries: np.ndarray, *, size: int, C: float, 
 def _bisect(support, target: int, upper: float, tried: list) -> tuple[float, int]:
     """The largest alpha in [0, upper) (to upper / 2^ALPHA_STEPS) whose support reaches ``target``, and its
     support; alpha 0 when none of the bisection's does. ``tried`` collects (alpha, support)."""
-    lo, hi, lo_support = 0.0, upper, None
-    for _ in range(ALPHA_STEPS):
-        mid = (lo + hi) / 2
-        s = support(mid)
+    supports = {}
+
+    def reaches(mid: float) -> bool:
+        supports[mid] = s = support(mid)
         tried.append((mid, s))
-        if s >= target:
-            lo, lo_support = mid, s
-        else:
-            hi = mid
+        return s >= target
+
+    lo, _ = bisection(reaches, upper, ALPHA_STEPS)
+    lo_support = supports.get(lo)  # None when no mid reached (lo stays 0, never a mid)
     if lo_support is None:
         lo, lo_support = 0.0, support(0.0)
         tried.append((0.0, lo_support))
@@ -298,13 +298,7 @@ def _search_from_above(lists: SharedLists, upper: float, target: int, tried: lis
             reaches(hi)
         if lo > 0.0:
             reaches(lo)
-    lo, hi = 0.0, upper
-    for _ in range(ALPHA_STEPS):
-        mid = (lo + hi) / 2
-        if reaches(mid):
-            lo = mid
-        else:
-            hi = mid
+    lo, _ = bisection(reaches, upper, ALPHA_STEPS)
     if lo not in kept:  # no trial reached the target (alpha 0), or lo was settled by the order alone
         alloc, D, ids, supports[lo] = lists.solve(lo)
         tried.append((lo, supports[lo]))
