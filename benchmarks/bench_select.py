@@ -95,8 +95,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def make_data(n: int, d: int, m: int, seed: int = SEED, n_clusters: int = 300, n_topics: int = 20,
-              dup_share: float = 0.08, target_clusters: int = 6):
+def make_data(n: int, d: int, m: int, seed: int = SEED, **kw):
+    x, perm, q = _make_rows(n, d, m, seed, **kw)
+    return x[perm], q
+
+
+def _make_rows(n: int, d: int, m: int, seed: int = SEED, n_clusters: int = 300, n_topics: int = 20,
+               dup_share: float = 0.08, target_clusters: int = 6):
+    """make_data's rows before their shuffle, the shuffle, and the queries (so that a large pool can be
+    written shuffled in chunks instead of holding a second copy)."""
     rng = np.random.default_rng(seed)
     topics = _unit(rng.standard_normal((n_topics, d)))
     centres = _unit(topics[rng.integers(0, n_topics, n_clusters)]
@@ -117,24 +124,29 @@ def make_data(n: int, d: int, m: int, seed: int = SEED, n_clusters: int = 300, n
         src = x[rng.integers(0, n_base)]
         x[pos:pos + g] = _unit(src[None] + rng.standard_normal((g, d)) * rng.choice([0.0, 0.002, 0.005]))
         pos += g
-    x = x[rng.permutation(n)]
+    perm = rng.permutation(n)
     target = rng.choice(n_clusters, target_clusters, replace=False)
     qlab = rng.choice(target, m)
     q = _unit(centres[qlab] + rng.standard_normal((m, d)) * scale[qlab, None]).astype(np.float32)
-    return x, q
+    return x, perm, q
 
 
-def data_stats(x: np.ndarray, sigma: float, seed: int = 0, sample: int = 1000) -> dict:
-    import faiss
-
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
+def data_stats(x: np.ndarray, sigma: float, seed: int = 0, sample: int = 1000, block: int = 100_000) -> dict:
+    """Nearest-neighbour distances of a sample and its points within sigma, by blocked products over x
+    (a mapped file is read block by block, never copied whole into an index)."""
     s = np.random.default_rng(seed).choice(x.shape[0], sample, replace=False)
-    d2, _ = index.search(x[s], 2)
-    nn = np.sqrt(np.maximum(d2[:, 1], 0))
-    lims, _, _ = index.range_search(x[s[:300]], sigma ** 2)
-    within = np.diff(lims)
+    xs = np.asarray(x[s], dtype=np.float64)
+    ns = (xs * xs).sum(1)
+    best = np.full((sample, 2), np.inf)
+    within = np.zeros(300, dtype=np.int64)
+    for i in range(0, x.shape[0], block):
+        b = np.asarray(x[i:i + block], dtype=np.float64)
+        d2 = np.maximum(ns[:, None] + (b * b).sum(1)[None, :] - 2.0 * xs @ b.T, 0.0)
+        k = min(2, d2.shape[1])
+        part = np.partition(d2, k - 1, axis=1)[:, :k]
+        best = np.sort(np.concatenate([best, part], axis=1), axis=1)[:, :2]
+        within += (d2[:300] <= sigma ** 2).sum(1)
+    nn = np.sqrt(best[:, 1])
     return {"nn_distance_percentiles_5_25_50_75_95": [round(float(v), 3) for v in np.percentile(nn, [5, 25, 50, 75, 95])],
             "near_duplicate_share_nn_below_0.1": round(float((nn < 0.1).mean()), 4),
             "points_within_sigma_mean": round(float(within.mean()), 1),
@@ -148,11 +160,18 @@ def ensure_data(n: int, d: int, m: int) -> tuple[Path, Path, dict]:
     if cpath.is_file() and qpath.is_file() and meta.is_file():
         return cpath, qpath, json.loads(meta.read_text())
     t = time.perf_counter()
-    x, q = make_data(n, d, m)
+    x, perm, q = _make_rows(n, d, m)
     gen_s = time.perf_counter() - t
-    np.save(cpath, x)
+    tmp = cpath.with_name(cpath.stem + ".part.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=x.shape)
+    for i in range(0, n, 500_000):  # the shuffle, written in chunks: one copy of the rows in memory, not two
+        out[i:i + 500_000] = x[perm[i:i + 500_000]]
+    out.flush()
+    del out, x
+    tmp.replace(cpath)
     np.save(qpath, q)
-    stats = {"generate_s": round(gen_s, 2), **data_stats(x, PARAMS["sigma"])}
+    stats = {"generate_s": round(gen_s, 2),
+             **data_stats(np.load(cpath, mmap_mode="r", allow_pickle=False), PARAMS["sigma"])}
     meta.write_text(json.dumps(stats, indent=2))
     return cpath, qpath, stats
 
