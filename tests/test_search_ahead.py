@@ -51,3 +51,17 @@ def test_selection_identical_with_and_without_searching_ahead(sigma, monkeypatch
     assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.counts, b.counts)
     assert np.array_equal(a.neighbour_ids, b.neighbour_ids) and np.array_equal(a.neighbour_distances,
                                                                                 b.neighbour_distances)
+
+
+def test_search_ahead_saves_no_more_than_the_stored_vectors():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20_000, 256)).astype(np.float32)  # 20.5 MB of vectors
+    q = rng.standard_normal((300, 256)).astype(np.float32)
+    index = build_index(x, kind="flat")
+    d, ids = search_ahead(index, q, 4000, grow=True)  # twice ahead would save 300 x 8000 x 12 B = 28.8 MB
+    saved = index._prefix[0].shape[1]
+    assert 4000 < saved <= x.nbytes // (12 * 300) and d.shape == (300, 4000)
+    d0, ids0 = index.search(q, 4000)
+    assert np.array_equal(d, d0) and np.array_equal(ids, ids0)
+    d, ids = search_ahead(index, q, saved)  # served from the saved lists
+    assert np.array_equal(ids, index.search(q, saved)[1])

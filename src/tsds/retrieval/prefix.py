@@ -16,7 +16,10 @@ import numpy as np
 AHEAD = 2  # search this many times the k asked for, once a selection has grown k. On 50k x 384 a search
 # costs about a + b k (a: the pass, b k: FAISS's selection of the k nearest), and twice the k needed
 # saves the pass of every other round at little extra selection (larger factors overshoot the final k).
-_MAX_BYTES = 512 << 20  # the saved lists (float32 distances, int64 ids) never exceed this
+_MAX_BYTES = 512 << 20  # the saved lists (float32 distances, int64 ids) never exceed this, nor the size of
+# the stored vectors (below _MIN_BYTES, no bound): a search ahead must not become the selection's peak
+# memory (50k x 256, M = 500: the last round's 16,384-long lists were 98 MB next to a 51 MB matrix)
+_MIN_BYTES = 16 << 20
 
 
 def _ordered(d2: np.ndarray, ids: np.ndarray) -> bool:
@@ -46,8 +49,9 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
         return _finish(saved[0][:, :k], np.ascontiguousarray(saved[1][:, :k]))
     index._prefix = None
     wide = min(index.available, max(k, int(ahead)))
-    if wide > k and q.shape[0] * wide * 12 > _MAX_BYTES:
-        wide = max(k, _MAX_BYTES // (12 * max(1, q.shape[0])))
+    cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * int(index.index.ntotal) * int(index.index.d)))
+    if wide > k and q.shape[0] * wide * 12 > cap:
+        wide = max(k, cap // (12 * max(1, q.shape[0])))
     if wide == k:
         return index.search(q, k)
     d2, ids = index.index.search(q, wide, params=index.params())
