@@ -320,19 +320,19 @@ NOTES = """
 
 
 def merge_rows(data: dict, earlier: dict) -> dict:
-    """``data`` with ``earlier``'s rows of the methods ``data`` did not run (and its pretrained rows where
-    ``data`` has none); refused unless both ran the same recipe on the same store. The earlier run's date
+    """``data`` with ``earlier``'s rows of every (task, method) ``data`` did not run (its pretrained rows too
+    where ``data`` has none); refused unless both ran the same recipe on the same store. The earlier run's date
     and code digest are kept in ``meta.merged``, so the report says which rows come from which code."""
     meta, old = data["meta"], earlier["meta"]
     for key in ("recipe", "store_fingerprint", "model"):
         if meta.get(key) != old.get(key):
             raise SystemExit(f"--merge: the earlier run's {key} differs ({old.get(key)!r} vs {meta.get(key)!r})")
-    ran = {r["method"] for r in data["rows"]} - {"none"}
-    have = {(r["task"], r["method"], r.get("seed")) for r in data["rows"]}
-    kept = [r for r in earlier["rows"] if r["method"] not in ran and (r["task"], r["method"], r.get("seed")) not in have]
-    methods = sorted({r["method"] for r in kept} - {"none"})
-    merged = {"methods": methods, "date": old.get("date"), "code_digest": old.get("code_digest"),
-              "git_head": old.get("git_head"), "rows": len(kept)}
+    ran = {(r["task"], r["method"]) for r in data["rows"]}
+    tasks = {r["task"] for r in data["rows"]}
+    kept = [r for r in earlier["rows"] if (r["task"], r["method"]) not in ran]
+    methods = sorted({r["method"] for r in kept if r["task"] in tasks} - {"none"})
+    merged = {"methods": methods, "tasks": sorted({r["task"] for r in kept} - tasks), "date": old.get("date"),
+              "code_digest": old.get("code_digest"), "git_head": old.get("git_head"), "rows": len(kept)}
     return {"meta": {**meta, "merged": merged}, "rows": data["rows"] + kept}
 
 
@@ -350,9 +350,12 @@ def merged_note(meta: dict) -> str:
     m = meta.get("merged")
     if not m:
         return ""
-    return (f" The {', '.join(m['methods'])} rows (and the pretrained reference where this run has none) come from "
-            f"the earlier run of {m['date']} (code digest `{m['code_digest']}`, commit {str(m.get('git_head'))[:10]}), "
-            f"kept by `--merge`: only the methods named by `--methods` were rerun.")
+    what = [f"the {', '.join(m['methods'])} rows (and the pretrained reference where this run has none)"] \
+        if m["methods"] else []
+    what += [f"every row of {', '.join(m['tasks'])}"] if m.get("tasks") else []
+    return (f" {' and '.join(what)[:1].upper() + ' and '.join(what)[1:]} come from the earlier run of {m['date']} "
+            f"(code digest `{m['code_digest']}`, commit {str(m.get('git_head'))[:10]}), kept by `--merge`: this run "
+            "covered only the methods and tasks it names.")
 
 
 def report(data: dict) -> None:

@@ -79,9 +79,23 @@ def test_merge_keeps_the_earlier_rows_of_the_methods_not_rerun_only(bench):
     merged = bench.merge_rows(now, earlier)
     got = sorted((r["method"], r["nll"]) for r in merged["rows"])
     assert got == [("knn", 5.0), ("none", 5.6), ("random", 5.3), ("tsds", 4.9)]  # the old tsds row is dropped
-    assert merged["meta"]["merged"] == {"methods": ["knn", "random"], "date": "d", "code_digest": "old",
+    assert merged["meta"]["merged"] == {"methods": ["knn", "random"], "tasks": [], "date": "d", "code_digest": "old",
                                         "git_head": "g", "rows": 2}
-    assert "knn, random rows" in bench.merged_note(merged["meta"])
+    assert "The knn, random rows" in bench.merged_note(merged["meta"])
+
+
+def test_merge_keeps_every_row_of_the_tasks_not_run(bench):
+    earlier = _run([_row("food", "none", None, 5.6), _row("food", "tsds", 0, 5.1), _row("food", "knn", 0, 5.0),
+                    _row("zoology", "tsds", 0, 4.0), _row("zoology", "knn", 0, 4.1)])
+    now = _run([_row("games", "none", None, 6.0), _row("games", "tsds", 0, 5.5), _row("games", "knn", 0, 5.6),
+                _row("zoology", "tsds", 0, 3.9)])
+    merged = bench.merge_rows(now, earlier)
+    got = sorted((r["task"], r["method"], r["nll"]) for r in merged["rows"])
+    assert got == [("food", "knn", 5.0), ("food", "none", 5.6), ("food", "tsds", 5.1), ("games", "knn", 5.6),
+                   ("games", "none", 6.0), ("games", "tsds", 5.5), ("zoology", "knn", 4.1), ("zoology", "tsds", 3.9)]
+    assert merged["meta"]["merged"]["methods"] == ["knn"] and merged["meta"]["merged"]["tasks"] == ["food"]
+    note = bench.merged_note(merged["meta"])
+    assert "The knn rows" in note and "every row of food" in note
 
 
 @pytest.mark.parametrize("change", [{"steps": 30}, {"store": "other"}])
