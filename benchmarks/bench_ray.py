@@ -151,7 +151,7 @@ def run_engine(label: str, workers: int | None, pool: Path, q: np.ndarray, embed
 
 
 def recall_table(pool_store: Path, q: np.ndarray) -> list[dict]:
-    from tsds.retrieval.index import _recall
+    from tsds.retrieval.recall import _recall
     from tsds.store import PoolStore
 
     rows = []
@@ -175,7 +175,7 @@ def pq_recall_table(pool_store: Path, q: np.ndarray) -> list[dict]:
     """Merged recall@K of IVF-PQ shards (PQ candidates re-ranked with the stored vectors) against exact
     search, by search breadth: up to nlist the lists probed, beyond it re-ranking RERANK x k x breadth/nlist
     candidates; and the breadth that recall calibration picks for target 0.95."""
-    from tsds.retrieval.index import _recall
+    from tsds.retrieval.recall import _recall
     from tsds.store import PoolStore
 
     rows = []

@@ -39,3 +39,35 @@ def test_densities_of_any_subset_equal_those_of_all_rows_on_every_index_and_path
         assert np.array_equal(flat.densities(ids, sigma), every[ids]), size
         for path in ("pruned", "brute"):
             assert np.array_equal(ivf.densities(ids, sigma, path=path), every[ids]), (size, path)
+
+
+def test_flat_index_densities_over_a_partition_are_the_brute_force_ones(vectors, monkeypatch):
+    """A flat index from PARTITION_FROM vectors, once PARTITION_POINTS densities were asked, computes them
+    over an IVF partition of the same vectors, built once: the same numbers and counts as the flat tiles,
+    with and after exclusions."""
+    import tsds.retrieval.index as index_module
+
+    n = vectors.shape[0]
+    plain = build_index(vectors, metric="cosine", kind="flat")
+    monkeypatch.setattr(index_module, "PARTITION_FROM", 10**12)
+    ids = np.random.default_rng(2).choice(n, 600, replace=False)
+    want, want_counts = plain.densities(ids, 1.0, return_counts=True)
+    plain.exclude(np.arange(0, n, 5))
+    want_excl = plain.densities(ids, 1.0)
+    assert plain._density_partition is None
+
+    monkeypatch.setattr(index_module, "PARTITION_FROM", n)
+    monkeypatch.setattr(index_module, "PARTITION_POINTS", 1000)
+    flat = build_index(vectors, metric="cosine", kind="flat")
+    assert np.array_equal(flat.densities(ids, 1.0), want) and flat._density_partition is None  # 600 asked
+    got, got_counts = flat.densities(ids, 1.0, return_counts=True)  # 1,200 asked: over the partition
+    part = flat._density_partition
+    assert part is not None and part.kind == "ivf" and part.ntotal == n and part.list_radius is not None
+    assert np.array_equal(got, want) and np.array_equal(got_counts, want_counts) and (want > 1).sum() > 20
+    flat.exclude(np.arange(0, n, 5))
+    assert np.array_equal(flat.densities(ids, 1.0), want_excl) and not np.array_equal(want_excl, want)
+    assert flat._density_partition is part and part.excluded is flat.excluded  # built once, exclusions follow
+    flat.exclude([])
+    assert np.array_equal(flat.densities(ids, 1.0), want) and part.excluded is None
+    assert np.array_equal(flat.densities(ids, 1.0, path="brute"), want)  # an explicit path: the flat tiles
+    assert build_index(vectors[: n - 1], metric="cosine", kind="flat").density_partition() is None

@@ -45,6 +45,11 @@ def densities(
     against every point) or "auto", the cheaper by counted work (tsds.retrieval.density_plan).
     """
     stats = stats if stats is not None else DensityStats()
+    ids = np.asarray(ids, dtype=np.int64)
+    partition = index.density_partition(ids.size) if path == "auto" and hasattr(index, "density_partition") else None
+    if partition is not None:  # a flat index's partition: the same numbers, bit for bit, with pruning
+        return densities(partition, ids, sigma, cap=cap, stats=stats, progress=progress,
+                         return_counts=return_counts, path=path)
     radius2 = float(sigma) ** 2
 
     def capped_sums(x_over):

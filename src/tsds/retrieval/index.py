@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -16,7 +18,8 @@ import numpy as np
 from tsds.errors import ParameterError
 from tsds.memory import return_freed_memory
 from tsds.retrieval.ivf import list_members, list_vectors
-from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, work_folder
+from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, local_or_none, work_folder
+from tsds.retrieval.recall import _recall
 from tsds.retrieval.scan import _SCAN_FROM_K, exact_top, scan_lists
 
 METRICS = ("euclidean", "cosine")
@@ -26,6 +29,8 @@ _ADD_ROWS = 4096  # rows per chunk while the lists are filled: the build's peak 
 _STAGE_BYTES = 512 << 20  # vectors a mapped build stages at once, up to _STAGE_GROUPS passes over the source
 _STAGE_GROUPS = 8
 EXACT_UP_TO = 50_000
+PARTITION_FROM, PARTITION_POINTS = 20_000, 2_000  # flat indexes from this size compute densities over a
+# partition once this many were asked (20k rows: its build costs about the flat tiles of 2,000 points)
 TRAIN_POINTS_PER_LIST = 32
 # 4 rounds, not 8: on the 1M-text benchmark pool recall at every nprobe was the same within noise, and
 # training is a third of the index's build time there (benchmarks/bench_build.py)
@@ -54,7 +59,8 @@ class SearchIndex:
     """A FAISS index plus what is needed to search it exactly or report how approximate it is.
 
     The index holds the only copy of the vectors: in memory, or for an IVF-Flat index in a file mapping
-    whose resident pages ``pages`` keeps to a window (tsds.retrieval.mapped). For IVF indexes,
+    whose resident pages ``pages`` keeps to a window (tsds.retrieval.mapped); a flat index from
+    ``PARTITION_FROM`` vectors adds a mapped one for its densities (``density_partition``). For IVF indexes,
     ``list_radius`` holds each inverted list's largest member-to-centroid distance, which lets range search
     skip lists that cannot hold a point within the radius.
     """
@@ -77,6 +83,8 @@ class SearchIndex:
     _density_shells: object = field(default=None, repr=False)
     _density_plans: dict = field(default_factory=dict, repr=False)  # tsds.retrieval.density_plan, per sigma
     _prefix: tuple | None = field(default=None, repr=False)  # a longer flat search, tsds.retrieval.prefix
+    _density_partition: object = field(default=None, repr=False)  # see density_partition
+    _density_points: int = field(default=0, repr=False)
 
     def exclude(self, ids) -> None:
         """Remove candidates from every later search and range search (decontamination)."""
@@ -130,6 +138,26 @@ class SearchIndex:
         from tsds.retrieval.density import densities
 
         return densities(self, ids, sigma, **kwargs)
+
+    def density_partition(self, points: int = 0):
+        """A flat index of ``PARTITION_FROM`` vectors or more, once ``PARTITION_POINTS`` densities were asked
+        of it (these ``points`` included): an IVF-Flat index of the same vectors (same ids and exclusions;
+        lists in a mapped temporary file where one can be written), built once, over which its densities
+        can prune (docs/method.md, Densities). None before and for other indexes."""
+        if not self.exact or self.ntotal < PARTITION_FROM:
+            return None
+        if self._density_partition is None:
+            self._density_points += int(points)
+            if self._density_points < PARTITION_POINTS:
+                return None
+            xb = faiss.rev_swig_ptr(self.index.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)
+            mapped = MAPS_PAGES and local_or_none(Path(tempfile.gettempdir())) is not None
+            self._density_partition = build_index(xb, kind="ivf", storage="disk" if mapped else "memory")
+        part = self._density_partition
+        if part.excluded is not self.excluded:
+            part.exclude(self.excluded if self.excluded is not None else [])
+            part.excluded = self.excluded
+        return part
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored (prepared) vectors of candidates ``ids``."""
@@ -397,15 +425,8 @@ def _fill_lists(index, src, metric, assign, sizes, lo, hi, progress):
     return lists
 
 
-def calibrate(
-    index: SearchIndex,
-    queries: np.ndarray,
-    k: int,
-    *,
-    target: float = 0.95,
-    sample: int = 64,
-    seed: int = 0,
-) -> float:
+def calibrate(index: SearchIndex, queries: np.ndarray, k: int, *, target: float = 0.95, sample: int = 64,
+              seed: int = 0) -> float:
     """Raise the IVF search breadth until recall@k against exact search on a query sample reaches target.
 
     Works for any index with ``exact``, ``available``, ``nlist``, a settable ``nprobe``, ``search`` and
@@ -444,11 +465,10 @@ _TRUTH_AHEAD = 16_384
 def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     """The exact k nearest of each sample query, as the first k of longer exact lists kept on the index.
 
-    K grows by doubling and calibration runs at every K, always on the same query sample: computing
-    the exact lists once for several rounds ahead saves a pass over the whole pool per round. The
-    cache is keyed by the sample and the excluded candidates. Ties at the k-th distance are broken by
-    id, which can only lower the measured recall.
-    """
+    K grows by doubling and calibration runs at every K, always on the same query sample: computing the
+    exact lists once for several rounds ahead saves a pass over the whole pool per round. The cache is keyed
+    by the sample and the excluded candidates. Ties at the k-th distance are broken by id, which can only
+    lower the measured recall."""
     key = (hashlib.sha256(q.tobytes()).hexdigest(), q.shape,
            None if index.excluded is None else hashlib.sha256(index.excluded.tobytes()).hexdigest())
     cached = index._truth_cache
@@ -465,22 +485,3 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
         ids = ids.astype(np.int32)  # kept through every round: half the memory
     index._truth_cache = (key, ids)
     return ids[:, :k]
-
-
-_MARKER_MAX = 1 << 26
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Share of the true neighbours found, row by row (ids are distinct within a row; -1 is never a hit)."""
-    if truth.size == 0:
-        return 1.0
-    top = int(max(found.max(initial=0), truth.max(initial=0))) + 1
-    if top > _MARKER_MAX:
-        return sum(np.intersect1d(f[f >= 0], t).size for f, t in zip(found, truth)) / truth.size
-    marker = np.zeros(top, dtype=bool)  # a row's true ids marked in a table: no sort per row
-    hits = 0
-    for f, t in zip(found, truth):
-        marker[t] = True
-        hits += int(np.count_nonzero(marker[f[f >= 0]]))
-        marker[t] = False
-    return hits / truth.size
