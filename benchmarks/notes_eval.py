@@ -106,10 +106,12 @@ slightly higher byte-level loss than the static embedder.
 - Neural models: the real-model harness (`tsds eval --mode model`, SmolLM2-135M) trains at ~190 tokens/s
   on this CPU, so this grid would take days with it. A reduced real-model check ran instead
   (docs/results-model.md, `benchmarks/bench_model.py`): SmolLM2-135M-Instruct, last 2 blocks finetuned for 50
-  steps over 400 selected texts, 3 tasks x 3 seeds, the default setting above: tsds - random -0.176
-  [-0.199, -0.154] nats/token, tsds - knn -0.005 [-0.014, +0.004] (a tie: at n = 400 on this clean pool
-  the default's selection shares 389-400 of its 400 rows with knn's, so the pairs differ mostly by training
-  noise). The neural rows above are older runs of one task, one seed.
+  steps over 400 selected texts, the 5 bundled tasks x 3 seeds, the default setting above: tsds - random
+  -0.153 [-0.178, -0.129] nats/token (lower on all 15 pairs), tsds - knn -0.002 [-0.009, +0.005] (a tie:
+  at n = 400 on this clean pool the default's selection shares 375-400 of its 400 rows with knn's, so the
+  pairs differ mostly by training noise). The whole grid above with that model (14 tasks x 3 budgets x 3
+  seeds x 5 methods, about 630 finetunes at ~100 s) would take some 17 hours of this CPU. The neural rows
+  above are older runs of one task, one seed.
 - Gradient features (LESS-style, `gradients:smollm2`) are not in this grid; they were compared with the
   static and MiniLM embedders on a 2,250-row sub-pool and three tasks (docs/results-gradients.md), by the byte
   n-gram scorer and by the real-model recipe above (`benchmarks/bench_gradients_model.py`, 100 rows, tsds and
