@@ -71,3 +71,27 @@ def test_flat_index_densities_over_a_partition_are_the_brute_force_ones(vectors,
     assert np.array_equal(flat.densities(ids, 1.0), want) and part.excluded is None
     assert np.array_equal(flat.densities(ids, 1.0, path="brute"), want)  # an explicit path: the flat tiles
     assert build_index(vectors[: n - 1], metric="cosine", kind="flat").density_partition() is None
+
+
+def test_the_partition_follows_the_index_storage_and_work_dir(vectors, monkeypatch, tmp_path):
+    """--index-storage memory keeps a flat index's density partition in memory; --work-dir holds its file."""
+    import tsds.retrieval.index as index_module
+    from tsds.retrieval.mapped import MAPS_PAGES
+
+    monkeypatch.setattr(index_module, "PARTITION_FROM", 1)
+    monkeypatch.setattr(index_module, "PARTITION_POINTS", 1)
+    ids = np.arange(0, vectors.shape[0], 3)
+    want = build_index(vectors, metric="cosine", kind="flat").densities(ids, 1.0, path="brute")
+    in_memory = build_index(vectors, metric="cosine", kind="flat", storage="memory")
+    assert np.array_equal(in_memory.densities(ids, 1.0), want)
+    assert in_memory._density_partition is not None and in_memory._density_partition.pages is None
+    if not MAPS_PAGES:
+        pytest.skip("mapped lists need Linux")
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    mapped = build_index(vectors, metric="cosine", kind="flat", work_dir=folder)
+    assert np.array_equal(mapped.densities(ids, 1.0), want)
+    assert mapped._density_partition.pages is not None
+    maps = open("/proc/self/maps").read()
+    assert str(folder) in maps  # the partition's file lives (unlinked, mapped) in the work folder
+    assert not any(folder.iterdir())  # and nothing is left in it

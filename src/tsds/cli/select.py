@@ -26,7 +26,7 @@ def select_cmd(
     paper: bool = typer.Option(False, "--paper", help="The published defaults for every parameter not given: euclidean, alpha 0.5, C 5, sigma 0.75, draws with replacement (what .npy embeddings and the authors' config file get anyway)."),
     index: Optional[str] = typer.Option(None, help="auto, flat (exact), ivf, or ivfpq (pool stores only)."),
     initial_k: Optional[int] = typer.Option(None, "--initial-k", help="First neighbour-list length (grown as needed)."),
-    index_storage: str = typer.Option("auto", "--index-storage", help="Where an IVF index keeps the vectors (.npy mode): disk (what auto picks on Linux: a temporary file in --work-dir, mapped, so memory holds a window of them) or memory. Results are the same."),
+    index_storage: str = typer.Option("auto", "--index-storage", help="Where an IVF index keeps the vectors (.npy mode), and a flat one of 20,000+ rows its density partition: disk (what auto picks on Linux: a temporary file in --work-dir, mapped, so memory holds a window of them) or memory. Results are the same."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Folder for the mapped index's temporary file (default: TMPDIR); needs N x d x 4 bytes free; nothing is left in it."),
     config: Optional[Path] = typer.Option(None, "--config", help="The authors' config.yaml (query_embedding_path, candidate_embedding_path, output_folder, sample_size, alpha, C, sigma, max_K, kde_K)."),
     pool: Optional[Path] = typer.Option(None, "--pool", help="A pool store built by `tsds pool build` (text mode)."),

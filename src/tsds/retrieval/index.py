@@ -85,6 +85,7 @@ class SearchIndex:
     _prefix: tuple | None = field(default=None, repr=False)  # a longer flat search, tsds.retrieval.prefix
     _density_partition: object = field(default=None, repr=False)  # see density_partition
     _density_points: int = field(default=0, repr=False)
+    _scratch: tuple = field(default=("auto", None), repr=False)  # a flat index's (storage, work_dir) for it
 
     def exclude(self, ids) -> None:
         """Remove candidates from every later search and range search (decontamination)."""
@@ -151,8 +152,11 @@ class SearchIndex:
             if self._density_points < PARTITION_POINTS:
                 return None
             xb = faiss.rev_swig_ptr(self.index.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)
-            mapped = MAPS_PAGES and local_or_none(Path(tempfile.gettempdir())) is not None
-            self._density_partition = build_index(xb, kind="ivf", storage="disk" if mapped else "memory")
+            storage, folder = self._scratch
+            if storage == "auto":  # mapped where a file can be written (the index's --work-dir, else TMPDIR)
+                place = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+                storage = "disk" if MAPS_PAGES and local_or_none(place) is not None else "memory"
+            self._density_partition = build_index(xb, kind="ivf", storage=storage, work_dir=folder)
         part = self._density_partition
         if part.excluded is not self.excluded:
             part.exclude(self.excluded if self.excluded is not None else [])
@@ -305,7 +309,8 @@ def build_index(
     written to a temporary file in ``work_dir`` and mapped (tsds.retrieval.mapped), so that the process
     holds a window of the vectors instead of all of them, and the build a group of lists at a time (see
     ``_build_mapped``); ``memory``: kept in memory (what a pool store writes to its file). Exact (flat)
-    indexes are always kept in memory. Searches and densities give the same numbers either way.
+    indexes are always kept in memory; ``storage`` and ``work_dir`` then place their density partition
+    (``SearchIndex.density_partition``). Searches and densities give the same numbers either way.
     """
     from tsds.io.arrays import as_source
 
@@ -322,13 +327,13 @@ def build_index(
     if kind == "flat":
         index = faiss.IndexFlatL2(d)
         index.codes.resize(n * d * 4)
-        storage = faiss.rev_swig_ptr(index.codes.data(), n * d * 4).view(np.float32).reshape(n, d)
+        vectors = faiss.rev_swig_ptr(index.codes.data(), n * d * 4).view(np.float32).reshape(n, d)
         for start, chunk in src.chunks():
-            storage[start:start + chunk.shape[0]] = prepare(chunk, metric)
+            vectors[start:start + chunk.shape[0]] = prepare(chunk, metric)
             if progress is not None:
                 progress(chunk.shape[0])
         index.ntotal = n
-        return SearchIndex(index=index, kind="flat", metric=metric)
+        return SearchIndex(index=index, kind="flat", metric=metric, _scratch=(storage, work_dir))
     if storage == "auto":  # the mapping's pages are only dropped on Linux (tsds.retrieval.mapped)
         storage = "disk" if MAPS_PAGES else "memory"
     if storage == "disk":
