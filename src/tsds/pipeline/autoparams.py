@@ -277,13 +277,12 @@ def _search_from_above(lists: SharedLists, upper: float, target: int, tried: lis
         alloc, D, ids, s = lists.solve(a)
         tried.append((a, s))
         supports[a] = s
-        if s >= target and (known["ok"] is None or a > known["ok"]):
+        if s < target:
+            known["fail"] = min(known["fail"], a)
+        elif known["ok"] is None or a > known["ok"]:
+            known["ok"] = a
             kept.clear()
             kept[a] = (alloc, D, ids)
-        if s >= target:
-            known["ok"] = a if known["ok"] is None else max(known["ok"], a)
-        else:
-            known["fail"] = min(known["fail"], a)
         return s >= target
 
     def reaches(a: float) -> bool:

@@ -56,7 +56,6 @@ def densities(
         lims, d2 = _range_search(index, x_over, radius2, sigma, DensityStats())
         return _kernel_sums(lims, d2, radius2, cap, DensityStats())
 
-    ids = np.asarray(ids, dtype=np.int64)
     order = _by_list(index, ids)
     plan = plan_for(index, sigma, path) if index.list_radius is not None else None
 

@@ -49,7 +49,7 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
         return _finish(saved[0][:, :k], np.ascontiguousarray(saved[1][:, :k]))
     index._prefix = None
     wide = min(index.available, max(k, int(ahead)))
-    cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * int(index.index.ntotal) * int(index.index.d)))
+    cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim))
     if wide > k and q.shape[0] * wide * 12 > cap:
         wide = max(k, cap // (12 * max(1, q.shape[0])))
     if wide == k:
