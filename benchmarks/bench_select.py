@@ -181,13 +181,14 @@ def ensure_data(n: int, d: int, m: int) -> tuple[Path, Path, dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_job(cpath: Path, qpath: Path, index: str, out: Path, timeout: float, storage: str = "auto") -> dict:
+def run_job(cpath: Path, qpath: Path, index: str, out: Path, timeout: float, storage: str = "auto",
+            extra: tuple = ()) -> dict:
     if out.exists():
         shutil.rmtree(out)
     cmd = [str(TSDS), "select", "--candidate-embeddings", str(cpath), "--query-embeddings", str(qpath),
            "--size", str(PARAMS["size"]), "--alpha", str(PARAMS["alpha"]), "--C", str(PARAMS["C"]),
            "--sigma", str(PARAMS["sigma"]), "--metric", PARAMS["metric"], "--seed", str(PARAMS["seed"]),
-           "--index", index, "--index-storage", storage, "--out", str(out), "--log-json"]
+           "--index", index, "--index-storage", storage, "--out", str(out), "--log-json", *extra]
     cmd = ["/usr/bin/time", "-v", *cmd]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -4,6 +4,7 @@ How to run
 ----------
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_select_1m.py [--n 1000000] [--timeout 1800]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_select_1m.py --n 5000000 --timeout 6000
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_select_1m.py --n 5000000 --density approx
 
 The data and the job are bench_select.py's (same generator and seed, M = 500 queries near 6 clusters, size
 2000, alpha 0.5, C 5, sigma 0.75, euclidean, the default index: IVF-Flat with its lists in a mapped
@@ -13,6 +14,8 @@ and peak RSS from the --log-json lines, the process's peak RSS against the embed
 density points, the thread setting and the machine's load average before and after (a shared machine).
 Writes benchmarks/results/select_1m.json (select_5m.json for --n 5000000). The pool is generated in
 memory once (one copy of the rows) and written shuffled in chunks, so 5M x 384 (7.7 GB) fits this machine.
+``--density approx`` runs the same job with approximate densities (select_<n>_approx.json), and records
+the run's own check of a sample against exact densities (tsds.pipeline.density_check).
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--results", type=Path, default=None, help="default: benchmarks/results/select_<n>.json")
+    ap.add_argument("--density", choices=("exact", "approx"), default="exact")
     args = ap.parse_args(argv)
-    results = args.results or RESULTS / f"select_{label(args.n)}.json"
+    tail = "" if args.density == "exact" else "_approx"
+    results = args.results or RESULTS / f"select_{label(args.n)}{tail}.json"
     d, m = 384, 500
     os.environ.setdefault("PYTHONPATH", str(bs.ROOT / "src"))
     load = [os.getloadavg()]
@@ -51,7 +56,8 @@ def main(argv=None) -> int:
     cpath, qpath, data = bs.ensure_data(args.n, d, m)
     data_s = round(time.perf_counter() - t, 1)
     load.append(os.getloadavg())
-    job = bs.run_job(cpath, qpath, "auto", bs.WORK / f"out_{label(args.n)}", args.timeout)
+    job = bs.run_job(cpath, qpath, "auto", bs.WORK / f"out_{label(args.n)}{tail}", args.timeout,
+                     extra=("--density", args.density))
     load.append(os.getloadavg())
     emb_mb = args.n * d * 4 / 1e6
     r = bs.summarise("auto", job, emb_mb)
@@ -61,7 +67,8 @@ def main(argv=None) -> int:
               "data": data, "data_prepare_s": data_s, "embedding_matrix_mb": round(emb_mb, 1),
               "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"], "peak_over_embeddings": r.get("peak_over_embeddings"),
               "timed_out": job.get("timed_out", False), "k_used": r.get("k_used"), "k_history": r.get("k_history"),
-              "density_points": r.get("density_points"),
+              "density_points": r.get("density_points"), "density": args.density,
+              "density_check": _check(bs.WORK / f"out_{label(args.n)}{tail}"),
               "stages": {k: {"seconds": v.get("seconds"), "peak_rss_mb": v.get("peak_rss_mb")} for k, v in stages.items()},
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
@@ -72,6 +79,14 @@ def main(argv=None) -> int:
         results.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {results}")
     return 0
+
+
+def _check(out: Path) -> dict | None:
+    """The run's own sampled check against exact densities (approximate densities only)."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["result"].get("densities", {}).get("check")
 
 
 if __name__ == "__main__":

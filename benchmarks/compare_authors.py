@@ -32,6 +32,12 @@ what ``tsds select`` on .npy files imports (numpy, FAISS, the CLI and the select
 read, measured in a process of its own next to each run; the peak over the embedding matrix is then
 reported both raw and as the increment over that baseline.
 
+``--approx`` adds a third program to each round: `tsds select --density approx` (each density over its
+point's 32 nearest IVF lists only, tsds.pipeline.density_check), with its time ratio to the authors' and
+to exact tsds in the same round, its own sampled check against exact densities, and how far its selection
+moved from exact tsds's: the total variation distance between the two probability vectors and the share
+of the drawn rows (as a multiset) that both drew.
+
 ``--tsds-only`` reruns tsds's side of an existing results file (the authors' runs and the time ratios in it
 stay as they were, from their own date) and adds the runs under ``tsds_memory_rerun``.
 """
@@ -101,12 +107,12 @@ def run_authors(script: Path, cpath: Path, qpath: Path, work: Path, timeout: flo
     return timed([sys.executable, str(script)], work, dict(os.environ), timeout)
 
 
-def run_tsds(cpath: Path, qpath: Path, out: Path, timeout: float) -> dict:
+def run_tsds(cpath: Path, qpath: Path, out: Path, timeout: float, extra: tuple = ()) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "tsds.cli", "select", "--candidate-embeddings", str(cpath),
            "--query-embeddings", str(qpath), "--size", str(PARAMS["size"]), "--alpha", str(PARAMS["alpha"]),
            "--C", str(PARAMS["C"]), "--sigma", str(PARAMS["sigma"]), "--metric", PARAMS["metric"],
-           "--seed", str(PARAMS["seed"]), "--out", str(out), "--overwrite", "-q"]
+           "--seed", str(PARAMS["seed"]), "--out", str(out), "--overwrite", "-q", *extra]
     res = timed(cmd, ROOT, env, timeout)
     if not res["timed_out"]:
         man = json.loads((out / "manifest.json").read_text())
@@ -115,7 +121,24 @@ def run_tsds(cpath: Path, qpath: Path, out: Path, timeout: float) -> dict:
         res["index_kind"] = man["index"].get("kind")
         res["k_used"] = man["result"]["k_used"]
         res["baseline_rss_mb"] = baseline_rss_mb(env)
+        if "check" in man["result"]["densities"]:
+            res["density_check"] = man["result"]["densities"]["check"]
     return res
+
+
+def moved(exact_out: Path, approx_out: Path) -> dict:
+    """How far the approximate selection is from the exact one: total variation distance between the two
+    probability vectors, and the share of drawn rows (a multiset) that both drew."""
+    p = np.load(exact_out / "probabilities.npy", allow_pickle=False)
+    q = np.load(approx_out / "probabilities.npy", allow_pickle=False)
+    a = np.load(exact_out / "selected_indices.npy", allow_pickle=False)
+    b = np.load(approx_out / "selected_indices.npy", allow_pickle=False)
+    ua, ca = np.unique(a, return_counts=True)
+    ub, cb = np.unique(b, return_counts=True)
+    _, ia, ib = np.intersect1d(ua, ub, return_indices=True)
+    return {"total_variation": float(0.5 * np.abs(p - q).sum()),
+            "drawn_in_common": round(float(np.minimum(ca[ia], cb[ib]).sum() / max(a.size, 1)), 4),
+            "support_exact": int(np.count_nonzero(p)), "support_approx": int(np.count_nonzero(q))}
 
 
 def tsds_only(results: Path, args, cpath: Path, qpath: Path, emb_mb: float) -> int:
@@ -186,6 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="alternating pairs (authors, tsds)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--approx", action="store_true", help="also run `tsds select --density approx` in each round")
     ap.add_argument("--tsds-only", action="store_true",
                     help="rerun tsds's side only, into the existing results file (AUTHORS is then not read)")
     args = ap.parse_args(argv)
@@ -210,6 +234,13 @@ def main(argv=None) -> int:
             if not a["timed_out"] and not t["timed_out"]:
                 pair["time_ratio"] = round(t["wall_s"] / a["wall_s"], 3)
                 pair["peak_ratio"] = round(t["peak_rss_mb"] / a["peak_rss_mb"], 3)
+            if args.approx:
+                x = run_tsds(cpath, qpath, work / "tsds-approx", args.timeout, ("--density", "approx"))
+                pair["tsds_approx"] = x
+                if not x["timed_out"] and not a["timed_out"] and not t["timed_out"]:
+                    pair["approx_time_ratio"] = round(x["wall_s"] / a["wall_s"], 3)
+                    pair["approx_over_exact_time"] = round(x["wall_s"] / t["wall_s"], 3)
+                    pair["approx_moved"] = moved(work / "tsds-out", work / "tsds-approx")
             pairs.append(pair)
             print(json.dumps(pair), flush=True)
     load.append(os.getloadavg())
@@ -228,6 +259,8 @@ def main(argv=None) -> int:
         "authors_fixes": [new for _, new in FIXES],
         "pairs": pairs,
         "time_ratio_median": float(np.median(ratios)) if ratios else None,
+        **({"approx_time_ratios": [p.get("approx_time_ratio") for p in pairs],
+            "approx_over_exact_time": [p.get("approx_over_exact_time") for p in pairs]} if args.approx else {}),
         "time_ratio_range": [min(ratios), max(ratios)] if ratios else None,
         "tsds_peak_over_embeddings": [round(p["tsds"]["peak_rss_mb"] / emb_mb, 3) for p in pairs
                                       if not p["tsds"]["timed_out"]],

@@ -243,7 +243,7 @@ def test_list_shell_bound_never_exceeds_a_members_distance():
     """The IVF pruning bound for densities is a lower bound on the distance to every member of a list."""
     import faiss
 
-    from tsds.retrieval.density import _shell_bound, _shells
+    from tsds.retrieval.density_bounds import _shell_bound, _shells
     from tsds.retrieval.threads import Scratch
 
     x = _clustered(6000, 24, clusters=40, noise=0.25, seed=2)

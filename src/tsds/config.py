@@ -35,6 +35,11 @@ class SelectionConfig(BaseModel):
     index: Literal["auto", "flat", "ivf", "ivfpq"] = "auto"
     recall_target: float = Field(0.95, gt=0.0, le=1.0)
     density_cap: int = Field(100_000, gt=0, le=MAX_INT, description="most neighbours counted per point in a density")
+    density: Literal["exact", "approx"] = Field("exact", description="exact densities over the whole pool, or "
+                                                "approx: each over the members of its density_lists nearest index "
+                                                "lists only (never above exact; a sample is checked against exact)")
+    density_lists: int = Field(32, gt=0, le=MAX_INT, description="with density approx: the index lists nearest by "
+                                                                 "centroid that each density sums over")
     sigma_auto: bool = Field(False, description="choose sigma from the pool's nearest-neighbour distances "
                                                 "(tsds.pipeline.autoparams.auto_sigma); replaces sigma")
     alpha_auto: float | None = Field(None, ge=1.0, description="choose alpha so that the support of p holds at "
@@ -48,7 +53,7 @@ class SelectionConfig(BaseModel):
     preset: Literal["default", "paper"] | None = Field(None, description="the preset that filled the parameters "
                                                                           "not given (None: the field defaults)")
 
-    @field_validator("size", "seed", "initial_k", "density_cap", mode="before")
+    @field_validator("size", "seed", "initial_k", "density_cap", "density_lists", mode="before")
     @classmethod
     def _whole(cls, v):
         if isinstance(v, bool):

@@ -53,7 +53,9 @@ class Selector:
         get when no preset is given, as with the authors' script.
     **params
         Other fields of ``tsds.SelectionConfig``: metric ("euclidean" or "cosine"), sampling
-        ("with-replacement" or "without-replacement"), seed, index, initial_k, ...
+        ("with-replacement" or "without-replacement"), seed, index, initial_k, density ("exact", or
+        "approx": each density over its point's ``density_lists`` nearest index lists only, never above
+        exact, a sample checked against exact in the result's manifest), ...
 
     A baseline refuses the TSDS parameters (alpha, sigma, C, ...) when they are given explicitly.
 

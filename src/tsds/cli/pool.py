@@ -198,8 +198,9 @@ def _info_text(i: dict) -> str:
                                           + (f", {x['shards']} shards" if x["shards"] not in (None, 1) else "")
                                           + f", {_size(x['bytes'])})" for x in i["indexes"]) or "none"))
     eligible = i["rows"] - (i["zero_rows"] or 0)
-    lines.append("density caches: " + ("; ".join(f"{d['metric']} sigma {d['sigma']:g} ({_density_state(d, eligible)}, "
-                                                 f"{_size(d['bytes'])})" for d in i["densities"]) or "none"))
+    lines.append("density caches: " + ("; ".join(
+        f"{d['metric']} sigma {d['sigma']:g}{'' if d['density'] == 'exact' else ' ' + d['density']} "
+        f"({_density_state(d, eligible)}, {_size(d['bytes'])})" for d in i["densities"]) or "none"))
     b = i["bytes"]
     lines.append(f"on disk: {_size(b['total'])} (shards {_size(b['shards'])}, index {_size(b['index'])}, "
                  f"densities {_size(b['densities'])})")

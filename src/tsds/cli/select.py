@@ -26,6 +26,8 @@ def select_cmd(
     paper: bool = typer.Option(False, "--paper", help="The published defaults for every parameter not given: euclidean, alpha 0.5, C 5, sigma 0.75, draws with replacement (what .npy embeddings and the authors' config file get anyway)."),
     index: Optional[str] = typer.Option(None, help="auto, flat (exact), ivf, or ivfpq (pool stores only)."),
     initial_k: Optional[int] = typer.Option(None, "--initial-k", help="First neighbour-list length (grown as needed)."),
+    density: Optional[str] = typer.Option(None, "--density", help="exact (default): every density over the whole pool; approx: each over the members of its --density-lists nearest index lists only (faster on large pools; never above exact; a sample of 256 is checked against exact and reported). A pool under 20,000 rows with a flat index stays exact."),
+    density_lists: Optional[int] = typer.Option(None, "--density-lists", help="With --density approx: index lists nearest by centroid per density (default 32)."),
     index_storage: str = typer.Option("auto", "--index-storage", help="Where an IVF index keeps the vectors (.npy mode), and a flat one of 20,000+ rows its density partition: disk (what auto picks on Linux: a temporary file in --work-dir, mapped, so memory holds a window of them) or memory. Results are the same."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Folder for the mapped index's temporary file (default: TMPDIR); needs N x d x 4 bytes free; nothing is left in it."),
     config: Optional[Path] = typer.Option(None, "--config", help="The authors' config.yaml (query_embedding_path, candidate_embedding_path, output_folder, sample_size, alpha, C, sigma, max_K, kde_K)."),
@@ -56,6 +58,7 @@ def select_cmd(
     from tsds.config import make_config, read_author_config
     from tsds.errors import ParameterError
     from tsds.io.output import check_output_dir
+    from tsds.pipeline.select import APPROX_LOCAL_ONLY
 
     _logging(quiet, log_json)
     from tsds.io.writers import check_license
@@ -69,7 +72,12 @@ def select_cmd(
         kde_k = params.pop("kde_K", None)
         if kde_k is not None and not quiet:
             err.print(f"note: kde_K={kde_k} ignored: densities are computed exactly over the whole pool")
-    cli = {"size": size, "C": C, "metric": metric, "seed": seed, "index": index, "initial_k": initial_k}
+    if density_lists is not None and density != "approx":
+        raise ParameterError("--density-lists applies with --density approx")
+    if density == "approx" and (engine != "local" or ray_address):
+        raise ParameterError(APPROX_LOCAL_ONLY)
+    cli = {"size": size, "C": C, "metric": metric, "seed": seed, "index": index, "initial_k": initial_k,
+           "density": density, "density_lists": density_lists}
     params.update({k: v for k, v in cli.items() if v is not None})
     params.update(_auto_or_number("--alpha", alpha, "alpha", "alpha_auto", support_multiple or 2.0))
     params.update(_auto_or_number("--sigma", sigma, "sigma", "sigma_auto", True))
@@ -119,6 +127,10 @@ def select_cmd(
             f"K={sel.k_used}, level s={a.level:.6g}, objective={a.objective:.6g} -> {target}",
             highlight=False,
         )
+        if "density_check" in sel.info:
+            from tsds.pipeline.density_check import describe_check
+
+            out.print(describe_check(sel.info["density_check"]), highlight=False)
 
 
 def _check_options(*, records, exclude_radius, support_multiple, index_storage, work_dir, engine, method) -> None:
@@ -234,6 +246,7 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
     from rich.table import Table
 
     from tsds.pipeline.autoparams import describe_alpha, describe_parameters
+    from tsds.pipeline.density_check import describe_check
 
     manifest = json.loads((out_dir / "manifest.json").read_text())
     res = manifest["result"]
@@ -255,6 +268,9 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
     if "alpha" in cal:
         out.print(f"{'alpha auto' if cal['alpha'].get('alpha_max', 1.0) == 1.0 else 'alpha'}: "
                   f"{describe_alpha(cal['alpha'])}", highlight=False)
+    check = (res.get("densities") or {}).get("check")
+    if check:
+        out.print(describe_check(check), highlight=False)
     e = manifest.get("eligibility")
     if e and e["zero_rows"]["count"]:
         z = e["zero_rows"]

@@ -37,7 +37,8 @@ class Method(Protocol):
 
 # Parameters of the TSDS objective and its search: a baseline does not use them, so giving one explicitly
 # to a baseline is refused rather than recorded as if it had been used.
-TSDS_ONLY = ("alpha", "C", "sigma", "initial_k", "recall_target", "density_cap", "sigma_auto", "alpha_auto")
+TSDS_ONLY = ("alpha", "C", "sigma", "initial_k", "recall_target", "density_cap", "sigma_auto", "alpha_auto",
+             "density", "density_lists")
 
 
 def refuse_tsds_parameters(method: str, config: SelectionConfig) -> None:

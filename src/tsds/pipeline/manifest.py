@@ -48,7 +48,8 @@ def _result(selection) -> dict:
         "drawn": int(selection.counts.sum()),
         "distinct_drawn": selection.distinct_selected,
         "densities": {"points": selection.density_stats.points, "pairs": selection.density_stats.pairs,
-                      "capped_points": selection.density_stats.capped},
+                      "capped_points": selection.density_stats.capped, "mode": selection.config.density,
+                      **({"check": selection.info["density_check"]} if "density_check" in selection.info else {})},
     }
 
 

@@ -16,7 +16,8 @@ from tsds.pipeline import autoparams
 from tsds.pipeline.decontaminate import Decontamination
 from tsds.pipeline.eligibility import Eligibility, Exclusion, pool_eligibility
 from tsds.pipeline.hygiene import query_warnings
-from tsds.pipeline.select import DensityCache, Selection, select_on_index
+from tsds.pipeline.density_check import check_approximate
+from tsds.pipeline.select import DensityCache, Selection, density_rule, select_on_index
 from tsds.pipeline.stages import StageLog
 
 log = logging.getLogger("tsds")
@@ -74,7 +75,8 @@ class PreparedPool:
         if self.config.sigma > 0 and self.cache.computed and self._persisted_densities:
             with self.stages.stage("save_densities"):
                 self.store.save_densities(self.config.metric, self.config.sigma, self.cache.values, self.cache.counts,
-                                         cap=self.config.density_cap)
+                                         cap=self.config.density_cap, rule=self.cache.rule,
+                                         index_kind=self.index.kind)
 
     @property
     def _persisted_densities(self) -> bool:
@@ -111,10 +113,11 @@ def prepare_pool(store, config: SelectionConfig, *, embedder, stages: StageLog |
     calibration["C_recommendation"]["used"] = config.C
     calibration["pool_scale"] = scale.summary()
     if densities and elig.full_pool_densities and config.sigma > 0:
-        rho, count = store.load_densities(config.metric, config.sigma, cap=config.density_cap)
-        cache = DensityCache(store.n_rows, rho, count)
+        rho, count = store.load_densities(config.metric, config.sigma, cap=config.density_cap,
+                                          rule=density_rule(config), index_kind=index.kind)
+        cache = DensityCache(store.n_rows, rho, count, rule=density_rule(config))
     else:
-        cache = DensityCache(store.n_rows)
+        cache = DensityCache(store.n_rows, rule=density_rule(config))
     return PreparedPool(store, index, cache, config, scale, calibration, elig, embedder, stages=stages,
                         preparation=prep)
 
@@ -131,6 +134,9 @@ def select_queries(pool: PreparedPool, q: np.ndarray, texts: list[str], config: 
     else:
         selection = select_on_index(pool.index, q, config, stages=stages, density_cache=pool.cache,
                                     progress=progress)
+    if config.density == "approx":
+        with stages.stage("density_check"):
+            check_approximate(selection, pool.index)
     warnings = query_warnings(texts, q, selection.neighbour_distances[:, 0], pool.scale.typical(95))
     for w in warnings:
         log.warning("query warning: %s", w["message"])

@@ -15,7 +15,8 @@ from tsds.core import (
 )
 from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
-from tsds.retrieval import DensityStats, SearchIndex, prepare, search_ahead
+from tsds.errors import ParameterError
+from tsds.retrieval import DensityStats, Nearest, SearchIndex, prepare, search_ahead
 
 
 @dataclass
@@ -152,13 +153,25 @@ def _solve_with_lazy_densities(run, D, ids, *parts, complete):
         want = np.where(short, np.maximum(grown, want), np.maximum(want, prefix))
 
 
-class DensityCache:
-    """Densities computed so far, keyed by candidate id (a pool store can persist it)."""
+APPROX_LOCAL_ONLY = ("--density approx needs the pool's single index on the local engine (it probes that index's "
+                     "lists); a sharded index or --engine ray computes exact densities: use --density exact")
 
-    def __init__(self, n: int, values: np.ndarray | None = None, counts: np.ndarray | None = None):
+
+def density_rule(config: SelectionConfig) -> str | Nearest:
+    """How the densities of a selection with ``config`` are computed: "auto" (exact) or ``Nearest(lists)``."""
+    return Nearest(config.density_lists) if config.density == "approx" else "auto"
+
+
+class DensityCache:
+    """Densities computed so far, keyed by candidate id (a pool store can persist it), all computed one way:
+    ``rule`` is "auto" (exact) or ``Nearest(lists)`` (approximate, see tsds.retrieval.density)."""
+
+    def __init__(self, n: int, values: np.ndarray | None = None, counts: np.ndarray | None = None,
+                 rule: str | Nearest = "auto"):
         self.values = np.full(n, np.nan) if values is None else values
         self.counts = np.full(n, -1, dtype=np.int64) if counts is None else counts
         self.computed = 0
+        self.rule = rule
 
     def estimates(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(densities, neighbours) for the solver, 1 (the smallest density) where not computed yet: one per
@@ -182,8 +195,13 @@ class DensityCache:
             if add_total is not None:
                 add_total(int(missing.size))
             # a ShardedIndex sums range searches over its shards (wherever the engine holds them)
+            extra = {}
+            if self.rule != "auto":
+                if not isinstance(index, SearchIndex):
+                    raise ParameterError(APPROX_LOCAL_ONLY)
+                extra["path"] = self.rule
             self.values[missing], self.counts[missing] = index.densities(
-                missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True)
+                missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True, **extra)
             self.computed += int(missing.size)
         return missing.size
 
@@ -226,7 +244,10 @@ def select_on_index(
     q = prepare(queries, config.metric)
     n = index.ntotal
     available = index.available
-    cache = density_cache or DensityCache(n)
+    cache = density_cache or DensityCache(n, rule=density_rule(config))
+    if cache.rule != density_rule(config):
+        raise ValueError(f"the density cache holds densities computed as {cache.rule!r}, the selection asks for "
+                         f"{density_rule(config)!r}")
     stats = DensityStats()
     k = min(available, config.initial_k)
     history = []

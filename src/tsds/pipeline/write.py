@@ -8,6 +8,7 @@ from pathlib import Path
 from tsds.io.output import atomic_dir, save_json, save_npy
 from tsds.io.writers import check_license, dataset_card, records_format
 from tsds.pipeline.autoparams import describe_alpha, describe_parameters
+from tsds.pipeline.density_check import describe_check
 from tsds.pipeline.manifest import build_manifest
 from tsds.pipeline.queries import task_name
 from tsds.pipeline.select import Selection
@@ -113,11 +114,12 @@ def write_text_selection(out, store, selection: Selection, info: dict, *, querie
                          "sources": written["sources"]},
                 **({"description": info["description"]} if info.get("description") else {}),
             )
-            (tmp / "README.md").write_text(card + card_extra(info, None if baseline else manifest["parameters"]))
+            (tmp / "README.md").write_text(card + card_extra(info, None if baseline else manifest["parameters"],
+                                                             selection.info.get("density_check")))
     return Path(opts.out)
 
 
-def card_extra(info: dict, parameters: dict | None = None) -> str:
+def card_extra(info: dict, parameters: dict | None = None, density_check: dict | None = None) -> str:
     """Dataset-card lines for the resolved parameters (``parameters``: the manifest's, TSDS only), automatic parameters, decontamination, query warnings and the report files."""
     lines = ["", "## Calibration, decontamination and query checks", ""]
     cal = info.get("calibration") or {}
@@ -129,6 +131,8 @@ def card_extra(info: dict, parameters: dict | None = None) -> str:
         a = cal["alpha"]
         lines.append(f"- {'alpha auto' if a.get('alpha_max', 1.0) == 1.0 else 'alpha'}: {describe_alpha(a)}; "
                      f"rule: {a['rule']}")
+    if density_check is not None:
+        lines.append(f"- {describe_check(density_check)}")
     if "C_recommendation" in cal:
         lines.append(f"- C used {cal['C_recommendation']['used']}; recommended from the embedding scale: "
                      f"{cal['C_recommendation']['C']} ({cal['C_recommendation']['rule']})")

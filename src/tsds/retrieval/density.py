@@ -11,20 +11,20 @@ their ``cap`` nearest terms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
 from tsds.retrieval.density_batches import DensityStats, PointSums, batched_densities
+from tsds.retrieval.density_bounds import _nearest, _shell_bound, _shells, _Sieve, _squared_distances
 from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
-from tsds.retrieval.density_plan import DensityPlan, bounded_pairs, plan_for
-from tsds.retrieval.ivf import list_sizes, list_vectors
+from tsds.retrieval.density_plan import DensityPlan, Nearest, bounded_pairs, plan_for
+from tsds.retrieval.ivf import list_vectors
 from tsds.retrieval.threads import Scratch, in_threads, stable_product
 
 DEFAULT_CAP = 100_000
-__all__ = ["DEFAULT_CAP", "DensityStats", "PointSums", "batched_densities", "densities"]
+__all__ = ["DEFAULT_CAP", "DensityStats", "Nearest", "PointSums", "batched_densities", "densities"]
 
 
 def densities(
@@ -36,17 +36,24 @@ def densities(
     stats: DensityStats | None = None,
     progress=None,
     return_counts: bool = False,
-    path: str = "auto",
+    path: str | Nearest = "auto",
 ):
     """Density (float64, >= 1) of the candidates ``ids`` over every candidate in ``index``.
 
     With ``return_counts``, also the number of candidates within sigma of each (itself included):
     the size of its near-duplicate cluster. ``path`` (IVF-Flat indexes): "pruned", "brute" (every list
-    against every point) or "auto", the cheaper by counted work (tsds.retrieval.density_plan).
+    against every point) or "auto", the cheaper by counted work (tsds.retrieval.density_plan); or
+    ``Nearest(P)``, approximate densities: the sum over the members of each point's P IVF lists nearest
+    by centroid only (a flat index of ``PARTITION_FROM`` rows or more uses its partition; a smaller one has
+    no lists and stays exact). Every term left out is >= 0, so an approximate density is never above the
+    exact one; it depends only on the point and the index, not on the other points.
     """
     stats = stats if stats is not None else DensityStats()
     ids = np.asarray(ids, dtype=np.int64)
-    partition = index.density_partition(ids.size) if path == "auto" and hasattr(index, "density_partition") else None
+    nearest_lists = path.lists if isinstance(path, Nearest) else None
+    partition = None
+    if hasattr(index, "density_partition") and (path == "auto" or nearest_lists is not None):
+        partition = index.density_partition(ids.size, force=nearest_lists is not None)
     if partition is not None:  # a flat index's partition: the same numbers, bit for bit, with pruning
         return densities(partition, ids, sigma, cap=cap, stats=stats, progress=progress,
                          return_counts=return_counts, path=path)
@@ -57,9 +64,12 @@ def densities(
         return _kernel_sums(lims, d2, radius2, cap, DensityStats())
 
     order = _by_list(index, ids)
-    plan = plan_for(index, sigma, path) if index.list_radius is not None else None
+    approx = nearest_lists is not None and index.list_radius is not None
+    plan = plan_for(index, sigma, path) if index.list_radius is not None and not approx else None
 
     def sums_and_counts(x):
+        if approx:
+            return parallel_kernel_sums(index, x, sigma, stats, nearest_lists=int(nearest_lists))
         if plan is None:
             return parallel_kernel_sums(index, x, sigma, stats)
         batch = DensityStats()
@@ -92,12 +102,12 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
 _BLOCK = 1 << 22
 _BRUTE_TILE = 2048
 _PROBE = 1024  # the first batch while the chooser has measured nothing (two chunks: one per core)
-_SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
 _CHUNK = 512  # points per task: results do not depend on how many threads run the tasks
 
 
 def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
-                         workers: int | None = None, plan: DensityPlan | None = None):
+                         workers: int | None = None, plan: DensityPlan | None = None,
+                         nearest_lists: int | None = None):
     """``kernel_sums`` over fixed chunks of points, run by one thread per core with single-threaded BLAS (IVF).
 
     The per-list products are small; a multi-threaded BLAS splits each one across cores and spends its
@@ -110,8 +120,8 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
         stats.pairs += int(counts.sum())
         stats.multiplied += int(x.shape[0]) * index.available
         return sums, counts
-    parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch, plan),
-                         stats, workers)
+    parts = _over_chunks(index, x, lambda chunk, st, scratch: kernel_sums(index, chunk, sigma, st, scratch, plan,
+                                                                            nearest_lists), stats, workers)
     if not parts:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -169,11 +179,12 @@ def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: Den
 
 
 def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
-                scratch: Scratch | None = None, plan: DensityPlan | None = None):
+                scratch: Scratch | None = None, plan: DensityPlan | None = None, nearest_lists: int | None = None):
     """Per point of ``x``: the kernel sum over every (not excluded) candidate, and the count within sigma.
 
     Float64 sums (no floor at 1), int64 counts. Used by every engine, shard by shard. With a ``plan``
-    (IVF-Flat), the chunk is pruned or multiplied against every list, as the plan chooses.
+    (IVF-Flat), the chunk is pruned or multiplied against every list, as the plan chooses; with
+    ``nearest_lists``, only the members of each point's nearest lists count (see ``densities``).
     """
     stats = stats if stats is not None else DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -184,7 +195,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     scratch = scratch or Scratch()
     brute_before, multiplied = stats.brute_points, 0
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch, plan):
+    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch, plan, nearest_lists):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
@@ -224,7 +235,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
 
 
 def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch,
-            plan: DensityPlan | None = None):
+            plan: DensityPlan | None = None, nearest_lists: int | None = None):
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
@@ -254,6 +265,8 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     reach -= index.list_radius[None, :]
     need = reach <= tolerance
     need &= _shell_bound(shells, x64, full2, need, scratch) <= tolerance
+    if nearest_lists is not None and nearest_lists < need.shape[1]:
+        need &= _nearest(shells, x, nearest_lists, scratch)
     sizes = np.diff(shells.starts)
     bounded = bounded_pairs(need, sizes)
     if plan is not None and plan.brute(bounded, x.shape[0], index.ntotal, ivf.d, shells.basis.shape[0]):
@@ -279,162 +292,6 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
             y = np.take(y, cols, axis=0, out=sieve.scratch.array("members", (cols.size, y.shape[1]), y.dtype))
             member_ids = member_ids[cols]
         yield y, member_ids, pts, shells.centroids[lst]
-
-
-@dataclass
-class _Shells:
-    """Where each IVF list's members lie around its centroid, split into two orthogonal parts.
-
-    ``basis`` (p x d, orthonormal) spans the main directions between the lists' centroids. For a member
-    y of list l with centroid c, a = |B(y - c)| is its offset along those directions and b its offset
-    across them (|y - c|^2 = a^2 + b^2); ``along`` and ``across`` hold each list's [min, max] of a and b.
-    For any point x with offsets a_x, b_x from c, |x - y|^2 >= gap(a_x; along)^2 + gap(b_x; across)^2,
-    where gap is the distance from a number to an interval: a list whose members sit in a thin shell
-    away from the directions towards x is skipped although its radius alone could not rule it out.
-    """
-
-    basis: np.ndarray
-    centroids: np.ndarray  # float32, as FAISS holds them
-    centroids64: np.ndarray
-    centroids_projected: np.ndarray  # float64, B c for each centroid c
-    along: np.ndarray
-    across: np.ndarray
-    projected: np.ndarray  # per member, in list order: [2 B y, -|B y|^2] (float32), for _Sieve
-    starts: np.ndarray  # list l's members are projected[starts[l]:starts[l + 1]]
-    projected_norm_max: float
-
-
-def _shells(index: SearchIndex) -> _Shells:
-    """Computed once per IVF-Flat index (one pass over the stored vectors) and kept on it."""
-    cached = getattr(index, "_density_shells", None)
-    if cached is not None:
-        return cached
-    ivf = faiss.extract_index_ivf(index.index)
-    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
-    c64 = centroids.astype(np.float64)
-    p = max(1, min(64, ivf.nlist - 1, ivf.d))
-    centred = c64 - c64.mean(axis=0)
-    _, vectors = np.linalg.eigh(centred.T @ centred)
-    basis = np.ascontiguousarray(vectors[:, ::-1][:, :p].T)
-    basis32 = basis.astype(np.float32)
-    along = np.array([[np.inf, -np.inf]] * ivf.nlist)
-    across = along.copy()
-    sizes = list_sizes(ivf)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    projected = np.empty((int(starts[-1]), p + 1), dtype=np.float32)
-    centroid_proj = (centroids @ basis32.T).astype(np.float32)
-    groups, group, rows = [], [], 0
-    for lst in np.flatnonzero(sizes).tolist():
-        group.append(lst)
-        rows += int(sizes[lst])
-        if rows >= _SHELL_ROWS:
-            groups.append(np.array(group))
-            group, rows = [], 0
-    if group:
-        groups.append(np.array(group))
-
-    def offsets(lists, scratch):
-        """Offsets of the members of ``lists`` (consecutive in list order) along and across the basis."""
-        counts = sizes[lists]
-        off = scratch.array("offsets", (int(counts.sum()), ivf.d), np.float32)
-        np.concatenate([list_vectors(ivf, lst, index.pages)[0] for lst in lists], out=off)
-        off -= np.repeat(centroids[lists], counts, axis=0)
-        a = np.matmul(off, basis32.T, out=scratch.array("along", (off.shape[0], p), np.float32))
-        at = int(starts[lists[0]])
-        yb = projected[at:at + off.shape[0], :p]
-        np.add(a, np.repeat(centroid_proj[lists], counts, axis=0), out=yb)
-        projected[at:at + off.shape[0], p] = -np.einsum("ij,ij->i", yb, yb)
-        yb *= 2.0
-        a2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
-        b = np.sqrt(np.maximum(np.einsum("ij,ij->i", off, off, dtype=np.float64) - a2, 0.0))
-        a = np.sqrt(a2)
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        along[lists, 0], along[lists, 1] = np.minimum.reduceat(a, first), np.maximum.reduceat(a, first)
-        across[lists, 0], across[lists, 1] = np.minimum.reduceat(b, first), np.maximum.reduceat(b, first)
-
-    in_threads(groups, offsets)
-    # float32 offsets and projections: widen every interval by far more than their rounding
-    slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
-    along += [-slack, slack]
-    across += [-slack, slack]
-    shells = _Shells(basis=basis, centroids=centroids, centroids64=c64, centroids_projected=c64 @ basis.T,
-                     along=along, across=across, projected=projected, starts=starts,
-                     projected_norm_max=float(-projected[:, p].min(initial=0.0)))
-    index._density_shells = shells
-    return shells
-
-
-class _Sieve:
-    """Which (point, member) pairs of a list can lie within sigma, from their offsets along the basis.
-
-    |B(x - y)| <= |x - y| for the orthonormal basis B, so a pair whose projected distance exceeds sigma
-    cannot count. One small product (p + 1 columns instead of d) per list finds the points with any
-    candidate member and the members with any candidate point; only that block is multiplied in full.
-    Thresholds carry a margin far above float32 rounding, so no pair within sigma is ever dropped.
-    """
-
-    def __init__(self, shells: _Shells, x: np.ndarray, sigma: float, scratch: Scratch):
-        self.shells = shells
-        self.scratch = scratch
-        p = self.shells.basis.shape[0]
-        xb = x @ self.shells.basis.astype(np.float32).T
-        self.points = np.empty((x.shape[0], p + 1), dtype=np.float32)
-        self.points[:, :p] = xb
-        self.points[:, p] = 1.0
-        xn = np.einsum("ij,ij->i", xb, xb, dtype=np.float64)
-        r2 = float(sigma) ** 2
-        self.threshold = (xn - r2 - 1e-4 * (xn + self.shells.projected_norm_max + r2) - 1e-6).astype(np.float32)
-
-    def pairs(self, lst: int, pts: np.ndarray):
-        """(points of ``pts`` with a possible member, that list's members with a possible point or None for all)."""
-        ys = self.shells.projected[self.shells.starts[lst]:self.shells.starts[lst + 1]]
-        h = np.matmul(self.points[pts], ys.T, out=self.scratch.array("sieve", (pts.size, ys.shape[0]), np.float32))
-        possible = np.greater_equal(h, self.threshold[pts, None],
-                                    out=self.scratch.array("possible", h.shape, np.bool_))
-        rows = possible.any(axis=1)
-        if not rows.any():
-            return pts[:0], None
-        cols = possible.any(axis=0)  # rows without a candidate add nothing
-        return pts[rows], (None if cols.all() else np.flatnonzero(cols))
-
-
-def _squared_distances(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """|a_i - b_j|^2 (float64, clipped at 0) written into ``out``: these (points x lists) matrices are made
-    for every chunk of points, and each temporary of their size would be a fresh mapping to fault in."""
-    np.matmul(a, b.T, out=out)
-    out *= -2.0
-    out += np.einsum("ij,ij->i", a, a)[:, None]
-    out += np.einsum("ij,ij->i", b, b)[None, :]
-    return np.maximum(out, 0.0, out=out)
-
-
-def _shell_bound(shells: _Shells, x64: np.ndarray, full2: np.ndarray, need: np.ndarray,
-                 scratch: Scratch) -> np.ndarray:
-    """Lower bound on the distance from each point to any member of each list (inf where not needed).
-
-    ``x64``: the points in float64; ``full2``: their squared distances to the centroids. The result is
-    one of ``scratch``'s arrays.
-    """
-    a2 = _squared_distances(x64 @ shells.basis.T, shells.centroids_projected,
-                            scratch.array("a2", full2.shape, np.float64))
-    b = np.subtract(full2, a2, out=scratch.array("bound", full2.shape, np.float64))
-    np.maximum(b, 0.0, out=b)
-    np.sqrt(b, out=b)
-    a = np.sqrt(a2, out=a2)
-
-    def gap2(v, interval):
-        """Squared distance from v to the interval, written over v."""
-        below = np.subtract(interval[None, :, 0], v, out=scratch.array("below", v.shape, np.float64))
-        v -= interval[None, :, 1]
-        np.maximum(v, below, out=v)
-        np.maximum(v, 0.0, out=v)
-        return np.square(v, out=v)
-
-    bound = gap2(b, shells.across)
-    bound += gap2(a, shells.along)
-    np.sqrt(bound, out=bound)
-    bound[~need] = np.inf
-    return bound
 
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):

@@ -32,6 +32,18 @@ _ELEMENTWISE = 12.0
 _SIEVE_COMPARE = 2.0
 
 
+@dataclass(frozen=True)
+class Nearest:
+    """Approximate densities (``--density approx``): only the members of each point's ``lists`` IVF lists
+    nearest by centroid count, as an IVF search probes them. Never above the exact density."""
+
+    lists: int
+
+    def __post_init__(self):
+        if isinstance(self.lists, bool) or not isinstance(self.lists, (int, np.integer)) or self.lists < 1:
+            raise ValueError(f"Nearest: lists must be a whole number of at least 1, got {self.lists!r}")
+
+
 @dataclass
 class DensityPlan:
     """The path rule for one index and sigma, and what the pruned chunks measured so far."""

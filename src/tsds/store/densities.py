@@ -44,16 +44,22 @@ def usable_for_cap(rho: np.ndarray, count: np.ndarray, saved_cap: int, cap: int 
 class StoreDensities:
     """The density-cache part of `tsds.store.PoolStore`."""
 
-    def _density_path(self, metric: str, sigma: float) -> Path:
-        return self.root / "densities" / f"{metric}-sigma{sigma!r}.npz"
+    def _density_path(self, metric: str, sigma: float, rule=None, index_kind: str | None = None) -> Path:
+        """``rule``: None or "auto" for exact densities (the same on every index); approximate ones
+        (``tsds.retrieval.Nearest``) depend on the index's lists, so they have a file per rule and index kind."""
+        lists = getattr(rule, "lists", None)
+        tail = "" if lists is None else f"-nearest{lists}-{index_kind}"
+        return self.root / "densities" / f"{metric}-sigma{sigma!r}{tail}.npz"
 
-    def load_densities(self, metric: str, sigma: float, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def load_densities(self, metric: str, sigma: float, cap: int | None = None, rule=None,
+                       index_kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(densities, near-duplicate counts) computed so far; NaN / -1 where not yet computed.
 
         A cache of another size (the store before an append) is ignored; one that is damaged, of another
         store's content, or without checksum (older tsds) is ignored with a warning and recomputed. ``cap``:
-        the selection's neighbour cap (entries computed under another cap that it changes are dropped)."""
-        path = self._density_path(metric, sigma)
+        the selection's neighbour cap (entries computed under another cap that it changes are dropped);
+        ``rule``, ``index_kind``: approximate densities are kept apart from exact ones (see _density_path)."""
+        path = self._density_path(metric, sigma, rule, index_kind)
         fresh = np.full(self.n_rows, np.nan), np.full(self.n_rows, -1, dtype=np.int64)
         if not path.exists():
             return fresh
@@ -70,11 +76,11 @@ class StoreDensities:
         return usable_for_cap(rho, count, recorded_cap(path), cap), count
 
     def save_densities(self, metric: str, sigma: float, rho: np.ndarray, count: np.ndarray, *,
-                       cap: int | None = None, strict: bool = False) -> None:
+                       cap: int | None = None, strict: bool = False, rule=None, index_kind: str | None = None) -> None:
         """Save the density cache (atomically: a reader sees the old file or the new one). A store that cannot
         be written keeps none (it only saves time), with a warning; ``strict``: raise instead."""
         folder = self.root / "densities"
-        path = self._density_path(metric, sigma)
+        path = self._density_path(metric, sigma, rule, index_kind)
         rho = np.ascontiguousarray(rho, dtype=np.float64)
         count = np.ascontiguousarray(count, dtype=np.int64)
         extra = {} if cap is None else {"cap": np.array(int(cap), dtype=np.int64)}

@@ -12,7 +12,7 @@ from tsds.store.layout import StoreLayout
 from tsds.store.provenance import path_sha256, path_state
 from tsds.store.sources import source_root_of
 
-_DENSITY = re.compile(r"^(?P<metric>[a-z]+)-sigma(?P<sigma>.+)\.npz$")
+_DENSITY = re.compile(r"^(?P<metric>[a-z]+)-sigma(?P<sigma>.+?)(?:-nearest(?P<lists>\d+)-(?P<kind>[a-z]+))?\.npz$")
 
 
 def _bytes(path: Path) -> int:
@@ -67,7 +67,7 @@ def _densities(root: Path, store: StoreLayout) -> list[dict]:
         if not m:
             continue
         entry = {"metric": m["metric"], "sigma": float(m["sigma"]), "bytes": p.stat().st_size, "known": 0,
-                 "state": "ok"}
+                 "state": "ok", "density": "exact" if m["lists"] is None else f"approx, {m['lists']} nearest {m['kind']} lists"}
         try:
             rho, _, _, fp = read_density_cache(p)
         except Damaged:

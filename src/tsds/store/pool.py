@@ -13,6 +13,7 @@ Layout of a store folder::
     index/<metric>-<kind>.faiss       an index of another kind than the stored one, built for a selection
                                that asked for it (or index/<metric>-<kind>/ sharded); never the default
     densities/<metric>-sigma<s>.npz   densities computed so far (NaN where not yet needed)
+    densities/<metric>-sigma<s>-nearest<P>-<kind>.npz   approximate ones (--density approx), per index kind
 
 Every file is written to a temporary name and renamed, so a build killed at any point
 (even by SIGKILL) leaves only finished shards, and the same command continues from there.

@@ -1,0 +1,193 @@
+"""Bounds that let an IVF-Flat index's densities skip work without changing them (tsds.retrieval.density).
+
+Per index: each list's shells (where its members lie around the centroid, along and across the main
+directions between centroids) and every member's projection on those directions. Per chunk of points:
+a lower bound on the distance to any member of each list, and a sieve of (point, member) pairs by their
+projected distance. Both only rule out pairs that cannot lie within sigma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
+from tsds.retrieval.ivf import list_sizes, list_vectors
+from tsds.retrieval.threads import Scratch, in_threads, stable_product
+
+_SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
+
+
+def _nearest(shells: _Shells, x: np.ndarray, count: int, scratch: Scratch) -> np.ndarray:
+    """(points x lists) mask of each point's ``count`` lists nearest by centroid, ties to the lower list.
+
+    Ranked by |c|^2 - 2 x.c from a float32 product whose entries do not depend on the block's shape
+    (``stable_product``): a point's lists, hence its approximate density, do not depend on the other points.
+    """
+    score = stable_product(x, shells.centroids, scratch, "nearest").astype(np.float64)
+    score *= -2.0
+    score += shells.centroid_norms[None, :]
+    order = np.argsort(score, axis=1, kind="stable")[:, :count]
+    mask = np.zeros(score.shape, dtype=bool)
+    np.put_along_axis(mask, order, True, axis=1)
+    return mask
+
+
+@dataclass
+class _Shells:
+    """Where each IVF list's members lie around its centroid, split into two orthogonal parts.
+
+    ``basis`` (p x d, orthonormal) spans the main directions between the lists' centroids. For a member
+    y of list l with centroid c, a = |B(y - c)| is its offset along those directions and b its offset
+    across them (|y - c|^2 = a^2 + b^2); ``along`` and ``across`` hold each list's [min, max] of a and b.
+    For any point x with offsets a_x, b_x from c, |x - y|^2 >= gap(a_x; along)^2 + gap(b_x; across)^2,
+    where gap is the distance from a number to an interval: a list whose members sit in a thin shell
+    away from the directions towards x is skipped although its radius alone could not rule it out.
+    """
+
+    basis: np.ndarray
+    centroids: np.ndarray  # float32, as FAISS holds them
+    centroids64: np.ndarray
+    centroids_projected: np.ndarray  # float64, B c for each centroid c
+    along: np.ndarray
+    across: np.ndarray
+    projected: np.ndarray  # per member, in list order: [2 B y, -|B y|^2] (float32), for _Sieve
+    starts: np.ndarray  # list l's members are projected[starts[l]:starts[l + 1]]
+    projected_norm_max: float
+    centroid_norms: np.ndarray  # float64 |c|^2 of the float32 centroids, for _nearest
+
+
+def _shells(index: SearchIndex) -> _Shells:
+    """Computed once per IVF-Flat index (one pass over the stored vectors) and kept on it."""
+    cached = getattr(index, "_density_shells", None)
+    if cached is not None:
+        return cached
+    ivf = faiss.extract_index_ivf(index.index)
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    c64 = centroids.astype(np.float64)
+    p = max(1, min(64, ivf.nlist - 1, ivf.d))
+    centred = c64 - c64.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    basis = np.ascontiguousarray(vectors[:, ::-1][:, :p].T)
+    basis32 = basis.astype(np.float32)
+    along = np.array([[np.inf, -np.inf]] * ivf.nlist)
+    across = along.copy()
+    sizes = list_sizes(ivf)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    projected = np.empty((int(starts[-1]), p + 1), dtype=np.float32)
+    centroid_proj = (centroids @ basis32.T).astype(np.float32)
+    groups, group, rows = [], [], 0
+    for lst in np.flatnonzero(sizes).tolist():
+        group.append(lst)
+        rows += int(sizes[lst])
+        if rows >= _SHELL_ROWS:
+            groups.append(np.array(group))
+            group, rows = [], 0
+    if group:
+        groups.append(np.array(group))
+
+    def offsets(lists, scratch):
+        """Offsets of the members of ``lists`` (consecutive in list order) along and across the basis."""
+        counts = sizes[lists]
+        off = scratch.array("offsets", (int(counts.sum()), ivf.d), np.float32)
+        np.concatenate([list_vectors(ivf, lst, index.pages)[0] for lst in lists], out=off)
+        off -= np.repeat(centroids[lists], counts, axis=0)
+        a = np.matmul(off, basis32.T, out=scratch.array("along", (off.shape[0], p), np.float32))
+        at = int(starts[lists[0]])
+        yb = projected[at:at + off.shape[0], :p]
+        np.add(a, np.repeat(centroid_proj[lists], counts, axis=0), out=yb)
+        projected[at:at + off.shape[0], p] = -np.einsum("ij,ij->i", yb, yb)
+        yb *= 2.0
+        a2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+        b = np.sqrt(np.maximum(np.einsum("ij,ij->i", off, off, dtype=np.float64) - a2, 0.0))
+        a = np.sqrt(a2)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        along[lists, 0], along[lists, 1] = np.minimum.reduceat(a, first), np.maximum.reduceat(a, first)
+        across[lists, 0], across[lists, 1] = np.minimum.reduceat(b, first), np.maximum.reduceat(b, first)
+
+    in_threads(groups, offsets)
+    # float32 offsets and projections: widen every interval by far more than their rounding
+    slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
+    along += [-slack, slack]
+    across += [-slack, slack]
+    shells = _Shells(basis=basis, centroids=centroids, centroids64=c64, centroids_projected=c64 @ basis.T,
+                     along=along, across=across, projected=projected, starts=starts,
+                     projected_norm_max=float(-projected[:, p].min(initial=0.0)),
+                     centroid_norms=np.einsum("ij,ij->i", c64, c64))
+    index._density_shells = shells
+    return shells
+
+
+class _Sieve:
+    """Which (point, member) pairs of a list can lie within sigma, from their offsets along the basis.
+
+    |B(x - y)| <= |x - y| for the orthonormal basis B, so a pair whose projected distance exceeds sigma
+    cannot count. One small product (p + 1 columns instead of d) per list finds the points with any
+    candidate member and the members with any candidate point; only that block is multiplied in full.
+    Thresholds carry a margin far above float32 rounding, so no pair within sigma is ever dropped.
+    """
+
+    def __init__(self, shells: _Shells, x: np.ndarray, sigma: float, scratch: Scratch):
+        self.shells = shells
+        self.scratch = scratch
+        p = self.shells.basis.shape[0]
+        xb = x @ self.shells.basis.astype(np.float32).T
+        self.points = np.empty((x.shape[0], p + 1), dtype=np.float32)
+        self.points[:, :p] = xb
+        self.points[:, p] = 1.0
+        xn = np.einsum("ij,ij->i", xb, xb, dtype=np.float64)
+        r2 = float(sigma) ** 2
+        self.threshold = (xn - r2 - 1e-4 * (xn + self.shells.projected_norm_max + r2) - 1e-6).astype(np.float32)
+
+    def pairs(self, lst: int, pts: np.ndarray):
+        """(points of ``pts`` with a possible member, that list's members with a possible point or None for all)."""
+        ys = self.shells.projected[self.shells.starts[lst]:self.shells.starts[lst + 1]]
+        h = np.matmul(self.points[pts], ys.T, out=self.scratch.array("sieve", (pts.size, ys.shape[0]), np.float32))
+        possible = np.greater_equal(h, self.threshold[pts, None],
+                                    out=self.scratch.array("possible", h.shape, np.bool_))
+        rows = possible.any(axis=1)
+        if not rows.any():
+            return pts[:0], None
+        cols = possible.any(axis=0)  # rows without a candidate add nothing
+        return pts[rows], (None if cols.all() else np.flatnonzero(cols))
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """|a_i - b_j|^2 (float64, clipped at 0) written into ``out``: these (points x lists) matrices are made
+    for every chunk of points, and each temporary of their size would be a fresh mapping to fault in."""
+    np.matmul(a, b.T, out=out)
+    out *= -2.0
+    out += np.einsum("ij,ij->i", a, a)[:, None]
+    out += np.einsum("ij,ij->i", b, b)[None, :]
+    return np.maximum(out, 0.0, out=out)
+
+
+def _shell_bound(shells: _Shells, x64: np.ndarray, full2: np.ndarray, need: np.ndarray,
+                 scratch: Scratch) -> np.ndarray:
+    """Lower bound on the distance from each point to any member of each list (inf where not needed).
+
+    ``x64``: the points in float64; ``full2``: their squared distances to the centroids. The result is
+    one of ``scratch``'s arrays.
+    """
+    a2 = _squared_distances(x64 @ shells.basis.T, shells.centroids_projected,
+                            scratch.array("a2", full2.shape, np.float64))
+    b = np.subtract(full2, a2, out=scratch.array("bound", full2.shape, np.float64))
+    np.maximum(b, 0.0, out=b)
+    np.sqrt(b, out=b)
+    a = np.sqrt(a2, out=a2)
+
+    def gap2(v, interval):
+        """Squared distance from v to the interval, written over v."""
+        below = np.subtract(interval[None, :, 0], v, out=scratch.array("below", v.shape, np.float64))
+        v -= interval[None, :, 1]
+        np.maximum(v, below, out=v)
+        np.maximum(v, 0.0, out=v)
+        return np.square(v, out=v)
+
+    bound = gap2(b, shells.across)
+    bound += gap2(a, shells.along)
+    np.sqrt(bound, out=bound)
+    bound[~need] = np.inf
+    return bound
