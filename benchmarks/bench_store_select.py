@@ -16,6 +16,9 @@ pool; other parameters at their defaults (sigma 0.3, alpha auto). Every process 
 (unless set otherwise). Recorded per run: wall time (interpreter start, imports and the embedder
 included) and the manifest's stage times; per task and repeat, the ratios to knn, measured back to back,
 and whether the precomputed run's probabilities and indices equal the cold run's, byte for byte.
+``--approx`` adds a fifth run, TSDS cold with ``--density approx`` (no densities of either kind in the
+store), with its ratio to knn, its own sampled check against exact densities, and how far its selection
+moved from the cold exact one (total variation between the probabilities, rows drawn by both).
 """
 
 from __future__ import annotations
@@ -59,10 +62,10 @@ def _same(a: Path, b: Path) -> bool:
     return all((a / f).read_bytes() == (b / f).read_bytes() for f in ("probabilities.npy", "selected_indices.npy"))
 
 
-def run(store: Path, queries: Path, out: Path, size: int, method: str) -> dict:
+def run(store: Path, queries: Path, out: Path, size: int, method: str, extra: tuple = ()) -> dict:
     env = _env()
     cmd = [sys.executable, "-m", "tsds.cli", "select", "--pool", str(store), "--queries", str(queries),
-           "--size", str(size), "--method", method, "--out", str(out), "--overwrite", "-q"]
+           "--size", str(size), "--method", method, "--out", str(out), "--overwrite", "-q", *extra]
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t
@@ -74,7 +77,15 @@ def run(store: Path, queries: Path, out: Path, size: int, method: str) -> dict:
     stages = {k: round(v["seconds"] if isinstance(v, dict) else v, 3) for k, v in timings.items()
               if isinstance(v, (int, float, dict)) and not isinstance(v, bool)}
     return {"wall_s": round(wall, 3), "stages_s": stages,
-            "density_points": dens.get("points")}
+            "density_points": dens.get("points"), **({"density_check": dens["check"]} if "check" in dens else {})}
+
+
+def moved(a: Path, b: Path) -> dict:
+    """Total variation between two selections' probabilities, and the rows both drew (distinct draws)."""
+    p, q = (np.load(x / "probabilities.npy", allow_pickle=False) for x in (a, b))
+    i, j = (np.load(x / "selected_indices.npy", allow_pickle=False) for x in (a, b))
+    return {"total_variation": float(0.5 * np.abs(p - q).sum()), "drawn_by_both": int(np.intersect1d(i, j).size),
+            "drawn": int(i.size)}
 
 
 def main(argv=None) -> int:
@@ -87,6 +98,7 @@ def main(argv=None) -> int:
                     help="where to write the results (default: results/store_select.json, the demo store's)")
     ap.add_argument("--sigma", default=repr(PRESETS["default"]["sigma"]),
                     help="the sigma of the densities computed ahead (the selections' own)")
+    ap.add_argument("--approx", action="store_true", help="also a cold run with --density approx per task")
     args = ap.parse_args(argv)
     spec = json.loads((args.store / "store.json").read_text())
     rows = int(spec.get("rows") or spec.get("n_rows") or 0)
@@ -119,10 +131,17 @@ def main(argv=None) -> int:
                        "warm_over_knn": round(warm["wall_s"] / knn["wall_s"], 3),
                        "precomputed_over_knn": round(pre["wall_s"] / knn["wall_s"], 3),
                        "precomputed_identical_to_cold": _same(out, Path(tmp) / "cold-out")}
+                if args.approx:
+                    shutil.rmtree(store / "densities")
+                    rec["approx"] = run(store, q, out, size, "tsds", ("--density", "approx"))
+                    rec["approx_over_knn"] = round(rec["approx"]["wall_s"] / knn["wall_s"], 3)
+                    rec["approx_over_cold"] = round(rec["approx"]["wall_s"] / cold["wall_s"], 3)
+                    rec["approx_moved"] = moved(Path(tmp) / "cold-out", out)
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
     load.append(os.getloadavg())
-    ratios = {name: [x[f"{name}_over_knn"] for x in records] for name in ("cold", "warm", "precomputed")}
+    ratios = {name: [x[f"{name}_over_knn"] for x in records]
+              for name in ("cold", "warm", "precomputed", *(("approx",) if args.approx else ()))}
     result = {"benchmark": "per-task selection on a store: cold, warm, densities computed ahead, against --method knn",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "store_rows": rows, "size": size,
               "embedder": spec.get("embedder"), "records": records, "precompute_s": ahead_s,

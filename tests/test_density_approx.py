@@ -60,10 +60,11 @@ def test_a_points_density_does_not_depend_on_the_others(ivf):
         assert np.array_equal(ivf.densities(part, 2.5, path=Nearest(3)), whole[part])
 
 
-def test_a_small_flat_index_has_no_lists_and_stays_exact():
-    flat = build_index(_clustered(n=2000), kind="flat")
-    ids = np.arange(0, 2000, 3)
-    assert np.array_equal(flat.densities(ids, 2.5, path=Nearest(2)), flat.densities(ids, 2.5))
+@pytest.mark.parametrize("n", [2000, 21_000])  # below and above the size where a flat index's densities use lists
+def test_a_flat_index_has_no_lists_to_probe_and_stays_exact(n):
+    flat = build_index(_clustered(n=n, d=8), kind="flat")
+    ids = np.arange(0, n, 3)
+    assert np.array_equal(flat.densities(ids, 1.0, path=Nearest(2)), flat.densities(ids, 1.0))
 
 
 @pytest.mark.parametrize("bad", [0, -3, True, 2.5])
@@ -79,7 +80,7 @@ def _cli(*args):
 @pytest.fixture(scope="module")
 def arrays(tmp_path_factory):
     d = tmp_path_factory.mktemp("approx-npy")
-    x = _clustered(n=24_000, d=16, centres=60, seed=3)  # from 20,000 rows a flat index has a partition
+    x = _clustered(n=24_000, d=16, centres=60, seed=3)
     np.save(d / "cand.npy", x)
     np.save(d / "query.npy", x[::997][:20] + 0.05)
     return d
@@ -87,7 +88,7 @@ def arrays(tmp_path_factory):
 
 def test_cli_npy_reports_the_sampled_check(arrays, tmp_path):
     common = ["select", "--candidate-embeddings", arrays / "cand.npy", "--query-embeddings", arrays / "query.npy",
-              "--size", 200, "--sigma", 2.0]
+              "--size", 200, "--sigma", 2.0, "--index", "ivf"]
     exact = _cli(*common, "--out", tmp_path / "exact")
     approx = _cli(*common, "--density", "approx", "--density-lists", 4, "--out", tmp_path / "approx")
     assert exact.returncode == 0 and approx.returncode == 0, approx.stderr
@@ -96,7 +97,7 @@ def test_cli_npy_reports_the_sampled_check(arrays, tmp_path):
     check = dens["check"]
     assert dens["mode"] == "approx" and check["nearest_lists"] == 4
     assert check["sample"] == min(256, check["approximate_points"]) and check["approximate_points"] > 256
-    assert 0 <= check["shortfall_max"] < 1 and 0 <= check["exact_share"] <= 1
+    assert 0 < check["shortfall_max"] < 1 and 0 < check["exact_share"] < 1  # 4 lists: some pairs left out
     assert check["low_share_bound"] >= check["low"] / check["sample"]
     ex = json.loads((tmp_path / "exact" / "manifest.json").read_text())["result"]["densities"]
     assert ex["mode"] == "exact" and "check" not in ex
@@ -168,3 +169,26 @@ def test_cli_refuses_approximate_densities_on_ray_before_starting_it(small_store
                "--engine", "ray", "--out", out)
     assert res.returncode != 0 and "--density approx needs the pool's single index" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_cli_text_mode_reports_the_check_in_manifest_summary_and_card(small_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(small_store.root, store)
+    out = tmp_path / "out"
+    res = _cli("select", "--pool", store, "--queries", FOOD, "--size", 30, "--density", "approx", "--out", out)
+    assert res.returncode == 0, res.stderr
+    check = json.loads((out / "manifest.json").read_text())["result"]["densities"]["check"]
+    # 1,500 rows, a flat index: no lists to probe, so the "approximate" densities are the exact ones
+    assert check["sample"] > 0 and check["exact_share"] == 1.0 and check["shortfall_max"] == 0.0
+    assert "densities approximate (32 nearest lists" in res.stdout
+    assert "densities approximate (32 nearest lists" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("hits, n", [(0, 256), (1, 256), (5, 256), (100, 256), (0, 10), (9, 10)])
+def test_the_share_bound_is_clopper_pearsons(hits, n):
+    from scipy.stats import beta
+
+    from tsds.pipeline.density_check import CONFIDENCE, _upper_bound
+
+    assert abs(_upper_bound(hits, n) - beta.ppf(CONFIDENCE, hits + 1, n - hits)) < 1e-9
+    assert _upper_bound(n, n) == 1.0 and _upper_bound(0, 0) is None

@@ -36,9 +36,9 @@ class Tsds:
             calibration["draw"] = draw_turns(pool.index, selection)
         elif distinct and selection.config.one_per_cluster and selection.config.sigma > 0:
             calibration["draw"] = draw_per_cluster(pool.index, selection)
-        selection.info = {"method": "tsds", "query_vectors": np.asarray(queries.vectors, dtype=np.float32),
-                          "index": {"kind": pool.index.kind, **pool.index.calibration},
-                          "calibration": calibration, "query_warnings": warnings}
+        selection.info.update({"method": "tsds", "query_vectors": np.asarray(queries.vectors, dtype=np.float32),
+                               "index": {"kind": pool.index.kind, **pool.index.calibration},
+                               "calibration": calibration, "query_warnings": warnings})
         return selection
 
 

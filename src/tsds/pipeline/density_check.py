@@ -9,6 +9,7 @@ upper confidence bound (Clopper-Pearson) on the share of all of them that fall s
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -51,14 +52,26 @@ def check_approximate(selection, index, sample: int = SAMPLE) -> dict | None:
 
 
 def _upper_bound(hits: int, n: int) -> float | None:
-    """One-sided Clopper-Pearson upper bound on a share from ``hits`` of ``n`` (None without a sample)."""
+    """One-sided Clopper-Pearson upper bound on a share from ``hits`` of ``n`` (None without a sample): the
+    share u at which ``hits`` or fewer of ``n`` has probability 1 - CONFIDENCE, by bisection (the binomial
+    CDF falls as u grows). Plain math: importing scipy.stats would cost more than the check."""
     if n == 0:
         return None
     if hits >= n:
         return 1.0
-    from scipy.stats import beta
 
-    return float(beta.ppf(CONFIDENCE, hits + 1, n - hits))
+    def cdf(u: float) -> float:
+        return sum(math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                            + k * math.log(u) + (n - k) * math.log1p(-u)) for k in range(hits + 1))
+
+    low, high = hits / n, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if cdf(mid) > 1 - CONFIDENCE:
+            low = mid
+        else:
+            high = mid
+    return high
 
 
 def describe_check(report: dict) -> str:

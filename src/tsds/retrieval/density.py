@@ -11,7 +11,6 @@ their ``cap`` nearest terms.
 
 from __future__ import annotations
 
-
 import faiss
 import numpy as np
 
@@ -44,16 +43,16 @@ def densities(
     the size of its near-duplicate cluster. ``path`` (IVF-Flat indexes): "pruned", "brute" (every list
     against every point) or "auto", the cheaper by counted work (tsds.retrieval.density_plan); or
     ``Nearest(P)``, approximate densities: the sum over the members of each point's P IVF lists nearest
-    by centroid only (a flat index of ``PARTITION_FROM`` rows or more uses its partition; a smaller one has
-    no lists and stays exact). Every term left out is >= 0, so an approximate density is never above the
-    exact one; it depends only on the point and the index, not on the other points.
+    by centroid only. Every term left out is >= 0, so an approximate density is never above the exact one;
+    it depends only on the point and the index, not on the other points. A flat index (exact search, up to
+    50,000 rows) has no lists to probe, and its exact densities cost less than building some: they stay exact.
     """
     stats = stats if stats is not None else DensityStats()
     ids = np.asarray(ids, dtype=np.int64)
+    if isinstance(path, Nearest) and index.list_radius is None:
+        path = "auto"
     nearest_lists = path.lists if isinstance(path, Nearest) else None
-    partition = None
-    if hasattr(index, "density_partition") and (path == "auto" or nearest_lists is not None):
-        partition = index.density_partition(ids.size, force=nearest_lists is not None)
+    partition = index.density_partition(ids.size) if path == "auto" and hasattr(index, "density_partition") else None
     if partition is not None:  # a flat index's partition: the same numbers, bit for bit, with pruning
         return densities(partition, ids, sigma, cap=cap, stats=stats, progress=progress,
                          return_counts=return_counts, path=path)

@@ -140,17 +140,16 @@ class SearchIndex:
 
         return densities(self, ids, sigma, **kwargs)
 
-    def density_partition(self, points: int = 0, force: bool = False):
+    def density_partition(self, points: int = 0):
         """A flat index of ``PARTITION_FROM`` vectors or more, once ``PARTITION_POINTS`` densities were asked
-        of it (these ``points`` included; ``force``: at once, as approximate densities need its lists): an
-        IVF-Flat index of the same vectors (same ids and exclusions; lists in a mapped temporary file where
-        one can be written), built once, over which its densities can prune (docs/method.md, Densities).
-        None before and for other indexes."""
+        of it (these ``points`` included): an IVF-Flat index of the same vectors (same ids and exclusions;
+        lists in a mapped temporary file where one can be written), built once, over which its densities
+        can prune (docs/method.md, Densities). None before and for other indexes."""
         if not self.exact or self.ntotal < PARTITION_FROM:
             return None
         if self._density_partition is None:
             self._density_points += int(points)
-            if self._density_points < PARTITION_POINTS and not force:
+            if self._density_points < PARTITION_POINTS:
                 return None
             xb = faiss.rev_swig_ptr(self.index.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)
             storage, folder = self._scratch
