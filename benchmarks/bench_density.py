@@ -4,6 +4,7 @@ How to run
 ----------
     .venv/bin/python benchmarks/bench_density.py            # writes benchmarks/results/density.json
     .venv/bin/python benchmarks/bench_density.py --quick    # smaller pools, no JSON written
+    .venv/bin/python benchmarks/bench_density.py --approx 8,16,32,64 [--store PATH]   # results/density_approx.json
 
 What it measures
 ----------------
@@ -24,6 +25,12 @@ that went brute force; once: the float32 GEMM rate of this machine on all cores 
 run) and the multiply-adds of the brute-force product (points x N x d) with their time at that rate, the
 floor for exact densities by a product. The densities of the three paths are compared (max relative
 difference; float32 products of other shapes round differently).
+
+``--approx P,...``: exact densities by the chooser ("auto") only, then approximate ones
+(``tsds.retrieval.Nearest``: each point's P nearest lists) for each P, alternating within each repeat;
+recorded per P: seconds and their ratio to auto's in the same repeat, and the shortfall against exact,
+(exact - approx) / exact: the share equal (within 1e-6), median, 99th percentile, largest, and the share
+more than 1% low. Written to results/density_approx.json.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_select  # noqa: E402
 from compare_authors import gemm_rate  # noqa: E402
 
-from tsds.retrieval import DensityStats, build_index, densities, prepare  # noqa: E402
+from tsds.retrieval import DensityStats, Nearest, build_index, densities, prepare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "density.json"
@@ -60,7 +67,7 @@ def diffuse(n: int, d: int, m: int, seed: int = 7):
     return x.astype(np.float32), q.astype(np.float32)
 
 
-def run_pool(name, x, q, sigma, points, repeats, rate, index=None):
+def run_pool(name, x, q, sigma, points, repeats, rate, index=None, approx=()):
     x = prepare(x, "euclidean")
     t = time.perf_counter()
     index = index or build_index(x, kind="ivf")
@@ -70,8 +77,9 @@ def run_pool(name, x, q, sigma, points, repeats, rate, index=None):
     ids = np.unique(nb.ravel())[:points]
     densities(index, ids[:16], sigma, path="pruned")  # the shells (once per index, kept on it) before timing
     runs, values = [], {}
+    paths = ("auto",) if approx else ("pruned", "brute", "auto")
     for r in range(repeats):
-        for path in ("pruned", "brute", "auto"):
+        for path in paths:
             index._density_plans = {}  # the chooser measures afresh in every run
             st = DensityStats()
             t = time.perf_counter()
@@ -80,8 +88,19 @@ def run_pool(name, x, q, sigma, points, repeats, rate, index=None):
                          "multiplied": st.multiplied, "sieved": st.sieved, "brute_points": st.brute_points,
                          "pairs_within_sigma": st.pairs})
             print(name, runs[-1], flush=True)
-    secs = {p: [u["seconds"] for u in runs if u["path"] == p] for p in ("pruned", "brute", "auto")}
+        for lists in approx:
+            st = DensityStats()
+            t = time.perf_counter()
+            values[lists] = densities(index, ids, sigma, stats=st, path=Nearest(lists))
+            runs.append({"repeat": r, "path": f"nearest {lists}", "seconds": round(time.perf_counter() - t, 3),
+                         "multiplied": st.multiplied, "sieved": st.sieved, "pairs_within_sigma": st.pairs})
+            print(name, runs[-1], flush=True)
     madds = ids.size * x.shape[0] * x.shape[1]
+    if approx:
+        return {"pool": name, "n": x.shape[0], "d": x.shape[1], "sigma": sigma, "points": int(ids.size),
+                "nlist": index.nlist, "runs": runs, "brute_floor_s": round(madds / rate, 3),
+                "approx": [_shortfall(values["auto"], values[lists], lists, runs) for lists in approx]}
+    secs = {p: [u["seconds"] for u in runs if u["path"] == p] for p in ("pruned", "brute", "auto")}
     return {
         "pool": name, "n": x.shape[0], "d": x.shape[1], "sigma": sigma, "points": int(ids.size),
         "nlist": index.nlist, "index_build_s": round(build_s, 2), "runs": runs,
@@ -93,6 +112,17 @@ def run_pool(name, x, q, sigma, points, repeats, rate, index=None):
     }
 
 
+def _shortfall(exact, approx, lists, runs) -> dict:
+    """How far below exact the densities of ``lists`` nearest lists are, and their time over auto's."""
+    short = np.maximum(0.0, exact - approx) / exact
+    auto = [u["seconds"] for u in runs if u["path"] == "auto"]
+    mine = [u["seconds"] for u in runs if u["path"] == f"nearest {lists}"]
+    return {"lists": lists, "seconds": mine, "over_exact_time": [round(a / b, 3) for a, b in zip(mine, auto)],
+            "equal_share": float(np.mean(short <= 1e-6)), "shortfall_median": float(np.median(short)),
+            "shortfall_p99": float(np.quantile(short, 0.99)), "shortfall_max": float(short.max()),
+            "low_share": float(np.mean(short > 0.01)), "above_exact": int(np.count_nonzero(approx > exact * (1 + 1e-6)))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -100,15 +130,19 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=8000)
     ap.add_argument("--diffuse-sigma", type=float, default=1.1)
     ap.add_argument("--store", type=Path, help="a pool store of real texts (read only)")
+    ap.add_argument("--approx", default=None, help="P,P,...: approximate densities over the P nearest lists too")
     args = ap.parse_args(argv)
+    approx = tuple(int(v) for v in args.approx.split(",")) if args.approx else ()
     n = 50_000 if args.quick else 200_000
     load = [os.getloadavg()]
     rate = gemm_rate(384)
     pools = []
     cpath, qpath, _ = bench_select.ensure_data(n, 384, 500)
-    pools.append(run_pool("clustered", np.load(cpath), np.load(qpath), 0.75, args.points, args.repeats, rate))
+    pools.append(run_pool("clustered", np.load(cpath), np.load(qpath), 0.75, args.points, args.repeats, rate,
+                           approx=approx))
     x, q = diffuse(n, 256, 500)
-    pools.append(run_pool("diffuse", x, q, args.diffuse_sigma, args.points, args.repeats, rate))
+    pools.append(run_pool("diffuse", x, q, args.diffuse_sigma, args.points, args.repeats, rate,
+                           approx=approx))
     if args.store:
         shards = sorted(f for f in args.store.joinpath("shards").glob("*.npy")
                         if not f.name.endswith((".hash.npy", ".loc.npy")))
@@ -116,7 +150,8 @@ def main(argv=None) -> int:
         q = x[np.random.default_rng(0).choice(x.shape[0], 20, replace=False)]
         index = build_index(x, kind="ivf")
         for sigma in (0.259, 0.5, 0.75):
-            pools.append(run_pool(f"text sigma {sigma}", x, q, sigma, args.points, args.repeats, rate, index))
+            pools.append(run_pool(f"text sigma {sigma}", x, q, sigma, args.points, args.repeats, rate, index,
+                                   approx=approx))
     load.append(os.getloadavg())
     result = {"benchmark": "density stage: pruned IVF scan, brute force, the chooser (auto)",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "pools": pools,
@@ -125,11 +160,19 @@ def main(argv=None) -> int:
                           "loadavg_before_after": [list(map(float, v)) for v in load],
                           "note": "a shared machine: other work ran during the measurement"}}
     for p in pools:
+        if approx:
+            for a in p["approx"]:
+                print(p["pool"], "nearest", a["lists"], "time/exact", a["over_exact_time"], "equal", a["equal_share"],
+                      "max shortfall", round(a["shortfall_max"], 4), ">1% low", a["low_share"])
+            continue
         print(p["pool"], "brute/pruned", p["brute_over_pruned"], "auto/best", p["auto_over_best"],
               "floor", p["brute_floor_s"], "s")
     if not args.quick:
-        RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"written {RESULTS}")
+        target = RESULTS.with_name("density_approx.json") if approx else RESULTS
+        if approx:
+            result["benchmark"] = "density stage: exact (auto) against approximate (nearest lists)"
+        target.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"written {target}")
     return 0
 
 

@@ -192,3 +192,16 @@ def test_the_share_bound_is_clopper_pearsons(hits, n):
 
     assert abs(_upper_bound(hits, n) - beta.ppf(CONFIDENCE, hits + 1, n - hits)) < 1e-9
     assert _upper_bound(n, n) == 1.0 and _upper_bound(0, 0) is None
+
+
+def test_each_target_of_a_mixture_reports_its_check(small_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(small_store.root, store)
+    out = tmp_path / "out"
+    games = ROOT / "data" / "demo" / "tasks" / "games" / "queries.jsonl"
+    res = _cli("select", "--pool", store, "--queries", f"{FOOD}:0.5", "--queries", f"{games}:0.5", "--size", 40,
+               "--density", "approx", "--out", out)
+    assert res.returncode == 0, res.stderr
+    targets = json.loads((out / "manifest.json").read_text())["targets"]
+    assert len(targets) == 2 and all(t["density_check"]["sample"] > 0 for t in targets)
+    assert res.stdout.count("densities approximate (32 nearest lists") == 2

@@ -268,8 +268,8 @@ def _print_text_summary(out_dir: Path, records: str, sel, examples: int = 5) -> 
     if "alpha" in cal:
         out.print(f"{'alpha auto' if cal['alpha'].get('alpha_max', 1.0) == 1.0 else 'alpha'}: "
                   f"{describe_alpha(cal['alpha'])}", highlight=False)
-    check = (res.get("densities") or {}).get("check")
-    if check:
+    checks = [(res.get("densities") or {}).get("check")] + [t.get("density_check") for t in manifest.get("targets", [])]
+    for check in filter(None, checks):
         out.print(describe_check(check), highlight=False)
     e = manifest.get("eligibility")
     if e and e["zero_rows"]["count"]:

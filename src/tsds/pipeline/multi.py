@@ -98,7 +98,8 @@ class MultiSelection:
                         "alpha": sel.config.alpha, "objective": a.objective,
                         "alignment_term": a.alpha / a.C * a.alignment, "diversity_term": (1 - a.alpha) * a.diversity,
                         "level_s": a.level, "k_used": sel.k_used, "calibration": self.calibration[t],
-                        "query_warnings": self.warnings[t]})
+                        "query_warnings": self.warnings[t],
+                        **({"density_check": sel.info["density_check"]} if "density_check" in sel.info else {})})
         return out
 
 
