@@ -12,8 +12,8 @@ from tsds.config import SelectionConfig, make_config
 from tsds.errors import InputError, ParameterError
 from tsds.io.arrays import as_source, check_same_dim
 from tsds.io.output import atomic_dir, check_output_dir, save_json, save_npy
-from tsds.pipeline.manifest import build_manifest, hashing
 from tsds.pipeline.density_check import check_approximate
+from tsds.pipeline.manifest import build_manifest, hashing
 from tsds.pipeline.select import Selection, select_on_index
 from tsds.pipeline.stages import StageLog
 from tsds.retrieval import build_index
@@ -101,9 +101,7 @@ def select_embeddings(
         info["kind"] = index.kind
         info["storage"] = "disk" if index.pages is not None else "memory"
     selection = select_on_index(index, q, config, stages=stages, progress=progress)
-    if config.density == "approx":
-        with stages.stage("density_check"):
-            check_approximate(selection, index)
+    check_approximate(selection, index, stages)
     if out is not None:
         with stages.stage("write"):
             write_selection(selection, out, overwrite=overwrite,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -19,11 +20,18 @@ LOW = 0.01  # a density more than 1% below exact counts as "low"
 CONFIDENCE = 0.95
 
 
-def check_approximate(selection, index, sample: int = SAMPLE) -> dict | None:
-    """The sample's report (also kept in ``selection.info["density_check"]``), or None for exact densities."""
+def check_approximate(selection, index, stages=None, sample: int = SAMPLE) -> dict | None:
+    """The sample's report (also kept in ``selection.info["density_check"]``; timed as the stage
+    "density_check" of ``stages``), or None for exact densities."""
     cache, config = selection.density_cache, selection.config
     if config.density != "approx" or config.sigma == 0 or cache is None:
         return None
+    with stages.stage("density_check") if stages is not None else nullcontext():
+        return _check(selection, index, sample)
+
+
+def _check(selection, index, sample: int) -> dict:
+    cache, config = selection.density_cache, selection.config
     start = time.perf_counter()
     listed = np.zeros(cache.values.size, dtype=bool)
     listed[selection.neighbour_ids.ravel()] = True

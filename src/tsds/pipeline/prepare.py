@@ -134,9 +134,7 @@ def select_queries(pool: PreparedPool, q: np.ndarray, texts: list[str], config: 
     else:
         selection = select_on_index(pool.index, q, config, stages=stages, density_cache=pool.cache,
                                     progress=progress)
-    if config.density == "approx":
-        with stages.stage("density_check"):
-            check_approximate(selection, pool.index)
+    check_approximate(selection, pool.index, stages)
     warnings = query_warnings(texts, q, selection.neighbour_distances[:, 0], pool.scale.typical(95))
     for w in warnings:
         log.warning("query warning: %s", w["message"])
