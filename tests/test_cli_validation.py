@@ -133,3 +133,25 @@ def test_pool_build_options_before_embedding(tmp_path, extra, needle):
     pool.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(50)))
     assert_one_line(invoke("pool", "build", pool, "--out", tmp_path / "store", *extra), needle)
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("option", [["--density", "approx"], ["--alpha", "0.3"]])
+def test_a_baseline_refuses_tsds_options_in_one_line_before_anything_starts(small_store, tmp_path, option):
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "tsds.cli", "select", "--pool", str(small_store.root), "--queries",
+                          str(QUERIES), "--size", "20", "--method", "knn", *option, "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "is a parameter of method tsds; method 'knn' does not use it" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # no empty progress bar before it
+    assert not out.exists()
+
+
+def test_an_error_inside_the_progress_bar_leaves_one_line_and_no_bar(small_store, tmp_path):
+    bad = tmp_path / "queries.jsonl"
+    bad.write_text('{"text": "bread"}\n{broken\n')
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "tsds.cli", "select", "--pool", str(small_store.root), "--queries",
+                          str(bad), "--size", "20", "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert res.stderr.splitlines() == [res.stderr.strip()] and f"{bad}:2" in res.stderr, res.stderr
+    assert not out.exists()

@@ -102,4 +102,11 @@ def progress_bar(description: str, total: int | None, *, quiet: bool = False, un
     with Progress(*columns, console=Console(stderr=True), transient=False,
                   refresh_per_second=REFRESH_PER_SECOND) as bar:
         advance.bar, advance.task = bar, bar.add_task(description, total=total)
-        yield advance
+        try:
+            yield advance
+        except BaseException:  # the error is the run's last word: no bar (or its empty last line) before it
+            if bar.console.is_terminal:
+                bar.live.transient = True  # erased from the screen
+            else:
+                bar.console.quiet = True  # not drawn at the end into a log or pipe
+            raise

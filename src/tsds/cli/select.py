@@ -186,6 +186,7 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
     from tsds.api import Pool
     from tsds.errors import InputError, ParameterError
     from tsds.io.output import check_output_dir
+    from tsds.methods import get_method
     from tsds.pipeline.multi import parse_target
     from tsds.engines import make_engine
     from tsds.progress import progress_bar
@@ -199,6 +200,7 @@ def _select_text(pool, queries, out_dir, params, overwrite, quiet, records, text
         raise ParameterError(f"{'--paper' if preset else '--support-multiple'} applies to method tsds, not {method!r}")
     selector = _selector(params, method, support_multiple, preset)
     config = selector.config_
+    get_method(method).configure(config)  # a baseline refuses TSDS parameters before a bar or an engine starts
     spec = _spec(text_field, template, messages_field, roles)
     targets = [parse_target(q) for q in queries]
     for path in [*(t[0] for t in targets), *(exclude or [])]:
