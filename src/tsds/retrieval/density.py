@@ -63,12 +63,11 @@ def densities(
         return _kernel_sums(lims, d2, radius2, cap, DensityStats())
 
     order = _by_list(index, ids)
-    approx = nearest_lists is not None and index.list_radius is not None
-    plan = plan_for(index, sigma, path) if index.list_radius is not None and not approx else None
+    plan = plan_for(index, sigma, path) if index.list_radius is not None and nearest_lists is None else None
 
     def sums_and_counts(x):
-        if approx:
-            return parallel_kernel_sums(index, x, sigma, stats, nearest_lists=int(nearest_lists))
+        if nearest_lists is not None:  # an IVF index here: a flat one was sent to exact densities above
+            return parallel_kernel_sums(index, x, sigma, stats, nearest_lists=nearest_lists)
         if plan is None:
             return parallel_kernel_sums(index, x, sigma, stats)
         batch = DensityStats()
