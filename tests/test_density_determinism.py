@@ -95,3 +95,21 @@ def test_the_partition_follows_the_index_storage_and_work_dir(vectors, monkeypat
     maps = open("/proc/self/maps").read()
     assert str(folder) in maps  # the partition's file lives (unlinked, mapped) in the work folder
     assert not any(folder.iterdir())  # and nothing is left in it
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_densities_do_not_depend_on_how_points_are_split_into_tasks(vectors, chunk, monkeypatch):
+    """The tasks' size (tsds.retrieval.density._CHUNK) is a speed setting: every kernel term is a float32
+    multiple of 2^-24, so the float64 sums are exact however the points are grouped and whichever thread
+    computes them."""
+    import tsds.retrieval.density as density_module
+
+    ivf = build_index(vectors, metric="cosine", kind="ivf", storage="memory")
+    ids = np.arange(vectors.shape[0])
+    want, want_counts = ivf.densities(ids, 1.0, return_counts=True)
+    monkeypatch.setattr(density_module, "_CHUNK", chunk)
+    monkeypatch.setattr(density_module, "_PROBE", 2 * chunk)
+    for path in ("pruned", "brute"):
+        got, counts = ivf.densities(ids, 1.0, return_counts=True, path=path)
+        assert np.array_equal(got, want) and np.array_equal(counts, want_counts), path
+    assert (want > 1).sum() > 50
