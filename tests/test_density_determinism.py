@@ -99,7 +99,7 @@ def test_the_partition_follows_the_index_storage_and_work_dir(vectors, monkeypat
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
 def test_densities_do_not_depend_on_how_points_are_split_into_tasks(vectors, chunk, monkeypatch):
-    """The tasks' size (tsds.retrieval.density._CHUNK) is a speed setting: every kernel term is a float32
+    """The tasks' size (tsds.retrieval.density.chunk_size) is a speed setting: every kernel term is a float32
     multiple of 2^-24, so the float64 sums are exact however the points are grouped and whichever thread
     computes them."""
     import tsds.retrieval.density as density_module
@@ -108,8 +108,20 @@ def test_densities_do_not_depend_on_how_points_are_split_into_tasks(vectors, chu
     ids = np.arange(vectors.shape[0])
     want, want_counts = ivf.densities(ids, 1.0, return_counts=True)
     monkeypatch.setattr(density_module, "_CHUNK", chunk)
-    monkeypatch.setattr(density_module, "_PROBE", 2 * chunk)
+    monkeypatch.setattr(density_module, "_CHUNK_MIN", 1)
+    assert density_module._task_size(ivf, None) == chunk
     for path in ("pruned", "brute"):
         got, counts = ivf.densities(ids, 1.0, return_counts=True, path=path)
         assert np.array_equal(got, want) and np.array_equal(counts, want_counts), path
     assert (want > 1).sum() > 50
+
+
+def test_task_size_keeps_every_threads_buffers_within_the_budget():
+    from tsds.retrieval.density import _CHUNK, _CHUNK_MIN, _SCRATCH_BYTES, chunk_size
+
+    assert chunk_size(447, 2) == chunk_size(1000, 2) == _CHUNK  # the benchmark pools on 2 cores
+    for nlist, workers in ((1000, 16), (2236, 8), (4000, 64)):
+        size = chunk_size(nlist, workers)
+        assert _CHUNK_MIN <= size < _CHUNK
+        assert size == _CHUNK_MIN or size * 41 * nlist * workers <= _SCRATCH_BYTES
+    assert chunk_size(10**6, 128) == _CHUNK_MIN

@@ -63,6 +63,7 @@ def densities(
         return _kernel_sums(lims, d2, radius2, cap, DensityStats())
 
     order = _by_list(index, ids)
+    task = _task_size(index, None) if index.list_radius is not None else _CHUNK
     plan = plan_for(index, sigma, path) if index.list_radius is not None and nearest_lists is None else None
 
     def sums_and_counts(x):
@@ -78,7 +79,7 @@ def densities(
 
     out = batched_densities(
         ids[order], sigma, PointSums(index.reconstruct, sums_and_counts, capped_sums, cap),
-        batch=max(4096, 2 * cores() * _CHUNK), first_batch=_PROBE if plan is not None and plan.keep is None else None,
+        batch=max(4096, 2 * cores() * task), first_batch=2 * task if plan is not None and plan.keep is None else None,
         stats=stats, progress=progress, return_counts=return_counts)
     back = np.empty_like(order)
     back[order] = np.arange(order.size)
@@ -99,13 +100,24 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
 
 _BLOCK = 1 << 22
 _BRUTE_TILE = 2048
-_CHUNK = 1024  # points per task. Each task makes a few small numpy calls per list it scans, and the threads
-# contend for the interpreter between them: on 2 cores, 512-point tasks ran no faster on two threads than
-# on one (50k x 256, 12,451 points: 0.89 s either way); 1024 took 0.71 s, 2048 0.62 s (200k x 384:
-# 2.32 -> 1.82 -> 1.67 s; 1M: 6.6 -> 5.9 -> 6.4 s), at the cost of per-thread (points x lists) buffers
-# twice or four times as large. Results do not depend on it: every kernel term is a float32 multiple of
-# 2^-24 in [0, 1], so their float64 sums are exact in any grouping.
-_PROBE = 2 * _CHUNK  # the first batch while the chooser has measured nothing (two chunks: one per core)
+_CHUNK = 1024  # points per task, at most. Each task makes a few small numpy calls per list it scans, and the
+# threads contend for the interpreter between them: on 2 cores, 512-point tasks ran no faster on two threads
+# than on one (50k x 256, 12,451 points: 0.89 s either way); 1024 took 0.71 s, 2048 0.62 s (200k x 384:
+# 2.32 -> 1.82 -> 1.67 s; 1M: 6.6 -> 5.9 -> 6.4 s). Results do not depend on it: every kernel term is a
+# float32 multiple of 2^-24 in [0, 1], so their float64 sums are exact in any grouping.
+_CHUNK_MIN = 128
+_SCRATCH_BYTES = 256 << 20  # every thread holds about 41 bytes per (point of its task, list) in buffers
+# (tsds.retrieval.density_bounds); tasks are made smaller where all threads' together would pass this
+
+
+def chunk_size(nlist: int, workers: int) -> int:
+    """Points per task for an index of ``nlist`` lists on ``workers`` threads."""
+    fit = _SCRATCH_BYTES // (41 * max(1, nlist) * max(1, workers))
+    return int(max(_CHUNK_MIN, min(_CHUNK, fit)))
+
+
+def _task_size(index: SearchIndex, workers: int | None) -> int:
+    return chunk_size(index.nlist, cores() if workers is None else workers)
 
 
 def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats | None = None,
@@ -133,7 +145,8 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
 def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None) -> list:
     """``fn(chunk, stats, scratch)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded
     BLAS; results in chunk order."""
-    chunks = [x[a:a + _CHUNK] for a in range(0, x.shape[0], _CHUNK)]
+    size = _task_size(index, workers)
+    chunks = [x[a:a + size] for a in range(0, x.shape[0], size)]
     _shells(index)  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
     parts = in_threads(list(zip(chunks, parts_stats)), lambda job, scratch: fn(*job, scratch), workers)
@@ -150,7 +163,8 @@ def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: 
     stats = DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
     parts = _over_chunks(index, x, _candidate_pairs_in(index, sigma), stats, workers)
-    owner = np.concatenate([p[0] + a * _CHUNK for a, p in enumerate(parts)] or [np.zeros(0, np.int64)])
+    size = _task_size(index, workers)
+    owner = np.concatenate([p[0] + a * size for a, p in enumerate(parts)] or [np.zeros(0, np.int64)])
     labels = np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)])
     order = np.lexsort((labels, owner))
     owner, labels = owner[order], labels[order]
