@@ -65,6 +65,31 @@ def test_recall_truth_is_reused_across_rounds_and_refreshed_on_exclusion():
     assert not np.isin(got, exact[:, 0]).any()
 
 
+def test_recall_truth_is_remade_well_ahead_once_k_passes_it(monkeypatch):
+    """Once K outgrows the exact lists kept for the sample, they are remade _TRUTH_GROWTH x ahead of that K
+    (a scan of the whole pool costs about the same for any k), and still agree with exact search."""
+    import tsds.retrieval.index as index_module
+    from tsds.retrieval.index import _truth
+
+    monkeypatch.setattr(index_module, "_TRUTH_AHEAD", 50)
+    x = _clustered(6000, 16, clusters=60)
+    index = build_index(x, kind="ivf", nlist=64)
+    q = _clustered(40, 16, seed=3, clusters=60)
+    _truth(index, q, 40)
+    assert index._truth_cache[1].shape[1] == 50
+    _truth(index, q, 100)
+    remade = index._truth_cache[1]
+    assert remade.shape[1] == index_module._TRUTH_GROWTH * 100
+    for k in (200, 400):
+        got = _truth(index, q, k)
+        assert index._truth_cache[1] is remade
+        exact = index.exact_search(q, k)[1]
+        assert np.mean([np.intersect1d(g, e).size / k for g, e in zip(got, exact)]) > 0.99
+    other = q[::-1].copy()  # another sample: lists of its own, not 4x ahead
+    _truth(index, other, 60)
+    assert index._truth_cache[1].shape[1] == 60
+
+
 def test_ivf_short_lists_are_searched_exactly():
     """With nprobe = 1 and k larger than a list, FAISS pads with -1: those rows must be filled."""
     x = _clustered(3000, 8, clusters=40)

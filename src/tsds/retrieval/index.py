@@ -462,9 +462,12 @@ def calibrate(index: SearchIndex, queries: np.ndarray, k: int, *, target: float 
 
 
 # The exact lists are computed at least this long, so that the next rounds of a growing K read prefixes of
-# them: the cost is the scan of every list, which does not depend on k (64 queries at 200k: 0.19 s for
-# k = 512, 0.21 s for k = 16,384).
-_TRUTH_AHEAD = 16_384
+# them: the cost is the scan of every list, which hardly depends on k (64 queries at 200k: 0.19 s for
+# k = 512, 0.21 s for k = 16,384; in the seventh session at 200k 0.31-0.34 s for 16,384, 0.36-0.37 s for
+# 32,768; at 1M 2.29-2.36 s, 2.34-2.39 s, and 2.52 s for 65,536). At 1M K grows to 32,768, so 16,384 made
+# the scan twice (4.8 s of its neighbours stage); once K passes the lists, they are remade 4x ahead.
+_TRUTH_AHEAD = 32_768
+_TRUTH_GROWTH = 4
 
 
 def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
@@ -479,7 +482,8 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     cached = index._truth_cache
     if cached is not None and cached[0] == key and cached[1].shape[1] >= k:
         return cached[1][:, :k]
-    ahead = min(index.available, max(k, _TRUTH_AHEAD))
+    again = cached is not None and cached[0] == key  # K passed the lists kept for this sample
+    ahead = min(index.available, max(k, _TRUTH_AHEAD, _TRUTH_GROWTH * k if again else 0))
     if isinstance(index, SearchIndex):
         d2, ids = exact_top(index, q, ahead)
         if not (index._scans_lists and ahead >= _SCAN_FROM_K):  # the scan's rows are in this order already
