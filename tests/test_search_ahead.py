@@ -67,3 +67,25 @@ def test_search_ahead_saves_no_more_than_the_stored_vectors():
     assert np.array_equal(d, d0) and np.array_equal(ids, ids0)
     d, ids = search_ahead(index, q, saved)  # served from the saved lists
     assert np.array_equal(ids, index.search(q, saved)[1])
+
+
+def test_no_solve_is_repeated_on_the_same_inputs(monkeypatch):
+    """The screen's solve at a new K is the lazy loop's first solve when that loop's first fill computes
+    nothing: it is reused, not solved again (reference selections are byte-identical to before)."""
+    import hashlib
+
+    import tsds.pipeline.select as select_module
+
+    x, q = _data()
+    config = make_config(size=200, alpha=0.005, C=1.0, sigma=1.5, metric="euclidean")
+    seen = []
+    real = select_module.solve
+
+    def recording(D, rho, **kw):
+        seen.append((D.shape, hashlib.sha256(np.ascontiguousarray(rho).tobytes()).hexdigest(), kw["complete"]))
+        return real(D, rho, **kw)
+
+    monkeypatch.setattr(select_module, "solve", recording)
+    sel = select_on_index(build_index(x, kind="flat"), q, config)
+    assert len(sel.k_history) >= 3 and len(seen) >= 4
+    assert all(a != b for a, b in zip(seen, seen[1:]))

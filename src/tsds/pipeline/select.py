@@ -115,6 +115,7 @@ def _solve_with_lazy_densities(run, D, ids, *parts, complete):
     run = _Run(run, *parts) if parts else run  # (index, D, ids, config, cache, stats, stages, progress) spelled out
     index, config, cache, stats, stages, progress = run.index, run.config, run.cache, run.stats, run.stages, run.progress
     M, K = ids.shape
+    screened = None
     if not complete and cache.unknown(ids).any():  # with every density known, the loop's one solve is this one
         # First a solve with 1, the smallest density, in every unknown entry: the largest steps the walk can
         # take. When even that runs out of list before the condition holds, K grows without computing any
@@ -128,22 +129,28 @@ def _solve_with_lazy_densities(run, D, ids, *parts, complete):
             info["truncated"] = alloc.truncated
         if alloc.truncated:
             return alloc
+        if not cache.unknown(ids[:, :min(K, config.initial_k)]).any():
+            screened = alloc  # the loop's first fill computes nothing, so its first solve would be this one
     want = np.full(M, min(K, config.initial_k), dtype=np.int64)
     cols = np.arange(K)
     alloc = None
     while True:
         with stages.stage("density", sigma=config.sigma) as info:
-            cache.fill(index, ids[cols[None, :] < want[:, None]], config.sigma, config.density_cap, stats,
-                       progress=progress)
+            added = cache.fill(index, ids[cols[None, :] < want[:, None]], config.sigma, config.density_cap, stats,
+                               progress=progress)
             info["computed"] = cache.computed
             unknown = cache.unknown(ids)
             prefix = np.where(unknown.any(axis=1), np.argmax(unknown, axis=1), K)
             unknown = None
-        with stages.stage("solve") as info:
-            rho, nb = cache.estimates(ids)
-            alloc = solve(D, rho, neighbours=nb, alpha=config.alpha, C=config.C, complete=complete)
-            info["truncated"] = alloc.truncated
-            rho = nb = None
+        if screened is not None and added == 0:  # the same inputs as the screen (complete is False here too)
+            alloc = screened
+        else:
+            with stages.stage("solve") as info:
+                rho, nb = cache.estimates(ids)
+                alloc = solve(D, rho, neighbours=nb, alpha=config.alpha, C=config.C, complete=complete)
+                info["truncated"] = alloc.truncated
+                rho = nb = None
+        screened = None
         need = np.minimum(K, alloc.support + 1)
         short = prefix < need
         if not short.any():
