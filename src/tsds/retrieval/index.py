@@ -465,9 +465,9 @@ def calibrate(index: SearchIndex, queries: np.ndarray, k: int, *, target: float 
 # them: the cost is the scan of every list, which hardly depends on k (64 queries at 200k: 0.19 s for
 # k = 512, 0.21 s for k = 16,384; in the seventh session at 200k 0.31-0.34 s for 16,384, 0.36-0.37 s for
 # 32,768; at 1M 2.29-2.36 s, 2.34-2.39 s, and 2.52 s for 65,536). At 1M K grows to 32,768, so 16,384 made
-# the scan twice (4.8 s of its neighbours stage); once K passes the lists, they are remade 4x ahead.
+# the scan twice (4.8 s of its neighbours stage); once K passes the lists, they are remade 2x ahead.
 _TRUTH_AHEAD = 32_768
-_TRUTH_GROWTH = 4
+_TRUTH_GROWTH = 2  # not more: the scan holds 64 x (this x K) distances and ids, 100 MB at K 65,536
 
 
 def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
