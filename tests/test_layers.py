@@ -3,7 +3,7 @@
 Every import counts, at module level or inside a function (a deferred import is still a dependency), so a
 cycle or an upward import fails here, in `make test`. The layers, bottom to top:
 
-    foundation   errors, config, atomic, memory, progress    (what everything may use)
+    foundation   errors, config, atomic, memory, progress, lazy    (what everything may use)
     core | io    the pure solver and sampling | readers, writers, arrays     (peers: neither imports the other)
     embed | retrieval   embedding backends | FAISS indexes and densities  (peers)
     engines      generic executors (map, stateful map, serve): plain functions in, nothing of tsds above
@@ -30,7 +30,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "tsds"
 # same rank in another peer group is off limits (core and io, embed and retrieval are independent peers).
 LAYERS: dict[str, tuple[int, str]] = {
     "errors": (0, "foundation"), "config": (0, "foundation"), "atomic": (0, "foundation"),
-    "memory": (0, "foundation"), "progress": (0, "foundation"), "__init__": (99, "package"),
+    "memory": (0, "foundation"), "progress": (0, "foundation"), "lazy": (0, "foundation"), "__init__": (99, "package"),
     "core": (1, "core"), "io": (1, "io"),
     "embed": (2, "embed"), "retrieval": (2, "retrieval"),
     "engines": (3, "engines"),

@@ -14,6 +14,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tsds.errors import InputError, ParameterError, TsdsError  # noqa: E402
+from tsds.lazy import lazy_attributes as _lazy_attributes  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -21,20 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {"Pool": "tsds.api", "SelectionResult": "tsds.api", "Selector": "tsds.api", "select": "tsds.api",
          "select_embeddings": "tsds.api", "write_selection": "tsds.api", "SelectionConfig": "tsds.config",
          "Allocation": "tsds.core", "solve": "tsds.core"}
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'tsds' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "Allocation",

@@ -11,26 +11,14 @@
     alloc = tsds.solve(D, rho, alpha=0.5, C=1.0)   # the solver on neighbour lists
 """
 
+from tsds.lazy import lazy_attributes as _lazy_attributes
+
 # Each submodule is imported on first use: `tsds select` on .npy files needs only tsds.api.arrays, and the
 # text, store and sweep modules (with pyarrow and the embedders' code) cost it 0.1 s of imports per run.
-_LAZY = {"select": "arrays", "select_embeddings": "arrays", "write_selection": "arrays", "Pool": "pool",
-         "SelectionResult": "result", "Selector": "selector", "sweep_alpha": "sweep", "select_multi_text": "text",
-         "select_text": "text"}
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'tsds.api' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"tsds.api.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+_LAZY = {"select": "tsds.api.arrays", "select_embeddings": "tsds.api.arrays", "write_selection": "tsds.api.arrays",
+         "Pool": "tsds.api.pool", "SelectionResult": "tsds.api.result", "Selector": "tsds.api.selector",
+         "sweep_alpha": "tsds.api.sweep", "select_multi_text": "tsds.api.text", "select_text": "tsds.api.text"}
+__getattr__, __dir__ = _lazy_attributes(__name__, _LAZY)
 
 __all__ = ["Pool", "SelectionResult", "Selector", "select", "select_embeddings", "select_multi_text", "select_text",
            "sweep_alpha", "write_selection"]
