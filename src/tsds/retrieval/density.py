@@ -142,10 +142,11 @@ def parallel_kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None) -> list:
-    """``fn(chunk, stats, scratch)`` on fixed chunks of ``x`` (IVF index), one thread per core, single-threaded
-    BLAS; results in chunk order."""
-    size = _task_size(index, workers)
+def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, workers: int | None = None,
+                 size: int | None = None) -> list:
+    """``fn(chunk, stats, scratch)`` on fixed chunks of ``size`` points of ``x`` (IVF index; by default
+    ``_task_size``), one thread per core, single-threaded BLAS; results in chunk order."""
+    size = size or _task_size(index, workers)
     chunks = [x[a:a + size] for a in range(0, x.shape[0], size)]
     _shells(index)  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
@@ -162,8 +163,8 @@ def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: 
     layout of a FAISS range search, members in increasing id order per point."""
     stats = DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
-    parts = _over_chunks(index, x, _candidate_pairs_in(index, sigma), stats, workers)
     size = _task_size(index, workers)
+    parts = _over_chunks(index, x, _candidate_pairs_in(index, sigma), stats, workers, size)
     owner = np.concatenate([p[0] + a * size for a, p in enumerate(parts)] or [np.zeros(0, np.int64)])
     labels = np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)])
     order = np.lexsort((labels, owner))
