@@ -5,18 +5,38 @@ import numpy as np
 import pytest
 
 from tsds.retrieval import build_index
-from tsds.retrieval.threads import Scratch, stable_product
+import tsds.retrieval.exact as exact
 
 
-def test_stable_product_entries_do_not_depend_on_the_block_shape():
-    rng = np.random.default_rng(0)
-    for d in (16, 256, 384):
-        x = rng.standard_normal((300, d)).astype(np.float32)
-        y = rng.standard_normal((700, d)).astype(np.float32)
-        big = stable_product(x, y, Scratch()).copy()
-        for m, n in ((1, 1), (1, 700), (2, 3), (5, 40), (17, 17), (300, 1), (64, 64)):
-            got = stable_product(x[:m], y[:n], Scratch())
-            assert got.shape == (m, n) and np.array_equal(got, big[:m, :n]), (d, m, n)
+@pytest.mark.parametrize("d", [16, 64, 256, 384, 1024])
+def test_exact_products_do_not_depend_on_the_block_shape_and_are_exact(d):
+    """The float32 BLAS of some machines (OpenBLAS's Haswell kernels on AMD EPYC) rounds a pair's product
+    differently with the pair's place in the block: the rounded vectors' float64 products carry no rounding
+    at all, so every block shape and order gives the same numbers, equal to an exact rational sum."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(d)
+    x = exact.rounded(rng.standard_normal((300, d)).astype(np.float32) * rng.uniform(0.01, 100, (300, 1)))
+    y = exact.rounded(rng.standard_normal((700, d)).astype(np.float32))
+    big = exact.product(x, y)
+    for m, n in ((1, 1), (1, 700), (2, 3), (5, 40), (17, 17), (300, 1), (64, 64), (299, 700)):
+        assert np.array_equal(exact.product(x[-m:], y[:n]), big[-m:, :n]), (d, m, n)
+    perm = rng.permutation(700)
+    assert np.array_equal(exact.product(x, y[perm]), big[:, perm])
+    for i, j in ((0, 0), (7, 123), (299, 699)):
+        want = sum(Fraction(float(a)) * Fraction(float(b)) for a, b in zip(x[i], y[j]))
+        assert Fraction(float(big[i, j])) == want
+    assert np.array_equal(exact.squared_norms(x), np.diag(exact.product(x, x)))
+
+
+def test_rounding_keeps_vectors_within_a_float32_scale_error():
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((50, 384)).astype(np.float32)
+    v[0] = 0.0
+    r = exact.rounded(v)
+    assert r.dtype == np.float64 and np.array_equal(r[0], np.zeros(384))
+    top = np.abs(v.astype(np.float64)).max(axis=1, keepdims=True)
+    assert (np.abs(r - v) <= top * 2.0 ** -22).all()
 
 
 @pytest.fixture(scope="module")

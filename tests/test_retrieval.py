@@ -264,6 +264,25 @@ def test_lazy_densities_give_the_answer_of_all_densities_bit_for_bit():
     assert max(saved) > 100  # points in the lists whose density the optimum never needed
 
 
+def test_lazy_densities_on_real_valued_vectors_match_all_densities_bit_for_bit():
+    """The same on clustered float vectors, flat and IVF: each kernel term comes from an exact product, so a
+    density computed with some points equals the one computed with all (on AVX2 machines a float32 BLAS
+    product moved with the block and broke this), and the lazy answer is the all-densities one."""
+    x = _clustered(3000, 32, clusters=25, noise=0.3, seed=5)
+    q = _clustered(9, 32, clusters=25, noise=0.3, seed=5)[:9] + np.float32(0.01)
+    for kind in ("flat", "ivf"):
+        index = build_index(x, kind=kind)
+        for sigma, alpha in [(0.5, 0.5), (0.8, 0.3)]:
+            sel = select_embeddings(x, q, size=30, alpha=alpha, C=1.0, sigma=sigma, initial_k=8, index=kind)
+            rho = densities(index, np.arange(3000), sigma)
+            known = np.isfinite(sel.neighbour_densities)
+            assert known.any() and np.array_equal(sel.neighbour_densities[known], rho[sel.neighbour_ids][known])
+            if kind == "flat":
+                D, ids = index.search(q, 3000)
+                alloc = solve(D, rho[ids], alpha=alpha, C=1.0, complete=True)
+                assert np.array_equal(sel.probabilities, allocation_to_probabilities(ids, alloc, 3000))
+
+
 def test_list_shell_bound_never_exceeds_a_members_distance():
     """The IVF pruning bound for densities is a lower bound on the distance to every member of a list."""
     import faiss

@@ -6,9 +6,8 @@ density cache (tsds.store.densities). Computed here for every eligible row with 
 eligible rows (zero rows left out as a selection leaves them out), the same neighbour cap and the same
 code, the cache then holds every density a later selection with that metric and sigma can ask for, and
 the selection computes none. Each density is a kernel sum of float32 terms that are multiples of 2^-24
-in [0, 1], added in float64: the sum is exact in any order, so it does not depend on which other points
-were computed with it. (For vectors of squared norm above 4, which no tsds embedder makes, the terms are
-computed around a centre chosen per chunk of points, and could differ in their last bit.)
+in [0, 1], each from an exact inner product (tsds.retrieval.exact), added in float64: the sum is exact in
+any order, so it does not depend on which other points were computed with it.
 
 The work is saved chunk by chunk (an atomic rewrite of the cache): a run that is killed resumes from the
 rows still missing.

@@ -20,7 +20,8 @@ from tsds.retrieval.density_bounds import _nearest, _shell_bound, _shells, _Siev
 from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
 from tsds.retrieval.density_plan import DensityPlan, Nearest, bounded_pairs, plan_for
 from tsds.retrieval.ivf import list_vectors
-from tsds.retrieval.threads import Scratch, cores, in_threads, stable_product
+import tsds.retrieval.exact as exact
+from tsds.retrieval.threads import Scratch, cores, in_threads
 
 DEFAULT_CAP = 100_000
 __all__ = ["DEFAULT_CAP", "DensityStats", "Nearest", "PointSums", "batched_densities", "densities"]
@@ -98,7 +99,7 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
     return np.lexsort((ids, lists))
 
 
-_BLOCK = 1 << 22
+_BLOCK = 1 << 21  # entries of one float64 product block (16 MB)
 _BRUTE_TILE = 2048
 _CHUNK = 1024  # points per task, at most. Each task makes a few small numpy calls per list it scans, and the
 # threads contend for the interpreter between them: on 2 cores, 512-point tasks ran no faster on two threads
@@ -206,43 +207,35 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     """
     stats = stats if stats is not None else DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
-    r2 = np.float32(sigma) ** 2
+    r2 = float(sigma) ** 2
     sums = np.zeros(x.shape[0], dtype=np.float64)
     counts = np.zeros(x.shape[0], dtype=np.int64)
     excluded = index.excluded
-    long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     scratch = scratch or Scratch()
+    xr = exact.rounded(x)  # exact products: a pair's term does not depend on the block it is computed in
+    xn = exact.squared_norms(xr)
     brute_before, multiplied = stats.brute_points, 0
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch, plan, nearest_lists):
+    for y, member_ids, pts, _ in _blocks(index, x, sigma, stats, scratch, plan, nearest_lists):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
                 y = y[keep]
         if y.shape[0] == 0:
             continue
-        centred = long_vectors and centre is not None
-        yc = y - centre if centred else y
-        yn = np.einsum("ij,ij->i", yc, yc)
-        multiplied += pts.size * yc.shape[0]
+        multiplied += pts.size * y.shape[0]
         if stats.brute_points != brute_before:  # every list against the whole chunk: one compare per pair
-            xc = x - centre if centred else x
-            for b in range(0, yc.shape[0], _BRUTE_TILE):
-                s, c = block_sums(xc, np.einsum("ij,ij->i", xc, xc), yc[b:b + _BRUTE_TILE], yn[b:b + _BRUTE_TILE],
-                                  r2, scratch)
+            for b in range(0, y.shape[0], _BRUTE_TILE):
+                s, c = block_sums(x, xr, xn, y[b:b + _BRUTE_TILE], r2, scratch)
                 sums += s
                 counts += c
             continue
+        yr = exact.rounded(y, out=scratch.array("members64", y.shape, np.float64))
+        yn = exact.squared_norms(yr)
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
-            xc = x[p] - centre if centred else x[p]
-            k = stable_product(xc, yc, scratch)
-            k *= -2.0
-            k += np.einsum("ij,ij->i", xc, xc)[:, None]
-            k += yn[None, :]
-            k /= -r2
-            k += 1.0
-            np.clip(k, 0.0, 1.0, out=k)  # d^2 >= 0: rounding must not lift a copy's term above 1
+            g = exact.product(xr[p], yr, out=scratch.array("product", (p.size, yr.shape[0]), np.float64))
+            k = exact.kernel_terms(g, xn[p, None], yn[None, :], r2, overwrite=True)
             sums[p] += k.sum(axis=1, dtype=np.float64)
             counts[p] += np.greater(k, 0.0, out=scratch.array("within", k.shape, np.bool_)).sum(axis=1)
     stats.pairs += int(counts.sum())
@@ -257,10 +250,9 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
-    that the projected sieve keeps (see _Shells and _Sieve). For long vectors (squared norm above 4)
-    distances are computed as |x-c|^2 + |y-c|^2 - 2 (x-c).(y-c) around a nearby centre (the IVF list's
-    centroid, or the block's mean), which keeps float32 cancellation small; unit-norm embeddings skip
-    the extra copies.
+    that the projected sieve keeps (see _Shells and _Sieve). The centre (the IVF list's centroid, or the
+    block's mean) lets ``_candidate_pairs`` keep float32 cancellation small for long vectors (squared norm
+    above 4); the kernel sums need none, their products being exact.
     """
     if index.list_radius is None:
         n, d = index.ntotal, index.dim

@@ -15,7 +15,8 @@ import numpy as np
 
 from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
 from tsds.retrieval.ivf import list_sizes, list_vectors
-from tsds.retrieval.threads import Scratch, in_threads, stable_product
+import tsds.retrieval.exact as exact
+from tsds.retrieval.threads import Scratch, in_threads
 
 _SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
 
@@ -23,12 +24,13 @@ _SHELL_ROWS = 4096  # stored vectors per task when the shells are computed
 def _nearest(shells: _Shells, x: np.ndarray, count: int, scratch: Scratch) -> np.ndarray:
     """(points x lists) mask of each point's ``count`` lists nearest by centroid, ties to the lower list.
 
-    Ranked by |c|^2 - 2 x.c from a float32 product whose entries do not depend on the block's shape
-    (``stable_product``): a point's lists, hence its approximate density, do not depend on the other points.
+    Ranked by |c|^2 - 2 x.c from exact products (tsds.retrieval.exact): a point's lists, hence its
+    approximate density, do not depend on the other points.
     """
-    score = stable_product(x, shells.centroids, scratch, "nearest").astype(np.float64)
+    c = shells.centroids_rounded
+    score = exact.product(exact.rounded(x), c, out=scratch.array("nearest", (x.shape[0], c.shape[0]), np.float64))
     score *= -2.0
-    score += shells.centroid_norms[None, :]
+    score += exact.squared_norms(c)[None, :]
     order = np.argsort(score, axis=1, kind="stable")[:, :count]
     mask = np.zeros(score.shape, dtype=bool)
     np.put_along_axis(mask, order, True, axis=1)
@@ -56,7 +58,7 @@ class _Shells:
     projected: np.ndarray  # per member, in list order: [2 B y, -|B y|^2] (float32), for _Sieve
     starts: np.ndarray  # list l's members are projected[starts[l]:starts[l + 1]]
     projected_norm_max: float
-    centroid_norms: np.ndarray  # float64 |c|^2 of the float32 centroids, for _nearest
+    centroids_rounded: np.ndarray  # the centroids as exact.rounded makes them, for _nearest
 
 
 def _shells(index: SearchIndex) -> _Shells:
@@ -115,7 +117,7 @@ def _shells(index: SearchIndex) -> _Shells:
     shells = _Shells(basis=basis, centroids=centroids, centroids64=c64, centroids_projected=c64 @ basis.T,
                      along=along, across=across, projected=projected, starts=starts,
                      projected_norm_max=float(-projected[:, p].min(initial=0.0)),
-                     centroid_norms=np.einsum("ij,ij->i", c64, c64))
+                     centroids_rounded=exact.rounded(centroids))
     index._density_shells = shells
     return shells
 
