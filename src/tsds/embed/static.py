@@ -5,7 +5,9 @@ The default `static` model, a model2vec distillation of all-MiniLM-L6-v2, ships 
 from, with which versions, and its hashes). It is read directly with safetensors and tokenizers (about
 0.1 s), so the core install needs neither torch nor model2vec. Distilling it again (`ensure_static_model`,
 the `minilm` extra, about 30 s) builds it under the user's cache directory; with the pinned versions it gives
-the shipped bytes. The cache is written atomically (built in a temporary folder, then renamed) under an
+the shipped bytes on the machines it was built on; on others the float32 arithmetic of the distillation
+may round otherwise (seen on an AMD EPYC: weights apart by up to 0.04% of their row's norm, embeddings
+within 1e-4): such a build is another model, with its own weights hash in `identity`. The cache is written atomically (built in a temporary folder, then renamed) under an
 exclusive file lock, so concurrent processes wait for one build and a killed build never leaves a
 half-written model.
 
