@@ -151,6 +151,8 @@ def _solve_with_lazy_densities(run, D, ids, *parts, complete):
                 info["truncated"] = alloc.truncated
                 rho = nb = None
         screened = None
+        if alloc.truncated:  # as the screen: more true densities only lengthen the walk; K grows
+            return alloc
         need = np.minimum(K, alloc.support + 1)
         short = prefix < need
         if not short.any():
