@@ -99,7 +99,7 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
     return np.lexsort((ids, lists))
 
 
-_BLOCK = 1 << 21  # entries of one float64 product block (16 MB)
+_BLOCK = 1 << 20  # entries of one float64 product block (8 MB)
 _BRUTE_TILE = 2048
 _CHUNK = 1024  # points per task, at most. Each task makes a few small numpy calls per list it scans, and the
 # threads contend for the interpreter between them: on 2 cores, 512-point tasks ran no faster on two threads
