@@ -7,9 +7,9 @@ from, with which versions, and its hashes). It is read directly with safetensors
 the `minilm` extra, about 30 s) builds it under the user's cache directory; with the pinned versions it gives
 the shipped bytes on the machines it was built on; on others the float32 arithmetic of the distillation
 may round otherwise (seen on an AMD EPYC: weights apart by up to 0.04% of their row's norm, embeddings
-within 1e-4): such a build is another model, with its own weights hash in `identity`. The cache is written atomically (built in a temporary folder, then renamed) under an
-exclusive file lock, so concurrent processes wait for one build and a killed build never leaves a
-half-written model.
+within 1e-4): such a build is another model, with its own weights hash in `identity`. The cache is
+written atomically (built in a temporary folder, then renamed) under an exclusive file lock, so
+concurrent processes wait for one build and a killed build never leaves a half-written model.
 
 Embedding is done here rather than by `StaticModel.encode` so that it is exact and reproducible:
 texts are cut at `max_tokens` real tokens (model2vec cuts at a character estimate), and every row is

@@ -30,7 +30,7 @@ def _nearest(shells: _Shells, x: np.ndarray, count: int, scratch: Scratch) -> np
     c = shells.centroids_rounded
     score = exact.product(exact.rounded(x), c, out=scratch.array("nearest", (x.shape[0], c.shape[0]), np.float64))
     score *= -2.0
-    score += exact.squared_norms(c)[None, :]
+    score += shells.centroid_norms[None, :]
     order = np.argsort(score, axis=1, kind="stable")[:, :count]
     mask = np.zeros(score.shape, dtype=bool)
     np.put_along_axis(mask, order, True, axis=1)
@@ -59,6 +59,7 @@ class _Shells:
     starts: np.ndarray  # list l's members are projected[starts[l]:starts[l + 1]]
     projected_norm_max: float
     centroids_rounded: np.ndarray  # the centroids as exact.rounded makes them, for _nearest
+    centroid_norms: np.ndarray  # their exact squared norms
 
 
 def _shells(index: SearchIndex) -> _Shells:
@@ -114,10 +115,12 @@ def _shells(index: SearchIndex) -> _Shells:
     slack = 1e-4 * (1.0 + float(np.nanmax(np.where(np.isfinite(across), across, 0.0), initial=0.0)))
     along += [-slack, slack]
     across += [-slack, slack]
+    rounded = exact.rounded(centroids)
     shells = _Shells(basis=basis, centroids=centroids, centroids64=c64, centroids_projected=c64 @ basis.T,
                      along=along, across=across, projected=projected, starts=starts,
                      projected_norm_max=float(-projected[:, p].min(initial=0.0)),
-                     centroids_rounded=exact.rounded(centroids))
+                     centroids_rounded=rounded,
+                     centroid_norms=exact.squared_norms(rounded))
     index._density_shells = shells
     return shells
 

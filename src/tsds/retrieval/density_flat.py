@@ -82,7 +82,7 @@ def block_sums(x: np.ndarray, xr: np.ndarray, xn: np.ndarray, y: np.ndarray, r2:
     yn = np.einsum("ij,ij->i", y, y).astype(np.float64) if yn is None else yn
     low, high = float(yn.min()), float(yn.max())
     d = x.shape[1]
-    margin = (d * 2.0 ** -23 + 4 * np.sqrt(d) * 2.0 ** -22) * (xn + high + r2) + 1e-30
+    margin = (d * 2.0 ** -23 + 4 * np.sqrt(d) * 2.0 ** -22) * (xn + high + r2)
     floor = ((xn - r2) / 2 - margin).astype(np.float32)  # within sigma: g > (xn + yn - r2) / 2
     near = scratch.array("near", g.shape, np.bool_)
     if high - low <= 0.05 * r2:  # (near-)equal norms, e.g. unit vectors: one compare per pair
@@ -101,9 +101,9 @@ def block_sums(x: np.ndarray, xr: np.ndarray, xn: np.ndarray, y: np.ndarray, r2:
         if members.size == 0:
             continue
         yr = exact.rounded(y[members])
-        g = exact.product(xr[a:a + _GROUP], yr, out=scratch.array("exact", (block.shape[0], members.size), np.float64))
+        ge = exact.product(xr[a:a + _GROUP], yr, out=scratch.array("exact", (block.shape[0], members.size), np.float64))
         i, j = np.nonzero(block[:, members])
-        k = exact.kernel_terms(g[i, j], xn[a + i], exact.squared_norms(yr)[j], r2)
+        k = exact.kernel_terms(ge[i, j], xn[a + i], exact.squared_norms(yr)[j], r2)
         sums[a:a + block.shape[0]] += np.bincount(i, weights=k.astype(np.float64), minlength=block.shape[0])
         counts[a:a + block.shape[0]] += np.bincount(i[k > 0.0], minlength=block.shape[0])
     return sums, counts

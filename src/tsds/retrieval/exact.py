@@ -38,6 +38,8 @@ def rounded(v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     shift = np.ldexp(np.float32(1.5), e - bits(v.shape[1]) + 23).astype(np.float32)[:, None]
     np.subtract(v + shift, shift, out=out, dtype=np.float32, casting="same_kind")
     return out
+
+
 def squared_norms(r: np.ndarray) -> np.ndarray:
     """Exact squared norms (float64) of rows from ``rounded``."""
     return np.einsum("ij,ij->i", r, r)
