@@ -43,3 +43,16 @@ def test_flat_densities_match_float64_and_ignore_excluded_rows():
     d2 = np.maximum(((x[ids, None].astype(np.float64) - y[None]) ** 2).sum(-1), 0)
     assert np.allclose(rho, np.maximum(np.maximum(0, 1 - d2 / 0.25).sum(1), 1), rtol=1e-4)
     assert np.abs(count - np.maximum((d2 < 0.25).sum(1), 1)).max() <= 1
+
+
+def test_tiled_sums_do_not_depend_on_the_order_of_the_points():
+    """The tiles group near points together (an order chosen from the points themselves); each point's
+    sum is exact, so it is the same number whatever the other points and their order."""
+    x = _data(6000, 24, seed=2)
+    pts = x[np.arange(0, 6000, 5)]
+    sums, counts = tiled_kernel_sums(x, pts, 0.6)
+    perm = np.random.default_rng(0).permutation(pts.shape[0])
+    psums, pcounts = tiled_kernel_sums(x, pts[perm], 0.6)
+    assert np.array_equal(psums, sums[perm]) and np.array_equal(pcounts, counts[perm])
+    single, _ = tiled_kernel_sums(x, pts[5:6], 0.6)
+    assert single[0] == sums[5] and counts.max() > 30

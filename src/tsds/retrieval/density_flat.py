@@ -24,6 +24,7 @@ _POINTS = 256  # points per task (fixed: the sums do not depend on the number of
 _TILE = 2048  # stored vectors per product
 _GROUP = 32  # points per exact product of the candidate pairs
 _BLOCK = 65536  # stored vectors per block when excluded rows are left out
+_PIVOTS = 64  # groups of the points' order (16: 0.97 s, 64: 0.87 s, 256: 0.98 s, one thread, as below)
 
 
 def flat_vectors(index) -> np.ndarray:
@@ -37,6 +38,8 @@ def tiled_kernel_sums(y_all: np.ndarray, x: np.ndarray, sigma: float, excluded: 
     """Per point of ``x``: the kernel sum (float64, no floor) over every row of ``y_all`` not in ``excluded``,
     and the count of those within sigma (int64)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    order = _coherent_order(x)
+    x = x[order]
     chunks = [(a, x[a:a + _POINTS]) for a in range(0, x.shape[0], _POINTS)]
     keep = None
     if excluded is not None and excluded.size:
@@ -52,7 +55,20 @@ def tiled_kernel_sums(y_all: np.ndarray, x: np.ndarray, sigma: float, excluded: 
     parts = in_threads(chunks, lambda job, scratch: _chunk_sums(job[1], blocks, sigma, scratch), workers)
     if not parts:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    back = np.empty_like(order)
+    back[order] = np.arange(order.size)
+    return np.concatenate([p[0] for p in parts])[back], np.concatenate([p[1] for p in parts])[back]
+
+
+def _coherent_order(x: np.ndarray) -> np.ndarray:
+    """An order of the points that puts near ones together: each goes with the most similar of up to
+    ``_PIVOTS`` points spread over ``x``. A group of near points reaches few stored vectors, so its exact
+    products cover fewer of them (50k x 256, 1,333 random points: the tiles 0.78-1.07 -> 0.53-0.60 s). Only
+    the speed depends on it: every point's sum is exact."""
+    if x.shape[0] <= _GROUP:
+        return np.arange(x.shape[0])
+    pivots = x[np.linspace(0, x.shape[0] - 1, min(_PIVOTS, x.shape[0])).astype(np.int64)]
+    return np.argsort(np.argmax(x @ pivots.T, axis=1), kind="stable")
 
 
 def _chunk_sums(x: np.ndarray, blocks: list, sigma: float, scratch: Scratch):
