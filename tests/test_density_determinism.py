@@ -39,6 +39,18 @@ def test_rounding_keeps_vectors_within_a_float32_scale_error():
     assert (np.abs(r - v) <= top * 2.0 ** -22).all()
 
 
+def test_kept_shifts_round_as_the_rows_own():
+    """The shifts an IVF index keeps per member (tsds.retrieval.density_bounds) give the same rounded rows."""
+    rng = np.random.default_rng(4)
+    v = (rng.standard_normal((40, 96)) * np.geomspace(1e-3, 1e3, 40)[:, None]).astype(np.float32)
+    v[3] = 0.0
+    kept = exact.shifts(v)
+    assert kept.dtype == np.float32 and kept.shape == (40,)
+    for rows in (np.arange(40), np.array([7, 3, 3, 39])):
+        got = exact.rounded(v[rows], shift=kept[rows], work=np.empty((rows.size, 96), np.float32))
+        assert np.array_equal(got, exact.rounded(v[rows]))
+
+
 @pytest.fixture(scope="module")
 def vectors(small_store):
     return np.ascontiguousarray(small_store.vectors().take(np.arange(small_store.n_rows)), dtype=np.float32)

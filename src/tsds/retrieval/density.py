@@ -182,7 +182,7 @@ def _candidate_pairs(index: SearchIndex, x: np.ndarray, sigma: float, stats: Den
     r2 = float(sigma) ** 2
     long_vectors = bool(np.einsum("ij,ij->i", x, x).max(initial=0.0) > 4.0)
     owners, members = [], []
-    for y, member_ids, pts, centre in _blocks(index, x, sigma, stats, scratch):
+    for y, member_ids, pts, centre, _ in _blocks(index, x, sigma, stats, scratch):
         yc = y - centre if long_vectors else y
         xc = x[pts] - centre if long_vectors else x[pts]
         yn = np.einsum("ij,ij->i", yc, yc)
@@ -215,11 +215,12 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     xr = exact.rounded(x)  # exact products: a pair's term does not depend on the block it is computed in
     xn = exact.squared_norms(xr)
     brute_before, multiplied = stats.brute_points, 0
-    for y, member_ids, pts, _ in _blocks(index, x, sigma, stats, scratch, plan, nearest_lists):
+    shells = _shells(index) if index.list_radius is not None else None
+    for y, member_ids, pts, _, at in _blocks(index, x, sigma, stats, scratch, plan, nearest_lists):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
             if not keep.all():
-                y = y[keep]
+                y, at = y[keep], (at[keep] if at is not None else None)
         if y.shape[0] == 0:
             continue
         multiplied += pts.size * y.shape[0]
@@ -229,8 +230,11 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
                 sums += s
                 counts += c
             continue
-        yr = exact.rounded(y, out=scratch.array("members64", y.shape, np.float64))
-        yn = exact.squared_norms(yr)
+        cached = at is not None and shells is not None  # the members' shifts and norms, kept per index
+        yr = exact.rounded(y, out=scratch.array("members64", y.shape, np.float64),
+                           shift=shells.member_shifts[at] if cached else None,
+                           work=scratch.array("shifted", y.shape, np.float32))
+        yn = shells.member_norms[at] if cached else exact.squared_norms(yr)
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]
@@ -247,7 +251,8 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
 
 def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch,
             plan: DensityPlan | None = None, nearest_lists: int | None = None):
-    """(stored vectors, their ids, rows of x that need them, a centre), read from the index without copying.
+    """(stored vectors, their ids, rows of x that need them, a centre, the members' places in the shells'
+    list order or None for whole lists of a brute-force chunk), read from the index without copying.
 
     With an IVF index only the lists that no bound rules out, and in each only the points and members
     that the projected sieve keeps (see _Shells and _Sieve). The centre (the IVF list's centroid, or the
@@ -260,7 +265,7 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         every = np.arange(x.shape[0])
         for a in range(0, n, 65536):
             block = xb[a:a + 65536]
-            yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0)
+            yield block, np.arange(a, min(n, a + 65536), dtype=np.int64), every, block.mean(axis=0), None
         return
     ivf = faiss.extract_index_ivf(index.index)
     if ivf.code_size != 4 * ivf.d:
@@ -286,7 +291,7 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         every = np.arange(x.shape[0])
         for lst in np.flatnonzero(sizes):
             y, member_ids = list_vectors(ivf, lst, index.pages)
-            yield y, member_ids, every, shells.centroids[lst]
+            yield y, member_ids, every, shells.centroids[lst], None
         return
     stats.sieved += bounded
     stats.lists_scanned += float(need.sum())
@@ -298,10 +303,11 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
         pts, cols = sieve.pairs(lst, np.flatnonzero(need[:, lst]))
         if pts.size == 0:
             continue
+        at = shells.starts[lst] + (np.arange(y.shape[0]) if cols is None else cols)
         if cols is not None:
             y = np.take(y, cols, axis=0, out=sieve.scratch.array("members", (cols.size, y.shape[1]), y.dtype))
             member_ids = member_ids[cols]
-        yield y, member_ids, pts, shells.centroids[lst]
+        yield y, member_ids, pts, shells.centroids[lst], at
 
 
 def _range_search(index: SearchIndex, x: np.ndarray, radius2: float, sigma: float, stats: DensityStats):

@@ -60,6 +60,8 @@ class _Shells:
     projected_norm_max: float
     centroids_rounded: np.ndarray  # the centroids as exact.rounded makes them, for _nearest
     centroid_norms: np.ndarray  # their exact squared norms
+    member_shifts: np.ndarray  # per member, in list order: exact.shifts of its stored vector
+    member_norms: np.ndarray  # and the exact squared norm of its rounded vector
 
 
 def _shells(index: SearchIndex) -> _Shells:
@@ -80,6 +82,8 @@ def _shells(index: SearchIndex) -> _Shells:
     sizes = list_sizes(ivf)
     starts = np.concatenate([[0], np.cumsum(sizes)])
     projected = np.empty((int(starts[-1]), p + 1), dtype=np.float32)
+    member_shifts = np.empty(int(starts[-1]), dtype=np.float32)
+    member_norms = np.empty(int(starts[-1]), dtype=np.float64)
     centroid_proj = (centroids @ basis32.T).astype(np.float32)
     groups, group, rows = [], [], 0
     for lst in np.flatnonzero(sizes).tolist():
@@ -96,9 +100,13 @@ def _shells(index: SearchIndex) -> _Shells:
         counts = sizes[lists]
         off = scratch.array("offsets", (int(counts.sum()), ivf.d), np.float32)
         np.concatenate([list_vectors(ivf, lst, index.pages)[0] for lst in lists], out=off)
+        at = int(starts[lists[0]])
+        shift = member_shifts[at:at + off.shape[0]]
+        shift[:] = exact.shifts(off)
+        r = exact.rounded(off, out=scratch.array("rounded", off.shape, np.float64), shift=shift)
+        member_norms[at:at + off.shape[0]] = exact.squared_norms(r)
         off -= np.repeat(centroids[lists], counts, axis=0)
         a = np.matmul(off, basis32.T, out=scratch.array("along", (off.shape[0], p), np.float32))
-        at = int(starts[lists[0]])
         yb = projected[at:at + off.shape[0], :p]
         np.add(a, np.repeat(centroid_proj[lists], counts, axis=0), out=yb)
         projected[at:at + off.shape[0], p] = -np.einsum("ij,ij->i", yb, yb)
@@ -120,7 +128,8 @@ def _shells(index: SearchIndex) -> _Shells:
                      along=along, across=across, projected=projected, starts=starts,
                      projected_norm_max=float(-projected[:, p].min(initial=0.0)),
                      centroids_rounded=rounded,
-                     centroid_norms=exact.squared_norms(rounded))
+                     centroid_norms=exact.squared_norms(rounded),
+                     member_shifts=member_shifts, member_norms=member_norms)
     index._density_shells = shells
     return shells
 

@@ -24,19 +24,28 @@ def bits(d: int) -> int:
     return max(1, min(22, (53 - int(np.ceil(np.log2(max(int(d), 1))))) // 2))
 
 
-def rounded(v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def shifts(v: np.ndarray) -> np.ndarray:
+    """Per float32 row of ``v``: the float32 number whose addition and subtraction round the row as
+    ``rounded`` does (1.5 * 2^(e - bits(d) + 23), where 2^e is the power of two above its largest
+    component). Kept per stored vector, it spares ``rounded`` two passes over the rows."""
+    top = np.maximum(v.max(axis=1), -v.min(axis=1)) if v.size else np.zeros(v.shape[0], np.float32)
+    e = np.frexp(top)[1]  # top < 2^e
+    return np.ldexp(np.float32(1.5), e - bits(v.shape[1]) + 23).astype(np.float32)
+
+
+def rounded(v: np.ndarray, out: np.ndarray | None = None, shift: np.ndarray | None = None,
+            work: np.ndarray | None = None) -> np.ndarray:
     """The float32 rows of ``v`` as float64, each rounded (to nearest, ties to even) to a multiple of
     2^(e - bits(d)), where 2^e is the power of two above its largest component (zero rows stay zero).
-    Products and squared norms of the result are exact in float64."""
+    Products and squared norms of the result are exact in float64. ``shift``: the rows' ``shifts``, if
+    known; ``work``: a float32 buffer of ``v``'s shape to use."""
     v = np.ascontiguousarray(v, dtype=np.float32)
     out = np.empty(v.shape, dtype=np.float64) if out is None else out
     if v.size == 0:
         return out
-    top = np.maximum(v.max(axis=1), -v.min(axis=1))
-    e = np.frexp(top)[1]  # top < 2^e
-    # adding 1.5 * 2^(e - bits + 23) makes float32 round |v| < 2^e to that grid; subtracting it is exact
-    shift = np.ldexp(np.float32(1.5), e - bits(v.shape[1]) + 23).astype(np.float32)[:, None]
-    np.subtract(v + shift, shift, out=out, dtype=np.float32, casting="same_kind")
+    shift = (shifts(v) if shift is None else shift)[:, None]
+    # adding the shift makes float32 round |v| < 2^e to that grid; subtracting it is exact
+    np.subtract(np.add(v, shift, out=work), shift, out=out, dtype=np.float32, casting="same_kind")
     return out
 
 
