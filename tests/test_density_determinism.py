@@ -148,6 +148,22 @@ def test_densities_do_not_depend_on_how_points_are_split_into_tasks(vectors, chu
     assert (want > 1).sum() > 50
 
 
+def test_balanced_tasks_keep_every_thread_busy_and_cover_every_point():
+    from tsds.retrieval.density import balanced_size
+
+    assert balanced_size(1053, 1024, 2) == 527  # not 1,024 and 29
+    assert balanced_size(4096, 1024, 2) == 1024 and balanced_size(10, 1024, 2) == 5
+    for points in (1, 2, 3, 129, 1000, 2049, 6864):
+        for size in (1, 64, 1024):
+            for workers in (1, 2, 3, 16):
+                b = balanced_size(points, size, workers)
+                tasks = -(-points // b)
+                fewest = -(-points // size)
+                assert 1 <= b <= size
+                assert -(-tasks // workers) == -(-fewest // workers)  # no more rounds of tasks than needed
+                assert tasks >= min(fewest * workers, points, workers) - 1  # and (nearly) every thread in each
+
+
 def test_task_size_keeps_every_threads_buffers_within_the_budget():
     from tsds.retrieval.density import _CHUNK, _CHUNK_MIN, _SCRATCH_BYTES, chunk_size
 

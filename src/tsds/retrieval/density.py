@@ -117,6 +117,16 @@ def chunk_size(nlist: int, workers: int) -> int:
     return int(max(_CHUNK_MIN, min(_CHUNK, fit)))
 
 
+def balanced_size(points: int, size: int, workers: int | None = None) -> int:
+    """Points per task for ``points`` in tasks of at most ``size``: as many tasks as a multiple of the
+    threads, of equal size. 1,053 points in tasks of 1,024 and 29 kept one core idle (200k x 384: 0.84 s
+    for them). Sums do not depend on it (their terms are exact)."""
+    workers = cores() if workers is None else max(1, workers)
+    tasks = -(-max(1, points) // max(1, size))
+    tasks = -(-tasks // workers) * workers
+    return max(1, min(size, -(-points // tasks)))
+
+
 def _task_size(index: SearchIndex, workers: int | None) -> int:
     return chunk_size(index.nlist, cores() if workers is None else workers)
 
@@ -147,7 +157,7 @@ def _over_chunks(index: SearchIndex, x: np.ndarray, fn, stats: DensityStats, wor
                  size: int | None = None) -> list:
     """``fn(chunk, stats, scratch)`` on fixed chunks of ``size`` points of ``x`` (IVF index; by default
     ``_task_size``), one thread per core, single-threaded BLAS; results in chunk order."""
-    size = size or _task_size(index, workers)
+    size = size or balanced_size(x.shape[0], _task_size(index, workers), workers)
     chunks = [x[a:a + size] for a in range(0, x.shape[0], size)]
     _shells(index)  # once, before the threads start
     parts_stats = [DensityStats() for _ in chunks]
@@ -164,7 +174,7 @@ def candidates_within(index: SearchIndex, x: np.ndarray, sigma: float, workers: 
     layout of a FAISS range search, members in increasing id order per point."""
     stats = DensityStats()
     x = np.ascontiguousarray(x, dtype=np.float32)
-    size = _task_size(index, workers)
+    size = balanced_size(x.shape[0], _task_size(index, workers), workers)
     parts = _over_chunks(index, x, _candidate_pairs_in(index, sigma), stats, workers, size)
     owner = np.concatenate([p[0] + a * size for a, p in enumerate(parts)] or [np.zeros(0, np.int64)])
     labels = np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)])
