@@ -40,6 +40,33 @@ def test_ivf_recall_is_measured_and_reaches_target():
     assert index.calibration["nprobe"] >= 1 and index.calibration["recall"] == recall
 
 
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_recall_read_off_the_lists_equals_the_searched_recall(storage, tmp_path):
+    """Calibration reads recall at every breadth off the lists holding the exact neighbours; it must be the
+    number a search at that breadth measures, exclusions and rows searched again exactly (too few
+    candidates in their lists) included, on both sides of the k where the search scans its lists."""
+    from tsds.retrieval.index import _truth
+    from tsds.retrieval.recall import _recall, recall_by_lists
+
+    x = _clustered(12000, 24, clusters=80, noise=0.3)
+    index = build_index(x, kind="ivf", nlist=100, storage=storage, work_dir=tmp_path)
+    q = _clustered(48, 24, seed=5, clusters=80, noise=0.3)
+    seen = set()
+    for excluded in (None, np.arange(0, 12000, 5)):
+        if excluded is not None:
+            index.exclude(excluded)
+        for k in (20, 300, 1500):
+            truth = _truth(index, q, k)
+            by_lists = recall_by_lists(index, q, truth)
+            for nprobe in (1, 2, 5, 13, 100):
+                index.nprobe = nprobe
+                measured = _recall(index.search(q, k)[1], truth)
+                assert by_lists(nprobe) == measured, (excluded is not None, k, nprobe)
+                seen.add(round(measured, 6))
+    assert len(seen) > 8 and min(seen) < 0.9 and 1.0 in seen  # low, partial and full recall all compared
+    assert recall_by_lists(build_index(x, kind="flat"), q, truth) is None
+
+
 def test_recall_truth_is_reused_across_rounds_and_refreshed_on_exclusion():
     """Calibration measures against exact lists computed once for several rounds of K; their prefixes are the
     exact k nearest (ties by id), and excluding candidates invalidates them."""
