@@ -423,3 +423,15 @@ def test_a_truncated_round_computes_no_densities_and_the_answer_is_unchanged():
     # densities summed in other batches of points differ in their last float32 bits
     got, want = allocation_to_probabilities(ids, alloc, 1500), allocation_to_probabilities(ids, full, 1500)
     assert np.array_equal(got > 0, want > 0) and np.allclose(got, want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("offset", [0, 2**32 - 5000, 2**40])
+def test_scan_order_is_distance_then_id_for_small_and_huge_ids(offset):
+    """The scan's rows are ordered by one sort of 64-bit keys: the id itself below 2^32, its rank above."""
+    from tsds.retrieval.scan import by_distance_then_id
+
+    rng = np.random.default_rng(1)
+    dist = rng.integers(0, 40, 3000).astype(np.float32) / 7  # many ties
+    ids = rng.choice(10**6, 3000, replace=False).astype(np.int64) + offset
+    got = by_distance_then_id(dist, ids)
+    assert np.array_equal(got, np.lexsort((ids, dist)))

@@ -153,12 +153,15 @@ class _ListNorms:
 
 def by_distance_then_id(dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The order of non-negative float32 ``dist`` ascending, equal distances by id: one sort of 64-bit
-    keys (the distance's bits, then the id's rank). Equal float32 distances are common among thousands
-    of neighbours, and np.lexsort on two keys is several times slower."""
-    rank = np.empty(ids.size, dtype=np.uint64)
-    rank[np.argsort(ids)] = np.arange(ids.size, dtype=np.uint64)
+    keys (the distance's bits, then the id, or its rank for ids from 2^32). Equal float32 distances are
+    common among thousands of neighbours, and np.lexsort on two keys is several times slower."""
+    if ids.size and 0 <= int(ids.min()) and int(ids.max()) < 2**32:
+        low = ids.astype(np.uint64)
+    else:
+        low = np.empty(ids.size, dtype=np.uint64)
+        low[np.argsort(ids)] = np.arange(ids.size, dtype=np.uint64)
     key = dist.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64) << np.uint64(32)
-    key |= rank
+    key |= low
     return np.argsort(key)
 
 
