@@ -269,8 +269,8 @@ def select_on_index(
                 info["recall"] = recall
             else:
                 recall = 1.0
-            # from the second round on, an exact index searches ahead and serves the next round from the prefix
-            D, ids = search_ahead(index, q, k, grow=len(history) > 1)
+            # an exact index searches ahead and serves the next rounds from the prefix
+            D, ids = search_ahead(index, q, k, grow=True)
             ids = _narrow(ids, n)
         if config.sigma > 0:
             alloc = _solve_with_lazy_densities(_Run(index, config, cache, stats, stages, progress), D, ids,

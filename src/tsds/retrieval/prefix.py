@@ -17,7 +17,10 @@ AHEAD = 8  # search this many times the k asked for, once a selection has grown 
 # a + b k (a: the pass over the stored vectors, b k: FAISS's selection of the k nearest). Measured on
 # 50k x 256, M = 500 (docs/benchmarks.md): against twice ahead, 8x cut the neighbours stage from 0.9-1.1
 # to 0.65-0.70 s where K grew to 8,192, from 0.26-0.28 to 0.20 s where it stopped at 1,024, and cost
-# 0.03 s more (0.16 -> 0.19 s) where it stopped at 128; the memory bound below caps the overshoot.
+# 0.03 s more (0.16 -> 0.19 s) where it stopped at 128; the memory bound below caps the overshoot. A
+# selection goes ahead from its first round (k 64 -> 512 costs 0.145 -> 0.18 s at 50k): it then needs one
+# search up to 512 instead of two, and at 50k two searches (512, then 8,192) instead of three (neighbours
+# stage 1.21-1.37 -> 0.89-1.04 s).
 _MAX_BYTES = 512 << 20  # the saved lists (float32 distances, int64 ids) never exceed this, nor the size of
 # the stored vectors (below _MIN_BYTES, no bound): a search ahead must not become the selection's peak
 # memory (50k x 256, M = 500: the last round's 16,384-long lists were 98 MB next to a 51 MB matrix)
