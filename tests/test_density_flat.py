@@ -56,3 +56,16 @@ def test_tiled_sums_do_not_depend_on_the_order_of_the_points():
     assert np.array_equal(psums, sums[perm]) and np.array_equal(pcounts, counts[perm])
     single, _ = tiled_kernel_sums(x, pts[5:6], 0.6)
     assert single[0] == sums[5] and counts.max() > 30
+
+
+def test_scratch_buffers_come_back_in_the_dtype_asked_for():
+    """A thread's buffer named alike by two callers (the pruned blocks' float64 products, the tiles' float32
+    ones) must not hand one the other's dtype."""
+    from tsds.retrieval.threads import Scratch
+
+    scratch = Scratch()
+    wide = scratch.array("product", (64, 64), np.float64)
+    narrow = scratch.array("product", (8, 8), np.float32)
+    assert wide.dtype == np.float64 and narrow.dtype == np.float32 and narrow.shape == (8, 8)
+    again = scratch.array("product", (4, 4), np.float32)
+    assert np.shares_memory(again, narrow)  # reused while it is large enough

@@ -27,7 +27,7 @@ class Scratch:
     def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         size = int(np.prod(shape))
         buf = self._buffers.get(name)
-        if buf is None or buf.size < size:
+        if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
             buf = self._buffers[name] = np.empty(size, dtype=dtype)
         return buf[:size].reshape(shape)
 
