@@ -240,11 +240,11 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
                 sums += s
                 counts += c
             continue
-        cached = at is not None and shells is not None  # the members' shifts and norms, kept per index
+        kept = at is not None  # an IVF list's members: their shifts and norms are kept with the shells
         yr = exact.rounded(y, out=scratch.array("members64", y.shape, np.float64),
-                           shift=shells.member_shifts[at] if cached else None,
+                           shift=shells.member_shifts[at] if kept else None,
                            work=scratch.array("shifted", y.shape, np.float32))
-        yn = shells.member_norms[at] if cached else exact.squared_norms(yr)
+        yn = shells.member_norms[at] if kept else exact.squared_norms(yr)
         step = max(1, _BLOCK // y.shape[0])
         for a in range(0, pts.size, step):
             p = pts[a:a + step]

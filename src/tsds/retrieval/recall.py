@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
+
+from tsds.retrieval.ivf import list_sizes
 
 _MARKER_MAX = 1 << 26
 
@@ -33,10 +36,6 @@ def recall_by_lists(index, queries: np.ndarray, truth: np.ndarray):
     centroid; a row whose lists hold fewer than k candidates is searched again exactly (recall 1), as
     ``SearchIndex.search`` does. One ranking of the lists per query instead of a search per breadth.
     """
-    import faiss
-
-    from tsds.retrieval.ivf import list_sizes
-
     if not getattr(index, "_scans_lists", False) or truth.size == 0:
         return None
     lists = index.lists_of(truth.ravel())
