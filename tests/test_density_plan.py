@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 
 from tsds.errors import ParameterError
+import faiss
+
 from tsds.retrieval import DensityStats, build_index, densities
+from tsds.retrieval.density import kernel_sums
+from tsds.retrieval.density_bounds import _shells
 from tsds.retrieval.density_plan import DensityPlan, plan_for
+from tsds.retrieval.ivf import list_vectors
 
 
 def _reference(x, ids, sigma):
@@ -101,6 +106,89 @@ def test_chooser_rule_compares_counted_work():
     assert plan.brute(bounded=512 * 10**6, points=512, ntotal=10**6, dim=384, p=64)  # bound keeps every pair
     assert not plan.brute(bounded=512 * 10**4, points=512, ntotal=10**6, dim=384, p=64)  # keeps 1%
     assert DensityPlan(mode="brute").brute(0, 1, 1, 1, 1) and not DensityPlan(mode="pruned").brute(10**9, 1, 1, 1, 1)
+
+
+def _topics(n, d, seed=0):
+    """Clusters of isotropic noise around centres drawn near 20 topics (benchmarks/bench_select.py's shape):
+    a 64-dimensional projection sees part of two clusters' distance, a direction between them all of it."""
+    rng = np.random.default_rng(seed)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    topics = unit(rng.normal(size=(20, d)))
+    centres = unit(topics[rng.integers(0, 20, 300)] + rng.normal(size=(300, d)) * 0.06)
+    label = rng.integers(0, 300, n)
+    return unit(centres[label] + rng.normal(size=(n, d)) * rng.uniform(0.022, 0.045, 300)[label, None]).astype(np.float32)
+
+
+def test_the_direction_test_rules_out_pairs_and_keeps_every_one_within_sigma():
+    x = _topics(16000, 256)
+    index = build_index(x, kind="ivf", nlist=240)
+    ids = np.arange(0, 16000, 4)
+    got, multiplied = {}, {}
+    for directions in (False, True):
+        index._density_plans = {}
+        plan_for(index, 0.6, "pruned").directions = directions
+        stats = DensityStats()
+        got[directions] = densities(index, ids, 0.6, stats=stats, path="pruned", return_counts=True)
+        multiplied[directions] = stats.multiplied
+    assert multiplied[True] < 0.9 * multiplied[False]  # pairs the sieve kept and the direction test did not
+    want = densities(index, ids, 0.6, path="brute", return_counts=True)
+    assert (want[1] > 1).mean() > 0.4  # many points have others within sigma: pairs near the edge abound
+    for rho, counts in got.values():  # exact terms: any pair dropped within sigma would change a sum
+        assert np.array_equal(rho, want[0]) and np.array_equal(counts, want[1])
+
+
+def test_the_direction_test_keeps_pairs_at_the_edge_of_sigma_along_its_direction():
+    # points placed just inside sigma of a list's members, straight along the direction the test projects on
+    x = _topics(16000, 256)
+    index = build_index(x, kind="ivf", nlist=240)
+    ivf, c, sigma = faiss.extract_index_ivf(index.index), _shells(index).centroids64, 0.6
+    rng = np.random.default_rng(4)
+    edge = []
+    for _ in range(60):
+        a, b = rng.choice(240, 2, replace=False)
+        u = (c[b] - c[a]) / np.linalg.norm(c[b] - c[a])
+        y = list_vectors(ivf, a)[0].astype(np.float64)
+        for row in y[np.argsort(y @ u)[-8:]]:  # the members nearest to list b's side
+            p = (row + sigma * (1 - 1e-4) * u).astype(np.float32)
+            if np.argmin(((c - p) ** 2).sum(1)) == b:  # in the group whose direction is u
+                edge.append(p)
+    edge = np.array(edge)
+    assert len(edge) >= 100
+    plan = DensityPlan(mode="pruned", directions=True)
+    stats = DensityStats()
+    got = kernel_sums(index, edge, sigma, stats=stats, plan=plan)
+    want = kernel_sums(index, edge, sigma, plan=DensityPlan(mode="brute"))
+    assert stats.multiplied < 0.5 * edge.shape[0] * x.shape[0]  # the filters ran
+    assert (want[1] >= 1).all()  # each point's member lies within sigma
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_the_plan_tests_by_direction_only_where_its_counts_say_it_pays():
+    plan = DensityPlan()
+    plan.learn(10**6, 10**5, (1000, 100, 2000), dim=384, p=64)
+    assert plan.directions is None  # too few probed pairs to decide
+    # the sieve keeps 10%; the direction test leaves 1/16 for two multiply-adds a pair
+    plan.learn(10**8, 10**7, (2 << 20, 1 << 17, 4 << 20), dim=384, p=64)
+    assert plan.directions is True
+    plan.learn(10**8, 10**8, (2 << 20, 2 << 20, 10**9), dim=384, p=64)
+    assert plan.directions is True  # decided once: every later batch of the index takes the same filters
+    # texts: the sieve keeps 0.1% and the direction test leaves three quarters of the pairs
+    text = DensityPlan()
+    text.learn(10**8, 10**5, (2 << 20, 3 << 19, 4 << 20), dim=384, p=64)
+    assert text.directions is False
+    # a chunk's pruned cost counts the direction test's work where the plan uses it
+    assert plan._filter(64) < text._filter(64) + 10 and text._filter(64) == 64 + 1 + 2
+
+
+def test_the_chooser_decides_the_direction_test_on_real_densities():
+    x = _topics(30000, 256, seed=1)
+    index = build_index(x, kind="ivf", nlist=240)
+    ids = np.arange(0, 30000, 3)
+    stats = DensityStats()
+    rho = densities(index, ids, 0.6, stats=stats)
+    plan = plan_for(index, 0.6)
+    assert plan.directions is not None and plan.probed >= 1 << 20 and stats.probed == plan.probed
+    assert np.array_equal(rho, densities(index, ids, 0.6, path="brute"))
 
 
 def test_unknown_density_path_is_a_parameter_error():

@@ -16,9 +16,9 @@ import numpy as np
 
 from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
 from tsds.retrieval.density_batches import DensityStats, PointSums, batched_densities
-from tsds.retrieval.density_bounds import _nearest, _shell_bound, _shells, _Sieve, _squared_distances
+from tsds.retrieval.density_bounds import _Directions, _nearest, _shell_bound, _shells, _Sieve, _squared_distances
 from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
-from tsds.retrieval.density_plan import DensityPlan, Nearest, bounded_pairs, plan_for
+from tsds.retrieval.density_plan import PROBE_EVERY, DensityPlan, Nearest, bounded_pairs, plan_for
 from tsds.retrieval.ivf import list_vectors
 import tsds.retrieval.exact as exact
 from tsds.retrieval.threads import Scratch, cores, in_threads
@@ -74,7 +74,8 @@ def densities(
             return parallel_kernel_sums(index, x, sigma, stats)
         batch = DensityStats()
         out = parallel_kernel_sums(index, x, sigma, batch, plan=plan)
-        plan.learn(batch.sieved, batch.pruned_multiplied)  # between batches: the next batch's chunks see it
+        plan.learn(batch.sieved, batch.pruned_multiplied, (batch.probed, batch.probe_kept, batch.probe_work),
+                   index.dim, _shells(index).basis.shape[0])  # between batches: the next batch's chunks see it
         stats.add(batch)
         return out
 
@@ -306,16 +307,31 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     stats.sieved += bounded
     stats.lists_scanned += float(need.sum())
     sieve = _Sieve(shells, x, sigma, scratch)
+    use = plan.directions if plan is not None else False  # None: probe (count only), then decide
+    directions = _Directions(shells, x, full2, need, sigma, scratch) if use is not False else None
     for lst in np.flatnonzero(need.any(axis=0)):
         y, member_ids = list_vectors(ivf, lst, index.pages)
         if y.shape[0] == 0:
             continue
-        pts, cols = sieve.pairs(lst, np.flatnonzero(need[:, lst]))
+        pts, cols, mask = np.flatnonzero(need[:, lst]), None, None
+        if use or (use is None and lst % PROBE_EVERY == 0):
+            work = directions.work
+            tested = directions.members(lst, y, pts)
+            if use is None:
+                stats.probed += pts.size * y.shape[0]
+                if tested is not None:  # the block the sieve would then take
+                    stats.probe_kept += tested[0].size * (y.shape[0] if tested[1] is None else tested[1].size)
+                stats.probe_work += directions.work - work
+            elif tested is None:
+                continue
+            else:
+                pts, cols, mask = tested
+        pts, cols = sieve.pairs(lst, pts, cols, mask)
         if pts.size == 0:
             continue
         at = shells.starts[lst] + (np.arange(y.shape[0]) if cols is None else cols)
         if cols is not None:
-            y = np.take(y, cols, axis=0, out=sieve.scratch.array("members", (cols.size, y.shape[1]), y.dtype))
+            y = np.take(y, cols, axis=0, out=scratch.array("members", (cols.size, y.shape[1]), y.dtype))
             member_ids = member_ids[cols]
         yield y, member_ids, pts, shells.centroids[lst], at
 

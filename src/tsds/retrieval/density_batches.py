@@ -18,10 +18,13 @@ class DensityStats:
     multiplied: int = 0  # pairs multiplied in full (both paths)
     pruned_multiplied: int = 0  # of those, in pruned chunks
     brute_points: int = 0  # points whose sums came from a product with every stored vector (IVF)
+    probed: int = 0  # pairs in the lists also tested by direction to measure it (tsds.retrieval.density_plan)
+    probe_kept: int = 0
+    probe_work: int = 0
 
     def add(self, other: "DensityStats") -> None:
         for name in ("points", "capped", "pairs", "lists_scanned", "sieved", "multiplied", "pruned_multiplied",
-                     "brute_points"):
+                     "brute_points", "probed", "probe_kept", "probe_work"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
