@@ -9,7 +9,7 @@ import faiss
 from tsds.retrieval import DensityStats, build_index, densities
 from tsds.retrieval.density import kernel_sums
 from tsds.retrieval.density_bounds import _shells
-from tsds.retrieval.density_plan import DensityPlan, plan_for
+from tsds.retrieval.density_plan import DensityPlan, Nearest, plan_for
 from tsds.retrieval.ivf import list_vectors
 
 
@@ -161,6 +161,24 @@ def test_the_direction_test_keeps_pairs_at_the_edge_of_sigma_along_its_direction
     assert stats.multiplied < 0.5 * edge.shape[0] * x.shape[0]  # the filters ran
     assert (want[1] >= 1).all()  # each point's member lies within sigma
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_approximate_densities_take_the_same_filters_and_stay_the_same_numbers():
+    x = _topics(16000, 256)
+    index = build_index(x, kind="ivf", nlist=240)
+    ids = np.arange(0, 16000, 4)
+    got, multiplied = {}, {}
+    for directions in (False, True):
+        index._density_plans = {(0.6, Nearest(8)): DensityPlan(mode="pruned", directions=directions)}
+        stats = DensityStats()
+        got[directions] = densities(index, ids, 0.6, path=Nearest(8), stats=stats)
+        multiplied[directions] = stats.multiplied
+    assert multiplied[True] < 0.9 * multiplied[False]
+    assert np.array_equal(got[True], got[False])
+    index._density_plans = {}
+    stats = DensityStats()
+    assert np.array_equal(densities(index, ids, 0.6, path=Nearest(8), stats=stats), got[True])
+    assert stats.probed > 0 and (0.6, Nearest(8)) in index._density_plans  # probed, then decided, as exact ones
 
 
 def test_the_plan_tests_by_direction_only_where_its_counts_say_it_pays():

@@ -65,15 +65,17 @@ def densities(
 
     order = _by_list(index, ids)
     task = _task_size(index, None) if index.list_radius is not None else _CHUNK
-    plan = plan_for(index, sigma, path) if index.list_radius is not None and nearest_lists is None else None
+    plan = None
+    if nearest_lists is not None:  # an IVF index here (a flat one was sent to exact densities above): pruned
+        plan = index._density_plans.setdefault((float(sigma), path), DensityPlan(mode="pruned"))
+    elif index.list_radius is not None:
+        plan = plan_for(index, sigma, path)
 
     def sums_and_counts(x):
-        if nearest_lists is not None:  # an IVF index here: a flat one was sent to exact densities above
-            return parallel_kernel_sums(index, x, sigma, stats, nearest_lists=nearest_lists)
         if plan is None:
             return parallel_kernel_sums(index, x, sigma, stats)
         batch = DensityStats()
-        out = parallel_kernel_sums(index, x, sigma, batch, plan=plan)
+        out = parallel_kernel_sums(index, x, sigma, batch, plan=plan, nearest_lists=nearest_lists)
         plan.learn(batch.sieved, batch.pruned_multiplied, (batch.probed, batch.probe_kept, batch.probe_work),
                    index.dim, _shells(index).basis.shape[0])  # between batches: the next batch's chunks see it
         stats.add(batch)
