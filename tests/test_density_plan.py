@@ -137,11 +137,12 @@ def test_the_direction_test_rules_out_pairs_and_keeps_every_one_within_sigma():
         assert np.array_equal(rho, want[0]) and np.array_equal(counts, want[1])
 
 
-def test_the_direction_test_keeps_pairs_at_the_edge_of_sigma_along_its_direction():
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # the margin grows with the vectors' length
+def test_the_direction_test_keeps_pairs_at_the_edge_of_sigma_along_its_direction(scale):
     # points placed just inside sigma of a list's members, straight along the direction the test projects on
-    x = _topics(16000, 256)
+    x = _topics(16000, 256) * np.float32(scale)
     index = build_index(x, kind="ivf", nlist=240)
-    ivf, c, sigma = faiss.extract_index_ivf(index.index), _shells(index).centroids64, 0.6
+    ivf, c, sigma = faiss.extract_index_ivf(index.index), _shells(index).centroids64, 0.6 * scale
     rng = np.random.default_rng(4)
     edge = []
     for _ in range(60):
