@@ -119,19 +119,27 @@ def _topics(n, d, seed=0):
     return unit(centres[label] + rng.normal(size=(n, d)) * rng.uniform(0.022, 0.045, 300)[label, None]).astype(np.float32)
 
 
-def test_the_direction_test_rules_out_pairs_and_keeps_every_one_within_sigma():
-    x = _topics(16000, 256)
-    index = build_index(x, kind="ivf", nlist=240)
-    ids = np.arange(0, 16000, 4)
+@pytest.fixture(scope="module")
+def topics_index():
+    return build_index(_topics(16000, 256), kind="ivf", nlist=240)
+
+
+def _both_ways(index, ids, path, key):
+    """Densities and counts with the direction test off and on (the plan kept under ``key``)."""
     got, multiplied = {}, {}
     for directions in (False, True):
-        index._density_plans = {}
-        plan_for(index, 0.6, "pruned").directions = directions
+        index._density_plans = {key: DensityPlan(mode="pruned", directions=directions)}
         stats = DensityStats()
-        got[directions] = densities(index, ids, 0.6, stats=stats, path="pruned", return_counts=True)
+        got[directions] = densities(index, ids, 0.6, stats=stats, path=path, return_counts=True)
         multiplied[directions] = stats.multiplied
     assert multiplied[True] < 0.9 * multiplied[False]  # pairs the sieve kept and the direction test did not
-    want = densities(index, ids, 0.6, path="brute", return_counts=True)
+    return got
+
+
+def test_the_direction_test_rules_out_pairs_and_keeps_every_one_within_sigma(topics_index):
+    ids = np.arange(0, 16000, 4)
+    got = _both_ways(topics_index, ids, "pruned", (0.6, "pruned"))
+    want = densities(topics_index, ids, 0.6, path="brute", return_counts=True)
     assert (want[1] > 1).mean() > 0.4  # many points have others within sigma: pairs near the edge abound
     for rho, counts in got.values():  # exact terms: any pair dropped within sigma would change a sum
         assert np.array_equal(rho, want[0]) and np.array_equal(counts, want[1])
@@ -164,22 +172,14 @@ def test_the_direction_test_keeps_pairs_at_the_edge_of_sigma_along_its_direction
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
-def test_approximate_densities_take_the_same_filters_and_stay_the_same_numbers():
-    x = _topics(16000, 256)
-    index = build_index(x, kind="ivf", nlist=240)
+def test_approximate_densities_take_the_same_filters_and_stay_the_same_numbers(topics_index):
     ids = np.arange(0, 16000, 4)
-    got, multiplied = {}, {}
-    for directions in (False, True):
-        index._density_plans = {(0.6, Nearest(8)): DensityPlan(mode="pruned", directions=directions)}
-        stats = DensityStats()
-        got[directions] = densities(index, ids, 0.6, path=Nearest(8), stats=stats)
-        multiplied[directions] = stats.multiplied
-    assert multiplied[True] < 0.9 * multiplied[False]
-    assert np.array_equal(got[True], got[False])
-    index._density_plans = {}
+    got = _both_ways(topics_index, ids, Nearest(8), (0.6, Nearest(8)))
+    assert np.array_equal(got[True][0], got[False][0]) and np.array_equal(got[True][1], got[False][1])
+    topics_index._density_plans = {}
     stats = DensityStats()
-    assert np.array_equal(densities(index, ids, 0.6, path=Nearest(8), stats=stats), got[True])
-    assert stats.probed > 0 and (0.6, Nearest(8)) in index._density_plans  # probed, then decided, as exact ones
+    assert np.array_equal(densities(topics_index, ids, 0.6, path=Nearest(8), stats=stats), got[True][0])
+    assert stats.probed > 0 and (0.6, Nearest(8)) in topics_index._density_plans  # probed, then decided
 
 
 def test_the_plan_tests_by_direction_only_where_its_counts_say_it_pays():
