@@ -197,6 +197,10 @@ def test_the_plan_tests_by_direction_only_where_its_counts_say_it_pays():
     assert text.directions is False
     # a chunk's pruned cost counts the direction test's work where the plan uses it
     assert plan._filter(64) < text._filter(64) + 10 and text._filter(64) == 64 + 1 + 2
+    forced = DensityPlan(directions=True)  # set by hand, nothing probed: charged as the sieve alone
+    assert forced._filter(64) == 64 + 1 + 2
+    forced.learn(1000, 10)  # the sieve keeps 1%: brute force where the bounds keep more than 5.6% of the pairs
+    assert forced.brute(10**9, 10, 10**6, 384, 64) and not forced.brute(10**7, 10, 10**6, 384, 64)
 
 
 def test_the_chooser_decides_the_direction_test_on_real_densities():

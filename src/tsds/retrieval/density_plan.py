@@ -81,10 +81,11 @@ class DensityPlan:
         pruned = bounded * (self._filter(p) + keep * (dim + _ELEMENTWISE))
         return points * ntotal * (dim + _ELEMENTWISE) < pruned
 
-    def _filter(self, p: int) -> float:
-        """Multiply-adds per bounded pair of the filters before the full products."""
+    def _filter(self, p: int, directions: bool | None = None) -> float:
+        """Multiply-adds per bounded pair of the filters before the full products (``directions``: with the
+        direction test or not; None: as the plan decided), as the probes measured it."""
         sieve = p + 1 + _SIEVE_COMPARE
-        if not self.directions:
+        if not (self.directions if directions is None else directions) or not self.probed:
             return sieve
         return (_DIRECTION_PRODUCT * self.probe_work + self.probe_kept * (sieve + _SIEVE_COMPARE)) / self.probed
 
@@ -107,10 +108,8 @@ class DensityPlan:
         self.probe_work += int(probe[2])
         if self.probed >= _PROBE_PAIRS and self.sieved:
             keep, kept = self.multiplied / self.sieved, self.probe_kept / self.probed
-            sieve = p + 1 + _SIEVE_COMPARE
-            alone = sieve + keep * (dim + _ELEMENTWISE)
-            first = (_DIRECTION_PRODUCT * self.probe_work / self.probed + kept * (sieve + _SIEVE_COMPARE)
-                     + min(keep, kept) * (dim + _ELEMENTWISE))
+            alone = self._filter(p, False) + keep * (dim + _ELEMENTWISE)
+            first = self._filter(p, True) + min(keep, kept) * (dim + _ELEMENTWISE)
             self.directions = bool(first < alone)
 
 
