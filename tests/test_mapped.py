@@ -49,17 +49,18 @@ def test_mapped_lists_hold_the_same_bytes_aligned(pair):
     assert all(np.array_equal(u, v) for u, v in zip(disk.members(), (starts, ids)))
 
 
-def test_a_build_staged_in_several_groups_of_lists_writes_the_same_lists(monkeypatch):
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])  # cosine: rows of other lengths, normalised
+def test_a_build_staged_in_several_groups_of_lists_writes_the_same_lists(monkeypatch, metric):
     """Above the staging budget the mapped build passes over the pool once per group of lists: the same
     bytes as the in-memory build, every row counted once by the progress callback."""
     from tsds.retrieval import index as index_module
 
-    x = _clustered(6000, 15)
-    memory = build_index(x, kind="ivf", nlist=48, storage="memory")
+    x = _clustered(6000, 15) * np.random.default_rng(2).uniform(0.5, 3.0, (6000, 1)).astype(np.float32)
+    memory = build_index(x, metric=metric, kind="ivf", nlist=48, storage="memory")
     monkeypatch.setattr(index_module, "_STAGE_BYTES", 50_000)  # 6000 x 60 bytes: 8 groups (the most)
     assert index_module._list_groups(np.zeros(0, dtype=np.int64), 60) == []
     seen = []
-    disk = build_index(x, kind="ivf", nlist=48, storage="disk", progress=seen.append)
+    disk = build_index(x, metric=metric, kind="ivf", nlist=48, storage="disk", progress=seen.append)
     assert sum(seen) == x.shape[0]
     a, b = faiss.extract_index_ivf(memory.index), faiss.extract_index_ivf(disk.index)
     sizes = np.array([a.invlists.list_size(lst) for lst in range(a.nlist)])
