@@ -65,11 +65,7 @@ def densities(
 
     order = _by_list(index, ids)
     task = _task_size(index, None) if index.list_radius is not None else _CHUNK
-    plan = None
-    if nearest_lists is not None:  # an IVF index here (a flat one was sent to exact densities above): pruned
-        plan = index._density_plans.setdefault((float(sigma), path), DensityPlan(mode="pruned"))
-    elif index.list_radius is not None:
-        plan = plan_for(index, sigma, path)
+    plan = plan_for(index, sigma, path) if index.list_radius is not None else None
 
     def sums_and_counts(x):
         if plan is None:

@@ -113,8 +113,11 @@ class DensityPlan:
             self.directions = bool(first < alone)
 
 
-def plan_for(index, sigma: float, mode: str = "auto") -> DensityPlan:
-    """The plan kept on ``index`` for ``sigma`` (a fresh one when the mode changes)."""
+def plan_for(index, sigma: float, mode: str | Nearest = "auto") -> DensityPlan:
+    """The plan kept on ``index`` for ``sigma`` (a fresh one when the mode changes). ``Nearest(P)``: the
+    approximate densities' own plan, always pruned (their lists are the nearest P, not a choice)."""
+    if isinstance(mode, Nearest):
+        return index._density_plans.setdefault((float(sigma), mode), DensityPlan(mode="pruned"))
     if mode not in PATHS:
         from tsds.errors import ParameterError
 
