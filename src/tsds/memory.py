@@ -12,6 +12,11 @@ system time on it; at 4 MiB (numpy asks for transparent huge pages for arrays fr
 fault in 2 MB at a time), with the heap keeping up to 8 MiB free at its top instead of trimming at
 128 KiB, it took 8.2 s instead of 8.7 s for a peak of 694-719 MB instead of 661 MB (three runs each,
 alternating). No effect outside glibc.
+
+Arenas are capped at one per core (at least two). glibc gives each new thread an arena of its own, up to
+eight per core, and each keeps its freed memory (its holes, and up to the trim threshold at its top): the
+density threads, FAISS's threads and the main thread together held about 50 MB more at the 200k x 384
+benchmark's peak (451-492 MiB with the default, 395-418 MiB capped, in the same time; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import ctypes.util
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _MMAP_THRESHOLD = 4 << 20
 _TRIM_THRESHOLD = 8 << 20
 
@@ -34,13 +40,20 @@ def _libc():
 
 
 def release_large_blocks() -> bool:
-    """Fix glibc's mmap threshold at 4 MiB and its trim threshold at 8 MiB for this process; True when set."""
+    """Fix glibc's mmap threshold at 4 MiB, its trim threshold at 8 MiB and its arenas at one per core for
+    this process; True when set."""
     libc = _libc()
     try:
         return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) and bool(libc.mallopt(_M_ARENA_MAX, _arenas()))
     except AttributeError:
         return False
+
+
+def _arenas() -> int:
+    from tsds.retrieval.threads import cores
+
+    return max(2, cores())
 
 
 def return_freed_memory() -> None:
