@@ -89,3 +89,19 @@ def test_no_solve_is_repeated_on_the_same_inputs(monkeypatch):
     sel = select_on_index(build_index(x, kind="flat"), q, config)
     assert len(sel.k_history) >= 3 and len(seen) >= 4
     assert all(a != b for a, b in zip(seen, seen[1:]))
+
+
+def test_saved_lists_are_narrow_and_dropped_once_served_whole():
+    """The saved ids are int32 (the caller gets int64, as from a search), and a call that takes the whole
+    saved width drops them: no longer call could be served, and they would double the last round's lists."""
+    x, q = _data()
+    index = build_index(x, kind="flat")
+    search_ahead(index, q, 128, grow=True)
+    wide = index._prefix[0].shape[1]
+    assert wide == prefix.AHEAD * 128 and index._prefix[1].dtype == np.int32
+    d, ids = search_ahead(index, q, wide // 2, grow=True)
+    assert index._prefix is not None and ids.dtype == np.int64
+    d, ids = search_ahead(index, q, wide, grow=True)
+    assert index._prefix is None
+    d0, ids0 = index.search(q, wide)
+    assert ids.dtype == ids0.dtype and np.array_equal(ids, ids0) and np.array_equal(d, d0)

@@ -21,7 +21,7 @@ AHEAD = 8  # search this many times the k asked for, once a selection has grown 
 # selection goes ahead from its first round (k 64 -> 512 costs 0.145 -> 0.18 s at 50k): it then needs one
 # search up to 512 instead of two, and at 50k two searches (512, then 8,192) instead of three (neighbours
 # stage 1.21-1.37 -> 0.89-1.04 s).
-_MAX_BYTES = 512 << 20  # the saved lists (float32 distances, int64 ids) never exceed this, nor the size of
+_MAX_BYTES = 512 << 20  # the longer search's lists (float32 distances, int64 ids) never exceed this, nor the size of
 # the stored vectors (below _MIN_BYTES, no bound): a search ahead must not become the selection's peak
 # memory (50k x 256, M = 500: the last round's 16,384-long lists were 98 MB next to a 51 MB matrix)
 _MIN_BYTES = 16 << 20
@@ -51,7 +51,9 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
     saved = index._prefix
     if saved is not None and saved[2] is index.excluded and saved[0].shape[1] >= k \
             and saved[3].shape == q.shape and np.array_equal(saved[3], q):
-        return _finish(saved[0][:, :k], np.ascontiguousarray(saved[1][:, :k]))
+        if k == saved[0].shape[1]:  # all of it: no longer call can be served, and the caller now holds a copy
+            index._prefix = None
+        return _finish(saved[0][:, :k], saved[1][:, :k].astype(np.int64))
     index._prefix = None
     wide = min(index.available, max(k, int(ahead)))
     cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim))
@@ -62,5 +64,11 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
     d2, ids = index.index.search(q, wide, params=index.params())
     if not _ordered(d2, ids):
         return index.search(q, k)
-    index._prefix = (d2, ids, index.excluded, q.copy())
+    index._prefix = (d2, _narrow(ids, index.ntotal), index.excluded, q.copy())
     return _finish(d2[:, :k], np.ascontiguousarray(ids[:, :k]))
+
+
+def _narrow(ids: np.ndarray, n: int) -> np.ndarray:
+    """The saved ids as int32 where the pool allows: they are kept through every later round (50k x 256,
+    M = 500: 8,192-long lists, 33 MB of int64 ids)."""
+    return ids.astype(np.int32) if n < 2**31 else ids
