@@ -16,7 +16,8 @@ alternating). No effect outside glibc.
 Arenas are capped at one per core (at least two). glibc gives each new thread an arena of its own, up to
 eight per core, and each keeps its freed memory (its holes, and up to the trim threshold at its top): the
 density threads, FAISS's threads and the main thread together held about 50 MB more at the 200k x 384
-benchmark's peak (451-492 MiB with the default, 395-418 MiB capped, in the same time; docs/benchmarks.md).
+benchmark's peak (450-492 MiB with the default, 403-418 MiB capped in fourteen runs of fifteen, in the
+same time; docs/benchmarks.md).
 """
 
 from __future__ import annotations
