@@ -91,9 +91,10 @@ def test_no_solve_is_repeated_on_the_same_inputs(monkeypatch):
     assert all(a != b for a, b in zip(seen, seen[1:]))
 
 
-def test_saved_lists_are_narrow_and_dropped_once_served_whole():
-    """The saved ids are int32 (the caller gets int64, as from a search), and a call that takes the whole
-    saved width drops them: no longer call could be served, and they would double the last round's lists."""
+def test_saved_lists_are_narrow_and_dropped_once_no_doubling_fits():
+    """The saved ids are int32 (the caller gets int64, as from a search), and a call whose doubling would not
+    fit in the saved width drops them: the next round could not be served, and they would sit next to the
+    last round's own lists."""
     x, q = _data()
     index = build_index(x, kind="flat")
     search_ahead(index, q, 128, grow=True)
@@ -105,3 +106,48 @@ def test_saved_lists_are_narrow_and_dropped_once_served_whole():
     assert index._prefix is None
     d0, ids0 = index.search(q, wide)
     assert ids.dtype == ids0.dtype and np.array_equal(ids, ids0) and np.array_equal(d, d0)
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_ivf_scan_prefix_is_the_shorter_search_with_short_rows_and_exclusions(storage):
+    """An IVF-Flat index's list scan, searched ahead: every k from 256 on is the direct search, bit for bit,
+    including rows whose probed lists hold fewer than k candidates (searched again exactly) and excluded
+    candidates; a changed search breadth is not served from lists saved at another."""
+    x, q = _data(n=6000)
+    index = build_index(x, kind="ivf", nlist=24, storage=storage)
+    index.nprobe = 1
+    for excluded in (None, np.arange(0, 6000, 5)):
+        if excluded is not None:
+            index.exclude(excluded)
+        for k in (256, 300, 512, 1000, 2048):
+            search_ahead(index, q, 256, grow=True)
+            saved = index._prefix
+            assert saved is not None and saved[0].shape[1] == prefix.AHEAD * 256 and saved[4] == 1
+            assert (saved[1] < 0).any()  # some rows' one list holds fewer than 2,048 candidates
+            d, ids = search_ahead(index, q, k)
+            d0, ids0 = index.search(q, k)
+            assert (ids0 >= 0).all() and np.array_equal(ids, ids0) and np.array_equal(d, d0)
+            if excluded is not None:
+                assert not np.isin(ids, excluded).any()
+        search_ahead(index, q, 256, grow=True)
+        index.nprobe = 3
+        d, ids = search_ahead(index, q, 512)
+        d0, ids0 = index.search(q, 512)
+        assert np.array_equal(ids, ids0) and np.array_equal(d, d0)
+        index.nprobe = 1
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.5])
+def test_ivf_selection_identical_with_and_without_searching_ahead(sigma, monkeypatch):
+    x, q = _data(n=6000)
+    config = make_config(size=200, alpha=0.002, C=1.0, sigma=sigma, metric="euclidean")
+    runs = []
+    for ahead in (1, 8):
+        monkeypatch.setattr(prefix, "AHEAD", ahead)
+        index = build_index(x, kind="ivf", nlist=24)
+        runs.append(select_on_index(index, q, config))
+    a, b = runs
+    assert max(a.k_history) >= 1024 and a.k_history == b.k_history
+    assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.counts, b.counts)
+    assert np.array_equal(a.neighbour_ids, b.neighbour_ids) and np.array_equal(a.neighbour_distances,
+                                                                                b.neighbour_distances)

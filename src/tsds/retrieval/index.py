@@ -230,9 +230,14 @@ class SearchIndex:
         else:
             d2, ids = self.index.search(q, k, params=self.params())
             self.release()
+        return self.complete(q, d2, ids)
+
+    def complete(self, q: np.ndarray, d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``search``'s answer from a search's raw (squared distances, ids) of every query in ``q``: rows with
+        missing (-1) neighbours searched again exactly (written into the arrays), then ``_finish``."""
         short = np.flatnonzero((ids < 0).any(axis=1))
         if short.size:
-            d2[short], ids[short] = self._search_all(q[short], k)
+            d2[short], ids[short] = self._search_all(q[short], ids.shape[1])
         return _finish(d2, ids)
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Searches of an exact (flat) index served from one longer search, for a caller that grows k.
+"""Searches served from one longer search, for a caller that grows k: exact (flat) indexes, and IVF-Flat
+indexes where their list scan searches (k from 256 on).
 
 A selection doubles its neighbour lists' length until no query's allocation reaches the end of its list.
 On a flat index each search costs a pass over every stored vector plus the selection of the k nearest,
@@ -7,11 +8,21 @@ broken by id, and a pair's distance does not depend on k: the k nearest are then
 any longer list, bit for bit. So a search ``ahead`` of what is needed now serves the next rounds from its
 prefix. The order is checked on the result (a list not in (distance, id) order is not reused), and the
 saved lists are dropped when the queries or the excluded candidates change.
+
+An IVF index's list scan (tsds.retrieval.scan) has the same property at one search breadth: each list's
+distances do not depend on k, and each row is the k nearest of the probed lists by (distance, id), (inf,
+-1) where they run out; a prefix's rows that run out are searched again exactly, as ``search`` does. The
+breadth is saved with the lists (calibration may raise it from one round to the next). At 200k x 384
+(nprobe 32) the rounds 256 .. 2,048 then cost one search of 2,048 instead of four: the rounds 64 .. 8,192
+took 1.95-2.26 s instead of 2.38-3.40 s (in one process, alternating, four each), at 1M (rounds up to
+32,768) 17.8-20.5 s instead of 20.0-24.6 s.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from tsds.retrieval.scan import _SCAN_FROM_K, scan_lists
 
 AHEAD = 8  # search this many times the k asked for, once a selection has grown k. A search costs about
 # a + b k (a: the pass over the stored vectors, b k: FAISS's selection of the k nearest). Measured on
@@ -25,6 +36,10 @@ _MAX_BYTES = 512 << 20  # the longer search's lists (float32 distances, int64 id
 # the stored vectors (below _MIN_BYTES, no bound): a search ahead must not become the selection's peak
 # memory (50k x 256, M = 500: the last round's 16,384-long lists were 98 MB next to a 51 MB matrix)
 _MIN_BYTES = 16 << 20
+_SCAN_BYTES = 16 << 20  # an IVF index's longer lists: they would sit next to the rounds they serve, and the
+# pool's vectors are mapped, so any larger bound decides the peak (200k x 384, M = 500: 64 MB let rounds
+# 4,096 and 8,192 share 11,184-long lists and raised the peak from 404-418 to 447-482 MiB); this one serves
+# the rounds up to 2,048 from one search and leaves the long ones to their own
 
 
 def _ordered(d2: np.ndarray, ids: np.ndarray) -> bool:
@@ -38,34 +53,44 @@ def _ordered(d2: np.ndarray, ids: np.ndarray) -> bool:
 
 
 def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
-    """``index.search(queries, k)``; with ``grow`` on an exact index, the search is made for ``AHEAD`` x k
-    neighbours (within memory bounds) and later calls with the same queries and k up to that are answered
-    from its prefix. Returns (distances float64, ids) as ``index.search`` does."""
+    """``index.search(queries, k)``; with ``grow``, on an exact index or an IVF-Flat index searched by its
+    list scan, the search is made for ``AHEAD`` x k neighbours (within memory bounds) and later calls with
+    the same queries, breadth and k up to that are answered from its prefix. Returns (distances float64,
+    ids) as ``index.search`` does."""
     from tsds.retrieval.index import _finish
 
     k = min(int(k), index.available)
-    ahead = AHEAD * k if grow else k
-    if not getattr(index, "exact", False) or not hasattr(index, "_prefix"):
+    if not hasattr(index, "_prefix"):
+        return index.search(queries, k)
+    exact = getattr(index, "exact", False)
+    if not exact and not (index._scans_lists and k >= _SCAN_FROM_K):
         return index.search(queries, k)
     q = np.ascontiguousarray(queries, dtype=np.float32)
+    nprobe = None if exact else index.nprobe
     saved = index._prefix
-    if saved is not None and saved[2] is index.excluded and saved[0].shape[1] >= k \
+    if saved is not None and saved[2] is index.excluded and saved[4] == nprobe and saved[0].shape[1] >= k \
             and saved[3].shape == q.shape and np.array_equal(saved[3], q):
-        if k == saved[0].shape[1]:  # all of it: no longer call can be served, and the caller now holds a copy
+        if 2 * k > saved[0].shape[1]:  # the next doubling cannot be served: free them for the caller's round
             index._prefix = None
-        return _finish(saved[0][:, :k], saved[1][:, :k].astype(np.int64))
+        d2, ids = saved[0][:, :k], saved[1][:, :k].astype(np.int64)
+        return _finish(d2, ids) if exact else index.complete(q, np.array(d2), ids)
     index._prefix = None
-    wide = min(index.available, max(k, int(ahead)))
-    cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim))
+    wide = min(index.available, max(k, int(AHEAD * k if grow else k)))
+    cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim)) if exact else _SCAN_BYTES
     if wide > k and q.shape[0] * wide * 12 > cap:
         wide = max(k, cap // (12 * max(1, q.shape[0])))
     if wide == k:
         return index.search(q, k)
-    d2, ids = index.index.search(q, wide, params=index.params())
-    if not _ordered(d2, ids):
-        return index.search(q, k)
-    index._prefix = (d2, _narrow(ids, index.ntotal), index.excluded, q.copy())
-    return _finish(d2[:, :k], np.ascontiguousarray(ids[:, :k]))
+    if exact:
+        d2, ids = index.index.search(q, wide, params=index.params())
+        if not _ordered(d2, ids):
+            return index.search(q, k)
+    else:
+        d2, ids = scan_lists(index, q, wide, nprobe)  # rows in (distance, id) order, (inf, -1) where lists end
+    index._prefix = (d2, _narrow(ids, index.ntotal), index.excluded, q.copy(), nprobe)
+    if exact:
+        return _finish(d2[:, :k], np.ascontiguousarray(ids[:, :k]))
+    return index.complete(q, np.array(d2[:, :k]), np.array(ids[:, :k]))
 
 
 def _narrow(ids: np.ndarray, n: int) -> np.ndarray:
