@@ -435,9 +435,15 @@ def _fill_lists(index, src, metric, assign, sizes, lo, hi, progress):
     return lists
 
 
+SHORT_ROWS = 0.1  # calibration also widens the search until at most this share of the sample's queries
+# run out of candidates in their lists: such a row is searched again over every list (exact, so it counts as
+# found), and at a large first k (--initial-k 8,192 at 200k x 384) one list per query made every row one
+
+
 def calibrate(index: SearchIndex, queries: np.ndarray, k: int, *, target: float = 0.95, sample: int = 64,
               seed: int = 0) -> float:
-    """Raise the IVF search breadth until recall@k against exact search on a query sample reaches target.
+    """Raise the IVF search breadth until recall@k against exact search on a query sample reaches target
+    (and, on an IVF-Flat index, until at most ``SHORT_ROWS`` of the sample runs out of candidates).
 
     Works for any index with ``exact``, ``available``, ``nlist``, a settable ``nprobe``, ``search`` and
     ``exact_search`` (a SearchIndex, or a ShardedIndex whose shards share one nprobe). Returns the
@@ -459,12 +465,13 @@ def calibrate(index: SearchIndex, queries: np.ndarray, k: int, *, target: float 
     while True:
         index.nprobe = nprobe
         recall = by_lists(nprobe) if by_lists is not None else _recall(index.search(q, k)[1], truth)
-        if recall >= target or nprobe >= nlist:
+        short = by_lists.short(nprobe) if by_lists is not None else 0.0
+        if (recall >= target and short <= SHORT_ROWS) or nprobe >= nlist:
             break
         nprobe = min(nlist, nprobe * 2)
     index.recall = recall
     index.calibration = {"nprobe": int(nprobe), "nlist": int(nlist), "k": int(k), "sample": int(q.shape[0]),
-                         "recall": float(recall), "target": float(target)}
+                         "recall": float(recall), "target": float(target), "short": float(short)}
     return recall
 
 

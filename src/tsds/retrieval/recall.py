@@ -58,4 +58,11 @@ def recall_by_lists(index, queries: np.ndarray, truth: np.ndarray):
         found = np.where(reach[:, p - 1] < k, k, np.count_nonzero(truth_rank < p, axis=1))
         return float(found.sum()) / truth.size
 
+    def short(nprobe: int) -> float:
+        """Share of the queries whose ``nprobe`` lists hold fewer than k candidates: searched again over
+        every list, they count as found, but each costs a pass over the whole pool."""
+        p = max(1, min(int(nprobe), nlist))
+        return float(np.count_nonzero(reach[:, p - 1] < k)) / m
+
+    recall.short = short
     return recall
