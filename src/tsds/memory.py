@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -52,9 +53,9 @@ def release_large_blocks() -> bool:
 
 
 def _arenas() -> int:
-    from tsds.retrieval.threads import cores
-
-    return max(2, cores())
+    """One per core this process may run on (as tsds.retrieval.threads counts them), at least two."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(2, cores)
 
 
 def return_freed_memory() -> None:
