@@ -10,7 +10,7 @@ import pytest
 from tsds.config import make_config
 from tsds.pipeline.select import select_on_index
 from tsds.retrieval import build_index
-from tsds.retrieval.index import SHORT_ROWS
+from tsds.retrieval.recall import SHORT_ROWS
 
 
 def _clusters(n=6000, d=16, m=40, seed=3):

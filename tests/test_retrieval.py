@@ -45,7 +45,7 @@ def test_recall_read_off_the_lists_equals_the_searched_recall(storage, tmp_path)
     """Calibration reads recall at every breadth off the lists holding the exact neighbours; it must be the
     number a search at that breadth measures, exclusions and rows searched again exactly (too few
     candidates in their lists) included, on both sides of the k where the search scans its lists."""
-    from tsds.retrieval.index import _truth
+    from tsds.retrieval.recall import _truth
     from tsds.retrieval.recall import _recall, recall_by_lists
 
     x = _clustered(12000, 24, clusters=80, noise=0.3)
@@ -70,7 +70,7 @@ def test_recall_read_off_the_lists_equals_the_searched_recall(storage, tmp_path)
 def test_recall_truth_is_reused_across_rounds_and_refreshed_on_exclusion():
     """Calibration measures against exact lists computed once for several rounds of K; their prefixes are the
     exact k nearest (ties by id), and excluding candidates invalidates them."""
-    from tsds.retrieval.index import _truth
+    from tsds.retrieval.recall import _truth
 
     x = _clustered(6000, 16, clusters=60)
     index = build_index(x, kind="ivf", nlist=64)
@@ -95,10 +95,10 @@ def test_recall_truth_is_reused_across_rounds_and_refreshed_on_exclusion():
 def test_recall_truth_is_remade_well_ahead_once_k_passes_it(monkeypatch):
     """Once K outgrows the exact lists kept for the sample, they are remade _TRUTH_GROWTH x ahead of that K
     (a scan of the whole pool costs about the same for any k), and still agree with exact search."""
-    import tsds.retrieval.index as index_module
-    from tsds.retrieval.index import _truth
+    import tsds.retrieval.recall as recall_module
+    from tsds.retrieval.recall import _truth
 
-    monkeypatch.setattr(index_module, "_TRUTH_AHEAD", 50)
+    monkeypatch.setattr(recall_module, "_TRUTH_AHEAD", 50)
     x = _clustered(6000, 16, clusters=60)
     index = build_index(x, kind="ivf", nlist=64)
     q = _clustered(40, 16, seed=3, clusters=60)
@@ -106,7 +106,7 @@ def test_recall_truth_is_remade_well_ahead_once_k_passes_it(monkeypatch):
     assert index._truth_cache[1].shape[1] == 50
     _truth(index, q, 100)
     remade = index._truth_cache[1]
-    assert remade.shape[1] == index_module._TRUTH_GROWTH * 100
+    assert remade.shape[1] == recall_module._TRUTH_GROWTH * 100
     for k in (150, 200):
         got = _truth(index, q, k)
         assert index._truth_cache[1] is remade

@@ -31,7 +31,7 @@ class ShardedIndex:
         self.nprobe: int = 1
         self.list_radius = None  # densities go through ShardedIndex.densities, not the single-index path
         self._dim: int | None = None
-        self._truth_cache: tuple | None = None  # the exact lists of `calibrate` (tsds.retrieval.index._truth)
+        self._truth_cache: tuple | None = None  # the exact lists of `calibrate` (tsds.retrieval.recall._truth)
 
     # ---- SearchIndex interface ----------------------------------------------------------
     @property
