@@ -16,7 +16,7 @@ from tsds.core import (
 from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
 from tsds.errors import ParameterError
-from tsds.retrieval import DensityStats, Nearest, SearchIndex, prepare, search_ahead
+from tsds.retrieval import DensityStats, Nearest, SearchIndex, narrow_ids, prepare, search_ahead
 
 
 @dataclass
@@ -225,12 +225,6 @@ def draw_counts(p: np.ndarray, config: SelectionConfig) -> np.ndarray:
     return draw_without_replacement(p, config.size, config.seed)
 
 
-def _narrow(ids: np.ndarray, n: int) -> np.ndarray:
-    """Neighbour ids as int32 when the pool has fewer than 2^31 rows: after the index, the M x K lists are
-    a selection's largest arrays (500 x 8192 on the 200k benchmark), and this halves the ids'."""
-    return ids.astype(np.int32) if n < 2**31 else ids
-
-
 def select_on_index(
     index,
     queries: np.ndarray,
@@ -274,7 +268,7 @@ def select_on_index(
                 recall = 1.0
             # an exact index searches ahead and serves the next rounds from the prefix
             D, ids = search_ahead(index, q, k, grow=True)
-            ids = _narrow(ids, n)
+            ids = narrow_ids(ids, n)
         if config.sigma > 0:
             alloc = _solve_with_lazy_densities(_Run(index, config, cache, stats, stages, progress), D, ids,
                                                complete=(k >= available))
