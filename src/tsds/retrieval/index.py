@@ -233,9 +233,11 @@ class SearchIndex:
 
     def complete(self, q: np.ndarray, d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``search``'s answer from a search's raw (squared distances, ids) of every query in ``q``: rows with
-        missing (-1) neighbours searched again exactly (written into the arrays), then ``_finish``."""
+        missing (-1) neighbours searched again exactly (into copies: the arrays may be saved lists), then
+        ``_finish``."""
         short = np.flatnonzero((ids < 0).any(axis=1))
         if short.size:
+            d2, ids = d2.copy(), ids.copy()
             d2[short], ids[short] = self._search_all(q[short], ids.shape[1])
         return _finish(d2, ids)
 

@@ -57,8 +57,6 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
     list scan, the search is made for ``AHEAD`` x k neighbours (within memory bounds) and later calls with
     the same queries, breadth and k up to that are answered from its prefix. Returns (distances float64,
     ids) as ``index.search`` does."""
-    from tsds.retrieval.index import _finish
-
     k = min(int(k), index.available)
     if not hasattr(index, "_prefix"):
         return index.search(queries, k)
@@ -72,8 +70,7 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
             and saved[3].shape == q.shape and np.array_equal(saved[3], q):
         if 2 * k > saved[0].shape[1]:  # the next doubling cannot be served: free them for the caller's round
             index._prefix = None
-        d2, ids = saved[0][:, :k], saved[1][:, :k].astype(np.int64)
-        return _finish(d2, ids) if exact else index.complete(q, np.array(d2), ids)
+        return index.complete(q, saved[0][:, :k], saved[1][:, :k].astype(np.int64))
     index._prefix = None
     wide = min(index.available, max(k, int(AHEAD * k if grow else k)))
     cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim)) if exact else _SCAN_BYTES
@@ -88,9 +85,7 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
     else:
         d2, ids = scan_lists(index, q, wide, nprobe)  # rows in (distance, id) order, (inf, -1) where lists end
     index._prefix = (d2, narrow_ids(ids, index.ntotal), index.excluded, q.copy(), nprobe)
-    if exact:
-        return _finish(d2[:, :k], np.ascontiguousarray(ids[:, :k]))
-    return index.complete(q, np.array(d2[:, :k]), np.array(ids[:, :k]))
+    return index.complete(q, d2[:, :k], np.ascontiguousarray(ids[:, :k]))
 
 
 def narrow_ids(ids: np.ndarray, n: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 
 from tsds.retrieval.ivf import list_sizes
+from tsds.retrieval.prefix import narrow_ids
 from tsds.retrieval.scan import _SCAN_FROM_K, exact_top
 
 _MARKER_MAX = 1 << 26
@@ -141,7 +142,6 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
             ids = np.take_along_axis(ids, np.lexsort((ids, d2), axis=1), 1)  # by distance, ties by id
     else:
         ids = index.exact_search(q, ahead)[1]
-    if index.ntotal < 2**31:
-        ids = ids.astype(np.int32)  # kept through every round: half the memory
+    ids = narrow_ids(ids, index.ntotal)  # kept through every round: half the memory
     index._truth_cache = (key, ids)
     return ids[:, :k]
