@@ -28,8 +28,12 @@ _ADD_ROWS = 4096  # rows per chunk while the lists are filled: the build's peak 
 _STAGE_BYTES = 512 << 20  # vectors a mapped build stages at once, up to _STAGE_GROUPS passes over the source
 _STAGE_GROUPS = 8
 EXACT_UP_TO = 50_000
-PARTITION_FROM, PARTITION_POINTS = 20_000, 2_000  # flat indexes from this size compute densities over a
-# partition once this many were asked (20k rows: its build costs about the flat tiles of 2,000 points)
+PARTITION_FROM, PARTITION_POINTS = 20_000, 1_000  # flat indexes from this size compute densities over a
+# partition once this many were asked, this call's included. A first call of m points, flat tiles against
+# partition build + shells + its pruned sums: 50k x 256, m 1,000: 0.55-0.68 vs 0.55-0.57 s, m 1,333: 0.59-0.88
+# vs 0.53-0.61 s; 20k: m 1,000 0.24-0.27 vs 0.30-0.35 s, m 1,333 0.34-0.35 vs 0.32-0.34 s; every later call
+# then costs a third to a half. A selection's first call is its rows' first 64 neighbours (1,333 points on
+# the 50k benchmark): at 2,000 those went through the tiles and the partition was built at the next call.
 TRAIN_POINTS_PER_LIST = 32
 # 4 rounds, not 8: on the 1M-text benchmark pool recall at every nprobe was the same within noise, and
 # training is a third of the index's build time there (benchmarks/bench_build.py)
