@@ -165,6 +165,43 @@ def test_ivf_scan_of_every_list_is_exact_with_ties_by_id_and_exclusions():
     assert overlap > 0.995
 
 
+def test_flat_search_is_exact_with_ties_by_id_and_exclusions_on_any_thread_count(monkeypatch):
+    """A flat index's search from 20 queries on (tsds.retrieval.scan.flat_top: BLAS products and partial sorts
+    instead of FAISS's reservoirs): the exact k nearest up to float32 rounding, exact copies in id order,
+    excluded candidates never returned, and the same bits on one thread as on several. Fewer queries get
+    FAISS's own search."""
+    import tsds.retrieval.threads as threads
+    from tsds.retrieval.scan import flat_top
+
+    x = _clustered(4000, 16, clusters=40)
+    x[100:106] = x[7]
+    x[3000] = x[7]
+    index = build_index(x, kind="flat")
+    q = np.vstack([x[7] + 0.01, _clustered(30, 16, seed=5, clusters=40)]).astype(np.float32)
+    index.exclude([101, 2000, 2001])
+    allowed = np.ones(x.shape[0], dtype=bool)
+    allowed[[101, 2000, 2001]] = False
+    k = 300
+    d2, ids = flat_top(index, q, k)
+    order, exact_d2 = _by_distance_then_id(q, x, allowed)
+    assert d2.dtype == np.float32 and ids.dtype == np.int64 and (ids >= 0).all()
+    assert not np.isin(ids, [101, 2000, 2001]).any()
+    assert np.allclose(d2, np.take_along_axis(exact_d2, order[:, :k], 1), atol=1e-5)
+    same = d2[:, 1:] == d2[:, :-1]
+    assert np.all(np.diff(d2, axis=1) >= 0) and same.any() and np.all(ids[:, 1:][same] > ids[:, :-1][same])
+    assert list(ids[0, :7]) == [7, 100, 102, 103, 104, 105, 3000]
+    overlap = np.mean([np.intersect1d(a, b).size / k for a, b in zip(ids, order[:, :k])])
+    assert overlap > 0.995
+    longer = flat_top(index, q, 1000)
+    assert np.array_equal(longer[0][:, :k], d2) and np.array_equal(longer[1][:, :k], ids)
+    monkeypatch.setattr(threads, "cores", lambda: 1)
+    one = flat_top(index, q, k)
+    assert np.array_equal(one[0], d2) and np.array_equal(one[1], ids)
+    few = flat_top(index, q[:5], k)
+    faiss_d2, faiss_ids = index.index.search(q[:5], k, params=index.params())
+    assert np.array_equal(few[0], faiss_d2) and np.array_equal(few[1], faiss_ids)
+
+
 def test_ivf_scan_of_some_lists_matches_faiss_and_pads_short_rows():
     """With nprobe < nlist the scan returns FAISS's IVF answer (the same probed lists); rows whose lists hold
     fewer than k members are padded with (inf, -1) like FAISS, and the search fills them exactly."""
@@ -435,3 +472,7 @@ def test_scan_order_is_distance_then_id_for_small_and_huge_ids(offset):
     ids = rng.choice(10**6, 3000, replace=False).astype(np.int64) + offset
     got = by_distance_then_id(dist, ids)
     assert np.array_equal(got, np.lexsort((ids, dist)))
+    from tsds.retrieval.scan import sorted_by_distance_then_id
+
+    sd, si = sorted_by_distance_then_id(dist, ids)
+    assert np.array_equal(sd, dist[got]) and np.array_equal(si, ids[got]) and sd.dtype == np.float32

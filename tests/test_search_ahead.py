@@ -24,8 +24,8 @@ def test_prefix_of_a_longer_search_is_the_shorter_search_with_ties_and_exclusion
     for excluded in (None, np.arange(0, 3000, 7)):
         if excluded is not None:
             index.exclude(excluded)
-        search_ahead(index, q, 256, grow=True)  # saves AHEAD x 256, at most the pool
-        assert index._prefix is not None and index._prefix[0].shape[1] == min(3000, prefix.AHEAD * 256) > 512
+        search_ahead(index, q, 256, grow=True)  # saves every candidate: the pool is within the memory bound
+        assert index._prefix is not None and index._prefix[0].shape[1] == index.available > 512
         for k in (1, 7, 64, 256, 300, 512):
             d, ids = search_ahead(index, q, k)
             d0, ids0 = index.search(q, k)
@@ -42,8 +42,8 @@ def test_selection_identical_with_and_without_searching_ahead(sigma, monkeypatch
     x, q = _data()
     config = make_config(size=200, alpha=0.005, C=1.0, sigma=sigma, metric="euclidean")
     runs = []
-    for ahead in (1, 2, 8):
-        monkeypatch.setattr(prefix, "AHEAD", ahead)
+    for ahead in (1, 2, 8, prefix.FLAT_AHEAD):
+        monkeypatch.setattr(prefix, "FLAT_AHEAD", ahead)
         index = build_index(x, kind="flat")
         runs.append(select_on_index(index, q, config))
     a = runs[0]
@@ -99,7 +99,7 @@ def test_saved_lists_are_narrow_and_dropped_once_no_doubling_fits():
     index = build_index(x, kind="flat")
     search_ahead(index, q, 128, grow=True)
     wide = index._prefix[0].shape[1]
-    assert wide == prefix.AHEAD * 128 and index._prefix[1].dtype == np.int32
+    assert wide == index.available and index._prefix[1].dtype == np.int32
     d, ids = search_ahead(index, q, wide // 2, grow=True)
     assert index._prefix is not None and ids.dtype == np.int64
     d, ids = search_ahead(index, q, wide, grow=True)

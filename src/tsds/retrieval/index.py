@@ -19,7 +19,7 @@ from tsds.memory import return_freed_memory
 from tsds.retrieval.ivf import list_members, list_vectors
 from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, local_or_none, work_folder
 from tsds.retrieval.recall import calibrate
-from tsds.retrieval.scan import _SCAN_FROM_K, exact_top, scan_lists
+from tsds.retrieval.scan import _SCAN_FROM_K, exact_top, flat_top, scan_lists
 
 METRICS = ("euclidean", "cosine")
 INDEX_KINDS = ("auto", "flat", "ivf")
@@ -79,9 +79,10 @@ class SearchIndex:
     _selector: object = field(default=None, repr=False)
     _members: tuple | None = field(default=None, repr=False)
     _position: np.ndarray | None = field(default=None, repr=False)
-    # caches kept with the index: the list norms of `scan_lists`, the exact lists of `calibrate`, the
-    # density shells and path plans of `tsds.retrieval.density`
+    # caches kept with the index: the list norms of `scan_lists`, a flat index's norms of `flat_top`, the exact
+    # lists of `calibrate`, the density shells and path plans of `tsds.retrieval.density`
     _list_norms: object = field(default=None, repr=False)
+    _flat_norms: np.ndarray | None = field(default=None, repr=False)
     _truth_cache: tuple | None = field(default=None, repr=False)
     _density_shells: object = field(default=None, repr=False)
     _density_plans: dict = field(default_factory=dict, repr=False)  # tsds.retrieval.density_plan, per sigma
@@ -228,7 +229,9 @@ class SearchIndex:
         """
         k = min(int(k), self.available)
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self._scans_lists and k >= _SCAN_FROM_K:
+        if self.exact:
+            d2, ids = flat_top(self, q, k)
+        elif self._scans_lists and k >= _SCAN_FROM_K:
             d2, ids = scan_lists(self, q, k, self.nprobe)
         else:
             d2, ids = self.index.search(q, k, params=self.params())
@@ -267,7 +270,7 @@ class SearchIndex:
 
     def _search_all(self, q: np.ndarray, k: int):
         if self.exact:
-            return self.index.search(q, k, params=self.params())
+            return flat_top(self, q, k)
         if self._scans_lists and k >= _SCAN_FROM_K:
             return scan_lists(self, q, k, self.nlist)
         ivf = faiss.extract_index_ivf(self.index)

@@ -3,11 +3,12 @@ indexes where their list scan searches (k from 256 on).
 
 A selection doubles its neighbour lists' length until no query's allocation reaches the end of its list.
 On a flat index each search costs a pass over every stored vector plus the selection of the k nearest,
-so the doubling rounds repeat the pass. FAISS's flat search orders each list by (distance, id), ties
-broken by id, and a pair's distance does not depend on k: the k nearest are then exactly the first k of
-any longer list, bit for bit. So a search ``ahead`` of what is needed now serves the next rounds from its
-prefix. The order is checked on the result (a list not in (distance, id) order is not reused), and the
-saved lists are dropped when the queries or the excluded candidates change.
+so the doubling rounds repeat the pass. A flat search (tsds.retrieval.scan.flat_top) orders each list by
+(distance, id), ties broken by id, and a pair's distance does not depend on k: the k nearest are then
+exactly the first k of any longer list, bit for bit. So a search ``ahead`` of what is needed now serves the
+next rounds from its prefix. The order is checked on the result (FAISS's search, which serves fewer than 20
+queries, is not reused where a list is not in that order), and the saved lists are dropped when the queries
+or the excluded candidates change.
 
 An IVF index's list scan (tsds.retrieval.scan) has the same property at one search breadth: each list's
 distances do not depend on k, and each row is the k nearest of the probed lists by (distance, id), (inf,
@@ -22,16 +23,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from tsds.retrieval.scan import _SCAN_FROM_K, scan_lists
+from tsds.retrieval.scan import _SCAN_FROM_K, flat_top, scan_lists
 
-AHEAD = 8  # search this many times the k asked for, once a selection has grown k. A search costs about
-# a + b k (a: the pass over the stored vectors, b k: FAISS's selection of the k nearest). Measured on
-# 50k x 256, M = 500 (docs/benchmarks.md): against twice ahead, 8x cut the neighbours stage from 0.9-1.1
-# to 0.65-0.70 s where K grew to 8,192, from 0.26-0.28 to 0.20 s where it stopped at 1,024, and cost
-# 0.03 s more (0.16 -> 0.19 s) where it stopped at 128; the memory bound below caps the overshoot. A
-# selection goes ahead from its first round (k 64 -> 512 costs 0.145 -> 0.18 s at 50k): it then needs one
-# search up to 512 instead of two, and at 50k two searches (512, then 8,192) instead of three (neighbours
-# stage 1.21-1.37 -> 0.89-1.04 s).
+AHEAD = 8  # an IVF index's list scan searches this many times the k asked for, once a selection has grown
+# k. A search costs about a + b k (a: the pass over the probed lists, b k: the selection of the k nearest).
+# Measured on 50k x 256, M = 500 with FAISS's flat search (docs/benchmarks.md): against twice ahead, 8x cut
+# the neighbours stage from 0.9-1.1 to 0.65-0.70 s where K grew to 8,192, from 0.26-0.28 to 0.20 s where it
+# stopped at 1,024, and cost 0.03 s more (0.16 -> 0.19 s) where it stopped at 128.
+FLAT_AHEAD = 1 << 40  # a flat search goes as far ahead as the memory bound below allows: its cost is the
+# pass over every stored vector at any k (tsds.retrieval.scan.flat_top, 50k x 256, M = 500: k = 512 0.37 s,
+# k = 8,192 0.41-0.55 s), so one search from the first round serves every round up to the bound (at 50k,
+# 8,738: the rounds 64 .. 8,192; neighbours stage 1.19-1.27 -> 0.61-0.69 s, against two searches, 512 then
+# 8,192). A selection that stops at a small K pays the pass's difference (0.37 s at k 512 against 0.45 s).
 _MAX_BYTES = 512 << 20  # the longer search's lists (float32 distances, int64 ids) never exceed this, nor the size of
 # the stored vectors (below _MIN_BYTES, no bound): a search ahead must not become the selection's peak
 # memory (50k x 256, M = 500: the last round's 16,384-long lists were 98 MB next to a 51 MB matrix)
@@ -54,9 +57,9 @@ def _ordered(d2: np.ndarray, ids: np.ndarray) -> bool:
 
 def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
     """``index.search(queries, k)``; with ``grow``, on an exact index or an IVF-Flat index searched by its
-    list scan, the search is made for ``AHEAD`` x k neighbours (within memory bounds) and later calls with
-    the same queries, breadth and k up to that are answered from its prefix. Returns (distances float64,
-    ids) as ``index.search`` does."""
+    list scan, the search is made for ``FLAT_AHEAD`` or ``AHEAD`` x k neighbours (within memory bounds) and
+    later calls with the same queries, breadth and k up to that are answered from its prefix. Returns
+    (distances float64, ids) as ``index.search`` does."""
     k = min(int(k), index.available)
     if not hasattr(index, "_prefix"):
         return index.search(queries, k)
@@ -72,14 +75,14 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
             index._prefix = None
         return index.complete(q, saved[0][:, :k], saved[1][:, :k].astype(np.int64))
     index._prefix = None
-    wide = min(index.available, max(k, int(AHEAD * k if grow else k)))
+    wide = min(index.available, max(k, int((FLAT_AHEAD if exact else AHEAD) * k if grow else k)))
     cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim)) if exact else _SCAN_BYTES
     if wide > k and q.shape[0] * wide * 12 > cap:
         wide = max(k, cap // (12 * max(1, q.shape[0])))
     if wide == k:
         return index.search(q, k)
     if exact:
-        d2, ids = index.index.search(q, wide, params=index.params())
+        d2, ids = flat_top(index, q, wide)  # rows in (distance, id) order (FAISS's search for few queries: checked)
         if not _ordered(d2, ids):
             return index.search(q, k)
     else:

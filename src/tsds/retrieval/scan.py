@@ -1,5 +1,5 @@
-"""Exact k-nearest search over an IVF-Flat index's probed lists by BLAS products and partial sorts (for the
-large k of a selection, where FAISS's per-query heap is slow)."""
+"""Exact k-nearest search by BLAS products and partial sorts, over an IVF-Flat index's probed lists or a flat
+index's vectors (for the large k of a selection, where FAISS's per-query heap or reservoir is slow)."""
 
 from __future__ import annotations
 
@@ -100,26 +100,86 @@ def _select(d2, starts, ends, probes, lists: _ListNorms, k, out_d, out_i) -> Non
     in length by up to 50%, and the argpartition indices are as large as the matrix).
     """
     a, b = starts[0], ends[-1]
-    seg = d2[a:b]
+
+    def ids_of(at):
+        c = np.searchsorted(ends, a + at, side="right")  # which probed list each position came from
+        return lists.ids(probes[c], a + at - starts[c])
+
+    dist, ids = _k_smallest(d2[a:b], k, ids_of)
+    out_d[:dist.size] = dist
+    out_i[:ids.size] = ids
+
+
+def _k_smallest(seg: np.ndarray, k: int, ids_of) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest finite values of ``seg`` by value then id (``ids_of(positions)``: the candidates' ids),
+    ascending: (values, ids). Ties at the k-th value keep the smallest ids, as exact search does."""
     pick = np.argpartition(seg, k - 1)[:k] if seg.size > k else np.arange(seg.size)
     pick = pick[np.isfinite(seg[pick])]
-    c = np.searchsorted(ends, a + pick, side="right")  # which probed list each pick came from
-    ids = lists.ids(probes[c], a + pick - starts[c])
+    ids = ids_of(pick)
     if pick.size and seg.size > k:
         kth = seg[pick].max()
         ties = np.flatnonzero(seg == kth)
         less = pick.size - np.count_nonzero(seg[pick] == kth)
-        if less + ties.size > k:  # ties straddle the cut: the smallest ids among them, as exact search
-            c = np.searchsorted(ends, a + ties, side="right")
-            tie_ids = lists.ids(probes[c], a + ties - starts[c])
+        if less + ties.size > k:  # ties straddle the cut: the smallest ids among them
+            tie_ids = ids_of(ties)
             keep = np.argsort(tie_ids, kind="stable")[:k - less]
             below = seg[pick] < kth
             pick = np.concatenate([pick[below], ties[keep]])
             ids = np.concatenate([ids[below], tie_ids[keep]])
-    dist = seg[pick]
-    first = by_distance_then_id(dist, ids)
-    out_d[:pick.size] = dist[first]
-    out_i[:pick.size] = ids[first]
+    return sorted_by_distance_then_id(seg[pick], ids)
+
+
+_FLAT_BYTES = 8 << 20  # distances one task of `flat_top` holds (32 queries x 50,000 vectors: 6.4 MB)
+_FLAT_QUERIES = 32
+_FLAT_FAISS_BELOW = 20  # queries; see flat_top
+
+
+def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(squared distances float32, ids int64) of each query's k nearest stored vectors of a flat index, by
+    distance then id, excluded candidates left out; k at most ``index.available``.
+
+    FAISS's flat search keeps a reservoir of about 2k per query and sorts it: on 50k x 256 with 500 queries,
+    k = 8,192 took 0.8-1.0 s and about 130 MB of reservoirs. Here each task of 32 queries makes one BLAS
+    product with every stored vector and a partial sort per query: 0.38-0.48 s, 6.4 MB per thread (k = 512:
+    0.34 s against FAISS's 0.21 s). The tasks are fixed blocks of the queries, so a query's distances do not
+    depend on k or on the thread count: the k nearest are the first k of any longer list. The distances come
+    from the product formula |q|^2 + |y|^2 - 2 q.y in float32, as in `scan_lists` (an error of about 1e-7
+    (|q|^2 + |y|^2) in a squared distance). Fewer than ``_FLAT_FAISS_BELOW`` queries go to FAISS's search,
+    which sums squared differences directly (no cancellation between near vectors): at 50k x 256, 5 queries
+    take 0.02-0.03 s either way, while 20 queries take 0.034-0.043 s here and 0.066-0.103 s there, 64 queries
+    0.066-0.076 against 0.24-0.33 s (k 64 to 8,192).
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.shape[0] < _FLAT_FAISS_BELOW:
+        return index.index.search(q, k, params=index.params())
+    n, d = index.ntotal, index.dim
+    y = faiss.rev_swig_ptr(index.index.get_xb(), n * d).reshape(n, d)
+    norms = index._flat_norms
+    if norms is None or norms.size != n:
+        norms = index._flat_norms = np.einsum("ij,ij->i", y, y)
+    m = q.shape[0]
+    out_d = np.full((m, k), np.inf, dtype=np.float32)
+    out_i = np.full((m, k), -1, dtype=np.int64)
+    if m == 0 or k == 0:
+        return out_d, out_i
+    qn = np.einsum("ij,ij->i", q, q)
+    excluded = index.excluded[index.excluded < n] if index.excluded is not None else None
+    rows = max(1, min(_FLAT_QUERIES, _FLAT_BYTES // (4 * max(1, n))))
+
+    def task(a, scratch):
+        g = np.matmul(q[a:a + rows], y.T, out=scratch.array("product", (min(rows, m - a), n), np.float32))
+        g *= -2.0
+        g += qn[a:a + rows, None]
+        g += norms[None, :]
+        np.maximum(g, 0.0, out=g)
+        if excluded is not None:
+            g[:, excluded] = np.inf
+        for r in range(g.shape[0]):
+            dist, ids = _k_smallest(g[r], k, lambda at: at.astype(np.int64))
+            out_d[a + r, :dist.size], out_i[a + r, :ids.size] = dist, ids
+
+    in_threads(list(range(0, m, rows)), task)
+    return out_d, out_i
 
 
 class _ListNorms:
@@ -170,3 +230,17 @@ def exact_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[
     is measured against (an IVF-Flat index scans every list, see `scan_lists`)."""
     k = min(int(k), index.available)
     return index._search_all(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def sorted_by_distance_then_id(dist: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dist, ids) in the order of ``by_distance_then_id``. Where the ids lie in [0, 2^32), the 64-bit keys
+    hold both numbers, and sorting the keys themselves is twice as fast as arg-sorting them (8,192 pairs:
+    0.19 against 0.38 ms)."""
+    if not ids.size or int(ids.min()) < 0 or int(ids.max()) >= 2**32:
+        first = by_distance_then_id(dist, ids)
+        return dist[first], ids[first]
+    key = dist.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64) << np.uint64(32)
+    key |= ids.astype(np.uint64)
+    key.sort()
+    low = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    return (key >> np.uint64(32)).astype(np.uint32).view(np.float32), low
