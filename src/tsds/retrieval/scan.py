@@ -158,8 +158,8 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
     if norms is None or norms.size != n:
         norms = index._flat_norms = np.einsum("ij,ij->i", y, y)
     m = q.shape[0]
-    out_d = np.full((m, k), np.inf, dtype=np.float32)
-    out_i = np.full((m, k), -1, dtype=np.int64)
+    out_d = np.empty((m, k), dtype=np.float32)  # every row filled below: (inf, -1) past a short row's end
+    out_i = np.empty((m, k), dtype=np.int64)
     if m == 0 or k == 0:
         return out_d, out_i
     qn = np.einsum("ij,ij->i", q, q)
@@ -177,6 +177,7 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
         for r in range(g.shape[0]):
             dist, ids = _k_smallest(g[r], k, lambda at: at.astype(np.int64))
             out_d[a + r, :dist.size], out_i[a + r, :ids.size] = dist, ids
+            out_d[a + r, dist.size:], out_i[a + r, ids.size:] = np.inf, -1
 
     in_threads(list(range(0, m, rows)), task)
     return out_d, out_i
