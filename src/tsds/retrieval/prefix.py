@@ -33,7 +33,7 @@ AHEAD = 8  # an IVF index's list scan searches this many times the k asked for, 
 FLAT_AHEAD = 1 << 40  # a flat search goes as far ahead as the memory bound below allows: its cost is the
 # pass over every stored vector at any k (tsds.retrieval.scan.flat_top, 50k x 256, M = 500: k = 512 0.37 s,
 # k = 8,192 0.41-0.55 s), so one search from the first round serves every round up to the bound (at 50k,
-# 8,738: the rounds 64 .. 8,192; neighbours stage 1.19-1.27 -> 0.61-0.69 s, against two searches, 512 then
+# 8,533: the rounds 64 .. 8,192; neighbours stage 1.19-1.27 -> 0.61-0.69 s, against two searches, 512 then
 # 8,192). A selection that stops at a small K pays the pass's difference (0.37 s at k 512 against 0.45 s).
 _MAX_BYTES = 512 << 20  # the longer search's lists (float32 distances, int64 ids) never exceed this, nor the size of
 # the stored vectors (below _MIN_BYTES, no bound): a search ahead must not become the selection's peak
