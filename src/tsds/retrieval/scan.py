@@ -140,8 +140,8 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
 
     FAISS's flat search keeps a reservoir of about 2k per query and sorts it: on 50k x 256 with 500 queries,
     k = 8,192 took 0.8-1.0 s and about 130 MB of reservoirs. Here each task of 32 queries makes one BLAS
-    product with every stored vector and a partial sort per query: 0.38-0.48 s, 6.4 MB per thread (k = 512:
-    0.34 s against FAISS's 0.21 s). The tasks are fixed blocks of the queries, so a query's distances do not
+    product with every stored vector and a partial sort per query: 0.41-0.55 s, 6.4 MB per thread (k = 512:
+    0.36-0.38 s against FAISS's 0.21-0.22 s). The tasks are fixed blocks of the queries, so a query's distances do not
     depend on k or on the thread count: the k nearest are the first k of any longer list. The distances come
     from the product formula |q|^2 + |y|^2 - 2 q.y in float32, as in `scan_lists` (an error of about 1e-7
     (|q|^2 + |y|^2) in a squared distance). Fewer than ``_FLAT_FAISS_BELOW`` queries go to FAISS's search,
