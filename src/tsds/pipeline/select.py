@@ -200,8 +200,10 @@ class DensityCache:
         return np.isnan(self.values)[ids] if self.values.size <= ids.size else np.isnan(self.values[ids])
 
     def fill(self, index: SearchIndex, ids: np.ndarray, sigma: float, cap: int, stats: DensityStats, progress=None):
-        ids = np.unique(ids)
-        missing = ids[np.isnan(self.values[ids])]
+        """Compute the densities of ``ids`` not known yet (in increasing id order); returns how many."""
+        asked = np.zeros(self.values.size, dtype=bool)  # marks, not np.unique: a pass over the pool costs less
+        asked[ids] = True  # than sorting millions of list entries (50k x 256: 0.11 s of unique in 11 fills)
+        missing = np.flatnonzero(asked & np.isnan(self.values))
         if missing.size:
             add_total = getattr(progress, "add_total", None)  # a bar whose total grows with each round's work
             if add_total is not None:
