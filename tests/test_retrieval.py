@@ -200,6 +200,14 @@ def test_flat_search_is_exact_with_ties_by_id_and_exclusions_on_any_thread_count
     few = flat_top(index, q[:5], k)
     faiss_d2, faiss_ids = index.index.search(q[:5], k, params=index.params())
     assert np.array_equal(few[0], faiss_d2) and np.array_equal(few[1], faiss_ids)
+    # an index too large for a task of 32 queries' distances (a flat index asked for on a large pool): FAISS's
+    import tsds.retrieval.scan as scan
+
+    monkeypatch.setattr(scan, "_FLAT_BYTES", 4 * 32 * x.shape[0] - 1)
+    large = flat_top(index, q, k)
+    faiss_d2, faiss_ids = index.index.search(q, k, params=index.params())
+    assert np.array_equal(large[0], faiss_d2) and np.array_equal(large[1], faiss_ids)
+    assert not np.array_equal(large[0], d2)  # the product formula rounds otherwise: the other path was taken
 
 
 def test_ivf_scan_of_some_lists_matches_faiss_and_pads_short_rows():

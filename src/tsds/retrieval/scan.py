@@ -147,12 +147,15 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
     (|q|^2 + |y|^2) in a squared distance). Fewer than ``_FLAT_FAISS_BELOW`` queries go to FAISS's search,
     which sums squared differences directly (no cancellation between near vectors): at 50k x 256, 5 queries
     take 0.02-0.03 s either way, while 20 queries take 0.034-0.043 s here and 0.066-0.103 s there, 64 queries
-    0.066-0.076 against 0.24-0.33 s (k 64 to 8,192).
+    0.066-0.076 against 0.24-0.33 s (k 64 to 8,192). So do indexes of more than ``_FLAT_BYTES`` / (4 x 32)
+    vectors (65,536; a flat index is built up to 50,000 unless asked for): a task of fewer queries reads the
+    whole matrix for too few products (200k x 384, 500 queries: 3.2-3.6 s here, 0.9-1.8 s there).
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    if q.shape[0] < _FLAT_FAISS_BELOW:
-        return index.index.search(q, k, params=index.params())
     n, d = index.ntotal, index.dim
+    rows = _FLAT_BYTES // (4 * max(1, n))
+    if q.shape[0] < _FLAT_FAISS_BELOW or rows < _FLAT_QUERIES:
+        return index.index.search(q, k, params=index.params())
     y = faiss.rev_swig_ptr(index.index.get_xb(), n * d).reshape(n, d)
     norms = index._flat_norms
     if norms is None or norms.size != n:
@@ -164,7 +167,7 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
         return out_d, out_i
     qn = np.einsum("ij,ij->i", q, q)
     excluded = index.excluded[index.excluded < n] if index.excluded is not None else None
-    rows = max(1, min(_FLAT_QUERIES, _FLAT_BYTES // (4 * max(1, n))))
+    rows = _FLAT_QUERIES
 
     def task(a, scratch):
         g = np.matmul(q[a:a + rows], y.T, out=scratch.array("product", (min(rows, m - a), n), np.float32))
