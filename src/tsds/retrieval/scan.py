@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 
 from tsds.retrieval.base import SearchIndexProtocol
+from tsds.retrieval.density_flat import flat_vectors
 from tsds.retrieval.ivf import list_sizes, list_vectors
 from tsds.retrieval.mapped import PageWindow
 from tsds.retrieval.threads import in_threads
@@ -141,8 +142,9 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
     FAISS's flat search keeps a reservoir of about 2k per query and sorts it: on 50k x 256 with 500 queries,
     k = 8,192 took 0.8-1.0 s and about 130 MB of reservoirs. Here each task of 32 queries makes one BLAS
     product with every stored vector and a partial sort per query: 0.41-0.55 s, 6.4 MB per thread (k = 512:
-    0.36-0.38 s against FAISS's 0.21-0.22 s). The tasks are fixed blocks of the queries, so a query's distances do not
-    depend on k or on the thread count: the k nearest are the first k of any longer list. The distances come
+    0.36-0.38 s against FAISS's 0.21-0.22 s). The tasks are fixed blocks of the queries, so a query's
+    distances do not depend on k or on the thread count: the k nearest are the first k of any longer list.
+    The distances come
     from the product formula |q|^2 + |y|^2 - 2 q.y in float32, as in `scan_lists` (an error of about 1e-7
     (|q|^2 + |y|^2) in a squared distance). Fewer than ``_FLAT_FAISS_BELOW`` queries go to FAISS's search,
     which sums squared differences directly (no cancellation between near vectors): at 50k x 256, 5 queries
@@ -152,11 +154,10 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
     whole matrix for too few products (200k x 384, 500 queries: 3.2-3.6 s here, 0.9-1.8 s there).
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    n, d = index.ntotal, index.dim
-    rows = _FLAT_BYTES // (4 * max(1, n))
-    if q.shape[0] < _FLAT_FAISS_BELOW or rows < _FLAT_QUERIES:
+    n, rows = index.ntotal, _FLAT_QUERIES
+    if q.shape[0] < _FLAT_FAISS_BELOW or 4 * rows * n > _FLAT_BYTES:
         return index.index.search(q, k, params=index.params())
-    y = faiss.rev_swig_ptr(index.index.get_xb(), n * d).reshape(n, d)
+    y = flat_vectors(index)
     norms = index._flat_norms
     if norms is None or norms.size != n:
         norms = index._flat_norms = np.einsum("ij,ij->i", y, y)
@@ -167,7 +168,6 @@ def flat_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[n
         return out_d, out_i
     qn = np.einsum("ij,ij->i", q, q)
     excluded = index.excluded[index.excluded < n] if index.excluded is not None else None
-    rows = _FLAT_QUERIES
 
     def task(a, scratch):
         g = np.matmul(q[a:a + rows], y.T, out=scratch.array("product", (min(rows, m - a), n), np.float32))
@@ -224,9 +224,14 @@ def by_distance_then_id(dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
     else:
         low = np.empty(ids.size, dtype=np.uint64)
         low[np.argsort(ids)] = np.arange(ids.size, dtype=np.uint64)
+    return np.argsort(_keys(dist, low))
+
+
+def _keys(dist: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """64-bit keys: the bits of the non-negative float32 ``dist`` (which order as the numbers do), then ``low``."""
     key = dist.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64) << np.uint64(32)
     key |= low
-    return np.argsort(key)
+    return key
 
 
 def exact_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,8 +248,7 @@ def sorted_by_distance_then_id(dist: np.ndarray, ids: np.ndarray) -> tuple[np.nd
     if not ids.size or int(ids.min()) < 0 or int(ids.max()) >= 2**32:
         first = by_distance_then_id(dist, ids)
         return dist[first], ids[first]
-    key = dist.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64) << np.uint64(32)
-    key |= ids.astype(np.uint64)
+    key = _keys(dist, ids.astype(np.uint64))
     key.sort()
     low = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
     return (key >> np.uint64(32)).astype(np.uint32).view(np.float32), low
