@@ -91,21 +91,25 @@ def test_no_solve_is_repeated_on_the_same_inputs(monkeypatch):
     assert all(a != b for a, b in zip(seen, seen[1:]))
 
 
-def test_saved_lists_are_narrow_and_dropped_once_no_doubling_fits():
-    """The saved ids are int32 (the caller gets int64, as from a search), and a call whose doubling would not
-    fit in the saved width drops them: the next round could not be served, and they would sit next to the
-    last round's own lists."""
+def test_saved_lists_are_narrow_column_major_views_and_dropped_once_no_doubling_fits():
+    """The saved lists are int32 ids and column-major, so every round's prefix is a view of them in the solver's
+    layout (no copy); a call whose doubling would not fit in the saved width drops them: the next round could
+    not be served, and they would sit next to the last round's own lists. The values are a direct search's."""
     x, q = _data()
     index = build_index(x, kind="flat")
     search_ahead(index, q, 128, grow=True)
     wide = index._prefix[0].shape[1]
     assert wide == index.available and index._prefix[1].dtype == np.int32
+    assert index._prefix[0].flags.f_contiguous and index._prefix[1].flags.f_contiguous
     d, ids = search_ahead(index, q, wide // 2, grow=True)
-    assert index._prefix is not None and ids.dtype == np.int64
+    assert index._prefix is not None and ids.dtype == np.int32 and np.shares_memory(ids, index._prefix[1])
+    assert d.flags.f_contiguous and ids.flags.f_contiguous
+    d0, ids0 = index.search(q, wide // 2)
+    assert d0.flags.c_contiguous and np.array_equal(ids, ids0) and np.array_equal(d, d0)
     d, ids = search_ahead(index, q, wide, grow=True)
     assert index._prefix is None
     d0, ids0 = index.search(q, wide)
-    assert ids.dtype == ids0.dtype and np.array_equal(ids, ids0) and np.array_equal(d, d0)
+    assert ids.flags.f_contiguous and np.array_equal(ids, ids0) and np.array_equal(d, d0)
 
 
 @pytest.mark.parametrize("storage", ["memory", "disk"])

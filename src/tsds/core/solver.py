@@ -60,6 +60,9 @@ class _Densities:
         if self.ids is None:
             block = self.values[:, a:b]
             return block.T if transposed else block
+        if not transposed and out.flags.f_contiguous and not out.flags.c_contiguous:
+            self.columns(a, b, out.T, transposed=True)  # column-major lists: gathered column by column
+            return out
         idx = self.ids[:, a:b].T if transposed else self.ids[:, a:b]
         step = max(1, _SCRATCH // max(1, idx.shape[1]))  # np.take copies the ids (and a strided out) first
         for r in range(0, idx.shape[0], step):
@@ -116,6 +119,9 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     ----------
     distances : ndarray of shape (M, K)
         Row j: the ascending distances from query j to its K nearest candidates (embedding distance units).
+        Either layout; the solver reads the lists column by column, so column-major (Fortran-order) lists and
+        ids are read fastest (a selection's are: tsds.retrieval.search_ahead), and the weights come back in
+        the lists' layout. Only the alignment's last bits may depend on the layout (a sum in memory order).
     densities : ndarray of shape (M, K) or (N,), optional
         The kernel density rho >= 1 of each of those candidates (None: KNN-Uniform, all ones). Only the
         columns the answer depends on are read, and checked (finite, positive) as they are read.
@@ -161,7 +167,8 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
         L = prefix.counts(level, strict=False)
     used = int(L.max())
     cols = min(K, used + 1)  # the support's columns, and the one a row's remainder may take
-    weights = np.zeros((M, cols if _SPARSE * cols <= K else K))
+    order = "F" if D.flags.f_contiguous and not D.flags.c_contiguous else "C"  # the lists' own layout
+    weights = np.zeros((M, cols if _SPARSE * cols <= K else K), order=order)
     if R is None:
         weights[:, :used] = 1.0 / (M * level)
         filled = L.astype(np.float64)  # S_j(L) = L
@@ -169,7 +176,9 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
         w = np.divide(1.0, R.columns(0, used, weights[:, :used]), out=weights[:, :used])
         w /= M * level
         first = int(L.min())  # columns before it are inside every row's support
-        w[:, first:] *= np.arange(first, used) < L[:, None]  # x * 1 = x exactly; past L_j: 0
+        past = w[:, first:].T if order == "F" else w[:, first:]  # the weights' own layout: one pass
+        past *= (np.arange(first, used)[:, None] < L) if order == "F" else (np.arange(first, used) < L[:, None])
+        # x * 1 = x exactly; past L_j: 0
         filled = prefix.S[np.maximum(L - 1, 0), np.arange(M)]
     rows = np.flatnonzero(L < K)
     filled = np.where(L[rows] > 0, filled[rows], 0.0)
@@ -183,7 +192,8 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     if R is None:
         rho_w = weights[:, :cols]
     else:  # written over the prefix sums, which are no longer needed: no second M x K buffer at the peak
-        rho_w = prefix.S.reshape(-1)[:M * cols].reshape(M, cols)
+        flat = prefix.S.reshape(-1)[:M * cols]
+        rho_w = flat.reshape(cols, M).T if order == "F" else flat.reshape(M, cols)
         np.multiply(R.columns(0, cols, rho_w), weights[:, :cols], out=rho_w)
     diversity = float(M * rho_w.max())
     if weights.shape[1] < K:
@@ -264,8 +274,9 @@ class _Prefix:
         span = min(max(1, _SCRATCH // (_BLOCK * M)), K // _BLOCK + 1) * _BLOCK
         self.distances_buf = np.empty((span + 1, M))  # distances, column by column
         self.steps_buf = np.empty((span, M))
-        # rows of distances read by flat index where the layout allows (a take is faster than D[rows, k])
-        self.flat = D.reshape(-1) if D.flags.c_contiguous else None
+        # distances read by flat index where the layout allows (a take is faster than D[rows, k]): entry (j, k)
+        # at j * K + k (row-major) or k * M + j (column-major)
+        self.flat = D.reshape(-1) if D.flags.c_contiguous else D.T.reshape(-1) if D.flags.f_contiguous else None
         self.width = self.done = 0
 
     def extend(self, width):
@@ -346,7 +357,10 @@ class _Prefix:
         # columns block * _BLOCK + i, held at min(L_j, K - 1) from L_j on: past L_j (and in the last column)
         # the difference of the distances is then 0, so is the term, and every value read is one extend checked
         k = np.minimum(block * _BLOCK + np.arange(_BLOCK + 1)[:, None], np.minimum(L, K - 1))
-        d = self.D[rows, k] if self.flat is None else self.flat.take(k + rows * K)
+        if self.flat is None:
+            d = self.D[rows, k]
+        else:
+            d = self.flat.take(k + rows * K if self.D.flags.c_contiguous else k * M + rows)
         part = d[1:] - d[:-1]
         part *= self.S.ravel().take(k[:-1] * M + rows)
         return float((self.blocks.ravel().take(block * M + rows) + part.sum(axis=0)).sum())

@@ -136,14 +136,15 @@ def _solve_with_lazy_densities(run, D, ids, *parts, complete):
             screened = alloc  # the loop's first fill computes nothing, so its first solve would be this one
     want = np.full(M, min(K, _DENSITY_START), dtype=np.int64)
     cols = np.arange(K)
+    by_column = ids.T  # K x M, contiguous for the column-major lists search_ahead gives: read in memory order
     alloc = None
     while True:
         with stages.stage("density", sigma=config.sigma) as info:
-            added = cache.fill(index, ids[cols[None, :] < want[:, None]], config.sigma, config.density_cap, stats,
-                               progress=progress)
+            added = cache.fill(index, by_column[cols[:, None] < want[None, :]], config.sigma, config.density_cap,
+                               stats, progress=progress)  # the same ids in another order: fill sorts them
             info["computed"] = cache.computed
-            unknown = cache.unknown(ids)
-            prefix = np.where(unknown.any(axis=1), np.argmax(unknown, axis=1), K)
+            unknown = cache.unknown(by_column)
+            prefix = np.where(unknown.any(axis=0), np.argmax(unknown, axis=0), K)
             unknown = None
         if screened is not None and added == 0:  # the same inputs as the screen (complete is False here too)
             alloc = screened

@@ -221,11 +221,12 @@ class SearchIndex:
         if self.pages is not None:
             self.pages.release()
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
         """k nearest candidates per query: (distances float64 ascending, ids int64).
 
         Rows where an approximate index returns fewer than k results (FAISS's -1 labels)
-        are searched again exactly, so every row holds k valid neighbours.
+        are searched again exactly, so every row holds k valid neighbours. ``order``: the distances'
+        memory layout ("F": column-major, as the solver reads them).
         """
         k = min(int(k), self.available)
         q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -236,17 +237,17 @@ class SearchIndex:
         else:
             d2, ids = self.index.search(q, k, params=self.params())
             self.release()
-        return self.complete(q, d2, ids)
+        return self.complete(q, d2, ids, order)
 
-    def complete(self, q: np.ndarray, d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def complete(self, q: np.ndarray, d2: np.ndarray, ids: np.ndarray, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
         """``search``'s answer from a search's raw (squared distances, ids) of every query in ``q``: rows with
         missing (-1) neighbours searched again exactly (into copies: the arrays may be saved lists), then
-        ``_finish``."""
+        ``_finish`` (distances in ``order``)."""
         short = np.flatnonzero((ids < 0).any(axis=1))
         if short.size:
-            d2, ids = d2.copy(), ids.copy()
+            d2, ids = d2.copy(order="K"), ids.copy(order="K")
             d2[short], ids[short] = self._search_all(q[short], ids.shape[1])
-        return _finish(d2, ids)
+        return _finish(d2, ids, order)
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(int(k), self.available)
@@ -285,16 +286,17 @@ class SearchIndex:
         return isinstance(self.index, faiss.IndexIVFFlat) and self.index.code_size == 4 * self.index.d
 
 
-def _finish(d2: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distances in float64, rows ascending (FAISS's already are; only rows that are not get sorted)."""
-    dist = d2.astype(np.float64)
+def _finish(d2: np.ndarray, ids: np.ndarray, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances in float64 laid out in ``order``, rows ascending (FAISS's already are; only rows that
+    are not get sorted)."""
+    dist = np.array(d2, dtype=np.float64, order=order)
     np.sqrt(np.maximum(dist, 0.0, out=dist), out=dist)
     unsorted = np.flatnonzero((dist[:, 1:] < dist[:, :-1]).any(axis=1)) if dist.shape[1] > 1 else []
     if len(unsorted):
-        order = np.argsort(dist[unsorted], axis=1, kind="stable")
-        dist[unsorted] = np.take_along_axis(dist[unsorted], order, 1)
-        ids = ids.copy()
-        ids[unsorted] = np.take_along_axis(ids[unsorted], order, 1)
+        perm = np.argsort(dist[unsorted], axis=1, kind="stable")
+        dist[unsorted] = np.take_along_axis(dist[unsorted], perm, 1)
+        ids = ids.copy(order="K")
+        ids[unsorted] = np.take_along_axis(ids[unsorted], perm, 1)
     return dist, ids
 
 
