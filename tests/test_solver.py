@@ -165,11 +165,12 @@ def test_densities_per_candidate_give_the_same_answer(problem, complete, first_p
     the same values give bit-identical results."""
     from unittest import mock
 
+    from tsds.core import lists as lists_module
     from tsds.core import solver as solver_module
 
     D, table, ids, alpha, C = problem
     with mock.patch.object(solver_module, "_FIRST_PREFIX", first_prefix), \
-            mock.patch.object(solver_module, "_SCRATCH", 64):  # gathers in many pieces
+            mock.patch.object(lists_module, "SCRATCH", 64):  # gathers in many pieces
         a = solve(D, table[ids], alpha=alpha, C=C, complete=complete)
         b = solve(D, table, neighbours=ids, alpha=alpha, C=C, complete=complete)
     assert np.array_equal(a.weights, b.weights)
@@ -276,11 +277,12 @@ def test_column_major_lists_give_the_same_answer(problem, complete, first_prefix
     taken in memory order, so it may differ by rounding."""
     from unittest import mock
 
+    from tsds.core import lists as lists_module
     from tsds.core import solver as solver_module
 
     D, table, ids, alpha, C = problem
     with mock.patch.object(solver_module, "_FIRST_PREFIX", first_prefix), \
-            mock.patch.object(solver_module, "_SCRATCH", 64):
+            mock.patch.object(lists_module, "SCRATCH", 64):
         a = solve(D, table, neighbours=ids, alpha=alpha, C=C, complete=complete)
         b = solve(np.asfortranarray(D), table, neighbours=np.asfortranarray(ids), alpha=alpha, C=C,
                   complete=complete)

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import tsds.core.lists as lists
 from tsds.core.allocation import Allocation, allocation_to_probabilities, check_parameters
+from tsds.core.lists import validate
 from tsds.errors import ParameterError
 
 __all__ = ["Allocation", "allocation_to_probabilities", "check_parameters", "solve"]
@@ -41,63 +43,6 @@ _BLOCK = 16  # columns per block of the steps' running totals
 _BRACKET = 4096  # breakpoints around the crossing that are sorted and walked exactly
 _SPARSE = 4  # at most 1/_SPARSE of the columns used: the arithmetic runs on those columns only
 _ROUNDING = 2.3e-16  # > 2 unit round-offs per addition: the slack of the certified comparisons
-_SCRATCH = 1 << 16  # about as many steps computed at a time when the prefix grows (cache-sized, 512 KB)
-
-
-class _Densities:
-    """The neighbours' densities, read by blocks of columns: an M x K array, or one density per candidate
-    with the M x K neighbour ids, gathered as the blocks are read (no M x K copy of the densities).
-
-    Both forms give the same float64 values, so the solver's results do not depend on the form.
-    """
-
-    def __init__(self, values: np.ndarray, ids: np.ndarray | None = None):
-        self.values, self.ids = values, ids
-
-    def columns(self, a: int, b: int, out: np.ndarray, transposed: bool = False) -> np.ndarray:
-        """Columns a .. b - 1 (M x (b - a), or (b - a) x M when ``transposed``): a view of the M x K array,
-        or gathered into ``out``."""
-        if self.ids is None:
-            block = self.values[:, a:b]
-            return block.T if transposed else block
-        if not transposed and out.flags.f_contiguous and not out.flags.c_contiguous:
-            self.columns(a, b, out.T, transposed=True)  # column-major lists: gathered column by column
-            return out
-        idx = self.ids[:, a:b].T if transposed else self.ids[:, a:b]
-        step = max(1, _SCRATCH // max(1, idx.shape[1]))  # np.take copies the ids (and a strided out) first
-        for r in range(0, idx.shape[0], step):
-            np.take(self.values, idx[r:r + step], out=out[r:r + step], mode="clip")  # ids checked up front
-        return out
-
-
-def _validate(distances, densities, neighbours=None) -> tuple[np.ndarray, _Densities | None]:
-    """Check the shapes and return the distances as float64 and the densities as a column reader.
-
-    The values are checked where the solver reads them, column block by column block (``_checked_steps``):
-    an answer that stops at column L does not depend on the columns after L + 1, and a pass over a whole
-    M x K matrix would cost more than the solve when the support is a small part of the lists.
-    """
-    D = np.asarray(distances, dtype=np.float64)
-    if D.ndim != 2 or D.shape[0] == 0 or D.shape[1] == 0:
-        raise ParameterError(f"distances must be a non-empty M x K matrix, got shape {D.shape}")
-    if not (D[:, 0] >= 0).all() or not np.isfinite(D[:, 0]).all():  # NaN >= 0 is False
-        raise ParameterError("distances must be finite and non-negative")
-    if densities is None:
-        return D, None
-    R = np.asarray(densities, dtype=np.float64)
-    if neighbours is None:
-        if R.shape != D.shape:
-            raise ParameterError(f"densities must have the shape of distances {D.shape}, got {R.shape}")
-        return D, _Densities(R)  # their values are checked column by column as the solver reads them
-    ids = np.asarray(neighbours)
-    if R.ndim != 1:
-        raise ParameterError(f"densities given with neighbour ids must be one per candidate, got shape {R.shape}")
-    if ids.shape != D.shape or not np.issubdtype(ids.dtype, np.integer):
-        raise ParameterError(f"neighbour ids must be integers of the shape of distances {D.shape}, "
-                             f"got {ids.dtype} {ids.shape}")
-    if ids.size and (ids.min() < 0 or ids.max() >= R.size):
-        raise ParameterError(f"neighbour ids must lie in [0, {R.size}), the candidates with a density")
-    return D, _Densities(R, ids)
 
 
 def _checked_steps(steps: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -154,7 +99,7 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     ([3, 3], False)
     """
     check_parameters(alpha, C)
-    D, R = _validate(distances, densities, neighbours)
+    D, R = validate(distances, densities, neighbours)
     M, K = D.shape
     threshold = (1.0 - alpha) * C * M
     if R is None:
@@ -271,7 +216,7 @@ class _Prefix:
         self.blocks = np.empty((K // _BLOCK + 2, M))
         self.blocks[0] = 0.0
         # columns of steps computed at a time: whole blocks, no more than the padded lists hold
-        span = min(max(1, _SCRATCH // (_BLOCK * M)), K // _BLOCK + 1) * _BLOCK
+        span = min(max(1, lists.SCRATCH // (_BLOCK * M)), K // _BLOCK + 1) * _BLOCK
         self.distances_buf = np.empty((span + 1, M))  # distances, column by column
         self.steps_buf = np.empty((span, M))
         # distances read by flat index where the layout allows (a take is faster than D[rows, k]): entry (j, k)
