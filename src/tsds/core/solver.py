@@ -118,13 +118,18 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
         weights[:, :used] = 1.0 / (M * level)
         filled = L.astype(np.float64)  # S_j(L) = L
     else:
-        w = np.divide(1.0, R.columns(0, used, weights[:, :used]), out=weights[:, :used])
+        filled = prefix.S[np.maximum(L - 1, 0), np.arange(M)]
+        # the prefix sums are no longer needed: their memory takes the support's densities, gathered once for
+        # the weights and the diversity (no second M x K buffer at the peak)
+        buf = prefix.S.reshape(-1)[:M * cols]
+        buf = buf.reshape(cols, M).T if order == "F" else buf.reshape(M, cols)
+        rho = R.columns(0, cols, buf)
+        w = np.divide(1.0, rho[:, :used], out=weights[:, :used])
         w /= M * level
         first = int(L.min())  # columns before it are inside every row's support
         past = w[:, first:].T if order == "F" else w[:, first:]  # the weights' own layout: one pass
         past *= (np.arange(first, used)[:, None] < L) if order == "F" else (np.arange(first, used) < L[:, None])
         # x * 1 = x exactly; past L_j: 0
-        filled = prefix.S[np.maximum(L - 1, 0), np.arange(M)]
     rows = np.flatnonzero(L < K)
     filled = np.where(L[rows] > 0, filled[rows], 0.0)
     remainder = np.maximum(1.0 / M - filled / (M * level), 0.0)
@@ -136,10 +141,8 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     alignment = float(np.einsum("jk,jk->", D[:, :cols], weights[:, :cols]))
     if R is None:
         rho_w = weights[:, :cols]
-    else:  # written over the prefix sums, which are no longer needed: no second M x K buffer at the peak
-        flat = prefix.S.reshape(-1)[:M * cols]
-        rho_w = flat.reshape(cols, M).T if order == "F" else flat.reshape(M, cols)
-        np.multiply(R.columns(0, cols, rho_w), weights[:, :cols], out=rho_w)
+    else:
+        rho_w = np.multiply(rho, weights[:, :cols], out=buf)
     diversity = float(M * rho_w.max())
     if weights.shape[1] < K:
         # the support is a small part of the lists: the M x K result is column-major, so that the support's
