@@ -32,7 +32,6 @@ import numpy as np
 
 import tsds.core.lists as lists
 from tsds.core.allocation import Allocation, allocation_to_probabilities, check_parameters
-from tsds.core.lists import validate
 from tsds.errors import ParameterError
 
 __all__ = ["Allocation", "allocation_to_probabilities", "check_parameters", "solve"]
@@ -99,7 +98,7 @@ def solve(distances, densities=None, *, alpha: float, C: float, complete: bool =
     ([3, 3], False)
     """
     check_parameters(alpha, C)
-    D, R = validate(distances, densities, neighbours)
+    D, R = lists.validate(distances, densities, neighbours)
     M, K = D.shape
     threshold = (1.0 - alpha) * C * M
     if R is None:

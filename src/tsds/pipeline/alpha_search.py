@@ -24,7 +24,7 @@ import numpy as np
 
 from tsds.core import allocation_to_probabilities, solve
 from tsds.pipeline.select import _Run, _solve_with_lazy_densities
-from tsds.retrieval import narrow_ids, prepare, search_ahead
+from tsds.retrieval import prepare, search_ahead
 
 _GOAL_MARGIN = 1.03  # the level aimed at when more densities are computed, over the extrapolated one
 _MAX_ROUNDS = 64
@@ -57,7 +57,7 @@ class SharedLists:
                 self.recall = info["recall"] = self.index.calibrate(self.q, k, target=self.config.recall_target,
                                                                     seed=self.config.seed)
             D, ids = search_ahead(self.index, self.q, k, grow=True)
-        self.D, self.ids, self.k = D, narrow_ids(ids, self.index.ntotal), k
+        self.D, self.ids, self.k = D, ids, k  # int32 ids, column-major (search_ahead)
 
     def solve(self, alpha: float):
         """The allocation at ``alpha`` (K grown until it is exact) and the lists it was solved on:

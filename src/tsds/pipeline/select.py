@@ -17,7 +17,7 @@ from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
 from tsds.errors import ParameterError
 from tsds.memory import return_freed_memory
-from tsds.retrieval import DensityStats, Nearest, SearchIndex, narrow_ids, prepare, search_ahead
+from tsds.retrieval import DensityStats, Nearest, SearchIndex, prepare, search_ahead
 
 
 @dataclass
@@ -277,9 +277,8 @@ def select_on_index(
                 info["recall"] = recall
             else:
                 recall = 1.0
-            # an exact index searches ahead and serves the next rounds from the prefix
+            # an exact index searches ahead and serves the next rounds from the prefix; int32 ids, column-major
             D, ids = search_ahead(index, q, k, grow=True)
-            ids = narrow_ids(ids, n)
         if config.sigma > 0:
             alloc = _solve_with_lazy_densities(_Run(index, config, cache, stats, stages, progress), D, ids,
                                                complete=(k >= available))

@@ -69,8 +69,7 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
         return np.asfortranarray(D), column_ids(ids, n)
     exact = getattr(index, "exact", False)
     if not exact and not (index._scans_lists and k >= _SCAN_FROM_K):
-        D, ids = index.search(queries, k, order="F")
-        return D, column_ids(ids, n)
+        return _searched(index, queries, k)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     nprobe = None if exact else index.nprobe
     saved = index._prefix
@@ -78,41 +77,38 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
             and saved[3].shape == q.shape and np.array_equal(saved[3], q):
         if 2 * k > saved[0].shape[1]:  # the next doubling cannot be served: free them for the caller's round
             index._prefix = None
-        return _served(index, q, saved[0][:, :k], saved[1][:, :k])
+        # the saved ids' prefix is a read-only view (no copy), unless rows that ran out are searched again
+        return index.complete(q, saved[0][:, :k], saved[1][:, :k], order="F")
     index._prefix = None
     wide = min(index.available, max(k, int((FLAT_AHEAD if exact else AHEAD) * k if grow else k)))
     cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim)) if exact else _SCAN_BYTES
     if wide > k and q.shape[0] * wide * 12 > cap:
         wide = max(k, cap // (12 * max(1, q.shape[0])))
     if wide == k:
-        D, ids = index.search(q, k, order="F")
-        return D, column_ids(ids, n)
+        return _searched(index, q, k)
     if exact:
         d2, ids = flat_top(index, q, wide)  # rows in (distance, id) order (FAISS's search for few queries: checked)
         if not _ordered(d2, ids):
-            D, ids = index.search(q, k, order="F")
-            return D, column_ids(ids, n)
+            return _searched(index, q, k)
     else:
         d2, ids = scan_lists(index, q, wide, nprobe)  # rows in (distance, id) order, (inf, -1) where lists end
     d2, ids = np.asfortranarray(d2), column_ids(ids, n)  # every round's prefix is then a block of columns
     ids.flags.writeable = False  # served as views: a caller's write must not reach the next round's lists
     index._prefix = (d2, ids, index.excluded, q.copy(), nprobe)
-    return _served(index, q, d2[:, :k], ids[:, :k])
+    return index.complete(q, d2[:, :k], ids[:, :k], order="F")
 
 
-def _served(index, q: np.ndarray, d2: np.ndarray, ids: np.ndarray):
-    """A prefix of saved lists as ``search_ahead`` returns it: rows that ran out searched again (into copies),
-    otherwise the ids a read-only view (no copy; the saved ids then live as long as the caller holds it)."""
-    D, ids = index.complete(q, d2, ids, order="F")
+def _searched(index, q: np.ndarray, k: int):
+    """A direct search in ``search_ahead``'s layout."""
+    D, ids = index.search(q, k, order="F")
     return D, column_ids(ids, index.ntotal)
 
 
 def narrow_ids(ids: np.ndarray, n: int) -> np.ndarray:
     """Neighbour ids as int32 when the pool has fewer than 2^31 rows: M x K lists kept through a selection's
     rounds are its largest arrays after the index (500 x 8,192 on the 200k benchmark), and this halves the
-    ids' (a search ahead's saved lists too: 33 MB of int64 ids at 50k x 256, 8,192 long). No copy when they
-    already are."""
-    return ids.astype(np.int32, copy=False) if n < 2**31 else ids
+    ids' (a search ahead's saved lists too: 33 MB of int64 ids at 50k x 256, 8,192 long)."""
+    return ids.astype(np.int32) if n < 2**31 else ids
 
 
 def column_ids(ids: np.ndarray, n: int) -> np.ndarray:
