@@ -6,7 +6,7 @@ import pytest
 import tsds.retrieval.prefix as prefix
 from tsds.config import make_config
 from tsds.pipeline.select import select_on_index
-from tsds.retrieval import build_index, search_ahead
+from tsds.retrieval import build_index, neighbour_round, search_ahead
 
 
 def _data(n=3000, d=16, m=40, seed=0):
@@ -155,3 +155,38 @@ def test_ivf_selection_identical_with_and_without_searching_ahead(sigma, monkeyp
     assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.counts, b.counts)
     assert np.array_equal(a.neighbour_ids, b.neighbour_ids) and np.array_equal(a.neighbour_distances,
                                                                                 b.neighbour_distances)
+
+
+def test_a_search_ahead_is_calibrated_for_every_round_it_serves(monkeypatch):
+    """Calibrated round by round, the breadth rises after the list scan has searched ahead at round 256 (on
+    these data from 16 to all 24 lists at k 512), and the saved lists, searched at the old breadth, cannot
+    serve: a second scan. ``neighbour_round`` calibrates the scan for the longest round it serves: one scan
+    serves the rounds 256 .. 2,048, each the direct search at the breadth in effect, bit for bit, with its
+    own recall@k recorded."""
+    x, q = _data(n=6000)
+    scans = []
+    real = prefix.scan_lists
+
+    def counted(index, queries, k, nprobe=None):
+        scans.append(k)
+        return real(index, queries, k, nprobe)
+
+    monkeypatch.setattr(prefix, "scan_lists", counted)
+    rounds = (64, 128, 256, 512, 1024, 2048)
+    index = build_index(x, kind="ivf", nlist=24)
+    for k in rounds:  # the rounds calibrated one at a time, as before
+        index.calibrate(q, k, target=0.95)
+        search_ahead(index, q, k, grow=True)
+    assert scans == [prefix.AHEAD * 256, prefix.AHEAD * 512]
+    scans.clear()
+    index = build_index(x, kind="ivf", nlist=24)
+    for k in rounds:
+        d, ids, recall = neighbour_round(index, q, k, target=0.95)
+        assert index.calibration["k"] == k and recall == index.recall >= 0.95
+        d0, ids0 = index.search(q, k)
+        assert np.array_equal(ids, ids0) and np.array_equal(d, d0)
+    assert scans == [prefix.AHEAD * 256]
+    flat = build_index(x, kind="flat")
+    d, ids, recall = neighbour_round(flat, q, 300, target=0.95)
+    d0, ids0 = flat.search(q, 300)
+    assert recall == 1.0 and np.array_equal(ids, ids0) and np.array_equal(d, d0)

@@ -24,7 +24,7 @@ import numpy as np
 
 from tsds.core import allocation_to_probabilities, solve
 from tsds.pipeline.select import _Run, _solve_with_lazy_densities
-from tsds.retrieval import prepare, search_ahead
+from tsds.retrieval import neighbour_round, prepare
 
 _GOAL_MARGIN = 1.03  # the level aimed at when more densities are computed, over the extrapolated one
 _MAX_ROUNDS = 64
@@ -53,10 +53,10 @@ class SharedLists:
         self.D = self.ids = None
         self.history.append(k)
         with self.stages.stage("neighbours", k=k) as info:
+            D, ids, recall = neighbour_round(self.index, self.q, k, target=self.config.recall_target,
+                                             seed=self.config.seed)
             if not self.index.exact:
-                self.recall = info["recall"] = self.index.calibrate(self.q, k, target=self.config.recall_target,
-                                                                    seed=self.config.seed)
-            D, ids = search_ahead(self.index, self.q, k, grow=True)
+                self.recall = info["recall"] = recall
         self.D, self.ids, self.k = D, ids, k  # int32 ids, column-major (search_ahead)
 
     def solve(self, alpha: float):

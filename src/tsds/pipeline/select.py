@@ -17,7 +17,7 @@ from tsds.core.sampling import counts_to_indices
 from tsds.core.solver import Allocation
 from tsds.errors import ParameterError
 from tsds.memory import return_freed_memory
-from tsds.retrieval import DensityStats, Nearest, SearchIndex, prepare, search_ahead
+from tsds.retrieval import DensityStats, Nearest, SearchIndex, neighbour_round, prepare
 
 
 @dataclass
@@ -272,13 +272,10 @@ def select_on_index(
     while True:
         history.append(k)
         with stages.stage("neighbours", k=k) as info:
+            # searched ahead where the index allows, the next rounds served from the prefix; int32 ids, column-major
+            D, ids, recall = neighbour_round(index, q, k, target=config.recall_target, seed=config.seed)
             if not index.exact:
-                recall = index.calibrate(q, k, target=config.recall_target, seed=config.seed)
                 info["recall"] = recall
-            else:
-                recall = 1.0
-            # an exact index searches ahead and serves the next rounds from the prefix; int32 ids, column-major
-            D, ids = search_ahead(index, q, k, grow=True)
         if config.sigma > 0:
             alloc = _solve_with_lazy_densities(_Run(index, config, cache, stats, stages, progress), D, ids,
                                                complete=(k >= available))

@@ -67,35 +67,70 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
     if not hasattr(index, "_prefix"):  # a sharded index: its merged lists, laid out again
         D, ids = index.search(queries, k)
         return np.asfortranarray(D), column_ids(ids, n)
-    exact = getattr(index, "exact", False)
-    if not exact and not (index._scans_lists and k >= _SCAN_FROM_K):
+    if not getattr(index, "exact", False) and not (index._scans_lists and k >= _SCAN_FROM_K):
         return _searched(index, queries, k)
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    nprobe = None if exact else index.nprobe
-    saved = index._prefix
-    if saved is not None and saved[2] is index.excluded and saved[4] == nprobe and saved[0].shape[1] >= k \
-            and saved[3].shape == q.shape and np.array_equal(saved[3], q):
+    wide = search_width(index, q, k, grow)
+    if wide == 0:
+        saved = index._prefix
         if 2 * k > saved[0].shape[1]:  # the next doubling cannot be served: free them for the caller's round
             index._prefix = None
         # the saved ids' prefix is a read-only view (no copy), unless rows that ran out are searched again
         return index.complete(q, saved[0][:, :k], saved[1][:, :k], order="F")
     index._prefix = None
-    wide = min(index.available, max(k, int((FLAT_AHEAD if exact else AHEAD) * k if grow else k)))
-    cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim)) if exact else _SCAN_BYTES
-    if wide > k and q.shape[0] * wide * 12 > cap:
-        wide = max(k, cap // (12 * max(1, q.shape[0])))
     if wide == k:
         return _searched(index, q, k)
-    if exact:
+    if index.exact:
         d2, ids = flat_top(index, q, wide)  # rows in (distance, id) order (FAISS's search for few queries: checked)
         if not _ordered(d2, ids):
             return _searched(index, q, k)
     else:
-        d2, ids = scan_lists(index, q, wide, nprobe)  # rows in (distance, id) order, (inf, -1) where lists end
+        d2, ids = scan_lists(index, q, wide, index.nprobe)  # rows in (distance, id) order, (inf, -1) where lists end
     d2, ids = np.asfortranarray(d2), column_ids(ids, n)  # every round's prefix is then a block of columns
     ids.flags.writeable = False  # served as views: a caller's write must not reach the next round's lists
-    index._prefix = (d2, ids, index.excluded, q.copy(), nprobe)
+    index._prefix = (d2, ids, index.excluded, q.copy(), None if index.exact else index.nprobe)
     return index.complete(q, d2[:, :k], ids[:, :k], order="F")
+
+
+def search_width(index, queries: np.ndarray, k: int, grow: bool = False) -> int:
+    """How many neighbours ``search_ahead(index, queries, k, grow)`` would search for at the index's present
+    breadth: 0 when it serves them from its saved lists, k for a direct search, more for a search ahead."""
+    k = min(int(k), index.available)
+    if not hasattr(index, "_prefix"):
+        return k
+    exact = getattr(index, "exact", False)
+    if not exact and not (index._scans_lists and k >= _SCAN_FROM_K):
+        return k
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    saved = index._prefix
+    if saved is not None and saved[2] is index.excluded and saved[4] == (None if exact else index.nprobe) \
+            and saved[0].shape[1] >= k and saved[3].shape == q.shape and np.array_equal(saved[3], q):
+        return 0
+    wide = min(index.available, max(k, int((FLAT_AHEAD if exact else AHEAD) * k if grow else k)))
+    cap = min(_MAX_BYTES, max(_MIN_BYTES, 4 * index.ntotal * index.dim)) if exact else _SCAN_BYTES
+    if wide > k and q.shape[0] * wide * 12 > cap:
+        wide = max(k, cap // (12 * max(1, q.shape[0])))
+    return wide
+
+
+def neighbour_round(index, queries: np.ndarray, k: int, *, target: float, seed: int = 0):
+    """One round of a selection that grows k: (distances, ids) as ``search_ahead(..., grow=True)`` gives them,
+    and the recall@k of the breadth searched (1.0 on an exact index).
+
+    On an IVF index the breadth is first calibrated for recall@k (tsds.retrieval.recall.calibrate). When the
+    round then starts a search ahead, whose saved lists are to serve the next rounds too, it is calibrated for
+    the longest of them as well: calibrating round by round raised it on the way (200k x 384: nprobe 2, 8, 16,
+    32 at k 256, 512, 1,024, 2,048), and a saved search serves only its own breadth, so each of those rounds
+    searched again. The rounds it serves then read lists searched wider than their own k needs.
+    """
+    if index.exact:
+        return (*search_ahead(index, queries, k, grow=True), 1.0)
+    recall = index.calibrate(queries, k, target=target, seed=seed)
+    wide = search_width(index, queries, k, grow=True)
+    if wide > k:
+        index.calibrate(queries, wide, target=target, seed=seed)
+        recall = index.calibrate(queries, k, target=target, seed=seed)  # the round's own k, at the breadth searched
+    return (*search_ahead(index, queries, k, grow=True), recall)
 
 
 def _searched(index, q: np.ndarray, k: int):
