@@ -53,6 +53,11 @@ def test_selection_identical_with_and_without_searching_ahead(sigma, monkeypatch
         assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.counts, b.counts)
         assert np.array_equal(a.neighbour_ids, b.neighbour_ids) and np.array_equal(a.neighbour_distances,
                                                                                     b.neighbour_distances)
+    for sel in runs:  # served from a saved search (views of it) or searched directly: read-only either way
+        for lists in (sel.neighbour_ids, sel.neighbour_distances, sel.neighbour_densities):
+            assert not lists.flags.writeable
+            with pytest.raises(ValueError):
+                lists[0, 0] = 0
 
 
 def test_search_ahead_saves_no_more_than_the_stored_vectors():

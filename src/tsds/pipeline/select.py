@@ -22,7 +22,10 @@ from tsds.retrieval import DensityStats, Nearest, SearchIndex, neighbour_round, 
 
 @dataclass
 class Selection:
-    """Everything one selection produced, for writing, reporting and provenance."""
+    """Everything one selection produced, for writing, reporting and provenance.
+
+    The neighbour lists (ids, distances, densities) are the ones the allocation was solved on, and read-only
+    (``.copy()`` to edit): a round served from a search ahead hands out views of the saved search."""
 
     probabilities: np.ndarray
     counts: np.ndarray
@@ -38,6 +41,11 @@ class Selection:
     timings: dict = field(default_factory=dict)
     density_cache: DensityCache | None = None
     info: dict = field(default_factory=dict)  # what the method reports beside the arrays (method, warnings, ...)
+
+    def __post_init__(self):
+        for lists in (self.neighbour_ids, self.neighbour_distances, self.neighbour_densities):
+            if isinstance(lists, np.ndarray):
+                lists.flags.writeable = False
 
     def transport_weights(self) -> np.ndarray:
         """The transport plan over the neighbour lists (M x K); zeros for a method without one."""
