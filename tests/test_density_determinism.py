@@ -173,3 +173,28 @@ def test_task_size_keeps_every_threads_buffers_within_the_budget():
         assert _CHUNK_MIN <= size < _CHUNK
         assert size == _CHUNK_MIN or size * 41 * nlist * workers <= _SCRATCH_BYTES
     assert chunk_size(10**6, 128) == _CHUNK_MIN
+
+
+@pytest.mark.parametrize("members", [1, 5, 64])
+def test_densities_do_not_depend_on_how_long_lists_are_split(vectors, members, monkeypatch):
+    """The members of a list are rounded and multiplied in parts (tsds.retrieval.density._MEMBERS) so that a
+    thread's float64 copy of a long list stays small; the parts change no sum, with excluded candidates too,
+    and on a flat index's stored vectors (no kept shifts or norms)."""
+    import tsds.retrieval.density as density_module
+
+    ivf = build_index(vectors, metric="cosine", kind="ivf", storage="memory")
+    flat = build_index(vectors, metric="cosine", kind="flat")
+    ids = np.arange(vectors.shape[0])
+    x = ivf.reconstruct(ids[:300])
+    want = [ivf.densities(ids, 1.0, return_counts=True, path="pruned"), density_module.kernel_sums(flat, x, 1.0)]
+    ivf.exclude(ids[::3])
+    want.append(ivf.densities(ids, 1.0, return_counts=True, path="pruned"))
+    ivf.exclude([])
+    assert max(np.diff(np.flatnonzero(np.r_[True, np.diff(np.sort(ivf.lists_of(ids))) != 0, True]))) > 64
+    monkeypatch.setattr(density_module, "_MEMBERS", members)
+    got = [ivf.densities(ids, 1.0, return_counts=True, path="pruned"), density_module.kernel_sums(flat, x, 1.0)]
+    ivf.exclude(ids[::3])
+    got.append(ivf.densities(ids, 1.0, return_counts=True, path="pruned"))
+    for (a, ca), (b, cb) in zip(want, got):
+        assert np.array_equal(a, b) and np.array_equal(ca, cb)
+    assert (want[0][0] > 1).sum() > 50 and not np.array_equal(want[0][0], want[2][0])

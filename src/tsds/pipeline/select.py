@@ -234,6 +234,7 @@ class DensityCache:
             self.values[missing], self.counts[missing] = index.densities(
                 missing, sigma, cap=cap, stats=stats, progress=progress, return_counts=True, **extra)
             self.computed += int(missing.size)
+            return_freed_memory()  # and the density threads' buffers, before the solve that follows
         return missing.size
 
 

@@ -99,6 +99,8 @@ def _by_list(index: SearchIndex, ids: np.ndarray) -> np.ndarray:
 
 
 _BLOCK = 1 << 20  # entries of one float64 product block (8 MB)
+_MEMBERS = 1024  # members rounded and multiplied at a time: a thread's float64 copy of them is then at most 3 MB
+# at d = 384 (the longest of 447 lists at 200k held 3,860: 11 MB, and 6 more of float32 work, in each thread)
 _BRUTE_TILE = 2048
 _CHUNK = 1024  # points per task, at most. Each task makes a few small numpy calls per list it scans, and the
 # threads contend for the interpreter between them: on 2 cores, 512-point tasks ran no faster on two threads
@@ -240,17 +242,19 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
                 counts += c
             continue
         kept = at is not None  # an IVF list's members: their shifts and norms are kept with the shells
-        yr = exact.rounded(y, out=scratch.array("members64", y.shape, np.float64),
-                           shift=shells.member_shifts[at] if kept else None,
-                           work=scratch.array("shifted", y.shape, np.float32))
-        yn = shells.member_norms[at] if kept else exact.squared_norms(yr)
-        step = max(1, _BLOCK // y.shape[0])
-        for a in range(0, pts.size, step):
-            p = pts[a:a + step]
-            g = exact.product(xr[p], yr, out=scratch.array("product", (p.size, yr.shape[0]), np.float64))
-            k = exact.kernel_terms(g, xn[p, None], yn[None, :], r2, overwrite=True)
-            sums[p] += k.sum(axis=1, dtype=np.float64)
-            counts[p] += np.greater(k, 0.0, out=scratch.array("within", k.shape, np.bool_)).sum(axis=1)
+        for b in range(0, y.shape[0], _MEMBERS):  # long lists in parts: each part's float64 copy stays small
+            yb = y[b:b + _MEMBERS]
+            yr = exact.rounded(yb, out=scratch.array("members64", yb.shape, np.float64),
+                               shift=shells.member_shifts[at[b:b + _MEMBERS]] if kept else None,
+                               work=scratch.array("shifted", yb.shape, np.float32))
+            yn = shells.member_norms[at[b:b + _MEMBERS]] if kept else exact.squared_norms(yr)
+            step = max(1, _BLOCK // yb.shape[0])
+            for a in range(0, pts.size, step):
+                p = pts[a:a + step]
+                g = exact.product(xr[p], yr, out=scratch.array("product", (p.size, yr.shape[0]), np.float64))
+                k = exact.kernel_terms(g, xn[p, None], yn[None, :], r2, overwrite=True)
+                sums[p] += k.sum(axis=1, dtype=np.float64)
+                counts[p] += np.greater(k, 0.0, out=scratch.array("within", k.shape, np.bool_)).sum(axis=1)
     stats.pairs += int(counts.sum())
     stats.multiplied += multiplied
     if stats.brute_points == brute_before:
@@ -288,7 +292,7 @@ def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats
     reach = np.sqrt(full2, out=scratch.array("reach", shape, np.float64))
     reach -= index.list_radius[None, :]
     need = reach <= tolerance
-    need &= _shell_bound(shells, x64, full2, need, scratch) <= tolerance
+    need &= _shell_bound(shells, x64, full2, need, scratch) <= tolerance  # (writes over reach)
     if nearest_lists is not None and nearest_lists < need.shape[1]:
         need &= _nearest(shells, x, nearest_lists, scratch)
     sizes = np.diff(shells.starts)
