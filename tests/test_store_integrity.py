@@ -49,17 +49,23 @@ def _files(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".build.lock")
 
 
+def _scale_file(root):
+    """The pool-scale cache a selection on the flat index left (its name ends in a hash of its key)."""
+    return next(str(p.relative_to(root)) for p in (root / "scale").glob("cosine-flat-*.npz"))
+
+
 def test_the_store_holds_the_files_the_matrix_covers(pristine):
     _, root, _ = pristine
     assert _files(root) == ["densities/cosine-sigma0.3.npz", "index/cosine.faiss", "index/cosine.json",
-                            *[f"shards/{i:06d}{s}" for i in range(3)
-                              for s in (".hash.npy", ".json", ".loc.npy", ".npy")],
+                            _scale_file(root), *[f"shards/{i:06d}{s}" for i in range(3)
+                                                 for s in (".hash.npy", ".json", ".loc.npy", ".npy")],
                             "store.json"]
     assert all(f.status == "ok" for f in verify_store(root))
 
 
 FILES = ["store.json", *[f"shards/{i:06d}{s}" for i in range(3) for s in (".npy", ".loc.npy", ".hash.npy", ".json")],
-         "index/cosine.faiss", "index/cosine.json", "densities/cosine-sigma0.3.npz"]
+         "index/cosine.faiss", "index/cosine.json", "densities/cosine-sigma0.3.npz", "scale"]
+CACHES = ("densities/", "scale/")  # only save time: damaged ones are measured again, with a warning
 
 
 def _damage(path: Path, how: str) -> None:
@@ -87,16 +93,17 @@ def test_corruption_is_found_and_repaired(pristine, tmp_path, static_embedder, n
     src, original, probabilities = pristine
     root = tmp_path / "store"
     shutil.copytree(original, root)
+    name = _scale_file(root) if name == "scale" else name
     _damage(root / name, how)
 
     found = {f.file: f for f in verify_store(root)}
-    if (name, how) == ("densities/cosine-sigma0.3.npz", "delete"):    # a cache that is not there is no damage
+    if name.startswith(CACHES) and how == "delete":    # a cache that is not there is no damage
         assert name not in found and not any(f.problem for f in found.values())
         assert np.array_equal(_select(root, static_embedder), probabilities)
         return
     assert found[name].problem, found[name]
 
-    if name.startswith("densities/"):
+    if name.startswith(CACHES):
         with caplog.at_level(logging.WARNING, logger="tsds"):
             again = _select(root, static_embedder)
         assert np.array_equal(again, probabilities)

@@ -203,7 +203,7 @@ def _info_text(i: dict) -> str:
         f"({_density_state(d, eligible)}, {_size(d['bytes'])})" for d in i["densities"]) or "none"))
     b = i["bytes"]
     lines.append(f"on disk: {_size(b['total'])} (shards {_size(b['shards'])}, index {_size(b['index'])}, "
-                 f"densities {_size(b['densities'])})")
+                 f"densities {_size(b['densities'])}, pool scale {_size(b.get('scale', 0))})")
     lines.append(f"skipped rows {i['skipped_rows']}, clipped texts {i['clipped_texts']}, truncated texts "
                  f"{i['truncated_texts']}, zero-vector rows {i['zero_rows']}")
     if not i["checked"]:

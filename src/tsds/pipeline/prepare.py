@@ -104,8 +104,8 @@ def prepare_pool(store, config: SelectionConfig, *, embedder, stages: StageLog |
         if elig.decontamination is not None:
             info.update(removed=int(elig.decontamination.removed.size), eval_items=elig.decontamination.eval_items)
     calibration: dict = {}
-    with stages.stage("pool_scale"):
-        scale = autoparams.pool_scale(index)
+    with stages.stage("pool_scale"):  # kept in the store for the next tasks (not for a decontaminated pool's rows)
+        scale = autoparams.stored_pool_scale(store, index, save=elig.full_pool_densities)
     if config.sigma_auto:
         sigma, calibration["sigma"] = autoparams.auto_sigma(scale)
         config = config.model_copy(update={"sigma": sigma})

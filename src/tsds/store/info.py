@@ -92,7 +92,7 @@ def store_info(store: StoreLayout, check: bool = False) -> dict:
               "format": e.get("format"), "rows": rows_of.get(i, 0), "bytes": e["bytes"],
               "state": file_state(e, check)} for i, e in enumerate(store.files)]
     sizes = {"shards": _bytes(root / "shards"), "index": _bytes(root / "index"),
-             "densities": _bytes(root / "densities")}
+             "densities": _bytes(root / "densities"), "scale": _bytes(root / "scale")}
     sizes["total"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     return {
         "store": str(root), "complete": store.complete, "rows": store.n_rows, "dim": m.get("dim"),

@@ -14,12 +14,13 @@ Layout of a store folder::
                                that asked for it (or index/<metric>-<kind>/ sharded); never the default
     densities/<metric>-sigma<s>.npz   densities computed so far (NaN where not yet needed)
     densities/<metric>-sigma<s>-nearest<P>-<kind>.npz   approximate ones (--density approx), per index kind
+    scale/<metric>-<kind>-<key>.npz    the pool scale measured on an exact index (tsds.store.scale)
 
 Every file is written to a temporary name and renamed, so a build killed at any point
 (even by SIGKILL) leaves only finished shards, and the same command continues from there.
 What each file should hold is recorded when it is written and checked on use (tsds.store.verify).
 
-The parts: ``layout`` (open and check), ``indexes``, ``densities``, ``build`` (with ``resume`` and
+The parts: ``layout`` (open and check), ``indexes``, ``densities``, ``scale``, ``build`` (with ``resume`` and
 ``embedding``), ``checks`` (what each file records), ``verify`` (full check and repair).
 """
 
@@ -28,9 +29,10 @@ from __future__ import annotations
 from tsds.store.densities import StoreDensities
 from tsds.store.indexes import StoreIndexes, build_index_shard
 from tsds.store.layout import FORMAT_VERSION, SHARD_ROWS, ShardVectors, StoreLayout
+from tsds.store.scale import StoreScale
 
 __all__ = ["FORMAT_VERSION", "SHARD_ROWS", "PoolStore", "ShardVectors", "build_index_shard"]
 
 
-class PoolStore(StoreLayout, StoreIndexes, StoreDensities):
+class PoolStore(StoreLayout, StoreIndexes, StoreDensities, StoreScale):
     """A pool store folder. Open with ``PoolStore(path)``; build or extend with ``build_store``."""

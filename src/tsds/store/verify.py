@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tsds.errors import InputError
+from tsds.store.scale import read_scale_cache
 from tsds.store.checks import (  # noqa: F401 (seal, read_sealed, ...: the checks' names importable from here)
     Damaged,
     check_file,
@@ -83,6 +84,8 @@ def verify_store(root) -> list[Finding]:
     _verify_indexes(store, found, attempt)
     for path in sorted((root / "densities").glob("*.npz")):
         _verify_density(store, path, found)
+    for path in sorted((root / "scale").glob("*.npz")):
+        _verify_scale(store, path, found)
     return found
 
 
@@ -177,6 +180,16 @@ def _verify_density(store, path: Path, found: list[Finding]) -> None:
         found.append(Finding(_rel(store.root, path), "ok"))
 
 
+def _verify_scale(store, path: Path, found: list[Finding]) -> None:
+    try:
+        _, _, _, fp = read_scale_cache(path)
+    except Damaged as exc:
+        found.append(Finding(_rel(store.root, path), "damaged", exc.reason))
+        return
+    found.append(Finding(_rel(store.root, path), "ok" if fp == store.fingerprint else "stale",
+                         "" if fp == store.fingerprint else "made from other content; measured again on use"))
+
+
 def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, engine=None,
                  source_root=None) -> list[Finding]:
     """Rebuild what ``verify_store`` found damaged, and only that: damaged or missing shards are embedded
@@ -203,7 +216,7 @@ def repair_store(root, findings: list[Finding] | None = None, *, embedder=None, 
     bases = set()
     for f in bad:
         path = root / f.file
-        if f.file.startswith("densities/"):
+        if f.file.startswith(("densities/", "scale/")):
             path.unlink(missing_ok=True)
         elif f.file.startswith("index/"):
             parts = Path(f.file).parts
