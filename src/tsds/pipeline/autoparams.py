@@ -105,7 +105,7 @@ def stored_pool_scale(store, index: SearchIndex, *, save: bool = True, sample: i
     Only exact indexes: their nearest neighbours depend on nothing else, and their search is what costs
     (1,000 rows against every stored vector: 0.27 s on the demo store's 35,894 rows, against 0.08 s for an
     IVF index at 200k, whose result would also depend on its lists and search breadth)."""
-    if not index.exact or not hasattr(store, "load_pool_scale"):
+    if not index.exact:
         return pool_scale(index, sample, seed)
     excluded = index.excluded
     key = {"metric": index.metric, "index": index.kind, "layout": type(index).__name__,

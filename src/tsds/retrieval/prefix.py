@@ -67,7 +67,7 @@ def search_ahead(index, queries: np.ndarray, k: int, grow: bool = False):
     if not hasattr(index, "_prefix"):  # a sharded index: its merged lists, laid out again
         D, ids = index.search(queries, k)
         return np.asfortranarray(D), column_ids(ids, n)
-    if not getattr(index, "exact", False) and not (index._scans_lists and k >= _SCAN_FROM_K):
+    if not _saves(index, k):
         return _searched(index, queries, k)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     wide = search_width(index, q, k, grow)
@@ -96,11 +96,9 @@ def search_width(index, queries: np.ndarray, k: int, grow: bool = False) -> int:
     """How many neighbours ``search_ahead(index, queries, k, grow)`` would search for at the index's present
     breadth: 0 when it serves them from its saved lists, k for a direct search, more for a search ahead."""
     k = min(int(k), index.available)
-    if not hasattr(index, "_prefix"):
+    if not hasattr(index, "_prefix") or not _saves(index, k):
         return k
-    exact = getattr(index, "exact", False)
-    if not exact and not (index._scans_lists and k >= _SCAN_FROM_K):
-        return k
+    exact = index.exact
     q = np.ascontiguousarray(queries, dtype=np.float32)
     saved = index._prefix
     if saved is not None and saved[2] is index.excluded and saved[4] == (None if exact else index.nprobe) \
@@ -111,6 +109,12 @@ def search_width(index, queries: np.ndarray, k: int, grow: bool = False) -> int:
     if wide > k and q.shape[0] * wide * 12 > cap:
         wide = max(k, cap // (12 * max(1, q.shape[0])))
     return wide
+
+
+def _saves(index, k: int) -> bool:
+    """Whether a search of ``index`` for k neighbours can be saved and served from: an exact index, or an
+    IVF-Flat one searched by its list scan."""
+    return bool(getattr(index, "exact", False) or (index._scans_lists and k >= _SCAN_FROM_K))
 
 
 def neighbour_round(index, queries: np.ndarray, k: int, *, target: float, seed: int = 0):

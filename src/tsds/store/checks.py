@@ -199,9 +199,9 @@ def check_file(path: Path, record: dict | None, *, full: bool = False, root=None
         raise Damaged(path, "sha256 mismatch (sampled)", root)
 
 
-def density_digest(rho: np.ndarray, count: np.ndarray) -> str:
-    """What a density cache records of its two arrays."""
-    return hashlib.sha256(bytes.fromhex(array_sha256(rho)) + bytes.fromhex(array_sha256(count))).hexdigest()
+def arrays_digest(*arrays: np.ndarray) -> str:
+    """What a cache file (densities, pool scale) records of its arrays: the sha256 of their sha256s, in order."""
+    return hashlib.sha256(b"".join(bytes.fromhex(array_sha256(a)) for a in arrays)).hexdigest()
 
 
 def read_density_cache(path: Path):
@@ -219,7 +219,7 @@ def read_density_cache(path: Path):
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise Damaged(path, f"unreadable ({type(exc).__name__})") from None
     if rho.dtype != np.float64 or count.dtype != np.int64 or rho.shape != count.shape or rho.ndim != 1 \
-            or density_digest(rho, count) != digest:
+            or arrays_digest(rho, count) != digest:
         raise Damaged(path, "sha256 mismatch")
     return rho, count, digest, fp
 

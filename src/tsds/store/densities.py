@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tsds import atomic
-from tsds.store.checks import Damaged, density_digest, read_density_cache
+from tsds.store.checks import Damaged, arrays_digest, read_density_cache
 
 log = logging.getLogger("tsds")
 
@@ -86,7 +86,7 @@ class StoreDensities:
         extra = {} if cap is None else {"cap": np.array(int(cap), dtype=np.int64)}
         try:
             folder.mkdir(exist_ok=True)
-            atomic.write_npz(path, rho=rho, count=count, sha256=np.array(density_digest(rho, count)),
+            atomic.write_npz(path, rho=rho, count=count, sha256=np.array(arrays_digest(rho, count)),
                              fingerprint=np.array(self.fingerprint), **extra)
         except OSError as exc:
             if strict:

@@ -19,14 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from tsds import atomic
-from tsds.store.checks import Damaged, array_sha256
+from tsds.store.checks import Damaged, arrays_digest
 
 log = logging.getLogger("tsds")
-
-
-def scale_digest(nn: np.ndarray, pairs: np.ndarray) -> str:
-    """What a pool-scale cache records of its two arrays."""
-    return hashlib.sha256(bytes.fromhex(array_sha256(nn)) + bytes.fromhex(array_sha256(pairs))).hexdigest()
 
 
 def read_scale_cache(path: Path) -> tuple[np.ndarray, np.ndarray, str, str]:
@@ -43,7 +38,7 @@ def read_scale_cache(path: Path) -> tuple[np.ndarray, np.ndarray, str, str]:
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise Damaged(path, f"unreadable ({type(exc).__name__})") from None
     if nn.dtype != np.float64 or pairs.dtype != np.float64 or nn.ndim != 1 or pairs.ndim != 1 \
-            or scale_digest(nn, pairs) != digest:
+            or arrays_digest(nn, pairs) != digest:
         raise Damaged(path, "sha256 mismatch")
     return nn, pairs, key, fp
 
@@ -81,7 +76,7 @@ class StoreScale:
         pairs = np.ascontiguousarray(pairs, dtype=np.float64)
         try:
             path.parent.mkdir(exist_ok=True)
-            atomic.write_npz(path, nn=nn, pairs=pairs, key=np.array(text), sha256=np.array(scale_digest(nn, pairs)),
+            atomic.write_npz(path, nn=nn, pairs=pairs, key=np.array(text), sha256=np.array(arrays_digest(nn, pairs)),
                              fingerprint=np.array(self.fingerprint))
         except OSError as exc:
             log.warning("%s: cannot save the pool scale (%s); the selection is not affected", path,
