@@ -34,6 +34,15 @@ PARTITION_FROM, PARTITION_POINTS = 20_000, 1_000  # flat indexes from this size 
 # vs 0.53-0.61 s; 20k: m 1,000 0.24-0.27 vs 0.30-0.35 s, m 1,333 0.34-0.35 vs 0.32-0.34 s; every later call
 # then costs a third to a half. A selection's first call is its rows' first 64 neighbours (1,333 points on
 # the 50k benchmark): at 2,000 those went through the tiles and the partition was built at the next call.
+
+
+def partition_lists(n: int) -> int:
+    """Lists of a flat index's density partition: sqrt(n) / 2, half a searched IVF index's. Only the speed of
+    the densities depends on it (they are exact over any partition): fewer, longer lists let more pairs
+    through the bounds but make fewer small products."""
+    return max(1, int(math.sqrt(n) / 2))
+
+
 TRAIN_POINTS_PER_LIST = 32
 # 4 rounds, not 8: on the 1M-text benchmark pool recall at every nprobe was the same within noise, and
 # training is a third of the index's build time there (benchmarks/bench_build.py)
@@ -160,7 +169,8 @@ class SearchIndex:
             if storage == "auto":  # mapped where a file can be written (the index's --work-dir, else TMPDIR)
                 place = Path(folder) if folder is not None else Path(tempfile.gettempdir())
                 storage = "disk" if MAPS_PAGES and local_or_none(place) is not None else "memory"
-            self._density_partition = build_index(xb, kind="ivf", storage=storage, work_dir=folder)
+            self._density_partition = build_index(xb, kind="ivf", nlist=partition_lists(self.ntotal), storage=storage,
+                                                  work_dir=folder)
         part = self._density_partition
         if part.excluded is not self.excluded:
             part.exclude(self.excluded if self.excluded is not None else [])
