@@ -10,7 +10,7 @@ from tsds.retrieval.base import SearchIndexProtocol
 from tsds.retrieval.density_flat import flat_vectors
 from tsds.retrieval.ivf import list_sizes, list_vectors
 from tsds.retrieval.mapped import PageWindow
-from tsds.retrieval.threads import in_threads
+from tsds.retrieval.threads import cores, in_threads
 
 
 _SCAN_FROM_K = 256  # below this FAISS's heap of k is cheap, and its search of few lists faster than a scan
@@ -89,7 +89,10 @@ def _scan_turn(lists: _ListNorms, q, qn, probes, sizes, k, excluded, out) -> Non
             _select(d2, starts[r], ends[r], probes[r], lists, k, out_d[r], out_i[r])
 
     in_threads([groups[a:a + _SCAN_LISTS] for a in range(0, len(groups), _SCAN_LISTS)], distances)
-    in_threads([np.arange(a, min(m, a + _SCAN_QUERIES)) for a in range(0, m, _SCAN_QUERIES)], select)
+    # a few queries (calibration's sample of 64) in a task per core: each query's selection is long there
+    # (200k x 384, k 32,768: 4 ms), and one task of 64 left a core idle for 0.25 s
+    size = max(1, min(_SCAN_QUERIES, -(-m // cores())))
+    in_threads([np.arange(a, min(m, a + size)) for a in range(0, m, size)], select)
 
 
 def _select(d2, starts, ends, probes, lists: _ListNorms, k, out_d, out_i) -> None:
