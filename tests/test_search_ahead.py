@@ -97,8 +97,8 @@ def test_no_solve_is_repeated_on_the_same_inputs(monkeypatch):
 
 
 def test_saved_lists_are_narrow_column_major_views_and_dropped_once_no_doubling_fits():
-    """The saved lists are int32 ids and column-major, so every round's prefix is a view of them in the solver's
-    layout (no copy); a call whose doubling would not fit in the saved width drops them: the next round could
+    """The saved lists are int32 ids and finished float64 distances, column-major, so every round's prefix is a
+    read-only view of them in the solver's layout (no copy); a call whose doubling would not fit in the saved width drops them: the next round could
     not be served, and they would sit next to the last round's own lists. The values are a direct search's."""
     x, q = _data()
     index = build_index(x, kind="flat")
@@ -108,6 +108,8 @@ def test_saved_lists_are_narrow_column_major_views_and_dropped_once_no_doubling_
     assert index._prefix[0].flags.f_contiguous and index._prefix[1].flags.f_contiguous
     d, ids = search_ahead(index, q, wide // 2, grow=True)
     assert index._prefix is not None and ids.dtype == np.int32 and np.shares_memory(ids, index._prefix[1])
+    assert d.dtype == np.float64 and np.shares_memory(d, index._prefix[0])  # finished once, served as views
+    assert not d.flags.writeable and not ids.flags.writeable
     assert d.flags.f_contiguous and ids.flags.f_contiguous
     d0, ids0 = index.search(q, wide // 2)
     assert d0.flags.c_contiguous and np.array_equal(ids, ids0) and np.array_equal(d, d0)

@@ -19,7 +19,7 @@ from tsds.memory import return_freed_memory
 from tsds.retrieval.ivf import list_members, list_vectors
 from tsds.retrieval.mapped import MAPS_PAGES, ListFile, PageWindow, install, local_or_none, work_folder
 from tsds.retrieval.recall import calibrate
-from tsds.retrieval.scan import _SCAN_FROM_K, exact_top, flat_top, scan_lists
+from tsds.retrieval.scan import _SCAN_FROM_K, exact_top, finish, flat_top, scan_lists
 
 METRICS = ("euclidean", "cosine")
 INDEX_KINDS = ("auto", "flat", "ivf")
@@ -252,16 +252,25 @@ class SearchIndex:
     def complete(self, q: np.ndarray, d2: np.ndarray, ids: np.ndarray, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
         """``search``'s answer from a search's raw (squared distances, ids) of every query in ``q``: rows with
         missing (-1) neighbours searched again exactly (into copies: the arrays may be saved lists), then
-        ``_finish`` (distances in ``order``)."""
+        ``finish`` (distances in ``order``)."""
         short = np.flatnonzero((ids < 0).any(axis=1))
         if short.size:
             d2, ids = d2.copy(order="K"), ids.copy(order="K")
             d2[short], ids[short] = self._search_all(q[short], ids.shape[1])
-        return _finish(d2, ids, order)
+        return finish(d2, ids, order)
+
+    def complete_finished(self, q: np.ndarray, dist: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``complete`` for lists already finished (a prefix of a longer search's, tsds.retrieval.prefix): the
+        same arrays, or copies where rows with missing neighbours are searched again exactly and finished."""
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if short.size:
+            dist, ids = dist.copy(order="K"), ids.copy(order="K")
+            dist[short], ids[short] = finish(*self._search_all(q[short], ids.shape[1]))
+        return dist, ids
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(int(k), self.available)
-        return _finish(*self._search_all(np.ascontiguousarray(queries, dtype=np.float32), k))
+        return finish(*self._search_all(np.ascontiguousarray(queries, dtype=np.float32), k))
 
     def within_radius(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
         """(pool rows, the vector each is within ``radius`` of), exact: every IVF list is probed."""
@@ -294,20 +303,6 @@ class SearchIndex:
         """IVF-Flat indexes are searched by `scan_lists` (vectors read in place) instead of FAISS's search
         for k from ``_SCAN_FROM_K`` on."""
         return isinstance(self.index, faiss.IndexIVFFlat) and self.index.code_size == 4 * self.index.d
-
-
-def _finish(d2: np.ndarray, ids: np.ndarray, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distances in float64 laid out in ``order``, rows ascending (FAISS's already are; only rows that
-    are not get sorted)."""
-    dist = np.array(d2, dtype=np.float64, order=order)
-    np.sqrt(np.maximum(dist, 0.0, out=dist), out=dist)
-    unsorted = np.flatnonzero((dist[:, 1:] < dist[:, :-1]).any(axis=1)) if dist.shape[1] > 1 else []
-    if len(unsorted):
-        perm = np.argsort(dist[unsorted], axis=1, kind="stable")
-        dist[unsorted] = np.take_along_axis(dist[unsorted], perm, 1)
-        ids = ids.copy(order="K")
-        ids[unsorted] = np.take_along_axis(ids[unsorted], perm, 1)
-    return dist, ids
 
 
 def build_index(

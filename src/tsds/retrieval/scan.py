@@ -244,6 +244,20 @@ def exact_top(index: SearchIndexProtocol, queries: np.ndarray, k: int) -> tuple[
     return index._search_all(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
+def finish(d2: np.ndarray, ids: np.ndarray, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances in float64 laid out in ``order``, rows ascending (FAISS's already are; only rows that
+    are not get sorted)."""
+    dist = np.array(d2, dtype=np.float64, order=order)
+    np.sqrt(np.maximum(dist, 0.0, out=dist), out=dist)
+    unsorted = np.flatnonzero((dist[:, 1:] < dist[:, :-1]).any(axis=1)) if dist.shape[1] > 1 else []
+    if len(unsorted):
+        perm = np.argsort(dist[unsorted], axis=1, kind="stable")
+        dist[unsorted] = np.take_along_axis(dist[unsorted], perm, 1)
+        ids = ids.copy(order="K")
+        ids[unsorted] = np.take_along_axis(ids[unsorted], perm, 1)
+    return dist, ids
+
+
 def sorted_by_distance_then_id(dist: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(dist, ids) in the order of ``by_distance_then_id``. Where the ids lie in [0, 2^32), the 64-bit keys
     hold both numbers, and sorting the keys themselves is twice as fast as arg-sorting them (8,192 pairs:
