@@ -214,6 +214,45 @@ def test_the_chooser_decides_the_direction_test_on_real_densities():
     assert np.array_equal(rho, densities(index, ids, 0.6, path="brute"))
 
 
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # the float32 test's margin grows with the vectors' length
+def test_narrowing_by_a_float32_product_keeps_every_pair_within_sigma(topics_index, scale):
+    """Points placed at sigma from a member, in random directions, from 1e-3 to 1e-8 of sigma^2 inside it (the
+    last within float32's rounding of the point): the pairs the float32 product would drop at its rounding
+    are these, and each dropped one would change a sum."""
+    x = _topics(16000, 256) * np.float32(scale)
+    index = topics_index if scale == 1.0 else build_index(x, kind="ivf", nlist=240)
+    sigma = 0.6 * scale
+    rng = np.random.default_rng(9)
+    members = x[rng.choice(x.shape[0], 600, replace=False)].astype(np.float64)
+    u = rng.normal(size=members.shape)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    inside = np.geomspace(1e-3, 1e-8, members.shape[0])[:, None]
+    edge = (members + sigma * np.sqrt(1 - inside) * u).astype(np.float32)
+    want = kernel_sums(index, edge, sigma, plan=DensityPlan(mode="brute"))
+    assert (want[1] >= 1).mean() > 0.6  # most points keep their member inside sigma after rounding
+    narrowed = DensityPlan(mode="pruned")
+    whole = DensityPlan(mode="pruned", multiplied=1, within=1)  # measured: every multiplied pair within sigma
+    assert narrowed.narrows and not whole.narrows
+    for plan in (narrowed, whole):
+        got = kernel_sums(index, edge, sigma, plan=plan)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_the_plan_narrows_the_exact_products_unless_most_pairs_lie_within_sigma():
+    plan = DensityPlan()
+    assert plan.narrows  # nothing measured yet
+    plan.learn(10**8, 10**7, within=2 * 10**6)  # a fifth of the multiplied pairs within sigma (200k benchmark)
+    assert plan.narrows
+    plan.learn(10**8, 10**8, within=10**8)  # near-duplicates: almost all of them
+    assert not plan.narrows
+    stats = DensityStats()
+    x = _clustered(3000, 16, clusters=10, noise=0.2)
+    index = build_index(x, kind="ivf", nlist=30)
+    densities(index, np.arange(0, 3000, 7), 0.6, stats=stats, path="pruned")
+    learned = plan_for(index, 0.6, "pruned")
+    assert 0 < stats.pruned_pairs == learned.within <= learned.multiplied == stats.pruned_multiplied
+
+
 def test_unknown_density_path_is_a_parameter_error():
     x = _clustered(2000, 8)
     index = build_index(x, kind="ivf", nlist=20)

@@ -73,7 +73,8 @@ def densities(
         batch = DensityStats()
         out = parallel_kernel_sums(index, x, sigma, batch, plan=plan, nearest_lists=nearest_lists)
         plan.learn(batch.sieved, batch.pruned_multiplied, (batch.probed, batch.probe_kept, batch.probe_work),
-                   index.dim, _shells(index).basis.shape[0])  # between batches: the next batch's chunks see it
+                   index.dim, _shells(index).basis.shape[0], batch.pruned_pairs)  # between batches: the next
+        # batch's chunks see it
         stats.add(batch)
         return out
 
@@ -231,6 +232,7 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     xn = exact.squared_norms(xr)
     brute_before, multiplied = stats.brute_points, 0
     shells = _shells(index) if index.list_radius is not None else None
+    narrow = plan.narrows if plan is not None else True
     for y, member_ids, pts, _, at in _blocks(index, x, sigma, stats, scratch, plan, nearest_lists):
         if excluded is not None:
             keep = ~np.isin(member_ids, excluded)
@@ -246,6 +248,9 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
                 counts += c
             continue
         kept = at is not None  # an IVF list's members: their shifts and norms are kept with the shells
+        if kept and narrow:
+            _narrowed_sums((x, xr, xn), y, at, pts, shells, r2, scratch, (sums, counts))
+            continue
         for b in range(0, y.shape[0], _MEMBERS):  # long lists in parts: each part's float64 copy stays small
             yb = y[b:b + _MEMBERS]
             yr = exact.rounded(yb, out=scratch.array("members64", yb.shape, np.float64),
@@ -263,7 +268,44 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
     stats.multiplied += multiplied
     if stats.brute_points == brute_before:
         stats.pruned_multiplied += multiplied
+        stats.pruned_pairs += int(counts.sum())
     return sums, counts
+
+
+def _narrowed_sums(points, y, at, pts, shells, r2: float, scratch: Scratch, out) -> None:
+    """Add the kernel terms of the points ``pts`` of ``points`` = (x, x rounded, their exact squared norms) with
+    the members ``y`` of one IVF list (places ``at`` in the shells' order) to ``out`` = (sums, counts): a
+    float32 product first finds the pairs that may lie within sigma, with the margin of the flat tiles
+    (tsds.retrieval.density_flat.block_sums), and only the points and members of those pairs are multiplied
+    exactly. Every pair left out lies beyond sigma, where its term is 0: the sums are those of the whole block."""
+    (x, xr, xn), (sums, counts) = points, out
+    d = x.shape[1]
+    relative = d * 2.0 ** -23 + 4 * np.sqrt(d) * 2.0 ** -22
+    for b in range(0, y.shape[0], _MEMBERS):
+        yb, where = y[b:b + _MEMBERS], at[b:b + _MEMBERS]
+        yn = shells.member_norms[where]
+        half = (0.5 * yn).astype(np.float32)
+        high = float(yn.max())
+        step = max(1, _BLOCK // yb.shape[0])
+        for a in range(0, pts.size, step):
+            p = pts[a:a + step]
+            g = np.matmul(x[p], yb.T, out=scratch.array("near32", (p.size, yb.shape[0]), np.float32))
+            g -= half[None, :]  # within sigma: x.y - |y|^2 / 2 > (|x|^2 - sigma^2) / 2
+            floor = ((xn[p] - r2) / 2 - relative * (xn[p] + high + r2)).astype(np.float32)
+            near = np.greater(g, floor[:, None], out=scratch.array("near", g.shape, np.bool_))
+            rows = near.any(axis=1)
+            if not rows.any():
+                continue
+            cols = np.flatnonzero(near.any(axis=0))
+            p = p[rows]
+            ys = np.take(yb, cols, axis=0, out=scratch.array("near_members", (cols.size, d), np.float32))
+            yr = exact.rounded(ys, out=scratch.array("members64", ys.shape, np.float64),
+                               shift=shells.member_shifts[where[cols]], work=scratch.array("shifted", ys.shape,
+                                                                                             np.float32))
+            g = exact.product(xr[p], yr, out=scratch.array("product", (p.size, cols.size), np.float64))
+            k = exact.kernel_terms(g, xn[p, None], yn[cols][None, :], r2, overwrite=True)
+            sums[p] += k.sum(axis=1, dtype=np.float64)
+            counts[p] += np.greater(k, 0.0, out=scratch.array("within", k.shape, np.bool_)).sum(axis=1)
 
 
 def _blocks(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityStats, scratch: Scratch,

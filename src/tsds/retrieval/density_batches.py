@@ -17,6 +17,7 @@ class DensityStats:
     sieved: int = 0  # (point, member) pairs the sieve looked at (pruned chunks)
     multiplied: int = 0  # pairs multiplied in full (both paths)
     pruned_multiplied: int = 0  # of those, in pruned chunks
+    pruned_pairs: int = 0  # pairs within sigma in pruned chunks
     brute_points: int = 0  # points whose sums came from a product with every stored vector (IVF)
     probed: int = 0  # pairs in the lists also tested by direction to measure it (tsds.retrieval.density_plan)
     probe_kept: int = 0
@@ -24,7 +25,7 @@ class DensityStats:
 
     def add(self, other: "DensityStats") -> None:
         for name in ("points", "capped", "pairs", "lists_scanned", "sieved", "multiplied", "pruned_multiplied",
-                     "brute_points", "probed", "probe_kept", "probe_work"):
+                     "pruned_pairs", "brute_points", "probed", "probe_kept", "probe_work"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
