@@ -17,7 +17,7 @@ import numpy as np
 from tsds.retrieval.base import SearchIndexProtocol as SearchIndex
 from tsds.retrieval.density_batches import DensityStats, PointSums, batched_densities
 from tsds.retrieval.density_bounds import _Directions, _nearest, _shell_bound, _shells, _Sieve, _squared_distances
-from tsds.retrieval.density_flat import block_sums, flat_vectors, tiled_kernel_sums
+from tsds.retrieval.density_flat import block_sums, flat_vectors, float32_margin, tiled_kernel_sums
 from tsds.retrieval.density_plan import PROBE_EVERY, DensityPlan, Nearest, bounded_pairs, plan_for
 from tsds.retrieval.ivf import list_vectors
 import tsds.retrieval.exact as exact
@@ -72,9 +72,9 @@ def densities(
             return parallel_kernel_sums(index, x, sigma, stats)
         batch = DensityStats()
         out = parallel_kernel_sums(index, x, sigma, batch, plan=plan, nearest_lists=nearest_lists)
+        # between batches: the next batch's chunks see it
         plan.learn(batch.sieved, batch.pruned_multiplied, (batch.probed, batch.probe_kept, batch.probe_work),
-                   index.dim, _shells(index).basis.shape[0], batch.pruned_pairs)  # between batches: the next
-        # batch's chunks see it
+                   index.dim, _shells(index).basis.shape[0], batch.pruned_pairs)
         stats.add(batch)
         return out
 
@@ -275,12 +275,12 @@ def kernel_sums(index: SearchIndex, x: np.ndarray, sigma: float, stats: DensityS
 def _narrowed_sums(points, y, at, pts, shells, r2: float, scratch: Scratch, out) -> None:
     """Add the kernel terms of the points ``pts`` of ``points`` = (x, x rounded, their exact squared norms) with
     the members ``y`` of one IVF list (places ``at`` in the shells' order) to ``out`` = (sums, counts): a
-    float32 product first finds the pairs that may lie within sigma, with the margin of the flat tiles
-    (tsds.retrieval.density_flat.block_sums), and only the points and members of those pairs are multiplied
+    float32 product first finds the pairs that may lie within sigma, with the flat tiles' margin
+    (tsds.retrieval.density_flat.float32_margin), and only the points and members of those pairs are multiplied
     exactly. Every pair left out lies beyond sigma, where its term is 0: the sums are those of the whole block."""
     (x, xr, xn), (sums, counts) = points, out
     d = x.shape[1]
-    relative = d * 2.0 ** -23 + 4 * np.sqrt(d) * 2.0 ** -22
+    relative = float32_margin(d)
     for b in range(0, y.shape[0], _MEMBERS):
         yb, where = y[b:b + _MEMBERS], at[b:b + _MEMBERS]
         yn = shells.member_norms[where]
@@ -300,8 +300,8 @@ def _narrowed_sums(points, y, at, pts, shells, r2: float, scratch: Scratch, out)
             p = p[rows]
             ys = np.take(yb, cols, axis=0, out=scratch.array("near_members", (cols.size, d), np.float32))
             yr = exact.rounded(ys, out=scratch.array("members64", ys.shape, np.float64),
-                               shift=shells.member_shifts[where[cols]], work=scratch.array("shifted", ys.shape,
-                                                                                             np.float32))
+                               shift=shells.member_shifts[where[cols]],
+                               work=scratch.array("shifted", ys.shape, np.float32))
             g = exact.product(xr[p], yr, out=scratch.array("product", (p.size, cols.size), np.float64))
             k = exact.kernel_terms(g, xn[p, None], yn[cols][None, :], r2, overwrite=True)
             sums[p] += k.sum(axis=1, dtype=np.float64)

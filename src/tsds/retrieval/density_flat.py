@@ -85,6 +85,13 @@ def _chunk_sums(x: np.ndarray, blocks: list, sigma: float, scratch: Scratch):
     return sums, counts
 
 
+def float32_margin(d: int) -> float:
+    """How far, relative to |x|^2 + max |y|^2 + sigma^2, a float32 product of d-dimensional float32 vectors may
+    put a pair on the wrong side of sigma: its rounding on any BLAS and that of the vectors against their
+    ``exact.rounded`` forms. A float32 test with this margin keeps every pair within sigma."""
+    return d * 2.0 ** -23 + 4 * np.sqrt(d) * 2.0 ** -22
+
+
 def block_sums(x: np.ndarray, xr: np.ndarray, xn: np.ndarray, y: np.ndarray, r2: float, scratch: Scratch,
                yn: np.ndarray | None = None):
     """Kernel sums (float64) and counts within sigma of the float32 points ``x`` over the float32 vectors
@@ -98,7 +105,7 @@ def block_sums(x: np.ndarray, xr: np.ndarray, xn: np.ndarray, y: np.ndarray, r2:
     yn = np.einsum("ij,ij->i", y, y).astype(np.float64) if yn is None else yn
     low, high = float(yn.min()), float(yn.max())
     d = x.shape[1]
-    margin = (d * 2.0 ** -23 + 4 * np.sqrt(d) * 2.0 ** -22) * (xn + high + r2)
+    margin = float32_margin(d) * (xn + high + r2)
     floor = ((xn - r2) / 2 - margin).astype(np.float32)  # within sigma: g > (xn + yn - r2) / 2
     near = scratch.array("near", g.shape, np.bool_)
     if high - low <= 0.05 * r2:  # (near-)equal norms, e.g. unit vectors: one compare per pair
